@@ -1,0 +1,1 @@
+"""Sub-commands that need heavier imports, loaded only when used."""

@@ -1,0 +1,126 @@
+"""The `driftloop` command: run the local stack and operate the loop."""
+
+from __future__ import annotations
+
+import json
+import sys
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from driftloop_contracts import SettingsError, load_settings
+
+from . import stack
+from .settings import StackSettings
+
+app = typer.Typer(no_args_is_help=True, help=__doc__, add_completion=False)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True)
+
+
+def settings(ctx: typer.Context) -> StackSettings:
+    return ctx.obj
+
+
+@app.callback()
+def main(
+    ctx: typer.Context,
+    base_port: Annotated[int | None, typer.Option(help="Base port (env DRIFTLOOP_BASE_PORT)")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="State directory (env DRIFTLOOP_STATE_DIR)")] = None,
+) -> None:
+    overrides = {k: v for k, v in {"base_port": base_port, "state_dir": state_dir}.items() if v}
+    try:
+        ctx.obj = load_settings(StackSettings, **overrides).resolved()
+    except SettingsError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+
+
+def status_table(statuses: list[stack.ComponentStatus], title: str = "driftloop stack") -> Table:
+    table = Table(title=title)
+    for col in ("component", "state", "health", "url", "detail"):
+        table.add_column(col)
+    for st in statuses:
+        health = "[green]healthy[/]" if st.healthy else "[yellow]waiting[/]"
+        table.add_row(st.name, st.state, health, st.url, st.detail)
+    return table
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start every component under supervisord and wait until all are healthy (idempotent)."""
+    s = settings(ctx)
+    try:
+        with Live(console=console, refresh_per_second=2, transient=True) as live:
+            def show(statuses: list[stack.ComponentStatus]) -> None:
+                ok = sum(st.healthy for st in statuses)
+                live.update(status_table(statuses, f"starting… {ok}/{len(statuses)} healthy"))
+
+            statuses = stack.up(s, on_progress=show)
+    except stack.StackError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(1) from None
+    console.print(status_table(statuses))
+    console.print(f"[green]stack up[/] (state in {s.state_dir}; `driftloop down` stops it)")
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop everything `up` started, and nothing else."""
+    s = settings(ctx)
+    if stack.down(s):
+        console.print("stack stopped")
+    else:
+        console.print("stack was not running")
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
+) -> None:
+    """Each component's state, URL and health (exit code 1 unless all are healthy)."""
+    statuses = stack.status(settings(ctx))
+    if as_json:
+        print(json.dumps({"components": stack.as_json(statuses)}, indent=2))
+    else:
+        console.print(status_table(statuses))
+    if not all(st.healthy for st in statuses):
+        raise typer.Exit(1)
+
+
+@app.command()
+def logs(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="Component name, as in `driftloop status`")],
+    lines: Annotated[int, typer.Option("-n", help="Lines to show")] = 50,
+    follow: Annotated[bool, typer.Option("-f", help="Keep printing new lines")] = False,
+) -> None:
+    """Show a component's log."""
+    s = settings(ctx)
+    path = s.logs_dir / f"{name}.log"
+    if not path.exists():
+        known = sorted(p.stem for p in s.logs_dir.glob("*.log"))
+        err.print(f"[red]error:[/] no log for {name!r} in {s.logs_dir}; known: {', '.join(known)}")
+        raise typer.Exit(2)
+    subprocess.run(["tail", f"-n{lines}", *(["-F"] if follow else []), str(path)], check=False)
+
+
+@app.command()
+def bootstrap(
+    ctx: typer.Context,
+    force: Annotated[bool, typer.Option(help="Train and promote even if a champion exists")] = False,
+) -> None:
+    """Train and register the first champion (does nothing if one exists, unless --force)."""
+    from .commands.bootstrap import run_bootstrap
+
+    raise typer.Exit(run_bootstrap(settings(ctx), force=force, console=console))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,10 @@
+"""Names shared by everything that talks to the MLflow model registry."""
+
+MODEL_NAME = "california-housing"
+CHAMPION_ALIAS = "champion"
+#: Artifact path (relative to the run) of a model version's reference profile.
+PROFILE_ARTIFACT_PATH = "reference_profile.json"
+#: Artifact sub-directory that holds the logged model inside a run.
+MODEL_ARTIFACT_NAME = "model"
+EXPERIMENT_NAME = "driftloop"
+DAG_ID = "retrain_house_price"

@@ -1,0 +1,32 @@
+"""Helpers for per-service pydantic-settings classes.
+
+Each service defines its own ``BaseSettings`` with an env prefix; :func:`load_settings` turns a
+validation failure into one error that names the environment variable to fix.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import BaseSettings
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class SettingsError(RuntimeError):
+    """A required setting is missing or invalid; the message names the variable."""
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    try:
+        return cls(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        prefix = str(cls.model_config.get("env_prefix", ""))
+        problems = []
+        for err in exc.errors():
+            field = str(err["loc"][0]) if err["loc"] else "?"
+            problems.append(f"{prefix}{field.upper()}: {err['msg']}")
+        raise SettingsError(
+            f"invalid configuration for {cls.__name__}: " + "; ".join(problems)
+        ) from None

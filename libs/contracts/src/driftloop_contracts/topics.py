@@ -1,0 +1,25 @@
+"""Kafka topic names and their layout; the broker set-up and every client import these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREDICTIONS_TOPIC = "predictions"
+FEEDBACK_TOPIC = "feedback"
+MODEL_EVENTS_TOPIC = "model-events"
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+
+
+#: `predictions` and `feedback` are keyed by request_id and partitioned alike, so the consumer
+#: that owns partition p of one owns partition p of the other and sees both halves of a join.
+DATA_PARTITIONS = 4
+TOPICS: tuple[TopicSpec, ...] = (
+    TopicSpec(PREDICTIONS_TOPIC, DATA_PARTITIONS),
+    TopicSpec(FEEDBACK_TOPIC, DATA_PARTITIONS),
+    TopicSpec(MODEL_EVENTS_TOPIC, 1),
+)
