@@ -8,3 +8,8 @@ PROFILE_ARTIFACT_PATH = "reference_profile.json"
 MODEL_ARTIFACT_NAME = "model"
 EXPERIMENT_NAME = "driftloop"
 DAG_ID = "retrain_house_price"
+#: MLflow metrics every registered model version's run carries (USD / unitless), written by
+#: the training package; the drift consumer divides its online RMSE by the first one.
+HOLDOUT_RMSE_METRIC = "holdout_rmse_usd"
+HOLDOUT_MAE_METRIC = "holdout_mae_usd"
+HOLDOUT_R2_METRIC = "holdout_r2"

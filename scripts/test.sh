@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The test suite: unit tests, integration and end-to-end tests against the real local stack
+# (started by the session fixture on ports 28000+), then the DAG tests inside the Airflow env.
+# Extra arguments go to the main pytest run (e.g. `./scripts/test.sh -m "not e2e"`).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export SCIKIT_LEARN_DATA="${SCIKIT_LEARN_DATA:-$PWD/../shared/data/scikit_learn_data}"
+
+uv run --frozen pytest "$@"
+rc=$?
+if [ "$rc" = 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi
+[ "$rc" = 0 ] || exit "$rc"
+
+if [ -d airflow/tests ]; then
+  .venv-airflow/bin/python -m pytest -q -p no:cacheprovider airflow/tests
+  rc=$?
+  if [ "$rc" = 5 ]; then echo "error: no DAG tests collected" >&2; exit 1; fi
+  [ "$rc" = 0 ] || exit "$rc"
+fi
+
+# Nothing the suite started may outlive it.
+if pgrep -f "\.driftloop-test/" >/dev/null; then
+  echo "error: processes of the test stack are still running:" >&2
+  pgrep -af "\.driftloop-test/" >&2
+  exit 1
+fi

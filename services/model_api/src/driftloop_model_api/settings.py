@@ -1,0 +1,71 @@
+"""The model API's settings: one pydantic-settings class, env prefix ``DRIFTLOOP_MODEL_API_``.
+
+Built once in ``__main__`` (or by a test) and passed down; there is no module-level instance,
+so tests and the CLI can build their own. Build it with
+:func:`driftloop_contracts.load_settings` so a bad value fails at start-up naming the variable.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftloop_contracts import CHAMPION_ALIAS, DEFAULT_BASE_PORT, HOST, MODEL_NAME, PortPlan
+
+_DEFAULT_PORTS = PortPlan(DEFAULT_BASE_PORT)
+
+
+class ModelApiSettings(BaseSettings):
+    """Every knob of one serving replica; the defaults match the user's local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_MODEL_API_", extra="ignore")
+
+    host: str = HOST
+    port: int = Field(default=_DEFAULT_PORTS.model_api(0), ge=1, le=65535)
+    replica_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- model registry -------------------------------------------------------------------
+    mlflow_tracking_uri: str = f"http://{HOST}:{_DEFAULT_PORTS.mlflow}"
+    model_name: str = MODEL_NAME
+    model_alias: str = CHAMPION_ALIAS
+    #: First and largest wait between attempts to load the champion at start-up.
+    load_retry_initial_seconds: float = Field(default=0.5, gt=0)
+    load_retry_max_seconds: float = Field(default=10.0, gt=0)
+    #: How often the alias is re-read in case a ModelPromoted event was missed.
+    alias_check_interval_seconds: float = Field(default=30.0, gt=0)
+    #: Attempts to load a version announced by an event before giving up (old model stays).
+    reload_attempts: int = Field(default=3, ge=1)
+
+    # --- Kafka ----------------------------------------------------------------------------
+    kafka_bootstrap: str = f"{HOST}:{_DEFAULT_PORTS.kafka}"
+    kafka_enabled: bool = True
+    #: Events waiting for the broker; beyond it the oldest waiting event is dropped.
+    publish_buffer_size: int = Field(default=100_000, ge=1)
+    #: Most events handed to the producer at once (the rest wait in the buffer).
+    publish_batch_size: int = Field(default=1_000, ge=1)
+    publish_linger_ms: int = Field(default=5, ge=0)
+    #: How long the producer keeps trying one batch before it counts as failed and is re-queued.
+    publish_request_timeout_ms: int = Field(default=5_000, ge=100)
+    publish_retry_max_seconds: float = Field(default=5.0, gt=0)
+    #: Session timeout of the model-events consumer (Tansu joins wait about half of it).
+    kafka_session_timeout_ms: int = Field(default=6_000, ge=1_000)
+
+    # --- cache ----------------------------------------------------------------------------
+    redis_url: str | None = f"redis://{HOST}:{_DEFAULT_PORTS.redis}/0"
+    cache_enabled: bool = True
+    cache_ttl_seconds: int = Field(default=3_600, ge=1)
+    #: Per-call budget for Redis; past it the request is served without the cache.
+    cache_timeout_seconds: float = Field(default=0.1, gt=0)
+    #: After a Redis failure the cache is bypassed for this long before it is tried again.
+    cache_retry_after_seconds: float = Field(default=5.0, ge=0)
+
+    # --- HTTP limits ----------------------------------------------------------------------
+    max_body_bytes: int = Field(default=1_048_576, ge=256)
+    batch_max_rows: int = Field(default=1_000, ge=1)
+    #: Seconds uvicorn lets in-flight requests finish on SIGTERM.
+    graceful_shutdown_seconds: float = Field(default=10.0, ge=0)

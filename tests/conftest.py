@@ -1,0 +1,121 @@
+"""Fixtures for cross-service tests: the real local stack, started once per session.
+
+The stack runs on the test port plan (base 28000, state in .driftloop-test/) so it never
+collides with a developer's own stack. If it is already up (another run keeps it), it is reused
+and left running; otherwise it is started here and stopped at the end, and the teardown fails
+if any of its processes outlives `down`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from driftloop_cli import stack as stack_ops
+from driftloop_cli import supervisor
+from driftloop_cli.settings import REPO_ROOT, StackSettings
+from driftloop_contracts import HOST, TEST_BASE_PORT, PortPlan
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "scikit_learn_data"
+os.environ.setdefault("SCIKIT_LEARN_DATA", str(SHARED_DATA))
+
+
+@dataclass
+class StackInfo:
+    settings: StackSettings
+    ports: PortPlan
+    state_dir: Path
+    kafka_bootstrap: str
+    redis_url: str
+    influx_url: str
+    influx_db: str
+    prometheus_url: str
+    alertmanager_url: str
+    mlflow_url: str
+    airflow_url: str
+    airflow_username: str
+    airflow_password: str
+    nginx_url: str
+    model_api_urls: list[str]
+    drift_consumer_url: str
+    bridge_url: str
+    webhook_token: str
+    started_pids: list[int] = field(default_factory=list)
+
+    def stop(self, program: str) -> None:
+        supervisor.control(self.settings, "stop", program)
+
+    def start(self, program: str) -> None:
+        supervisor.control(self.settings, "start", program)
+
+    def restart(self, program: str) -> None:
+        supervisor.control(self.settings, "restart", program)
+
+    def wait_healthy(self, *programs: str, timeout_s: float = 120) -> None:
+        """Poll until the named programs (default: all) report healthy."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            statuses = stack_ops.status(self.settings)
+            bad = [s for s in statuses if (not programs or s.name in programs) and not s.healthy]
+            if not bad:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not healthy in {timeout_s}s: {[(b.name, b.detail) for b in bad]}")
+            time.sleep(0.5)
+
+
+def make_info(s: StackSettings) -> StackInfo:
+    p = s.ports
+    http = lambda port: f"http://{HOST}:{port}"  # noqa: E731
+    return StackInfo(
+        settings=s, ports=p, state_dir=s.state_dir,
+        kafka_bootstrap=f"{HOST}:{p.kafka}", redis_url=f"redis://{HOST}:{p.redis}/0",
+        influx_url=http(p.influxdb), influx_db=s.influx_db,
+        prometheus_url=http(p.prometheus), alertmanager_url=http(p.alertmanager),
+        mlflow_url=http(p.mlflow), airflow_url=http(p.airflow),
+        airflow_username=s.airflow_username,
+        airflow_password=s.airflow_password.get_secret_value(),
+        nginx_url=http(p.nginx), model_api_urls=[http(p.model_api(i)) for i in range(s.replicas)],
+        drift_consumer_url=http(p.drift_consumer), bridge_url=http(p.bridge),
+        webhook_token=s.bridge_webhook_token.get_secret_value(),
+    )
+
+
+def _alive(pid: int) -> bool:
+    return supervisor._alive(pid)
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    s = StackSettings(base_port=TEST_BASE_PORT, state_dir=REPO_ROOT / ".driftloop-test",
+                      scikit_learn_data=SHARED_DATA).resolved()
+    reused = supervisor.is_running(s)
+    statuses = stack_ops.up(s)
+    info = make_info(s)
+    info.started_pids = [st.pid for st in statuses if st.pid]
+    yield info
+    if reused or os.environ.get("DRIFTLOOP_TEST_KEEP_STACK"):
+        return
+    stack_ops.down(s)
+    deadline = time.monotonic() + 30
+    while (alive := [pid for pid in info.started_pids if _alive(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"processes still alive after `driftloop down`: {alive}"
+
+
+@pytest.fixture(scope="session")
+def champion(stack: StackInfo) -> str:
+    """The registered champion's version (bootstrapped once if the registry has none)."""
+    from driftloop_training.bootstrap import bootstrap
+    from driftloop_training.settings import TrainingSettings
+
+    result = bootstrap(TrainingSettings(
+        mlflow_tracking_uri=stack.mlflow_url, kafka_bootstrap=stack.kafka_bootstrap,
+        labelled_log_dir=stack.state_dir / "labelled", work_dir=stack.state_dir / "work",
+    ))
+    return str(result.version)

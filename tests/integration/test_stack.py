@@ -1,0 +1,69 @@
+"""The local stack itself: every component up, healthy and answering on its own port."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from driftloop_cli.settings import REPO_ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def status_json(stack) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "driftloop_cli.main", "--base-port", str(stack.ports.base),
+         "--state-dir", str(stack.state_dir), "status", "--json"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return json.loads(result.stdout)
+
+
+def test_every_component_is_healthy_and_answers_on_its_port(stack) -> None:
+    components = status_json(stack)["components"]
+    names = {c["name"] for c in components}
+    assert {"kafka", "redis", "influxdb", "mlflow", "prometheus", "alertmanager",
+            "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
+            "airflow-triggerer"} <= names
+    for c in components:
+        assert c["healthy"], c
+        assert c["state"] == "RUNNING", c
+        if c["port"]:
+            assert c["port"] >= stack.ports.base
+            with socket.create_connection(("127.0.0.1", c["port"]), timeout=2):
+                pass
+
+
+def test_up_twice_is_harmless(stack) -> None:
+    before = {c["name"]: c["pid"] for c in status_json(stack)["components"]}
+    result = subprocess.run(
+        [sys.executable, "-m", "driftloop_cli.main", "--base-port", str(stack.ports.base),
+         "--state-dir", str(stack.state_dir), "up"],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = {c["name"]: c["pid"] for c in status_json(stack)["components"]}
+    assert after == before  # nothing restarted
+
+
+def test_status_names_a_stopped_component(stack) -> None:
+    stack.stop("alertmanager")
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "driftloop_cli.main", "--base-port", str(stack.ports.base),
+             "--state-dir", str(stack.state_dir), "status", "--json"],
+            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False,
+        )
+        assert result.returncode == 1
+        by_name = {c["name"]: c for c in json.loads(result.stdout)["components"]}
+        assert by_name["alertmanager"]["healthy"] is False
+        assert by_name["alertmanager"]["state"] == "STOPPED"
+        assert by_name["redis"]["healthy"] is True
+    finally:
+        stack.start("alertmanager")
+        stack.wait_healthy("alertmanager")
