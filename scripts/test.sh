@@ -6,6 +6,9 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 export SCIKIT_LEARN_DATA="${SCIKIT_LEARN_DATA:-$PWD/../shared/data/scikit_learn_data}"
 
+was_running=0
+pgrep -f "\.driftloop-test/" >/dev/null && was_running=1
+
 uv run --frozen pytest "$@"
 rc=$?
 if [ "$rc" = 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi
@@ -18,8 +21,8 @@ if [ -d airflow/tests ]; then
   [ "$rc" = 0 ] || exit "$rc"
 fi
 
-# Nothing the suite started may outlive it.
-if pgrep -f "\.driftloop-test/" >/dev/null; then
+# Nothing the suite started may outlive it (unless a stack was already up and is being reused).
+if [ "$was_running" = 0 ] && [ -z "${DRIFTLOOP_TEST_KEEP_STACK:-}" ] && pgrep -f "\.driftloop-test/" >/dev/null; then
   echo "error: processes of the test stack are still running:" >&2
   pgrep -af "\.driftloop-test/" >&2
   exit 1

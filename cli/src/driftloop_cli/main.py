@@ -122,5 +122,21 @@ def bootstrap(
     raise typer.Exit(run_bootstrap(settings(ctx), force=force, console=console))
 
 
+@app.command()
+def demo(ctx: typer.Context) -> None:
+    """Run the loop: bring the stack up, make sure a champion exists, then show the status."""
+    s = settings(ctx)
+    up(ctx)
+    from .commands.bootstrap import run_bootstrap
+
+    rc = run_bootstrap(s, force=False, console=console)
+    if rc:
+        raise typer.Exit(rc)
+    statuses = stack.status(s)
+    console.print(status_table(statuses))
+    if not all(st.healthy for st in statuses):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()
