@@ -65,7 +65,9 @@ class StackInfo:
             if not bad:
                 return
             if time.monotonic() > deadline:
-                raise AssertionError(f"not healthy in {timeout_s}s: {[(b.name, b.detail) for b in bad]}")
+                raise AssertionError(
+                    f"not healthy in {timeout_s}s: {[(b.name, b.detail) for b in bad]}"
+                )
             time.sleep(0.5)
 
 
@@ -73,15 +75,23 @@ def make_info(s: StackSettings) -> StackInfo:
     p = s.ports
     http = lambda port: f"http://{HOST}:{port}"  # noqa: E731
     return StackInfo(
-        settings=s, ports=p, state_dir=s.state_dir,
-        kafka_bootstrap=f"{HOST}:{p.kafka}", redis_url=f"redis://{HOST}:{p.redis}/0",
-        influx_url=http(p.influxdb), influx_db=s.influx_db,
-        prometheus_url=http(p.prometheus), alertmanager_url=http(p.alertmanager),
-        mlflow_url=http(p.mlflow), airflow_url=http(p.airflow),
+        settings=s,
+        ports=p,
+        state_dir=s.state_dir,
+        kafka_bootstrap=f"{HOST}:{p.kafka}",
+        redis_url=f"redis://{HOST}:{p.redis}/0",
+        influx_url=http(p.influxdb),
+        influx_db=s.influx_db,
+        prometheus_url=http(p.prometheus),
+        alertmanager_url=http(p.alertmanager),
+        mlflow_url=http(p.mlflow),
+        airflow_url=http(p.airflow),
         airflow_username=s.airflow_username,
         airflow_password=s.airflow_password.get_secret_value(),
-        nginx_url=http(p.nginx), model_api_urls=[http(p.model_api(i)) for i in range(s.replicas)],
-        drift_consumer_url=http(p.drift_consumer), bridge_url=http(p.bridge),
+        nginx_url=http(p.nginx),
+        model_api_urls=[http(p.model_api(i)) for i in range(s.replicas)],
+        drift_consumer_url=http(p.drift_consumer),
+        bridge_url=http(p.bridge),
         webhook_token=s.bridge_webhook_token.get_secret_value(),
     )
 
@@ -92,8 +102,11 @@ def _alive(pid: int) -> bool:
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
-    s = StackSettings(base_port=TEST_BASE_PORT, state_dir=REPO_ROOT / ".driftloop-test",
-                      scikit_learn_data=SHARED_DATA).resolved()
+    s = StackSettings(
+        base_port=TEST_BASE_PORT,
+        state_dir=REPO_ROOT / ".driftloop-test",
+        scikit_learn_data=SHARED_DATA,
+    ).resolved()
     reused = supervisor.is_running(s)
     statuses = stack_ops.up(s)
     info = make_info(s)
@@ -103,7 +116,9 @@ def stack() -> Iterator[StackInfo]:
         return
     stack_ops.down(s)
     deadline = time.monotonic() + 30
-    while (alive := [pid for pid in info.started_pids if _alive(pid)]) and time.monotonic() < deadline:
+    while (
+        alive := [pid for pid in info.started_pids if _alive(pid)]
+    ) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive, f"processes still alive after `driftloop down`: {alive}"
 
@@ -114,8 +129,12 @@ def champion(stack: StackInfo) -> str:
     from driftloop_training.bootstrap import bootstrap
     from driftloop_training.settings import TrainingSettings
 
-    result = bootstrap(TrainingSettings(
-        mlflow_tracking_uri=stack.mlflow_url, kafka_bootstrap=stack.kafka_bootstrap,
-        labelled_log_dir=stack.state_dir / "labelled", work_dir=stack.state_dir / "work",
-    ))
+    result = bootstrap(
+        TrainingSettings(
+            mlflow_tracking_uri=stack.mlflow_url,
+            kafka_bootstrap=stack.kafka_bootstrap,
+            labelled_log_dir=stack.state_dir / "labelled",
+            work_dir=stack.state_dir / "work",
+        )
+    )
     return str(result.version)

@@ -25,8 +25,14 @@ pytestmark = pytest.mark.integration
 async def test_prediction_event_round_trip_through_the_broker(stack) -> None:
     marker = uuid.uuid4().hex
     good = PredictionEvent(
-        request_id=f"good-{marker}", timestamp=utcnow(), model_name="m", model_version="1",
-        features=EXAMPLE_FEATURES, prediction=123_000.0, latency_ms=2.0, replica_id="t",
+        request_id=f"good-{marker}",
+        timestamp=utcnow(),
+        model_name="m",
+        model_version="1",
+        features=EXAMPLE_FEATURES,
+        prediction=123_000.0,
+        latency_ms=2.0,
+        replica_id="t",
     )
     future = json.loads(good.to_bytes())
     future.update(schema_version=99, request_id=f"future-{marker}")
@@ -34,16 +40,23 @@ async def test_prediction_event_round_trip_through_the_broker(stack) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=stack.kafka_bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(PREDICTIONS_TOPIC, good.to_bytes(), key=encode_key(good.request_id))
-        await producer.send_and_wait(PREDICTIONS_TOPIC, json.dumps(future).encode(),
-                                     key=encode_key(future["request_id"]))
+        await producer.send_and_wait(
+            PREDICTIONS_TOPIC, good.to_bytes(), key=encode_key(good.request_id)
+        )
+        await producer.send_and_wait(
+            PREDICTIONS_TOPIC, json.dumps(future).encode(), key=encode_key(future["request_id"])
+        )
     finally:
         await producer.stop()
 
     consumer = AIOKafkaConsumer(
-        PREDICTIONS_TOPIC, bootstrap_servers=stack.kafka_bootstrap, group_id=f"t-{marker}",
-        auto_offset_reset="earliest", enable_auto_commit=False,
-        session_timeout_ms=6000, heartbeat_interval_ms=500,
+        PREDICTIONS_TOPIC,
+        bootstrap_servers=stack.kafka_bootstrap,
+        group_id=f"t-{marker}",
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=500,
     )
     await consumer.start()
     parsed, rejected = [], []

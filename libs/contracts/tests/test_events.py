@@ -24,8 +24,14 @@ from driftloop_contracts.events import UnknownTopic
 
 def prediction() -> PredictionEvent:
     return PredictionEvent(
-        request_id="r-1", timestamp=utcnow(), model_name="m", model_version="3",
-        features=EXAMPLE_FEATURES, prediction=452_600.0, latency_ms=1.5, replica_id="replica-0",
+        request_id="r-1",
+        timestamp=utcnow(),
+        model_name="m",
+        model_version="3",
+        features=EXAMPLE_FEATURES,
+        prediction=452_600.0,
+        latency_ms=1.5,
+        replica_id="replica-0",
     )
 
 

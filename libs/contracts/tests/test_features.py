@@ -60,4 +60,6 @@ def test_missing_and_extra_fields_are_named() -> None:
 
 
 def test_integers_are_accepted_as_numbers() -> None:
-    assert HouseFeatures(**{**EXAMPLE_FEATURES, "median_house_age_in_block": 41}).as_row()[1] == 41.0
+    assert (
+        HouseFeatures(**{**EXAMPLE_FEATURES, "median_house_age_in_block": 41}).as_row()[1] == 41.0
+    )

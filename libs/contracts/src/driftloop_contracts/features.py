@@ -25,23 +25,60 @@ class FeatureSpec:
 
 
 FEATURE_SPECS: tuple[FeatureSpec, ...] = (
-    FeatureSpec("median_income_in_block", "MedInc",
-                "Median income in the block group, in tens of thousands of USD", 0.0, 100.0, 8.3252),
-    FeatureSpec("median_house_age_in_block", "HouseAge",
-                "Median house age in the block group, in years", 0.0, 200.0, 41.0),
-    FeatureSpec("average_rooms", "AveRooms",
-                "Average number of rooms per household", 0.1, 1000.0, 6.984127),
-    FeatureSpec("average_bedrooms", "AveBedrms",
-                "Average number of bedrooms per household", 0.0, 500.0, 1.02381),
-    FeatureSpec("population_per_block", "Population",
-                "Block group population", 0.0, 1_000_000.0, 322.0),
-    FeatureSpec("average_house_occupancy", "AveOccup",
-                "Average number of household members", 0.1, 10_000.0, 2.555556),
-    FeatureSpec("block_latitude", "Latitude",
-                "Block group latitude (California spans about 32.5 to 42.0)", 32.0, 42.5, 37.88),
-    FeatureSpec("block_longitude", "Longitude",
-                "Block group longitude (California spans about -124.5 to -114.1)", -124.6, -114.0,
-                -122.23),
+    FeatureSpec(
+        "median_income_in_block",
+        "MedInc",
+        "Median income in the block group, in tens of thousands of USD",
+        0.0,
+        100.0,
+        8.3252,
+    ),
+    FeatureSpec(
+        "median_house_age_in_block",
+        "HouseAge",
+        "Median house age in the block group, in years",
+        0.0,
+        200.0,
+        41.0,
+    ),
+    FeatureSpec(
+        "average_rooms", "AveRooms", "Average number of rooms per household", 0.1, 1000.0, 6.984127
+    ),
+    FeatureSpec(
+        "average_bedrooms",
+        "AveBedrms",
+        "Average number of bedrooms per household",
+        0.0,
+        500.0,
+        1.02381,
+    ),
+    FeatureSpec(
+        "population_per_block", "Population", "Block group population", 0.0, 1_000_000.0, 322.0
+    ),
+    FeatureSpec(
+        "average_house_occupancy",
+        "AveOccup",
+        "Average number of household members",
+        0.1,
+        10_000.0,
+        2.555556,
+    ),
+    FeatureSpec(
+        "block_latitude",
+        "Latitude",
+        "Block group latitude (California spans about 32.5 to 42.0)",
+        32.0,
+        42.5,
+        37.88,
+    ),
+    FeatureSpec(
+        "block_longitude",
+        "Longitude",
+        "Block group longitude (California spans about -124.5 to -114.1)",
+        -124.6,
+        -114.0,
+        -122.23,
+    ),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(spec.name for spec in FEATURE_SPECS)

@@ -22,7 +22,9 @@ class SeriesProfile(BaseModel):
     min: float
     max: float
     quantiles: dict[str, float] = Field(description="p01..p99 summary quantiles")
-    bin_edges: list[float] = Field(description="inner quantile edges; bins are (-inf,e0],...,(en,inf)")
+    bin_edges: list[float] = Field(
+        description="inner quantile edges; bins are (-inf,e0],...,(en,inf)"
+    )
     bin_fractions: list[float] = Field(description="reference share per bin, len(bin_edges)+1")
     sample: list[float] = Field(description="sorted reference sample for KS and Wasserstein")
 

@@ -11,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
 from driftloop_contracts import (
     HOLDOUT_MAE_METRIC,
     HOLDOUT_R2_METRIC,

@@ -1,0 +1,244 @@
+"""`driftloop demo`: drive traffic through the live stack and narrate the loop closing.
+
+Steady traffic first, then sudden covariate drift with concept drift in the feedback. The
+timeline prints each stage with its time since drift onset; the run ends with a summary
+(JSON + Markdown) of stage times, time-to-recover, requests and event counts.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from driftloop_contracts import FEEDBACK_TOPIC, HOST, PREDICTIONS_TOPIC
+
+from . import observe, timeline
+from .settings import REPO_ROOT, StackSettings
+
+
+@dataclass
+class DemoOptions:
+    users: int = 8
+    spawn_rate: float = 8.0
+    steady_s: int = 30
+    max_run_s: int = 900
+    feedback_share: float = 0.5
+    feedback_delay_s: float = 2.0
+    deadline_scale: float = 1.0
+    report_dir: Path | None = None
+
+
+@dataclass
+class DemoSummary:
+    started_at: float
+    onset_at: float
+    start_champion: str
+    new_champion: str | None
+    stages: list[dict[str, Any]]
+    time_to_recover_s: float | None
+    requests: int = 0
+    failed_requests: int = 0
+    events: dict[str, float] = field(default_factory=dict)
+    report_dir: str = ""
+    error: str | None = None
+
+
+def endpoints(s: StackSettings) -> observe.Endpoints:
+    p = s.ports
+    http = lambda port: f"http://{HOST}:{port}"  # noqa: E731
+    return observe.Endpoints(
+        prometheus=http(p.prometheus),
+        alertmanager=http(p.alertmanager),
+        bridge=http(p.bridge),
+        airflow=http(p.airflow),
+        airflow_username=s.airflow_username,
+        airflow_password=s.airflow_password.get_secret_value(),
+        mlflow=http(p.mlflow),
+        replicas=[http(p.model_api(i)) for i in range(s.replicas)],
+        nginx=http(p.nginx),
+    )
+
+
+def locust_command(host: str, opts: DemoOptions, report_dir: Path) -> list[str]:
+    sys.path.insert(0, str(REPO_ROOT / "loadtest"))
+    from command import locust_command as build  # loadtest/command.py
+
+    return build(
+        host=host,
+        users=opts.users,
+        spawn_rate=opts.spawn_rate,
+        run_time_s=opts.max_run_s,
+        schedule=f"steady:{opts.steady_s},sudden+concept:0",
+        report_dir=report_dir,
+        feedback_share=opts.feedback_share,
+        feedback_delay_s=opts.feedback_delay_s,
+    )
+
+
+def scrape(urls: list[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Sum every sample across the given /metrics endpoints, keyed by (name, labels-without-replica)."""
+    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for url in urls:
+        try:
+            text = httpx.get(f"{url}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            continue
+        for fam in text_string_to_metric_families(text):
+            for sample in fam.samples:
+                labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "replica"))
+                key = (sample.name, labels)
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def metric(scraped: dict, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, lab), v in scraped.items() if n == name and want <= set(lab))
+
+
+def event_counts(s: StackSettings) -> dict[str, float]:
+    p = s.ports
+    replicas = scrape([f"http://{HOST}:{p.model_api(i)}" for i in range(s.replicas)])
+    consumer = scrape([f"http://{HOST}:{p.drift_consumer}"])
+    return {
+        "predictions_published": metric(
+            replicas, "driftloop_events_published_total", topic=PREDICTIONS_TOPIC
+        ),
+        "predictions_dropped": metric(
+            replicas, "driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC
+        ),
+        "predictions_failed": metric(
+            replicas, "driftloop_events_failed_total", topic=PREDICTIONS_TOPIC
+        ),
+        "predictions_buffered": metric(replicas, "driftloop_events_buffered"),
+        "feedback_published": metric(
+            replicas, "driftloop_events_published_total", topic=FEEDBACK_TOPIC
+        ),
+        "predictions_consumed": metric(
+            consumer, "driftloop_events_consumed_total", topic=PREDICTIONS_TOPIC
+        ),
+        "feedback_consumed": metric(
+            consumer, "driftloop_events_consumed_total", topic=FEEDBACK_TOPIC
+        ),
+        "invalid_events": metric(consumer, "driftloop_events_invalid_total"),
+    }
+
+
+def wait_consumed(s: StackSettings, timeout_s: float = 60) -> dict[str, float]:
+    """Poll until the consumer has seen every published event (or the deadline passes)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = event_counts(s)
+        caught_up = (
+            counts["predictions_consumed"] >= counts["predictions_published"]
+            and counts["feedback_consumed"] >= counts["feedback_published"]
+            and counts["predictions_buffered"] == 0
+        )
+        if caught_up or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.5)
+
+
+def locust_totals(report_dir: Path) -> tuple[int, int]:
+    path = report_dir / "locust_stats.csv"
+    if not path.exists():
+        return 0, 0
+    with path.open() as fh:
+        for row in csv.DictReader(fh):
+            if row.get("Name") == "Aggregated":
+                return int(row["Request Count"]), int(row["Failure Count"])
+    return 0, 0
+
+
+def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
+    ep = endpoints(s)
+    champ = observe.champion_version(ep)
+    if not champ:
+        raise RuntimeError("no champion registered: run `driftloop bootstrap` first")
+    start_champion = str(champ["version"])
+    report_dir = opts.report_dir or s.state_dir / "demo" / time.strftime("%Y%m%dT%H%M%S")
+    report_dir.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    log = (report_dir / "locust.log").open("w")
+    proc = subprocess.Popen(
+        locust_command(ep.nginx, opts, report_dir),
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    onset = started + opts.steady_s
+    printer.note(
+        f"locust: {opts.users} users against {ep.nginx}; steady for {opts.steady_s}s, "
+        f"then sudden covariate + concept drift (reports in {report_dir})"
+    )
+    summary = DemoSummary(
+        started, onset, start_champion, None, [], None, report_dir=str(report_dir)
+    )
+    state = timeline.LoopState(start_champion=start_champion, onset_wall=onset)
+    try:
+        while time.time() < onset:
+            if proc.poll() is not None:
+                raise RuntimeError(f"locust exited early; see {report_dir / 'locust.log'}")
+            printer.waiting("steady traffic", onset - time.time())
+            time.sleep(0.5)
+        printer.note("drift starts now (t=0)")
+        observed = timeline.follow(
+            ep,
+            state,
+            on_stage=printer.stage,
+            on_note=printer.note,
+            on_wait=printer.waiting_stage,
+            deadline_scale=opts.deadline_scale,
+        )
+        summary.stages = [asdict(o) for o in observed]
+        summary.new_champion = state.new_version
+        serving = next((o for o in observed if o.key == "replicas_serving"), None)
+        summary.time_to_recover_s = serving.at if serving else None
+    except (timeline.StageTimeout, RuntimeError) as exc:
+        summary.error = str(exc)
+        summary.new_champion = state.new_version
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)  # locust writes its CSV/HTML reports on SIGINT
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        log.close()
+        summary.events = wait_consumed(s)
+        summary.requests, summary.failed_requests = locust_totals(report_dir)
+        write_summary(summary, report_dir)
+    return summary
+
+
+def write_summary(summary: DemoSummary, report_dir: Path) -> None:
+    (report_dir / "summary.json").write_text(json.dumps(asdict(summary), indent=2))
+    lines = [
+        "# driftloop demo summary",
+        "",
+        f"- champion: {summary.start_champion} → {summary.new_champion or 'unchanged'}",
+        f"- time to recover (drift onset → every replica on the new champion): "
+        f"{summary.time_to_recover_s if summary.time_to_recover_s is not None else 'n/a'} s",
+        f"- requests: {summary.requests}, failed: {summary.failed_requests}",
+        "",
+        "| t (s) | stage | detail |",
+        "| ---: | --- | --- |",
+        *[f"| {s['at']:.1f} | {s['title']} | {s['detail']} |" for s in summary.stages],
+        "",
+        "| events | count |",
+        "| --- | ---: |",
+        *[f"| {k} | {v:.0f} |" for k, v in summary.events.items()],
+    ]
+    if summary.error:
+        lines += ["", f"**Stopped early:** {summary.error}"]
+    (report_dir / "summary.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,325 @@
+"""MLflow operations: log a trained model with its profile, register it, move the champion alias,
+and load a version's model and reference profile back.
+
+Layout of what a model version carries (the drift consumer and the model API rely on it):
+
+- the run logs the model at ``MODEL_ARTIFACT_NAME`` (sklearn flavour, cloudpickle, with a
+  signature and an input example) and the profile JSON at ``PROFILE_ARTIFACT_PATH``;
+- the run's metrics ``HOLDOUT_RMSE_METRIC`` / ``HOLDOUT_MAE_METRIC`` / ``HOLDOUT_R2_METRIC`` score
+  the model on its holdout in USD;
+- the registered model ``MODEL_NAME`` has the alias ``CHAMPION_ALIAS`` on the served version.
+
+Serialisation: MLflow 3.17 defaults to skops, which needs ``skops`` in every loading environment
+and an allow-list (``TreePredictor``) that MLflow stores inside the model itself, so it adds no
+protection for a registry we control. We log with cloudpickle, which ``mlflow-skinny`` already
+depends on, and pin scikit-learn/numpy in the model's requirements; loaders must use the same
+scikit-learn version (the Airflow requirements pin it to the workspace lock's).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from driftloop_contracts import (
+    CHAMPION_ALIAS,
+    EXPERIMENT_NAME,
+    HOLDOUT_RMSE_METRIC,
+    MODEL_ARTIFACT_NAME,
+    MODEL_NAME,
+    PROFILE_ARTIFACT_PATH,
+    ReferenceProfile,
+)
+
+from .errors import RegistryError
+
+SERIALIZATION_FORMAT = "cloudpickle"
+#: Tag keys written by this package (on runs and model versions).
+TAG_PREFIX = "driftloop."
+TAG_ROLE = "driftloop.role"
+TAG_RUN_KEY = "driftloop.run_key"
+TAG_MODEL_URI = "driftloop.model_uri"
+TAG_DECISION = "driftloop.decision"
+_MAX_TAG_CHARS = 5000
+_MAX_PARAM_CHARS = 500
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    model_uri: str
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One registered version of :data:`MODEL_NAME`."""
+
+    version: str
+    run_id: str
+    source: str
+    tags: dict[str, str]
+    holdout_rmse_usd: float | None = None
+
+
+def client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` for ``tracking_uri`` (also the registry), set as the process default.
+
+    The fluent API (``start_run``, ``log_model``) reads the process default; each public
+    function here sets it from its argument, so callers never depend on ambient state.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+
+@contextmanager
+def _registry_errors(action: str) -> Iterator[None]:
+    """Turn MLflow/HTTP failures into :class:`RegistryError` naming what was attempted."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        yield
+    except MlflowException as exc:
+        raise RegistryError(f"MLflow failed to {action}: {exc.message}") from exc
+    except OSError as exc:  # requests' ConnectionError is an OSError
+        raise RegistryError(f"MLflow unreachable while trying to {action}: {exc}") from exc
+
+
+def _clip(value: object, limit: int) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _pip_requirements() -> list[str]:
+    """Explicit requirements, so MLflow does not export the whole workspace lock into them."""
+    import cloudpickle
+    import numpy
+    import sklearn
+
+    return [
+        f"scikit-learn=={sklearn.__version__}",
+        f"numpy=={numpy.__version__}",
+        f"pandas=={pd.__version__}",
+        f"cloudpickle=={cloudpickle.__version__}",
+    ]
+
+
+def log_model_run(
+    tracking_uri: str,
+    *,
+    model: Any,
+    features: pd.DataFrame,
+    profile: ReferenceProfile,
+    run_name: str,
+    params: dict[str, Any] | None = None,
+    metrics: dict[str, float] | None = None,
+    tags: dict[str, Any] | None = None,
+    json_artifacts: dict[str, Any] | None = None,
+) -> LoggedModel:
+    """Log one trained model as a finished run of :data:`EXPERIMENT_NAME`.
+
+    ``features`` (the training inputs) provide the signature and a five-row input example.
+    ``json_artifacts`` maps artifact file names to JSON-serialisable content (lineage, trigger).
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    client(tracking_uri)
+    example = features.head(5)
+    signature = infer_signature(example, model.predict(example))
+    with _registry_errors("log the training run"):
+        mlflow.set_experiment(EXPERIMENT_NAME)
+        with mlflow.start_run(run_name=run_name) as run:
+            if tags:
+                mlflow.set_tags({k: _clip(v, _MAX_TAG_CHARS) for k, v in tags.items()})
+            if params:
+                mlflow.log_params({k: _clip(v, _MAX_PARAM_CHARS) for k, v in params.items()})
+            if metrics:
+                mlflow.log_metrics(metrics)
+            with tempfile.TemporaryDirectory() as tmp:
+                files = {PROFILE_ARTIFACT_PATH: profile.model_dump(mode="json")}
+                files.update(json_artifacts or {})
+                for name, content in files.items():
+                    path = Path(tmp) / name
+                    path.write_text(json.dumps(content, indent=1, default=str))
+                    mlflow.log_artifact(str(path))
+            info = mlflow.sklearn.log_model(
+                model,
+                name=MODEL_ARTIFACT_NAME,
+                serialization_format=SERIALIZATION_FORMAT,
+                signature=signature,
+                input_example=example,
+                pip_requirements=_pip_requirements(),
+            )
+            mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
+    return LoggedModel(run_id=run.info.run_id, model_uri=info.model_uri)
+
+
+def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
+    """Add metrics to a finished run (evaluation happens in a later task than training)."""
+    c = client(tracking_uri)
+    with _registry_errors(f"log metrics on run {run_id}"):
+        for key, value in metrics.items():
+            c.log_metric(run_id, key, float(value))
+
+
+def set_run_tags(tracking_uri: str, run_id: str, tags: dict[str, Any]) -> None:
+    c = client(tracking_uri)
+    with _registry_errors(f"tag run {run_id}"):
+        for key, value in tags.items():
+            c.set_tag(run_id, key, _clip(value, _MAX_TAG_CHARS))
+
+
+def find_run(tracking_uri: str, tags: dict[str, str]) -> LoggedModel | None:
+    """The newest finished run with all ``tags`` and a logged model, if any.
+
+    Lets a retried task reuse the run its first attempt completed instead of logging a twin.
+    """
+    c = client(tracking_uri)
+    with _registry_errors("search runs"):
+        experiment = c.get_experiment_by_name(EXPERIMENT_NAME)
+        if experiment is None:
+            return None
+        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
+        clauses.append("attributes.status = 'FINISHED'")
+        runs = c.search_runs(
+            [experiment.experiment_id],
+            filter_string=" and ".join(clauses),
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+    for run in runs:
+        model_uri = run.data.tags.get(TAG_MODEL_URI)
+        if model_uri:
+            return LoggedModel(run_id=run.info.run_id, model_uri=model_uri)
+    return None
+
+
+def _version_info(c: Any, mv: Any) -> VersionInfo:
+    rmse: float | None = None
+    if mv.run_id:
+        try:
+            rmse = c.get_run(mv.run_id).data.metrics.get(HOLDOUT_RMSE_METRIC)
+        except Exception:  # a deleted run must not hide the version
+            rmse = None
+    return VersionInfo(
+        version=str(mv.version),
+        run_id=mv.run_id or "",
+        source=mv.source or "",
+        tags=dict(mv.tags or {}),
+        holdout_rmse_usd=rmse,
+    )
+
+
+def register_version(
+    tracking_uri: str, *, run_id: str, model_uri: str, tags: dict[str, Any] | None = None
+) -> VersionInfo:
+    """Register the run's model as a new version of :data:`MODEL_NAME` (once per run).
+
+    If a version already exists for ``run_id`` (a retried task) it is returned instead.
+    """
+    import mlflow
+
+    c = client(tracking_uri)
+    with _registry_errors(f"register the model of run {run_id}"):
+        existing = c.search_model_versions(f"name = '{MODEL_NAME}' and run_id = '{run_id}'")
+        if existing:
+            mv = max(existing, key=lambda v: int(v.version))
+        else:
+            mv = mlflow.register_model(model_uri, MODEL_NAME)
+        for key, value in (tags or {}).items():
+            c.set_model_version_tag(MODEL_NAME, str(mv.version), key, _clip(value, _MAX_TAG_CHARS))
+        return _version_info(c, c.get_model_version(MODEL_NAME, str(mv.version)))
+
+
+def tag_version(tracking_uri: str, version: str, tags: dict[str, Any]) -> None:
+    c = client(tracking_uri)
+    with _registry_errors(f"tag version {version}"):
+        for key, value in tags.items():
+            c.set_model_version_tag(MODEL_NAME, version, key, _clip(value, _MAX_TAG_CHARS))
+
+
+def get_version(tracking_uri: str, version: str) -> VersionInfo:
+    c = client(tracking_uri)
+    with _registry_errors(f"read version {version}"):
+        return _version_info(c, c.get_model_version(MODEL_NAME, version))
+
+
+def get_champion(tracking_uri: str) -> VersionInfo | None:
+    """The version that alias :data:`CHAMPION_ALIAS` points at, or ``None`` if there is none."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    try:
+        mv = c.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise RegistryError(f"MLflow failed to read the champion alias: {exc.message}") from exc
+    except OSError as exc:
+        raise RegistryError(f"MLflow unreachable while reading the champion: {exc}") from exc
+    with _registry_errors("read the champion version"):
+        return _version_info(c, mv)
+
+
+def set_champion(tracking_uri: str, version: str) -> None:
+    """Point :data:`CHAMPION_ALIAS` at ``version`` (moving it if it pointed elsewhere)."""
+    c = client(tracking_uri)
+    with _registry_errors(f"move alias {CHAMPION_ALIAS} to version {version}"):
+        c.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
+
+
+def load_model(tracking_uri: str, version: str) -> Any:
+    """The fitted scikit-learn pipeline of one version (predicts in 100,000 USD).
+
+    Load by version, not by alias: resolve the champion first (:func:`get_champion`) so the
+    model and its profile are guaranteed to belong to the same version.
+    """
+    import mlflow.sklearn
+
+    client(tracking_uri)
+    with _registry_errors(f"load model version {version}"):
+        return mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
+
+
+def load_model_uri(tracking_uri: str, model_uri: str) -> Any:
+    """Load a model by URI (e.g. a challenger that is not registered yet)."""
+    import mlflow.sklearn
+
+    client(tracking_uri)
+    with _registry_errors(f"load model {model_uri}"):
+        return mlflow.sklearn.load_model(model_uri)
+
+
+def load_profile_for_run(tracking_uri: str, run_id: str) -> ReferenceProfile:
+    """The reference profile logged by run ``run_id``."""
+    import mlflow.artifacts
+
+    with (
+        _registry_errors(f"download the profile of run {run_id}"),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        path = mlflow.artifacts.download_artifacts(
+            run_id=run_id,
+            artifact_path=PROFILE_ARTIFACT_PATH,
+            dst_path=tmp,
+            tracking_uri=tracking_uri,
+        )
+        return ReferenceProfile.model_validate_json(Path(path).read_text())
+
+
+def load_profile(tracking_uri: str, version: str) -> ReferenceProfile:
+    """The reference profile of model version ``version``."""
+    info = get_version(tracking_uri, version)
+    if not info.run_id:
+        raise RegistryError(f"version {version} of {MODEL_NAME} has no source run")
+    return load_profile_for_run(tracking_uri, info.run_id)

@@ -1,0 +1,135 @@
+"""``create_app(settings)``: assembles middleware, routes and the lifespan that owns clients.
+
+The lifespan builds the runtime (metrics, model holder, cache, publisher, reloader), starts
+the background tasks and stops them in reverse order. Collaborators can be injected (a fake
+registry, a recording producer) so tests run without a network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+
+from .cache import PredictionCache, RedisLike, redis_client
+from .deps import Runtime
+from .errors import install_error_handlers
+from .metrics import Metrics, MetricsMiddleware
+from .model_holder import ModelHolder
+from .model_source import MlflowModelSource, ModelSource
+from .publisher import EventPublisher, ProducerFactory, aiokafka_producer_factory
+from .reloader import ConsumerFactory, Reloader, aiokafka_consumer_factory
+from .routes import api_router
+from .serving import PredictionService
+from .settings import ModelApiSettings
+
+log = structlog.get_logger(__name__)
+
+_NOT_SET = object()
+
+
+class _NullProducer:
+    """Stands in for Kafka when ``kafka_enabled`` is false: accepts and forgets."""
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> object:
+        import asyncio
+
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+def create_app(
+    settings: ModelApiSettings,
+    *,
+    source: ModelSource | None = None,
+    producer_factory: ProducerFactory | None = None,
+    consumer_factory: ConsumerFactory | None | object = _NOT_SET,
+    redis: RedisLike | None | object = _NOT_SET,
+    metrics: Metrics | None = None,
+) -> FastAPI:
+    """The model API for one replica.
+
+    Example::
+
+        app = create_app(load_settings(ModelApiSettings))
+        uvicorn.run(app, host=settings.host, port=settings.port)
+    """
+    metrics = metrics or Metrics(settings.replica_id)
+    client_id = f"driftloop-model-api-{settings.replica_id}"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        model_source = source or MlflowModelSource(settings.mlflow_tracking_uri, settings.model_name)
+        if producer_factory is not None:
+            make_producer = producer_factory
+        elif settings.kafka_enabled:
+            make_producer = aiokafka_producer_factory(
+                settings.kafka_bootstrap, linger_ms=settings.publish_linger_ms,
+                request_timeout_ms=settings.publish_request_timeout_ms, client_id=client_id)
+        else:
+            make_producer = _NullProducer
+        if consumer_factory is not _NOT_SET:
+            make_consumer = consumer_factory  # type: ignore[assignment]
+        elif settings.kafka_enabled:
+            make_consumer = aiokafka_consumer_factory(
+                settings.kafka_bootstrap, client_id=client_id,
+                session_timeout_ms=settings.kafka_session_timeout_ms)
+        else:
+            make_consumer = None
+        if redis is not _NOT_SET:
+            redis_conn = redis
+        elif settings.cache_enabled and settings.redis_url:
+            redis_conn = redis_client(settings.redis_url, settings.cache_timeout_seconds)
+        else:
+            redis_conn = None
+
+        holder = ModelHolder()
+        cache = PredictionCache(
+            redis_conn, metrics, ttl_s=settings.cache_ttl_seconds,  # type: ignore[arg-type]
+            timeout_s=settings.cache_timeout_seconds,
+            retry_after_s=settings.cache_retry_after_seconds)
+        publisher = EventPublisher(
+            make_producer, metrics, buffer_size=settings.publish_buffer_size,
+            batch_size=settings.publish_batch_size,
+            retry_max_s=settings.publish_retry_max_seconds)
+        reloader = Reloader(
+            holder, model_source, metrics, alias=settings.model_alias,
+            consumer_factory=make_consumer,  # type: ignore[arg-type]
+            check_interval_s=settings.alias_check_interval_seconds,
+            retry_initial_s=settings.load_retry_initial_seconds,
+            retry_max_s=settings.load_retry_max_seconds,
+            reload_attempts=settings.reload_attempts)
+        service = PredictionService(holder, cache, publisher, metrics, settings.replica_id)
+        app.state.runtime = Runtime(settings=settings, metrics=metrics, service=service,
+                                    publisher=publisher, reloader=reloader)
+        await publisher.start()
+        await reloader.start()
+        log.info("model_api_started", replica_id=settings.replica_id, port=settings.port,
+                 model=f"models:/{settings.model_name}@{settings.model_alias}")
+        try:
+            yield
+        finally:
+            await reloader.stop()
+            await publisher.stop()
+            await cache.close()
+            log.info("model_api_stopped", replica_id=settings.replica_id)
+
+    app = FastAPI(
+        title="driftloop model API",
+        summary="House-price predictions with validated input, event streaming and hot reload",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    return app

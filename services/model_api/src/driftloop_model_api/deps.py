@@ -1,0 +1,32 @@
+"""Request dependencies as ``Annotated`` aliases; routes declare what they need by type."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from .metrics import Metrics
+from .publisher import EventPublisher
+from .reloader import Reloader
+from .serving import PredictionService
+from .settings import ModelApiSettings
+
+
+@dataclass
+class Runtime:
+    """Everything the lifespan builds; stored on ``app.state.runtime``."""
+
+    settings: ModelApiSettings
+    metrics: Metrics
+    service: PredictionService
+    publisher: EventPublisher
+    reloader: Reloader
+
+
+def get_runtime(request: Request) -> Runtime:
+    return request.app.state.runtime  # type: ignore[no-any-return]
+
+
+RuntimeDep = Annotated[Runtime, Depends(get_runtime)]

@@ -1,0 +1,126 @@
+"""Where model versions come from: the MLflow registry (alias look-up, download, profile id).
+
+Every call here blocks (HTTP + deserialisation), so callers run them in a worker thread
+(``asyncio.to_thread``) and the event loop keeps serving. Retries are the caller's job: the
+MLflow client's own long retry loop is shortened so an outage is noticed and reported quickly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from driftloop_contracts import PROFILE_ARTIFACT_PATH, utcnow
+
+from .errors import ModelLoadError
+from .model_holder import LoadedModel
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    """A registered version: its number and the training run that produced it."""
+
+    version: str
+    run_id: str
+
+
+class ModelSource(Protocol):
+    """What the reloader needs from a registry; tests pass a fake."""
+
+    model_name: str
+
+    def resolve_alias(self, alias: str) -> VersionRef: ...
+
+    def load(self, version: str) -> LoadedModel: ...
+
+
+class _PyfuncAdapter:
+    """Gives a pyfunc model scikit-learn's ``predict(X)`` with the signature's column names."""
+
+    def __init__(self, model: Any) -> None:
+        self._model = model
+        inputs = model.metadata.get_input_schema()
+        self.feature_names_in_ = inputs.input_names() if inputs is not None else None
+
+    def predict(self, X: Any) -> Any:
+        import pandas as pd
+
+        return self._model.predict(pd.DataFrame(X, columns=self.feature_names_in_))
+
+
+class MlflowModelSource:
+    """The real registry. Loading needs MLflow's deserialisation opt-in: our registry is trusted."""
+
+    def __init__(self, tracking_uri: str, model_name: str, *, http_timeout_s: int = 15) -> None:
+        # Process-wide by MLflow's design; a replica talks to one registry.
+        os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(http_timeout_s))
+        import mlflow
+        from mlflow import MlflowClient
+
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        self.tracking_uri = tracking_uri
+        self.model_name = model_name
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def resolve_alias(self, alias: str) -> VersionRef:
+        try:
+            mv = self._client.get_model_version_by_alias(self.model_name, alias)
+        except Exception as exc:
+            raise ModelLoadError(f"cannot resolve {self.model_name}@{alias}: {exc}") from exc
+        return VersionRef(version=str(mv.version), run_id=mv.run_id or "")
+
+    def load(self, version: str) -> LoadedModel:
+        try:
+            mv = self._client.get_model_version(self.model_name, version)
+            estimator = self._load_estimator(f"models:/{self.model_name}/{version}")
+        except ModelLoadError:
+            raise
+        except Exception as exc:
+            raise ModelLoadError(f"cannot load {self.model_name} version {version}: {exc}") from exc
+        run_id = mv.run_id or ""
+        return LoadedModel.build(
+            name=self.model_name, version=str(mv.version), run_id=run_id,
+            loaded_at=utcnow(), profile_id=self._profile_id(run_id, dict(mv.tags or {})),
+            estimator=estimator,
+        )
+
+    @staticmethod
+    def _load_estimator(uri: str) -> Any:
+        import mlflow.sklearn
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return mlflow.sklearn.load_model(uri)
+        except MlflowException as exc:
+            if "flavor" not in str(exc).lower():
+                raise
+        import mlflow.pyfunc
+
+        return _PyfuncAdapter(mlflow.pyfunc.load_model(uri))
+
+    def _profile_id(self, run_id: str, tags: dict[str, str]) -> str | None:
+        """The reference profile's id (tag if the trainer set one, else the artifact's field)."""
+        if tags.get("profile_id"):
+            return tags["profile_id"]
+        if not run_id:
+            return None
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = self._client.download_artifacts(run_id, PROFILE_ARTIFACT_PATH, tmp)
+                with open(path, encoding="utf-8") as fh:
+                    return str(json.load(fh)["profile_id"])
+        except Exception as exc:  # the profile is informative here; serving does not need it
+            log.warning("reference_profile_unavailable", run_id=run_id, error=str(exc))
+            return None
+

@@ -1,0 +1,265 @@
+"""Event publishing off the request path: a bounded buffer drained by one background task.
+
+A request calls :meth:`EventPublisher.publish`, which only appends to an in-memory deque and
+returns; it never awaits the broker, so a slow or absent broker cannot slow a prediction. The
+sender task takes up to ``batch_size`` events, hands them to an aiokafka producer (``acks=all``;
+no idempotence, which the local Tansu broker does not support) and waits for the acks.
+
+Delivery policy (documented in the service README):
+
+* **Failure**: events of a failed delivery are counted in ``driftloop_events_failed_total`` (one
+  per attempt) and put back at the *front* of the buffer, in order; the sender backs off
+  (exponentially, capped) and retries. After repeated failures the producer is rebuilt, so a
+  broker that restarted empty (Tansu keeps no state) is picked up once its topics exist again.
+* **Drop**: the buffer holds at most ``buffer_size`` waiting events (plus one batch in flight).
+  When full, the **oldest** waiting event is dropped and counted in
+  ``driftloop_events_dropped_total``: drift monitoring cares about what the model sees now, so
+  recent traffic is worth more than old. Events still unsent at shutdown (after a bounded
+  drain) are counted as dropped too, so ``published + dropped == accepted`` once the buffer
+  is empty.
+* ``driftloop_events_buffered`` = waiting + in flight.
+
+Delivery is at-least-once: a batch whose ack was lost is re-sent, so consumers dedupe by key
+(the ``request_id``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from .metrics import Metrics
+
+log = structlog.get_logger(__name__)
+
+
+class Producer(Protocol):
+    """The slice of :class:`aiokafka.AIOKafkaProducer` the publisher uses."""
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+        """Enqueue one record; returns a future resolved by the broker's ack."""
+
+
+ProducerFactory = Callable[[], Producer]
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingEvent:
+    topic: str
+    key: bytes
+    value: bytes
+
+
+def aiokafka_producer_factory(
+    bootstrap: str, *, linger_ms: int, request_timeout_ms: int, client_id: str
+) -> ProducerFactory:
+    """Build producers configured for this service (acks=all, no idempotence)."""
+
+    def make() -> Producer:
+        from aiokafka import AIOKafkaProducer
+
+        return AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            acks="all",
+            enable_idempotence=False,
+            linger_ms=linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=request_timeout_ms,
+            retry_backoff_ms=200,
+            metadata_max_age_ms=30_000,
+            connections_max_idle_ms=60_000,
+        )
+
+    return make
+
+
+class EventPublisher:
+    """Bounded, non-blocking event buffer with a background sender (see module docstring)."""
+
+    def __init__(
+        self,
+        producer_factory: ProducerFactory,
+        metrics: Metrics,
+        *,
+        buffer_size: int = 100_000,
+        batch_size: int = 1_000,
+        retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+        rebuild_after_failures: int = 3,
+        drain_timeout_s: float = 5.0,
+    ) -> None:
+        self._factory = producer_factory
+        self._metrics = metrics
+        self._capacity = buffer_size
+        self._batch_size = batch_size
+        self._retry_initial = retry_initial_s
+        self._retry_max = retry_max_s
+        self._rebuild_after = rebuild_after_failures
+        self._drain_timeout = drain_timeout_s
+        self._buffer: deque[OutgoingEvent] = deque()
+        self._in_flight = 0
+        self._wakeup = asyncio.Event()
+        self._producer: Producer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.connected = False
+        self.last_error: str | None = None
+
+    # --- request path ---------------------------------------------------------------------
+
+    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+        """Accept one event; never blocks, never raises. Drops the oldest if the buffer is full."""
+        if self._stopping:
+            self._metrics.dropped(topic)
+            return
+        buffer = self._buffer
+        if len(buffer) >= self._capacity:
+            self._metrics.dropped(buffer.popleft().topic)
+        buffer.append(OutgoingEvent(topic, key, value))
+        self._update_gauge()
+        self._wakeup.set()
+
+    @property
+    def buffered(self) -> int:
+        """Waiting plus in flight."""
+        return len(self._buffer) + self._in_flight
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="event-publisher")
+
+    async def stop(self) -> None:
+        """Drain for up to ``drain_timeout_s``, then count what is left as dropped."""
+        self._stopping = True
+        self._wakeup.set()
+        if self._task is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._task), self._drain_timeout)
+            if not self._task.done():
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+        left = list(self._buffer)
+        self._buffer.clear()
+        for event in left:
+            self._metrics.dropped(event.topic)
+        if left:
+            log.warning("events_dropped_at_shutdown", count=len(left))
+        self._update_gauge()
+        await self._close_producer()
+
+    # --- sender ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            if not self._buffer:
+                if self._stopping:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            try:
+                producer = await self._ensure_producer()
+            except Exception as exc:
+                failures += 1
+                await self._backoff(failures, f"producer start failed: {exc}")
+                continue
+            batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+            self._in_flight = len(batch)
+            try:
+                failed = await self._deliver(producer, batch)
+            except asyncio.CancelledError:
+                # Unconfirmed: back in the buffer, where stop() counts them as dropped.
+                self._requeue(batch)
+                raise
+            finally:
+                self._in_flight = 0
+            if failed:
+                self._requeue(failed)
+                failures += 1
+                if failures >= self._rebuild_after:
+                    await self._close_producer()
+                await self._backoff(failures, self.last_error or "delivery failed")
+            else:
+                if failures:
+                    log.info("event_delivery_recovered", after_failures=failures)
+                failures = 0
+            self._update_gauge()
+
+    async def _deliver(self, producer: Producer, batch: list[OutgoingEvent]) -> list[OutgoingEvent]:
+        """Send a batch and wait for its acks; returns the events that were not acknowledged."""
+        futures: list[Any] = []
+        unsent: list[OutgoingEvent] = []
+        for i, event in enumerate(batch):
+            try:
+                futures.append(await producer.send(event.topic, event.value, key=event.key))
+            except Exception as exc:  # metadata timeout, full accumulator, closed producer
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                unsent = batch[i:]
+                break
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        failed: list[OutgoingEvent] = []
+        for event, result in zip(batch, results, strict=False):
+            if isinstance(result, BaseException):
+                self.last_error = f"{type(result).__name__}: {result}"
+                failed.append(event)
+            else:
+                self._metrics.published(event.topic)
+        failed.extend(unsent)
+        for event in failed:
+            self._metrics.failed(event.topic)
+        self.connected = not failed
+        return failed
+
+    def _requeue(self, failed: list[OutgoingEvent]) -> None:
+        """Put failed events back at the front (oldest first), then enforce the capacity."""
+        self._buffer.extendleft(reversed(failed))
+        while len(self._buffer) > self._capacity:
+            self._metrics.dropped(self._buffer.popleft().topic)
+
+    async def _ensure_producer(self) -> Producer:
+        if self._producer is None:
+            producer = self._factory()
+            try:
+                await producer.start()
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+                raise
+            self._producer = producer
+            log.info("event_producer_started")
+        return self._producer
+
+    async def _close_producer(self) -> None:
+        producer, self._producer = self._producer, None
+        self.connected = False
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+
+    async def _backoff(self, failures: int, reason: str) -> None:
+        self.connected = False
+        self.last_error = reason
+        delay = min(self._retry_max, self._retry_initial * 2 ** min(failures - 1, 16))
+        log.warning("event_delivery_failed", reason=reason, buffered=self.buffered,
+                    retry_in_s=round(delay, 2), consecutive_failures=failures)
+        if self._stopping:
+            # Shutting down with the broker away: give up now, stop() counts the rest as dropped.
+            raise asyncio.CancelledError
+        await asyncio.sleep(delay)
+
+    def _update_gauge(self) -> None:
+        self._metrics.events_buffered.set(self.buffered)
