@@ -134,11 +134,17 @@ def event_counts(s: StackSettings) -> dict[str, float]:
     }
 
 
-def wait_consumed(s: StackSettings, timeout_s: float = 60) -> dict[str, float]:
-    """Poll until the consumer has seen every published event (or the deadline passes)."""
+def wait_consumed(
+    s: StackSettings, baseline: dict[str, float], timeout_s: float = 60
+) -> dict[str, float]:
+    """Poll until the consumer has seen every event published since ``baseline`` (or time is up)."""
     deadline = time.monotonic() + timeout_s
     while True:
-        counts = event_counts(s)
+        now = event_counts(s)
+        counts = {
+            k: v - baseline.get(k, 0.0) if k != "predictions_buffered" else v
+            for k, v in now.items()
+        }
         caught_up = (
             counts["predictions_consumed"] >= counts["predictions_published"]
             and counts["feedback_consumed"] >= counts["feedback_published"]
@@ -168,6 +174,7 @@ def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
     start_champion = str(champ["version"])
     report_dir = opts.report_dir or s.state_dir / "demo" / time.strftime("%Y%m%dT%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
+    baseline = event_counts(s)  # counters are cumulative: the summary reports this run's share
     started = time.time()
     log = (report_dir / "locust.log").open("w")
     proc = subprocess.Popen(
@@ -215,7 +222,7 @@ def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
-        summary.events = wait_consumed(s)
+        summary.events = wait_consumed(s, baseline)
         summary.requests, summary.failed_requests = locust_totals(report_dir)
         write_summary(summary, report_dir)
     return summary

@@ -119,10 +119,10 @@ def _check(
             return f"{', '.join(names)} ({len(alerts)} active)"
     elif stage == "bridge_triggered":
         for d in observe.bridge_decisions(ep):
-            if d.get("decision") in {"triggered", "queued"} and d.get("dag_run_id"):
-                if _timestamp(d) >= st.onset_wall - 5:
-                    st.dag_run_id = d["dag_run_id"]
-                    return f"{d['decision']} dag_run_id={st.dag_run_id} (rule {d.get('rule')})"
+            fresh = _timestamp(d) >= st.onset_wall - 5
+            if d.get("decision") in {"triggered", "queued"} and d.get("dag_run_id") and fresh:
+                st.dag_run_id = d["dag_run_id"]
+                return f"{d['decision']} dag_run_id={st.dag_run_id} (rule {d.get('rule')})"
     elif stage == "dag_succeeded":
         assert st.dag_run_id
         for ti in airflow.task_instances(st.dag_run_id):

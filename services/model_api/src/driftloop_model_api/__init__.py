@@ -1,6 +1,27 @@
-"""driftloop's serving replica: validated predictions, non-blocking events, hot reload."""
+"""driftloop's serving replica: validated predictions, non-blocking events, hot reload.
 
-from .app import create_app
-from .settings import ModelApiSettings
+Imports are lazy so ``python -m driftloop_model_api`` can pin OpenMP threads before numpy and
+scikit-learn load, and so the CLI can import :mod:`.nginx_config` without the web stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .app import create_app
+    from .settings import ModelApiSettings
 
 __all__ = ["ModelApiSettings", "create_app"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "create_app":
+        from .app import create_app
+
+        return create_app
+    if name == "ModelApiSettings":
+        from .settings import ModelApiSettings
+
+        return ModelApiSettings
+    raise AttributeError(name)
