@@ -27,19 +27,27 @@ from driftloop_model_api.settings import ModelApiSettings
 def tiny_estimator(scale: float = 1.0, source_columns: bool = True) -> LinearRegression:
     """A linear model fitted on a DataFrame (like the real pipeline) of random in-bounds rows."""
     rng = np.random.default_rng(0)
-    X = pd.DataFrame({
-        (spec.source_column if source_columns else spec.name):
-            rng.uniform(spec.ge, min(spec.le, spec.ge + 10), 200)
-        for spec in FEATURE_SPECS
-    })
+    X = pd.DataFrame(
+        {
+            (spec.source_column if source_columns else spec.name): rng.uniform(
+                spec.ge, min(spec.le, spec.ge + 10), 200
+            )
+            for spec in FEATURE_SPECS
+        }
+    )
     y = scale * (X.iloc[:, 0] * 0.4 + 0.5)
     return LinearRegression().fit(X, y)
 
 
 def loaded(version: str = "1", scale: float = 1.0) -> LoadedModel:
-    return LoadedModel.build(name=MODEL_NAME, version=version, run_id=f"run-{version}",
-                             loaded_at=utcnow(), profile_id=f"profile-{version}",
-                             estimator=tiny_estimator(scale))
+    return LoadedModel.build(
+        name=MODEL_NAME,
+        version=version,
+        run_id=f"run-{version}",
+        loaded_at=utcnow(),
+        profile_id=f"profile-{version}",
+        estimator=tiny_estimator(scale),
+    )
 
 
 @dataclass
@@ -116,9 +124,15 @@ class AppHarness:
 
 @pytest.fixture
 def settings() -> ModelApiSettings:
-    return ModelApiSettings(replica_id="test-replica", kafka_enabled=False, cache_enabled=False,
-                            alias_check_interval_seconds=3600, load_retry_initial_seconds=0.01,
-                            batch_max_rows=5, max_body_bytes=4096)
+    return ModelApiSettings(
+        replica_id="test-replica",
+        kafka_enabled=False,
+        cache_enabled=False,
+        alias_check_interval_seconds=3600,
+        load_retry_initial_seconds=0.01,
+        batch_max_rows=5,
+        max_body_bytes=4096,
+    )
 
 
 @pytest.fixture
@@ -126,8 +140,14 @@ def harness(settings: ModelApiSettings) -> Iterator[AppHarness]:
     source = FakeSource()
     producer = RecordingProducer()
     metrics = Metrics(settings.replica_id)
-    app = create_app(settings, source=source, producer_factory=lambda: producer,
-                     consumer_factory=None, redis=None, metrics=metrics)
+    app = create_app(
+        settings,
+        source=source,
+        producer_factory=lambda: producer,
+        consumer_factory=None,
+        redis=None,
+        metrics=metrics,
+    )
     with TestClient(app, raise_server_exceptions=False) as client:
         wait_for(lambda: client.get("/health/ready").status_code == 200, what="model loaded")
         yield AppHarness(client, source, producer, metrics)

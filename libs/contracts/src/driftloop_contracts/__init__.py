@@ -26,7 +26,7 @@ from .features import (
     HouseFeatures,
 )
 from .labelled_log import LABELLED_LOG_COLUMNS, part_file_name, partition_dir
-from .ports import DEFAULT_BASE_PORT, HOST, TEST_BASE_PORT, PortPlan
+from .ports import DEFAULT_BASE_PORT, DOCKER_BASE_PORT, HOST, TEST_BASE_PORT, PortPlan
 from .profile import ReferenceProfile, SeriesProfile
 from .registry import (
     CHAMPION_ALIAS,
@@ -48,6 +48,7 @@ __all__ = [
     "DAG_ID",
     "DEFAULT_BASE_PORT",
     "DEFAULT_THRESHOLDS",
+    "DOCKER_BASE_PORT",
     "EXAMPLE_FEATURES",
     "EXPERIMENT_NAME",
     "FEATURE_BY_NAME",

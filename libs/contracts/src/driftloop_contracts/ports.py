@@ -1,7 +1,9 @@
 """The local stack's port plan: every component's port derived from one base port.
 
 The user's stack defaults to base 18000 and the test suite's stack to 28000, so a running
-demo and a test run never collide. Docker uses the images' own ports (see docker-compose.yml).
+demo and a test run never collide. Inside Docker the containers use the images' own ports;
+docker-compose.yml publishes them on the host at PortPlan(DOCKER_BASE_PORT), so a Docker stack
+collides with neither.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from dataclasses import dataclass
 
 DEFAULT_BASE_PORT = 18000
 TEST_BASE_PORT = 28000
+#: docker-compose.yml publishes the services on PortPlan(DOCKER_BASE_PORT) (see .env.example).
+DOCKER_BASE_PORT = 38000
 HOST = "127.0.0.1"
 
 

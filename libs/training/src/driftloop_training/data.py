@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from driftloop_contracts import (
     FEATURE_NAMES,
     LABELLED_LOG_COLUMNS,

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from driftloop_contracts import (
     HOLDOUT_MAE_METRIC,
     HOLDOUT_R2_METRIC,

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
+
 from driftloop_contracts import FEATURE_NAMES, ReferenceProfile, SeriesProfile
 
 from .errors import DataError

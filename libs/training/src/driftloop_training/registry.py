@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from driftloop_contracts import (
     CHAMPION_ALIAS,
     EXPERIMENT_NAME,

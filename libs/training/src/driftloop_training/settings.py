@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from driftloop_contracts import DEFAULT_BASE_PORT, HOST, PortPlan, load_settings
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftloop_contracts import DEFAULT_BASE_PORT, HOST, PortPlan, load_settings
 
 _DEFAULT_PORTS = PortPlan(DEFAULT_BASE_PORT)
 

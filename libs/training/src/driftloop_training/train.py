@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from driftloop_contracts import FEATURE_NAMES, TARGET_NAME, TARGET_SCALE_USD
 from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.pipeline import Pipeline
+
+from driftloop_contracts import FEATURE_NAMES, TARGET_NAME, TARGET_SCALE_USD
 
 from .errors import DataError
 

@@ -26,7 +26,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictStr, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+)
 
 from .errors import PayloadError
 
@@ -66,12 +75,22 @@ class _Model(BaseModel):
 Labels = dict[StrictStr, StrictStr]
 
 
+def _rfc3339_string(value: Any) -> Any:
+    # Both senders write RFC 3339 strings; a number would otherwise be read as a Unix time.
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 timestamp string")
+    return value
+
+
+Timestamp = Annotated[datetime, BeforeValidator(_rfc3339_string)]
+
+
 class _AlertBody(_Model):
     status: AlertStatus
     labels: Labels
     annotations: Labels = Field(default_factory=dict)
-    startsAt: datetime
-    endsAt: datetime | None = None
+    startsAt: Timestamp
+    endsAt: Timestamp | None = None
     generatorURL: StrictStr = ""
     fingerprint: StrictStr = ""
 
@@ -88,7 +107,7 @@ class GrafanaAlert(_AlertBody):
     silenceURL: StrictStr = ""
     dashboardURL: StrictStr = ""
     panelURL: StrictStr = ""
-    orgId: int | None = None
+    orgId: StrictInt | None = None
 
 
 class _Envelope(_Model):
@@ -100,7 +119,7 @@ class _Envelope(_Model):
     externalURL: StrictStr = ""
     version: StrictStr | None = None
     groupKey: StrictStr = ""
-    truncatedAlerts: int = 0
+    truncatedAlerts: StrictInt = 0
 
 
 class AlertmanagerWebhook(_Envelope):
@@ -113,7 +132,7 @@ class GrafanaWebhook(_Envelope):
     """Grafana webhook contact point body (grafana/alerting receivers/webhook/v1/webhook.go)."""
 
     alerts: Annotated[list[GrafanaAlert], Field(min_length=1)]
-    orgId: int | None = None
+    orgId: StrictInt | None = None
     title: StrictStr = ""
     state: StrictStr = ""
     message: StrictStr = ""

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from driftloop_contracts import HOST, PortPlan
 from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftloop_contracts import HOST, PortPlan
 
 _PORTS = PortPlan()
 #: The default routing rules ship next to the package source (services/bridge/rules.yaml).

@@ -128,20 +128,29 @@ class CompiledReference:
     def n_bins(self) -> int:
         return int(self.bin_mask.shape[1])
 
-    def bin_counts(self, values: np.ndarray) -> np.ndarray:
-        """Counts per series and bin, shape ``(series, bins)``, of a ``(rows, series)`` matrix.
+    def bin_index(self, values: np.ndarray) -> np.ndarray:
+        """Bin of every value of a ``(rows, series)`` matrix, same shape.
 
         A value's bin is the number of inner edges strictly below it, i.e.
-        ``searchsorted(edges, x, side="left")``: bins are ``(-inf, e0], (e0, e1], ...``.
+        ``searchsorted(edges, x, side="left")``: bins are ``(-inf, e0], (e0, e1], ...``,
+        the convention the training package's profile uses.
         """
         values = np.asarray(values, dtype="float64")
         n_series = len(self.series)
         if values.ndim != 2 or values.shape[1] != n_series:
             raise ValueError(f"expected a (rows, {n_series}) matrix, got {values.shape}")
-        idx = (values[:, :, None] > self.padded_edges[None, :, :]).sum(axis=2)
+        return (values[:, :, None] > self.padded_edges[None, :, :]).sum(axis=2)
+
+    def counts_from_index(self, idx: np.ndarray) -> np.ndarray:
+        """Additive counts per series and bin, shape ``(series, bins)``, of a bin-index matrix."""
+        n_series = len(self.series)
         flat = idx + np.arange(n_series)[None, :] * self.n_bins
         counts = np.bincount(flat.ravel(), minlength=n_series * self.n_bins)
         return counts.reshape(n_series, self.n_bins)
+
+    def bin_counts(self, values: np.ndarray) -> np.ndarray:
+        """Counts per series and bin, shape ``(series, bins)``, of a ``(rows, series)`` matrix."""
+        return self.counts_from_index(self.bin_index(values))
 
 
 # --- PSI -----------------------------------------------------------------------------------

@@ -39,7 +39,9 @@ class _NullProducer:
     async def stop(self) -> None:
         return None
 
-    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> object:
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> object:
         import asyncio
 
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -52,8 +54,8 @@ def create_app(
     *,
     source: ModelSource | None = None,
     producer_factory: ProducerFactory | None = None,
-    consumer_factory: ConsumerFactory | None | object = _NOT_SET,
-    redis: RedisLike | None | object = _NOT_SET,
+    consumer_factory: ConsumerFactory | object | None = _NOT_SET,
+    redis: RedisLike | object | None = _NOT_SET,
     metrics: Metrics | None = None,
 ) -> FastAPI:
     """The model API for one replica.
@@ -68,21 +70,28 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        model_source = source or MlflowModelSource(settings.mlflow_tracking_uri, settings.model_name)
+        model_source = source or MlflowModelSource(
+            settings.mlflow_tracking_uri, settings.model_name
+        )
         if producer_factory is not None:
             make_producer = producer_factory
         elif settings.kafka_enabled:
             make_producer = aiokafka_producer_factory(
-                settings.kafka_bootstrap, linger_ms=settings.publish_linger_ms,
-                request_timeout_ms=settings.publish_request_timeout_ms, client_id=client_id)
+                settings.kafka_bootstrap,
+                linger_ms=settings.publish_linger_ms,
+                request_timeout_ms=settings.publish_request_timeout_ms,
+                client_id=client_id,
+            )
         else:
             make_producer = _NullProducer
         if consumer_factory is not _NOT_SET:
             make_consumer = consumer_factory  # type: ignore[assignment]
         elif settings.kafka_enabled:
             make_consumer = aiokafka_consumer_factory(
-                settings.kafka_bootstrap, client_id=client_id,
-                session_timeout_ms=settings.kafka_session_timeout_ms)
+                settings.kafka_bootstrap,
+                client_id=client_id,
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+            )
         else:
             make_consumer = None
         if redis is not _NOT_SET:
@@ -94,27 +103,46 @@ def create_app(
 
         holder = ModelHolder()
         cache = PredictionCache(
-            redis_conn, metrics, ttl_s=settings.cache_ttl_seconds,  # type: ignore[arg-type]
+            redis_conn,
+            metrics,
+            ttl_s=settings.cache_ttl_seconds,  # type: ignore[arg-type]
             timeout_s=settings.cache_timeout_seconds,
-            retry_after_s=settings.cache_retry_after_seconds)
+            retry_after_s=settings.cache_retry_after_seconds,
+        )
         publisher = EventPublisher(
-            make_producer, metrics, buffer_size=settings.publish_buffer_size,
+            make_producer,
+            metrics,
+            buffer_size=settings.publish_buffer_size,
             batch_size=settings.publish_batch_size,
-            retry_max_s=settings.publish_retry_max_seconds)
+            retry_max_s=settings.publish_retry_max_seconds,
+        )
         reloader = Reloader(
-            holder, model_source, metrics, alias=settings.model_alias,
+            holder,
+            model_source,
+            metrics,
+            alias=settings.model_alias,
             consumer_factory=make_consumer,  # type: ignore[arg-type]
             check_interval_s=settings.alias_check_interval_seconds,
             retry_initial_s=settings.load_retry_initial_seconds,
             retry_max_s=settings.load_retry_max_seconds,
-            reload_attempts=settings.reload_attempts)
+            reload_attempts=settings.reload_attempts,
+        )
         service = PredictionService(holder, cache, publisher, metrics, settings.replica_id)
-        app.state.runtime = Runtime(settings=settings, metrics=metrics, service=service,
-                                    publisher=publisher, reloader=reloader)
+        app.state.runtime = Runtime(
+            settings=settings,
+            metrics=metrics,
+            service=service,
+            publisher=publisher,
+            reloader=reloader,
+        )
         await publisher.start()
         await reloader.start()
-        log.info("model_api_started", replica_id=settings.replica_id, port=settings.port,
-                 model=f"models:/{settings.model_name}@{settings.model_alias}")
+        log.info(
+            "model_api_started",
+            replica_id=settings.replica_id,
+            port=settings.port,
+            model=f"models:/{settings.model_name}@{settings.model_alias}",
+        )
         try:
             yield
         finally:

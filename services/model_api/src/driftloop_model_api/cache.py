@@ -139,8 +139,8 @@ class PredictionCache:
 def redis_client(url: str, timeout_s: float) -> RedisLike:
     """An asyncio Redis client that fails fast (our own bypass replaces its retries)."""
     from redis.asyncio import Redis
-    from redis.backoff import NoBackoff
     from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
 
     return Redis.from_url(
         url,

@@ -117,7 +117,9 @@ class UnsupportedMediaType(ClientError):
     def __init__(self, content_type: str) -> None:
         rule = "json_content_type"
         text = f"expected application/json, got {content_type[:80]!r}"
-        super().__init__(f"Content-Type: {rule}: {text}", [FieldProblem("Content-Type", rule, text)])
+        super().__init__(
+            f"Content-Type: {rule}: {text}", [FieldProblem("Content-Type", rule, text)]
+        )
 
 
 class ModelNotReady(ModelApiError):
@@ -145,8 +147,11 @@ def _field_path(loc: Iterable[Any], prefix: str) -> str:
 
 def problems_from_errors(errors: Iterable[Any], prefix: str = "") -> list[FieldProblem]:
     return [
-        FieldProblem(_field_path(err.get("loc", ()), prefix), str(err.get("type", "invalid")),
-                     str(err.get("msg", "invalid value")))
+        FieldProblem(
+            _field_path(err.get("loc", ()), prefix),
+            str(err.get("type", "invalid")),
+            str(err.get("msg", "invalid value")),
+        )
         for err in errors
     ]
 
@@ -175,8 +180,12 @@ async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
 
 async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
     # A bug, not bad input: log it with the request id, answer without a traceback.
-    log.error("unhandled_error", path=request.url.path,
-              request_id=request.headers.get("x-request-id"), exc_info=exc)
+    log.error(
+        "unhandled_error",
+        path=request.url.path,
+        request_id=request.headers.get("x-request-id"),
+        exc_info=exc,
+    )
     return JSONResponse(
         {"error": "internal_error", "message": "internal error", "detail": []}, status_code=500
     )

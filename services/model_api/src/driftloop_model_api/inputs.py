@@ -29,7 +29,8 @@ def request_id_from(request: Request, generate: str) -> str:
         return generate
     if not _REQUEST_ID.match(value):
         raise InvalidInput.one(
-            "X-Request-ID", "pattern",
+            "X-Request-ID",
+            "pattern",
             f"must match {REQUEST_ID_PATTERN} (1-128 letters, digits, '.', '_', ':', '-')",
         )
     return value

@@ -71,12 +71,27 @@ class LoadedModel:
     columns: tuple[int, ...]
 
     @classmethod
-    def build(cls, *, name: str, version: str, run_id: str, loaded_at: datetime,
-              profile_id: str | None, estimator: Predictor) -> LoadedModel:
+    def build(
+        cls,
+        *,
+        name: str,
+        version: str,
+        run_id: str,
+        loaded_at: datetime,
+        profile_id: str | None,
+        estimator: Predictor,
+    ) -> LoadedModel:
         """Check the estimator against the schema and warm it up (first call is slow)."""
         columns = tuple(column_order(estimator))
-        model = cls(name=name, version=version, run_id=run_id, loaded_at=loaded_at,
-                    profile_id=profile_id, estimator=estimator, columns=columns)
+        model = cls(
+            name=name,
+            version=version,
+            run_id=run_id,
+            loaded_at=loaded_at,
+            profile_id=profile_id,
+            estimator=estimator,
+            columns=columns,
+        )
         try:
             model.predict_usd([[EXAMPLE_FEATURES[n] for n in FEATURE_NAMES]])
         except Exception as exc:

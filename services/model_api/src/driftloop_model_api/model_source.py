@@ -64,6 +64,7 @@ class MlflowModelSource:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(http_timeout_s))
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         import mlflow
         from mlflow import MlflowClient
 
@@ -90,8 +91,11 @@ class MlflowModelSource:
             raise ModelLoadError(f"cannot load {self.model_name} version {version}: {exc}") from exc
         run_id = mv.run_id or ""
         return LoadedModel.build(
-            name=self.model_name, version=str(mv.version), run_id=run_id,
-            loaded_at=utcnow(), profile_id=self._profile_id(run_id, dict(mv.tags or {})),
+            name=self.model_name,
+            version=str(mv.version),
+            run_id=run_id,
+            loaded_at=utcnow(),
+            profile_id=self._profile_id(run_id, dict(mv.tags or {})),
             estimator=estimator,
         )
 
@@ -123,4 +127,3 @@ class MlflowModelSource:
         except Exception as exc:  # the profile is informative here; serving does not need it
             log.warning("reference_profile_unavailable", run_id=run_id, error=str(exc))
             return None
-

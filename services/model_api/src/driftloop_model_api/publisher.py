@@ -177,7 +177,9 @@ class EventPublisher:
                 failures += 1
                 await self._backoff(failures, f"producer start failed: {exc}")
                 continue
-            batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+            batch = [
+                self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))
+            ]
             self._in_flight = len(batch)
             try:
                 failed = await self._deliver(producer, batch)
@@ -254,8 +256,13 @@ class EventPublisher:
         self.connected = False
         self.last_error = reason
         delay = min(self._retry_max, self._retry_initial * 2 ** min(failures - 1, 16))
-        log.warning("event_delivery_failed", reason=reason, buffered=self.buffered,
-                    retry_in_s=round(delay, 2), consecutive_failures=failures)
+        log.warning(
+            "event_delivery_failed",
+            reason=reason,
+            buffered=self.buffered,
+            retry_in_s=round(delay, 2),
+            consecutive_failures=failures,
+        )
         if self._stopping:
             # Shutting down with the broker away: give up now, stop() counts the rest as dropped.
             raise asyncio.CancelledError

@@ -46,8 +46,9 @@ class _Command:
     reason: str = ""
 
 
-def aiokafka_consumer_factory(bootstrap: str, *, client_id: str,
-                              session_timeout_ms: int) -> ConsumerFactory:
+def aiokafka_consumer_factory(
+    bootstrap: str, *, client_id: str, session_timeout_ms: int
+) -> ConsumerFactory:
     """A group-less consumer of ``model-events`` that starts at the end (broadcast)."""
 
     def make() -> Any:
@@ -103,8 +104,10 @@ class Reloader:
 
     async def start(self) -> None:
         self.started_at = utcnow()
-        self._tasks = [asyncio.create_task(self._worker(), name="reload-worker"),
-                       asyncio.create_task(self._periodic(), name="alias-check")]
+        self._tasks = [
+            asyncio.create_task(self._worker(), name="reload-worker"),
+            asyncio.create_task(self._periodic(), name="alias-check"),
+        ]
         if self._consumer_factory is not None:
             self._tasks.append(asyncio.create_task(self._consume(), name="model-events"))
 
@@ -131,8 +134,12 @@ class Reloader:
         if event.timestamp < self.started_at - STALE_EVENT_MARGIN:
             log.info("model_event_ignored", reason="older_than_process", version=event.version)
             return False
-        log.info("model_promoted_received", version=event.version, run_id=event.run_id,
-                 reason=event.reason)
+        log.info(
+            "model_promoted_received",
+            version=event.version,
+            run_id=event.run_id,
+            reason=event.reason,
+        )
         self.request_version(event.version, reason=f"event: {event.reason}".strip())
         return True
 
@@ -165,8 +172,12 @@ class Reloader:
             except Exception as exc:
                 self.last_error = str(exc)
                 delay = min(self._retry_max, self._retry_initial * 2 ** min(attempt - 1, 16))
-                log.warning("champion_not_available", attempt=attempt, error=str(exc),
-                            retry_in_s=round(delay, 2))
+                log.warning(
+                    "champion_not_available",
+                    attempt=attempt,
+                    error=str(exc),
+                    retry_in_s=round(delay, 2),
+                )
                 await asyncio.sleep(delay)
 
     async def _check_alias(self) -> None:
@@ -193,8 +204,12 @@ class Reloader:
             except Exception as exc:
                 self.last_error = str(exc)
                 if attempt == self._attempts:
-                    log.error("reload_gave_up", version=version, attempts=attempt,
-                              kept=current.version if current else None)
+                    log.error(
+                        "reload_gave_up",
+                        version=version,
+                        attempts=attempt,
+                        kept=current.version if current else None,
+                    )
                     return
                 await asyncio.sleep(min(self._retry_max, self._retry_initial * 2 ** (attempt - 1)))
 
@@ -204,16 +219,26 @@ class Reloader:
         except Exception as exc:
             self._metrics.reload("failure")
             current = self._holder.current
-            log.error("model_load_failed", version=version, reason=reason, error=str(exc),
-                      kept=current.version if current else None)
+            log.error(
+                "model_load_failed",
+                version=version,
+                reason=reason,
+                error=str(exc),
+                kept=current.version if current else None,
+            )
             raise
         previous = self._holder.swap(model)
         self._metrics.reload("success")
         self._metrics.set_model(model.name, model.version)
         self.last_error = None
-        log.info("model_loaded", model_name=model.name, version=model.version,
-                 run_id=model.run_id, previous=previous.version if previous else None,
-                 reason=reason)
+        log.info(
+            "model_loaded",
+            model_name=model.name,
+            version=model.version,
+            run_id=model.run_id,
+            previous=previous.version if previous else None,
+            reason=reason,
+        )
 
     async def _periodic(self) -> None:
         while True:
@@ -245,8 +270,11 @@ class Reloader:
                 attempt += 1
                 self.consumer_connected = False
                 delay = min(self._retry_max, self._retry_initial * 2 ** min(attempt - 1, 16))
-                log.warning("model_events_consumer_failed", error=f"{type(exc).__name__}: {exc}",
-                            retry_in_s=round(delay, 2))
+                log.warning(
+                    "model_events_consumer_failed",
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in_s=round(delay, 2),
+                )
                 await asyncio.sleep(delay)
             finally:
                 self.consumer_connected = False
@@ -257,7 +285,13 @@ class Reloader:
         try:
             event = decode_event(MODEL_EVENTS_TOPIC, record.value)
         except EventError as exc:
-            log.warning("model_event_invalid", topic=tp.topic, partition=tp.partition,
-                        offset=record.offset, reason=exc.reason, error=str(exc))
+            log.warning(
+                "model_event_invalid",
+                topic=tp.topic,
+                partition=tp.partition,
+                offset=record.offset,
+                reason=exc.reason,
+                error=str(exc),
+            )
             return
         self.handle_event(event)

@@ -14,7 +14,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
-from driftloop_contracts import EXAMPLE_FEATURES, HouseFeatures, TARGET_SCALE_USD
+from driftloop_contracts import EXAMPLE_FEATURES, TARGET_SCALE_USD, HouseFeatures
 
 #: Request ids we accept from clients (and nginx): printable, header-safe, bounded.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
@@ -28,8 +28,9 @@ class PredictResponse(BaseModel):
     """One prediction: the value in USD and the model version that made it."""
 
     request_id: RequestId
-    median_house_value: float = Field(description="predicted median house value, USD",
-                                      examples=[452_600.0])
+    median_house_value: float = Field(
+        description="predicted median house value, USD", examples=[452_600.0]
+    )
     model_name: str
     model_version: str
 
@@ -51,8 +52,11 @@ def batch_request_model(max_rows: int) -> type[BaseModel]:
     """``{"rows": [<features>, ...]}`` with at most ``max_rows`` rows (a setting)."""
     return create_model(
         "BatchPredictRequest",
-        __config__=ConfigDict(extra="forbid", frozen=True,
-                              json_schema_extra={"examples": [{"rows": [EXAMPLE_FEATURES]}]}),
+        __config__=ConfigDict(
+            extra="forbid",
+            frozen=True,
+            json_schema_extra={"examples": [{"rows": [EXAMPLE_FEATURES]}]},
+        ),
         rows=(list[HouseFeatures], Field(..., min_length=1, max_length=max_rows)),  # type: ignore[valid-type]
     )
 
@@ -61,13 +65,20 @@ class FeedbackRequest(BaseModel):
     """Ground truth for an earlier prediction, in USD."""
 
     model_config = ConfigDict(
-        extra="forbid", frozen=True,
+        extra="forbid",
+        frozen=True,
         json_schema_extra={"examples": [{"request_id": "3f2c9a4e-demo", "actual": 452_600.0}]},
     )
 
     request_id: RequestId
-    actual: float = Field(..., ge=0.0, le=MAX_ACTUAL_USD, allow_inf_nan=False, strict=True,
-                          description="true median house value, USD")
+    actual: float = Field(
+        ...,
+        ge=0.0,
+        le=MAX_ACTUAL_USD,
+        allow_inf_nan=False,
+        strict=True,
+        description="true median house value, USD",
+    )
 
 
 class FeedbackResponse(BaseModel):

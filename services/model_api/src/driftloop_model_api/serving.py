@@ -28,16 +28,23 @@ from .publisher import EventPublisher
 class PredictionService:
     """Predict with the current model, through the cache, and publish what was served."""
 
-    def __init__(self, holder: ModelHolder, cache: PredictionCache, publisher: EventPublisher,
-                 metrics: Metrics, replica_id: str) -> None:
+    def __init__(
+        self,
+        holder: ModelHolder,
+        cache: PredictionCache,
+        publisher: EventPublisher,
+        metrics: Metrics,
+        replica_id: str,
+    ) -> None:
         self.holder = holder
         self.cache = cache
         self.publisher = publisher
         self.metrics = metrics
         self.replica_id = replica_id
 
-    async def predict_one(self, request_id: str, row: Sequence[float],
-                          started: float) -> tuple[LoadedModel, float]:
+    async def predict_one(
+        self, request_id: str, row: Sequence[float], started: float
+    ) -> tuple[LoadedModel, float]:
         """One prediction (USD). The model is read once: a swap mid-request does not affect it."""
         model = self.holder.require()
         value: float | None = None
@@ -53,8 +60,9 @@ class PredictionService:
         self._emit(model, request_id, row, value, started, cache_hit=hit)
         return model, value
 
-    def predict_many(self, request_id: str, rows: Sequence[Sequence[float]],
-                     started: float) -> tuple[LoadedModel, list[tuple[str, float]]]:
+    def predict_many(
+        self, request_id: str, rows: Sequence[Sequence[float]], started: float
+    ) -> tuple[LoadedModel, list[tuple[str, float]]]:
         """A batch in one model call; each row gets its own id (``<request_id>-<i>``) and event."""
         model = self.holder.require()
         values = model.predict_usd(rows)
@@ -69,8 +77,16 @@ class PredictionService:
         event = FeedbackEvent(request_id=request_id, timestamp=utcnow(), actual=actual_usd)
         self.publisher.publish(FEEDBACK_TOPIC, encode_key(request_id), event.to_bytes())
 
-    def _emit(self, model: LoadedModel, request_id: str, row: Sequence[float], value: float,
-              started: float, *, cache_hit: bool) -> None:
+    def _emit(
+        self,
+        model: LoadedModel,
+        request_id: str,
+        row: Sequence[float],
+        value: float,
+        started: float,
+        *,
+        cache_hit: bool,
+    ) -> None:
         self.metrics.prediction_usd.observe(value)
         event = PredictionEvent(
             request_id=request_id,

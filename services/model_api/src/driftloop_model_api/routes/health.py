@@ -33,12 +33,17 @@ async def ready(runtime: RuntimeDep) -> JSONResponse:
         "replica_id": runtime.settings.replica_id,
         "model_version": model.version if model else None,
         "model_error": runtime.reloader.last_error,
-        "events": {"connected": runtime.publisher.connected,
-                   "buffered": runtime.publisher.buffered,
-                   "last_error": runtime.publisher.last_error},
+        "events": {
+            "connected": runtime.publisher.connected,
+            "buffered": runtime.publisher.buffered,
+            "last_error": runtime.publisher.last_error,
+        },
         "model_events_consumer": runtime.reloader.consumer_connected,
-        "cache": {"enabled": cache.enabled, "available": cache.available,
-                  "last_error": cache.last_error},
+        "cache": {
+            "enabled": cache.enabled,
+            "available": cache.available,
+            "last_error": cache.last_error,
+        },
     }
     return JSONResponse(body, status_code=200 if model else 503)
 

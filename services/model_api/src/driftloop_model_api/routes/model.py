@@ -15,7 +15,10 @@ async def model_info(runtime: RuntimeDep) -> ModelInfoResponse:
     """Name, version, run id, load time and reference-profile id of the served model."""
     model = runtime.service.holder.require()
     return ModelInfoResponse(
-        model_name=model.name, model_version=model.version, run_id=model.run_id,
-        loaded_at=model.loaded_at, reference_profile_id=model.profile_id,
+        model_name=model.name,
+        model_version=model.version,
+        run_id=model.run_id,
+        loaded_at=model.loaded_at,
+        reference_profile_id=model.profile_id,
         replica_id=runtime.settings.replica_id,
     )

@@ -27,8 +27,11 @@ router = APIRouter(tags=["predict"])
 
 
 def _json(body: bytes, request_id: str, model_version: str) -> Response:
-    return Response(content=body, media_type="application/json",
-                    headers={"X-Request-ID": request_id, "X-Model-Version": model_version})
+    return Response(
+        content=body,
+        media_type="application/json",
+        headers={"X-Request-ID": request_id, "X-Model-Version": model_version},
+    )
 
 
 @router.post(
@@ -50,8 +53,12 @@ async def predict(request: Request, runtime: RuntimeDep) -> Response:
     body = await read_body(request, runtime.settings.max_body_bytes)
     features = parse_json(HouseFeatures, body)
     model, value = await runtime.service.predict_one(request_id, features.as_row(), started)
-    reply = PredictResponse(request_id=request_id, median_house_value=value,
-                            model_name=model.name, model_version=model.version)
+    reply = PredictResponse(
+        request_id=request_id,
+        median_house_value=value,
+        model_name=model.name,
+        model_version=model.version,
+    )
     return _json(reply.model_dump_json().encode(), request_id, model.version)
 
 
@@ -71,7 +78,9 @@ async def predict_batch(request: Request, runtime: RuntimeDep) -> Response:
     rows = [row.as_row() for row in batch.rows]  # type: ignore[attr-defined]
     model, results = runtime.service.predict_many(request_id, rows, started)
     reply = BatchPredictResponse(
-        request_id=request_id, model_name=model.name, model_version=model.version,
+        request_id=request_id,
+        model_name=model.name,
+        model_version=model.version,
         predictions=[{"request_id": rid, "median_house_value": v} for rid, v in results],  # type: ignore[misc]
     )
     return _json(reply.model_dump_json().encode(), request_id, model.version)

@@ -1,0 +1,210 @@
+"""Retrain the house-price model on recent labelled data and promote it if it beats the champion.
+
+Triggered by the alert bridge (or by hand) through the REST API; the trigger's ``conf`` carries
+the alert (name, labels, values, fingerprint) and may override any of the params below.
+
+``collect`` → ``train`` → ``evaluate`` → ``decide`` → ``announce``
+
+- **collect** reads the labelled-data log over the lookback window and combines it with the
+  base data (policy: docs/retraining.md). Below ``min_labelled_rows`` the run ends here as
+  *skipped* (the run succeeds, nothing is trained or promoted).
+- **train** fits the challenger and logs it to MLflow with its reference profile, data lineage
+  and this trigger's conf as tags.
+- **evaluate** scores challenger and champion on the same holdout of the newest labelled rows.
+- **decide** registers the challenger and moves alias ``champion`` only if its RMSE beats the
+  champion's by ``min_improvement``; otherwise the version is tagged ``rejected`` with the figures.
+- **announce** publishes ``ModelPromoted`` on ``model-events`` so replicas and the drift
+  consumer switch to the new champion.
+
+Every task is one call into ``driftloop_training.retrain`` (testable without Airflow); tasks
+hand each other small JSON results and file paths under the training work dir, never data.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import (
+    ExceptionRetryPolicy,
+    Param,
+    RetryAction,
+    RetryRule,
+    dag,
+    get_current_context,
+    task,
+)
+from airflow.sdk.exceptions import AirflowSkipException
+
+from driftloop_contracts import DAG_ID
+
+# Bad input will be just as bad on the next try: fail at once. Anything else (MLflow, the
+# broker or the disk being briefly unavailable) is retried with exponential backoff.
+RETRY_POLICY = ExceptionRetryPolicy(
+    rules=[
+        RetryRule(
+            exception="driftloop_training.errors.DataError",
+            action=RetryAction.FAIL,
+            reason="the input data is invalid; retrying cannot help",
+        ),
+    ],
+)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "driftloop",
+    "retries": 3,
+    "retry_delay": timedelta(seconds=15),
+    "retry_exponential_backoff": 2.0,
+    "max_retry_delay": timedelta(minutes=5),
+    "execution_timeout": timedelta(minutes=20),
+    "retry_policy": RETRY_POLICY,
+}
+
+PARAMS: dict[str, Param] = {
+    "lookback_hours": Param(
+        24,
+        type="integer",
+        minimum=1,
+        maximum=24 * 90,
+        description="Read labelled rows from this many hours before the window end.",
+    ),
+    "min_labelled_rows": Param(
+        500,
+        type="integer",
+        minimum=10,
+        description="Fewer labelled rows than this: skip the run (nothing is promoted).",
+    ),
+    "min_improvement": Param(
+        0.02,
+        type="number",
+        minimum=0,
+        maximum=0.99,
+        description="Relative RMSE reduction the challenger needs over the champion.",
+    ),
+    "holdout_share": Param(
+        0.3,
+        type="number",
+        exclusiveMinimum=0,
+        exclusiveMaximum=1,
+        description="Share of the newest labelled rows kept out of training to score both models.",
+    ),
+    "base_rows_per_recent": Param(
+        2.0,
+        type="number",
+        minimum=0,
+        maximum=100,
+        description="Base-data rows sampled per recent training row.",
+    ),
+    "recent_weight_share": Param(
+        0.75,
+        type="number",
+        exclusiveMinimum=0,
+        exclusiveMaximum=1,
+        description="Share of the total sample weight carried by the recent rows.",
+    ),
+    "window_end": Param(
+        None,
+        type=["null", "string"],
+        format="date-time",
+        # jsonschema checks "format" only with optional packages; the pattern always applies
+        pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$",
+        description="End of the lookback window (ISO 8601, with offset); empty: the run's time.",
+    ),
+}
+
+
+def _settings() -> Any:
+    from driftloop_training.settings import load_training_settings
+
+    return load_training_settings()
+
+
+def _retrain_params(context: Any) -> Any:
+    from driftloop_training.retrain import RetrainParams
+
+    return RetrainParams.model_validate(dict(context["params"]))
+
+
+@dag(
+    dag_id=DAG_ID,
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    params=PARAMS,
+    tags=["driftloop", "retraining"],
+    doc_md=__doc__,
+)
+def retrain_house_price() -> None:
+    @task(execution_timeout=timedelta(minutes=10))
+    def collect() -> dict[str, Any]:
+        """Labelled rows over the window + base sample → train/holdout files."""
+        from driftloop_training import retrain
+
+        context = get_current_context()
+        dag_run = context["dag_run"]
+        result = retrain.collect(
+            _settings(),
+            run_key=retrain.run_key_for(dag_run.run_id),
+            window_end=dag_run.run_after,
+            params=_retrain_params(context),
+        )
+        print(result.reason)
+        return result.model_dump(mode="json")
+
+    @task(execution_timeout=timedelta(minutes=30))
+    def train(collected: dict[str, Any]) -> dict[str, Any]:
+        """Fit and log the challenger (model, profile, lineage, trigger conf)."""
+        from driftloop_training import retrain
+
+        result = retrain.CollectResult.model_validate(collected)
+        if not result.ready:
+            raise AirflowSkipException(result.reason)
+        context = get_current_context()
+        dag_run = context["dag_run"]
+        trained = retrain.train(
+            _settings(),
+            result,
+            params=_retrain_params(context),
+            trigger_conf=dict(dag_run.conf or {}),
+            dag_run_id=dag_run.run_id,
+        )
+        return trained.model_dump(mode="json")
+
+    @task
+    def evaluate(trained: dict[str, Any]) -> dict[str, Any]:
+        """Challenger and champion on the same recent holdout (USD)."""
+        from driftloop_training import retrain
+
+        result = retrain.evaluate(_settings(), retrain.TrainResult.model_validate(trained))
+        return result.model_dump(mode="json")
+
+    @task
+    def decide(evaluated: dict[str, Any]) -> dict[str, Any]:
+        """Register the challenger; promote it only past the margin."""
+        from driftloop_training import retrain
+
+        context = get_current_context()
+        decision = retrain.decide(
+            _settings(),
+            retrain.EvaluateResult.model_validate(evaluated),
+            params=_retrain_params(context),
+        )
+        print(f"{decision.decision} version {decision.version}: {decision.reason}")
+        return decision.model_dump(mode="json")
+
+    @task
+    def announce(decided: dict[str, Any]) -> dict[str, Any]:
+        """Publish ModelPromoted for a new champion."""
+        from driftloop_training import retrain
+
+        decision = retrain.Decision.model_validate(decided)
+        if not decision.promoted:
+            raise AirflowSkipException(f"nothing to announce: {decision.reason}")
+        return retrain.announce(_settings(), decision).model_dump(mode="json")
+
+    announce(decide(evaluate(train(collect()))))
+
+
+retrain_house_price()

@@ -1,0 +1,137 @@
+"""The retraining DAG loads cleanly, has the designed graph, and validates its params.
+
+Runs in the Airflow venv (``.venv-airflow/bin/python -m pytest airflow/tests``); from the
+workspace venv, where Airflow is not installed, the whole module is skipped.
+"""
+
+from __future__ import annotations
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("airflow.sdk", reason="needs the Airflow environment (.venv-airflow)")
+
+from airflow.dag_processing.dagbag import DagBag
+from airflow.sdk import RetryAction
+
+from driftloop_contracts import DAG_ID
+from driftloop_training.errors import DataError, RegistryError
+from driftloop_training.retrain import RetrainParams
+
+pytestmark = pytest.mark.airflow
+
+DAGS = Path(__file__).resolve().parents[1] / "dags"
+TASKS = ["collect", "train", "evaluate", "decide", "announce"]
+
+
+@pytest.fixture(scope="module")
+def dagbag() -> DagBag:
+    return DagBag(dag_folder=str(DAGS))
+
+
+@pytest.fixture(scope="module")
+def dag(dagbag: DagBag) -> Any:
+    return dagbag.dags[DAG_ID]
+
+
+def test_dag_folder_imports_without_errors(dagbag: DagBag) -> None:
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dags) == {DAG_ID}
+
+
+def test_dag_file_runs_standalone() -> None:
+    """Airflow's loader test: executing the file must succeed and do no work at import."""
+    subprocess.run([sys.executable, str(DAGS / "retrain.py")], check=True, timeout=120)
+
+
+def test_parsing_does_not_import_heavy_libraries() -> None:
+    code = (
+        "import runpy, sys; runpy.run_path(sys.argv[1]); "
+        "heavy = [m for m in ('sklearn', 'mlflow', 'pandas', 'aiokafka') if m in sys.modules]; "
+        "print(','.join(heavy)); sys.exit(1 if heavy else 0)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(DAGS / "retrain.py")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, f"imported at parse time: {done.stdout.strip()}"
+
+
+def test_task_graph_is_a_chain(dag: Any) -> None:
+    assert [t.task_id for t in dag.topological_sort()] == TASKS
+    for upstream, downstream in itertools.pairwise(TASKS):
+        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+
+
+def test_dag_settings(dag: Any) -> None:
+    assert dag.schedule is None or getattr(dag.timetable, "summary", None) == "None"
+    assert dag.max_active_runs == 1
+    assert not dag.catchup
+    for task in dag.tasks:
+        assert task.retries >= 1
+        assert task.execution_timeout is not None
+        assert task.retry_policy is not None
+
+
+def test_retry_policy_fails_fast_on_bad_data_and_retries_the_rest(dag: Any) -> None:
+    policy = dag.get_task("train").retry_policy
+    assert policy.evaluate(DataError("bad log"), 1, 4).action is RetryAction.FAIL
+    assert policy.evaluate(RegistryError("MLflow down"), 1, 4).action is RetryAction.DEFAULT
+    assert policy.evaluate(ConnectionError("refused"), 1, 4).action is RetryAction.DEFAULT
+
+
+def test_param_defaults_match_the_training_package(dag: Any) -> None:
+    """The DAG's params and RetrainParams are two spellings of one thing: keep them equal."""
+    defaults = dag.params.validate()
+    assert set(defaults) == set(RetrainParams.model_fields)
+    assert RetrainParams.model_validate(defaults) == RetrainParams()
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("lookback_hours", 0),
+        ("lookback_hours", "24"),
+        ("min_labelled_rows", 5),
+        ("min_improvement", -0.1),
+        ("holdout_share", 1.0),
+        ("holdout_share", 0),
+        ("recent_weight_share", 1),
+        ("window_end", "yesterday"),
+        ("window_end", "2026-11-23T12:00:00"),
+    ],
+)
+def test_invalid_params_are_refused(dag: Any, key: str, value: Any) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = ParamsDict(dict(dag.params.items()))
+    with pytest.raises(ParamValidationError, match=key):
+        params.update({key: value})
+        params.validate()
+
+
+def test_trigger_conf_with_alert_fields_is_accepted(dag: Any) -> None:
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict(dict(dag.params.items()))
+    params.update(
+        {
+            "alertname": "DriftShareHigh",
+            "labels": {"model_version": "3"},
+            "fingerprint": "abc123",
+            "lookback_hours": 6,
+            "window_end": "2026-11-23T12:00:00+00:00",
+        }
+    )
+    resolved = params.validate()
+    parsed = RetrainParams.model_validate(resolved)
+    assert parsed.lookback_hours == 6
+    assert parsed.window_end is not None and parsed.window_end.utcoffset() is not None

@@ -1,0 +1,315 @@
+"""The retraining steps without Airflow: collect, train, evaluate, decide, announce.
+
+Scenarios: no champion yet, not enough data, challenger worse (recent labels follow the old
+relationship), challenger better (concept drift: prices up 30% around Los Angeles).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftloop_contracts import MODEL_EVENTS_TOPIC, MODEL_NAME, ModelPromoted
+from driftloop_training import registry, retrain
+from driftloop_training.bootstrap import bootstrap
+from driftloop_training.errors import DataError
+from driftloop_training.publisher import Published
+from driftloop_training.retrain import RetrainParams
+from driftloop_training.settings import TrainingSettings
+from driftloop_training.train import ModelParams
+
+N_LABELLED = 1200
+PARAMS = RetrainParams(lookback_hours=2, min_labelled_rows=300)
+
+
+def la_prices_up(rows: pd.DataFrame) -> np.ndarray:
+    region = (rows["block_latitude"] < 34.5) & (rows["block_longitude"] > -119.0)
+    return np.where(region, 1.3, 1.0)
+
+
+@pytest.fixture
+def window_end(hour: Callable[[int], datetime]) -> datetime:
+    return hour(12)
+
+
+@pytest.fixture
+def log_of(
+    settings: TrainingSettings,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+    labelled_rows: Callable[..., pd.DataFrame],
+    write_log: Callable[[Path, pd.DataFrame], list[Path]],
+    window_end: datetime,
+) -> Callable[..., pd.DataFrame]:
+    """Writes N labelled rows from the base *holdout* (unseen by every model) into the log."""
+
+    def make(n: int = N_LABELLED, price_factor: Callable | None = None) -> pd.DataFrame:
+        rows = base_split[1].sample(n=n, random_state=3).reset_index(drop=True)
+        frame = labelled_rows(
+            rows,
+            start=window_end - timedelta(minutes=90),
+            span=timedelta(minutes=80),
+            price_factor=price_factor,
+        )
+        write_log(settings.labelled_log_dir, frame)
+        return frame
+
+    return make
+
+
+def run_until_decision(
+    settings: TrainingSettings,
+    window_end: datetime,
+    fast: ModelParams,
+    base: pd.DataFrame,
+    params: RetrainParams = PARAMS,
+) -> tuple[retrain.EvaluateResult, retrain.Decision]:
+    collected = retrain.collect(
+        settings, run_key="run-1", window_end=window_end, params=params, base=base
+    )
+    assert collected.ready, collected.reason
+    trained = retrain.train(
+        settings,
+        collected,
+        params=params,
+        trigger_conf={"alertname": "DriftHigh"},
+        model_params=fast,
+    )
+    evaluated = retrain.evaluate(settings, trained)
+    return evaluated, retrain.decide(settings, evaluated, params=params)
+
+
+# --------------------------------------------------------------------------- collect
+
+
+def test_not_enough_data_is_skipped(
+    settings: TrainingSettings, log_of: Callable[..., pd.DataFrame], window_end: datetime
+) -> None:
+    log_of(n=100)
+    result = retrain.collect(settings, run_key="r", window_end=window_end, params=PARAMS)
+    assert result.status == "skipped"
+    assert result.reason.startswith("skipped: not enough labelled data (100 rows")
+    assert result.train_path is None
+    with pytest.raises(DataError):
+        retrain.train(settings, result, params=PARAMS)
+
+
+def test_empty_log_is_skipped(settings: TrainingSettings, window_end: datetime) -> None:
+    result = retrain.collect(settings, run_key="r", window_end=window_end, params=PARAMS)
+    assert result.status == "skipped" and result.labelled_rows == 0
+
+
+def test_window_end_param_overrides_run_time(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    log_of()
+    later = window_end + timedelta(days=3)
+    assert not retrain.collect(settings, run_key="r", window_end=later, params=PARAMS).ready
+    pinned = PARAMS.model_copy(update={"window_end": window_end})
+    result = retrain.collect(
+        settings, run_key="r", window_end=later, params=pinned, base=base_split[0]
+    )
+    assert result.ready and result.labelled_rows == N_LABELLED
+
+
+def test_collect_holds_out_the_newest_rows_and_weights_recent(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    log = log_of()
+    result = retrain.collect(
+        settings, run_key="r", window_end=window_end, params=PARAMS, base=base_split[0]
+    )
+    assert result.ready
+    assert result.holdout_rows == int(np.ceil(N_LABELLED * PARAMS.holdout_share))
+    assert result.recent_train_rows + result.holdout_rows == N_LABELLED
+    assert result.base_rows == 2 * result.recent_train_rows
+    assert result.partitions == ["date=2026-01-05/hour=10", "date=2026-01-05/hour=11"]
+
+    train = pd.read_parquet(result.train_path)
+    holdout = pd.read_parquet(result.holdout_path)
+    newest = log.sort_values("labelled_at").tail(result.holdout_rows)
+    np.testing.assert_allclose(holdout["median_income_in_block"], newest["median_income_in_block"])
+    recent = train[train[retrain.SOURCE_COLUMN] == "recent"]
+    weights = train.groupby(retrain.SOURCE_COLUMN)[retrain.WEIGHT_COLUMN].sum()
+    assert weights["recent"] / weights.sum() == pytest.approx(PARAMS.recent_weight_share)
+    assert len(recent) == result.recent_train_rows
+    manifest = Path(result.train_path).parent / "manifest.json"
+    assert retrain.CollectResult.model_validate_json(manifest.read_text()) == result
+
+
+def test_collect_is_rerunnable(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    log_of()
+    kwargs = {"run_key": "r", "window_end": window_end, "params": PARAMS, "base": base_split[0]}
+    first = retrain.collect(settings, **kwargs)
+    frame = pd.read_parquet(first.train_path)
+    second = retrain.collect(settings, **kwargs)
+    assert second == first
+    pd.testing.assert_frame_equal(pd.read_parquet(second.train_path), frame)
+
+
+# --------------------------------------------------------------------------- gate
+
+
+@pytest.mark.parametrize(
+    ("challenger", "champion", "promote"),
+    [
+        (100.0, None, True),
+        (90.0, 100.0, True),
+        (98.0, 100.0, True),
+        (99.0, 100.0, False),
+        (120.0, 100.0, False),
+    ],
+)
+def test_judge(challenger: float, champion: float | None, promote: bool) -> None:
+    ok, _, reason = retrain.judge(challenger, champion, min_improvement=0.02)
+    assert ok is promote
+    assert reason
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_no_champion_yet_promotes_the_challenger(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    fast: ModelParams,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    log_of()
+    evaluated, decision = run_until_decision(settings, window_end, fast, base_split[0])
+    assert evaluated.champion is None
+    assert decision.promoted and decision.reason == "no champion registered"
+    champion = registry.get_champion(settings.mlflow_tracking_uri)
+    assert champion is not None and champion.version == decision.version
+    assert champion.tags[registry.TAG_DECISION] == "promoted"
+
+
+def test_challenger_worse_is_rejected_and_tagged(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    fast: ModelParams,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    champ = bootstrap(settings, params=fast)
+    log_of()  # recent labels follow the relationship the champion learnt
+    evaluated, decision = run_until_decision(settings, window_end, fast, base_split[0])
+    assert evaluated.champion_version == champ.version
+    assert decision.decision == "rejected", decision.reason
+    uri = settings.mlflow_tracking_uri
+    current = registry.get_champion(uri)
+    assert current is not None and current.version == champ.version
+    tags = registry.get_version(uri, decision.version).tags
+    assert tags[registry.TAG_DECISION] == "rejected"
+    assert float(tags["driftloop.champion_rmse_usd"]) == pytest.approx(
+        evaluated.champion["rmse_usd"], abs=0.01
+    )
+    assert float(tags["driftloop.challenger_rmse_usd"]) > float(tags["driftloop.champion_rmse_usd"])
+    assert retrain.announce(settings, decision).published is False  # no broker needed
+
+
+def test_challenger_better_is_promoted_and_announced(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    fast: ModelParams,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    champ = bootstrap(settings, params=fast)
+    log_of(price_factor=la_prices_up)
+    evaluated, decision = run_until_decision(settings, window_end, fast, base_split[0])
+    assert decision.promoted, decision.reason
+    assert decision.improvement is not None and decision.improvement > 0.05
+    assert evaluated.challenger["rmse_usd"] < evaluated.champion["rmse_usd"]
+    uri = settings.mlflow_tracking_uri
+    current = registry.get_champion(uri)
+    assert current is not None and current.version == decision.version != champ.version
+
+    run = registry.client(uri).get_run(decision.run_id)
+    assert run.data.tags["driftloop.trigger.alertname"] == "DriftHigh"
+    assert run.data.tags["driftloop.data.labelled_rows"] == str(N_LABELLED)
+    assert run.data.metrics["holdout_rmse_usd"] == pytest.approx(evaluated.challenger["rmse_usd"])
+    assert registry.load_profile(uri, decision.version).n_rows > N_LABELLED
+
+    sent: list[tuple[str, ModelPromoted]] = []
+
+    def fake_publish(bootstrap_servers: str, event: ModelPromoted, **_: object) -> Published:
+        sent.append((bootstrap_servers, event))
+        return Published(topic=MODEL_EVENTS_TOPIC, partition=0, offset=7)
+
+    monkeypatch.setattr(retrain, "publish_model_promoted", fake_publish)
+    result = retrain.announce(settings, decision)
+    assert result.published and result.offset == 7
+    ((servers, event),) = sent
+    assert servers == settings.kafka_bootstrap
+    assert (event.model_name, event.version, event.run_id) == (
+        MODEL_NAME,
+        decision.version,
+        decision.run_id,
+    )
+
+
+def test_retried_steps_do_not_duplicate(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    fast: ModelParams,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    log_of(price_factor=la_prices_up)
+    evaluated, decision = run_until_decision(settings, window_end, fast, base_split[0])
+    collected = retrain.CollectResult.model_validate_json(
+        (settings.work_dir / "run-1" / "collect" / "manifest.json").read_text()
+    )
+    retried = retrain.train(settings, collected, params=PARAMS, model_params=fast)
+    assert retried.reused and retried.run_id == evaluated.run_id
+    again = retrain.decide(settings, evaluated, params=PARAMS)
+    assert again.version == decision.version and again.promoted
+    versions = registry.client(settings.mlflow_tracking_uri).search_model_versions(
+        f"name = '{MODEL_NAME}'"
+    )
+    assert len(versions) == 1
+
+
+def test_champion_moved_during_run_makes_the_comparison_stale(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    fast: ModelParams,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    bootstrap(settings, sample_rows=2000, params=fast)
+    log_of(price_factor=la_prices_up)
+    collected = retrain.collect(
+        settings, run_key="r", window_end=window_end, params=PARAMS, base=base_split[0]
+    )
+    trained = retrain.train(settings, collected, params=PARAMS, model_params=fast)
+    evaluated = retrain.evaluate(settings, trained)
+    moved = bootstrap(settings, force=True, sample_rows=2000, params=fast)
+    decision = retrain.decide(settings, evaluated, params=PARAMS)
+    assert decision.decision == "rejected" and "changed" in decision.reason
+    current = registry.get_champion(settings.mlflow_tracking_uri)
+    assert current is not None and current.version == moved.version
+
+
+def test_run_key_is_filesystem_safe() -> None:
+    assert retrain.run_key_for("manual__2026-11-23T12:00:00.123+00:00") == (
+        "manual__2026-11-23T12_00_00.123_00_00"
+    )

@@ -1,0 +1,291 @@
+"""Durable pending triggers: persisted in Redis, retried with exponential backoff, dead-lettered.
+
+A trigger enters the queue atomically with its dedupe claim (see :mod:`dedupe`), before
+Airflow is called, so neither an Airflow outage nor a bridge crash or restart loses it. The
+webhook then tries Airflow once inline; the background :meth:`RetryQueue.run` loop picks up
+whatever is due (a Redis sorted set scored by next-attempt time), *leases* it by pushing its
+score forward (so a second bridge instance, or the inline attempt, is not raced), and calls
+Airflow again. Waits grow exponentially (tenacity's ``wait_exponential``, computed from the
+attempt count stored with the item, since the retry state must outlive the process). A
+trigger older than ``max_age`` or rejected by Airflow as invalid moves to the dead letters:
+kept in Redis, counted in ``driftloop_bridge_dead_letters``, listed on ``GET /dead-letters``.
+
+Repeated calls are harmless: the run id is deterministic and Airflow's 409 counts as success.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol
+
+import structlog
+import tenacity
+from redis.asyncio import Redis
+
+from . import metrics
+from .errors import StoreUnavailable, TriggerRejected, TriggerUnavailable
+from .store import Clock, RedisKeys, guarded, ms
+
+log = structlog.get_logger(__name__)
+
+AttemptOutcome = Literal["created", "exists", "retry", "dead_letter"]
+
+
+@dataclass
+class PendingTrigger:
+    """A DAG run the bridge has promised to create."""
+
+    dag_id: str
+    dag_run_id: str
+    conf: dict[str, Any]
+    source: str
+    alertname: str
+    fingerprint: str
+    rule: str
+    first_seen: float
+    attempts: int = 0
+    last_error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> PendingTrigger:
+        data = json.loads(raw)
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+
+@dataclass(frozen=True)
+class TriggerResult:
+    outcome: Literal["created", "exists"]
+    state: str | None = None
+
+
+class Trigger(Protocol):
+    """What the queue needs from Airflow (a fake in unit tests)."""
+
+    async def trigger(
+        self,
+        dag_id: str,
+        dag_run_id: str,
+        conf: dict[str, Any],
+        *,
+        call_timeout: float | None = None,
+    ) -> TriggerResult: ...
+
+
+@dataclass(frozen=True)
+class Attempt:
+    outcome: AttemptOutcome
+    detail: str = ""
+    next_attempt_at: float | None = None
+
+
+FinalHook = Callable[[PendingTrigger, Attempt], Awaitable[None]]
+
+_LEASE = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[3])
+local out = {}
+for _, run_id in ipairs(due) do
+  local body = redis.call('HGET', KEYS[2], run_id)
+  if body then
+    redis.call('ZADD', KEYS[1], ARGV[2], run_id)
+    table.insert(out, body)
+  else
+    redis.call('ZREM', KEYS[1], run_id)
+  end
+end
+return out
+"""
+
+
+class Backoff:
+    """Exponential wait after the n-th failed attempt, capped (tenacity's wait_exponential)."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self._wait = tenacity.wait_exponential(multiplier=initial, max=maximum)
+
+    def __call__(self, attempts: int) -> float:
+        state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+        state.attempt_number = max(1, attempts)
+        return float(self._wait(state))
+
+
+class RetryQueue:
+    def __init__(
+        self,
+        redis: Redis,
+        keys: RedisKeys,
+        trigger: Trigger,
+        *,
+        clock: Clock,
+        backoff: Backoff,
+        max_age_seconds: float,
+        poll_seconds: float,
+        call_timeout_seconds: float,
+        on_final: FinalHook | None = None,
+        batch: int = 20,
+    ) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._trigger = trigger
+        self._clock = clock
+        self._backoff = backoff
+        self._max_age = max_age_seconds
+        self._poll = poll_seconds
+        self._timeout = call_timeout_seconds
+        self._on_final = on_final
+        self._batch = batch
+        self._lease = redis.register_script(_LEASE)
+        self._wake = asyncio.Event()
+
+    def set_final_hook(self, hook: FinalHook) -> None:
+        """Called with the final outcome of items the worker finishes (audit trail)."""
+        self._on_final = hook
+
+    # --- one attempt -----------------------------------------------------------------------
+    async def attempt(self, item: PendingTrigger, *, call_timeout: float | None = None) -> Attempt:
+        """Call Airflow for ``item`` once and update the queue with the result."""
+        item.attempts += 1
+        try:
+            result = await self._trigger.trigger(
+                item.dag_id, item.dag_run_id, item.conf, call_timeout=call_timeout or self._timeout
+            )
+        except TriggerRejected as exc:
+            return await self._dead_letter(item, f"rejected by Airflow: {exc.message}")
+        except TriggerUnavailable as exc:
+            return await self._retry_later(item, exc.message)
+        await guarded("completing a trigger", self._complete(item.dag_run_id))
+        metrics.TRIGGERS.labels(outcome=result.outcome).inc()
+        attempt = Attempt(result.outcome, result.state or "")
+        log.info(
+            "trigger.done",
+            dag_id=item.dag_id,
+            dag_run_id=item.dag_run_id,
+            outcome=result.outcome,
+            attempts=item.attempts,
+        )
+        return attempt
+
+    async def _complete(self, run_id: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.zrem(self._keys.pending_schedule, run_id)
+            pipe.hdel(self._keys.pending_items, run_id)
+            await pipe.execute()
+
+    async def _retry_later(self, item: PendingTrigger, error: str) -> Attempt:
+        now = self._clock()
+        item.last_error = error
+        if now - item.first_seen >= self._max_age:
+            return await self._dead_letter(
+                item, f"gave up after {item.attempts} attempts over max age: {error}"
+            )
+        next_at = now + self._backoff(item.attempts)
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.pending_items, item.dag_run_id, item.to_json())
+            pipe.zadd(self._keys.pending_schedule, {item.dag_run_id: ms(next_at)})
+            await guarded("rescheduling a trigger", pipe.execute())
+        metrics.TRIGGERS.labels(outcome="retry").inc()
+        log.warning(
+            "trigger.retry",
+            dag_id=item.dag_id,
+            dag_run_id=item.dag_run_id,
+            attempts=item.attempts,
+            retry_in_s=round(next_at - now, 3),
+            error=error,
+        )
+        return Attempt("retry", error, next_at)
+
+    async def _dead_letter(self, item: PendingTrigger, reason: str) -> Attempt:
+        item.last_error = reason
+        item.extra["dead_at"] = self._clock()
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self._keys.dead, item.dag_run_id, item.to_json())
+            pipe.zrem(self._keys.pending_schedule, item.dag_run_id)
+            pipe.hdel(self._keys.pending_items, item.dag_run_id)
+            await guarded("dead-lettering a trigger", pipe.execute())
+        metrics.TRIGGERS.labels(outcome="dead_letter").inc()
+        log.error("trigger.dead_letter", dag_run_id=item.dag_run_id, reason=reason)
+        return Attempt("dead_letter", reason)
+
+    # --- the worker ------------------------------------------------------------------------
+    def wake(self) -> None:
+        """Ask the worker to look for due items now instead of at its next poll."""
+        self._wake.set()
+
+    async def process_due(self) -> int:
+        """Lease every due item (up to a batch) and attempt it; returns how many were tried."""
+        now = self._clock()
+        lease_until = now + self._timeout + 5.0
+        raw = await guarded(
+            "leasing due triggers",
+            self._lease(
+                keys=[self._keys.pending_schedule, self._keys.pending_items],
+                args=[ms(now), ms(lease_until), self._batch],
+            ),
+        )
+        for body in raw:
+            item = PendingTrigger.from_json(body)
+            attempt = await self.attempt(item)
+            if attempt.outcome != "retry" and self._on_final is not None:
+                await self._on_final(item, attempt)
+        return len(raw)
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        """Retry loop; survives Redis and Airflow outages, ends when ``stopping`` is set."""
+        log.info("retry_queue.start")
+        while not stopping.is_set():
+            tried = 0
+            try:
+                tried = await self.process_due()
+                await self.refresh_gauges()
+            except StoreUnavailable as exc:
+                log.warning("retry_queue.redis_unavailable", error=str(exc))
+            except Exception:  # a bug must not kill the worker silently
+                log.exception("retry_queue.unexpected_error")
+            if tried:
+                continue
+            self._wake.clear()
+            waiters = [
+                asyncio.ensure_future(stopping.wait()),
+                asyncio.ensure_future(self._wake.wait()),
+            ]
+            _, pending = await asyncio.wait(
+                waiters, timeout=self._poll, return_when=asyncio.FIRST_COMPLETED
+            )
+            for task in pending:
+                task.cancel()
+        log.info("retry_queue.stop")
+
+    # --- visibility ------------------------------------------------------------------------
+    async def counts(self) -> tuple[int, int]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zcard(self._keys.pending_schedule)
+            pipe.hlen(self._keys.dead)
+            pending, dead = await guarded("counting triggers", pipe.execute())
+        return int(pending), int(dead)
+
+    async def refresh_gauges(self) -> tuple[int, int]:
+        pending, dead = await self.counts()
+        metrics.PENDING.set(pending)
+        metrics.DEAD_LETTERS.set(dead)
+        return pending, dead
+
+    async def pending(self, limit: int = 100) -> list[PendingTrigger]:
+        raw = await guarded("listing pending triggers", self._redis.hvals(self._keys.pending_items))
+        items = sorted((PendingTrigger.from_json(r) for r in raw), key=lambda i: i.first_seen)
+        return items[:limit]
+
+    async def dead_letters(self, limit: int = 100) -> list[PendingTrigger]:
+        raw = await guarded("listing dead letters", self._redis.hvals(self._keys.dead))
+        items = sorted(
+            (PendingTrigger.from_json(r) for r in raw),
+            key=lambda i: i.extra.get("dead_at", 0),
+            reverse=True,
+        )
+        return items[:limit]

@@ -1,0 +1,48 @@
+"""The drift consumer's errors: one base, one family per dependency it writes to or reads.
+
+::
+
+    DriftConsumerError              base of everything raised on purpose here
+     ├── SinkError                  a write that must succeed before offsets are committed
+     │    ├── InfluxWriteError      InfluxDB refused or did not answer a /write
+     │    ├── JoinStoreError        Redis (join state) failed
+     │    └── LabelledLogError      a Parquet part file could not be written
+     ├── ReferenceUnavailable       no usable champion profile (none yet, MLflow down, bad file)
+     └── ThresholdError             a threshold name or value is invalid (a ValueError too)
+
+Callers wrap library exceptions (httpx, redis, pyarrow, mlflow) into these at the call site,
+so the loop decides retry-or-skip on one small vocabulary. ``SinkError.sink`` is the metric
+label of ``driftloop_sink_failures_total``.
+"""
+
+from __future__ import annotations
+
+
+class DriftConsumerError(Exception):
+    """Base of every error the drift consumer raises on purpose."""
+
+
+class SinkError(DriftConsumerError):
+    """A write failed; the batch is retried with backoff and its offsets stay uncommitted."""
+
+    sink = "unknown"
+
+
+class InfluxWriteError(SinkError):
+    sink = "influxdb"
+
+
+class JoinStoreError(SinkError):
+    sink = "redis"
+
+
+class LabelledLogError(SinkError):
+    sink = "labelled_log"
+
+
+class ReferenceUnavailable(DriftConsumerError):
+    """No usable reference profile (no champion yet, MLflow down, or a malformed artifact)."""
+
+
+class ThresholdError(DriftConsumerError, ValueError):
+    """An unknown statistic/feature or a value that is not a finite non-negative number."""

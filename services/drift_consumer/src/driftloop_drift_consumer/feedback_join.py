@@ -1,0 +1,322 @@
+"""Feedback join: predictions wait in Redis for their ground truth; joined rows are buffered per
+feedback partition until the labelled-data log has them; online error per model version.
+
+Join state lives in Redis (one key per request, ``SET ... EX join_ttl_seconds``), not in this
+process: it survives a restart, is bounded by its TTL, and is shared by every instance of the
+consumer group, so a partition that moves to another instance still finds its predictions.
+A prediction is stored *before* its offset is committed. Keys are not deleted on a join (the
+TTL does that), so a replayed feedback record joins again to the same row.
+
+Exactly once in the log: a feedback partition's records go through a :class:`FeedbackBuffer`
+in offset order. Each record becomes a row (joined), or is skipped (invalid, or its prediction
+never arrived within ``feedback_wait_seconds``); only a contiguous prefix of decided records is
+flushed, to one part file named by its offset range, and the partition is committed up to the
+first record not yet flushed. After a restart the part files written but not committed are
+found again (see :mod:`.sinks.labelled_log`) and their offsets are skipped, so a replay neither
+loses nor repeats a row. Each feedback record yields at most one row (feedback sent twice for
+one request gives two rows; the DAG's reader keeps the latest label).
+
+Errors are ``prediction - actual`` in USD: a positive bias means the model over-predicts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from driftloop_contracts import FEATURE_NAMES, LABELLED_LOG_COLUMNS, FeedbackEvent, PredictionEvent
+
+from .errors import JoinStoreError
+
+JOIN_KEY_PREFIX = "driftloop:join:"
+
+
+@dataclass(frozen=True)
+class StoredPrediction:
+    """The half of a labelled row that the prediction event carries."""
+
+    request_id: str
+    predicted_at: datetime
+    model_name: str
+    model_version: str
+    features: tuple[float, ...]
+    prediction: float
+
+    @classmethod
+    def from_event(cls, event: PredictionEvent) -> StoredPrediction:
+        return cls(
+            event.request_id,
+            event.timestamp,
+            event.model_name,
+            event.model_version,
+            tuple(float(v) for v in event.feature_row()),
+            float(event.prediction),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "request_id": self.request_id,
+                "predicted_at": self.predicted_at.isoformat(),
+                "model_name": self.model_name,
+                "model_version": self.model_version,
+                "features": list(self.features),
+                "prediction": self.prediction,
+            },
+            separators=(",", ":"),
+        )
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> StoredPrediction:
+        d = json.loads(raw)
+        return cls(
+            d["request_id"],
+            datetime.fromisoformat(d["predicted_at"]),
+            d["model_name"],
+            d["model_version"],
+            tuple(float(v) for v in d["features"]),
+            float(d["prediction"]),
+        )
+
+
+@dataclass(frozen=True)
+class LabelledRow:
+    """One row of the labelled-data log (USD)."""
+
+    request_id: str
+    predicted_at: datetime
+    labelled_at: datetime
+    model_name: str
+    model_version: str
+    features: tuple[float, ...]
+    prediction: float
+    actual: float
+
+    @property
+    def error(self) -> float:
+        return self.prediction - self.actual
+
+    def as_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "request_id": self.request_id,
+            "predicted_at": self.predicted_at,
+            "labelled_at": self.labelled_at,
+            "model_name": self.model_name,
+            "model_version": self.model_version,
+            **dict(zip(FEATURE_NAMES, self.features, strict=True)),
+            "prediction": self.prediction,
+            "actual": self.actual,
+        }
+        return {c: record[c] for c in LABELLED_LOG_COLUMNS}
+
+
+def join(prediction: StoredPrediction, feedback: FeedbackEvent) -> LabelledRow:
+    return LabelledRow(
+        prediction.request_id,
+        prediction.predicted_at,
+        feedback.timestamp,
+        prediction.model_name,
+        prediction.model_version,
+        prediction.features,
+        prediction.prediction,
+        float(feedback.actual),
+    )
+
+
+class JoinStore:
+    """Predictions waiting for feedback, in Redis (``redis.asyncio`` client)."""
+
+    def __init__(self, redis: Any, ttl_seconds: int, prefix: str = JOIN_KEY_PREFIX) -> None:
+        self._redis = redis
+        self._ttl = ttl_seconds
+        self._prefix = prefix
+
+    async def put(self, predictions: list[StoredPrediction]) -> None:
+        if not predictions:
+            return
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for p in predictions:
+                pipe.set(self._prefix + p.request_id, p.to_json(), ex=self._ttl)
+            await pipe.execute()
+        except Exception as exc:
+            raise JoinStoreError(f"could not store {len(predictions)} predictions: {exc}") from exc
+
+    async def get_many(self, request_ids: list[str]) -> dict[str, StoredPrediction]:
+        if not request_ids:
+            return {}
+        try:
+            raw = await self._redis.mget([self._prefix + r for r in request_ids])
+        except Exception as exc:
+            raise JoinStoreError(f"could not read {len(request_ids)} predictions: {exc}") from exc
+        found: dict[str, StoredPrediction] = {}
+        for request_id, value in zip(request_ids, raw, strict=True):
+            if value is not None:
+                try:
+                    found[request_id] = StoredPrediction.from_json(value)
+                except (ValueError, KeyError, TypeError):
+                    continue  # a foreign value under our key: treat as missing
+        return found
+
+
+@dataclass
+class _Entry:
+    offset: int
+    arrived: float
+    request_id: str = ""
+    feedback: FeedbackEvent | None = None
+    row: LabelledRow | None = None
+    decided: bool = False
+    outcome: str = ""  # "joined" | "invalid" | "unmatched" | "logged"
+
+
+@dataclass(frozen=True)
+class Flush:
+    """Decided records ``first_offset..last_offset`` of one partition. A fresh flush becomes
+    one part file per hour partition of its rows (a zero-row file when every record was
+    skipped, so the files of a partition always chain offset to offset); an ``already_logged``
+    flush names records a previous run wrote and writes nothing."""
+
+    partition: int
+    first_offset: int
+    last_offset: int
+    rows: list[LabelledRow]
+    already_logged: bool = False
+
+
+class FeedbackBuffer:
+    """Feedback records of one partition, in offset order, until they are flushed."""
+
+    def __init__(self, partition: int, logged_through: int | None = None) -> None:
+        self.partition = partition
+        #: Offsets up to here are already in the log (found on assignment); skip them.
+        self.logged_through = logged_through
+        self._entries: deque[_Entry] = deque()
+        self._waiting: dict[str, list[_Entry]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, offset: int, event: FeedbackEvent, now: float) -> None:
+        if self.logged_through is not None and offset <= self.logged_through:
+            self._entries.append(_Entry(offset, now, decided=True, outcome="logged"))
+            return
+        entry = _Entry(offset, now, event.request_id, event)
+        self._entries.append(entry)
+        self._waiting.setdefault(event.request_id, []).append(entry)
+
+    def add_skipped(self, offset: int, now: float) -> None:
+        """A record that will never yield a row (malformed...): decided at once."""
+        logged = self.logged_through is not None and offset <= self.logged_through
+        self._entries.append(
+            _Entry(offset, now, decided=True, outcome="logged" if logged else "invalid")
+        )
+
+    def waiting_ids(self) -> list[str]:
+        return list(self._waiting)
+
+    def resolve(self, found: dict[str, StoredPrediction]) -> list[LabelledRow]:
+        """Join waiting records whose prediction was found; returns the new rows."""
+        rows: list[LabelledRow] = []
+        for request_id, prediction in found.items():
+            for entry in self._waiting.pop(request_id, []):
+                assert entry.feedback is not None
+                entry.row = join(prediction, entry.feedback)
+                entry.decided = True
+                entry.outcome = "joined"
+                rows.append(entry.row)
+        return rows
+
+    def expire(self, now: float, wait_s: float) -> list[int]:
+        """Give up on records that waited longer than ``wait_s``; returns their offsets."""
+        expired: list[int] = []
+        for request_id in list(self._waiting):
+            entries = self._waiting[request_id]
+            keep = [e for e in entries if now - e.arrived < wait_s]
+            for e in entries:
+                if now - e.arrived >= wait_s:
+                    e.decided = True
+                    e.outcome = "unmatched"
+                    expired.append(e.offset)
+            if keep:
+                self._waiting[request_id] = keep
+            else:
+                del self._waiting[request_id]
+        return expired
+
+    def ready(self) -> tuple[int, float | None]:
+        """(joined rows in the flushable prefix, arrival time of its oldest record)."""
+        rows = 0
+        oldest: float | None = None
+        for entry in self._entries:
+            if not entry.decided:
+                break
+            if oldest is None:
+                oldest = entry.arrived
+            rows += entry.row is not None
+        return rows, oldest
+
+    def take(self) -> list[Flush]:
+        """Remove the decided prefix: an already-logged part (no file) and a new part."""
+        taken: list[_Entry] = []
+        while self._entries and self._entries[0].decided:
+            taken.append(self._entries.popleft())
+        if not taken:
+            return []
+        logged = [e for e in taken if e.outcome == "logged"]
+        fresh = [e for e in taken if e.outcome != "logged"]
+        flushes = []
+        if logged:
+            flushes.append(Flush(self.partition, logged[0].offset, logged[-1].offset, [], True))
+        if fresh:
+            rows = [e.row for e in fresh if e.row is not None]
+            flushes.append(Flush(self.partition, fresh[0].offset, fresh[-1].offset, rows))
+        return flushes
+
+    def commit_offset(self, next_offset: int) -> int:
+        """First offset not yet flushed (everything before it is in the log or skipped)."""
+        return self._entries[0].offset if self._entries else next_offset
+
+
+@dataclass(frozen=True)
+class ErrorSummary:
+    n: int
+    rmse: float
+    mae: float
+    bias: float
+
+
+class OnlineError:
+    """Rolling error over the latest ``rows`` labelled rows, per model version."""
+
+    def __init__(self, rows: int) -> None:
+        self._rows = rows
+        self._errors: dict[str, deque[float]] = {}
+
+    def add(self, model_version: str, errors: list[float] | np.ndarray) -> None:
+        buf = self._errors.setdefault(model_version, deque(maxlen=self._rows))
+        buf.extend(float(e) for e in errors)
+
+    def versions(self) -> list[str]:
+        return list(self._errors)
+
+    def forget(self, model_version: str) -> None:
+        self._errors.pop(model_version, None)
+
+    def summary(self, model_version: str) -> ErrorSummary | None:
+        buf = self._errors.get(model_version)
+        if not buf:
+            return None
+        e = np.fromiter(buf, dtype="float64", count=len(buf))
+        return ErrorSummary(
+            n=len(e),
+            rmse=float(math.sqrt(np.mean(e * e))),
+            mae=float(np.mean(np.abs(e))),
+            bias=float(np.mean(e)),
+        )

@@ -1,0 +1,212 @@
+"""The champion's reference profile: resolved from MLflow, switched on promotion.
+
+The version behind alias ``champion`` of the model carries its profile as the run artifact
+``PROFILE_ARTIFACT_PATH`` and its holdout RMSE as a run metric; the training package's
+registry helpers read both. The last profile used is also kept under ``STATE_DIR``, so a
+restart while MLflow is down still measures drift against the right baseline (it is replaced
+as soon as MLflow answers with a different champion).
+
+Switching is driven from two sides, like the model API's reloader: a ``ModelPromoted`` event
+on ``model-events`` (read group-less from the end: a broadcast, every instance sees it) asks
+for an immediate alias check, and a periodic alias check is the safety net for a missed event
+(broker restarted, topic recreated). Either way the alias is the truth, not the event body,
+so a stale or replayed event can never move the baseline backwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import structlog
+
+from driftloop_contracts import ReferenceProfile
+
+from .drift import CompiledReference
+from .errors import ReferenceUnavailable
+
+log = structlog.get_logger(__name__)
+
+CACHE_FILE = "reference.json"
+
+
+@dataclass(frozen=True)
+class LoadedReference:
+    version: str
+    run_id: str
+    profile: ReferenceProfile
+    compiled: CompiledReference
+    holdout_rmse_usd: float | None
+
+    @classmethod
+    def build(
+        cls, version: str, run_id: str, profile: ReferenceProfile, rmse: float | None
+    ) -> LoadedReference:
+        try:
+            compiled = CompiledReference.from_profile(profile, version)
+        except ValueError as exc:
+            raise ReferenceUnavailable(f"profile of version {version} is unusable: {exc}") from exc
+        return cls(version, run_id, profile, compiled, rmse)
+
+
+@dataclass(frozen=True)
+class VersionRef:
+    version: str
+    run_id: str
+    holdout_rmse_usd: float | None
+
+
+class ReferenceSource(Protocol):
+    """Where profiles come from (MLflow in production, a dict in tests). Blocking calls."""
+
+    def champion(self) -> VersionRef | None: ...
+
+    def version(self, version: str) -> VersionRef: ...
+
+    def profile(self, run_id: str) -> ReferenceProfile: ...
+
+
+class MlflowReferenceSource:
+    """:class:`ReferenceSource` over the training package's registry helpers."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self._uri = tracking_uri
+
+    def champion(self) -> VersionRef | None:
+        from driftloop_training import registry
+
+        info = registry.get_champion(self._uri)
+        return None if info is None else VersionRef(info.version, info.run_id,
+                                                     info.holdout_rmse_usd)
+
+    def version(self, version: str) -> VersionRef:
+        from driftloop_training import registry
+
+        info = registry.get_version(self._uri, version)
+        return VersionRef(info.version, info.run_id, info.holdout_rmse_usd)
+
+    def profile(self, run_id: str) -> ReferenceProfile:
+        from driftloop_training import registry
+
+        return registry.load_profile_for_run(self._uri, run_id)
+
+
+class ReferenceManager:
+    """Loads the champion's reference; the loop applies a switch under its own lock."""
+
+    def __init__(self, source: ReferenceSource, state_dir: Path | None = None) -> None:
+        self._source = source
+        self._state_dir = state_dir
+        self.current: LoadedReference | None = None
+        self.last_error: str | None = None
+        self._rmse: dict[str, tuple[float | None, float]] = {}
+
+    async def load_champion(self) -> LoadedReference | None:
+        """The champion's reference if it differs from :attr:`current`, else ``None``.
+
+        Raises :class:`ReferenceUnavailable` when there is no champion or MLflow fails.
+        """
+        try:
+            ref = await asyncio.to_thread(self._source.champion)
+        except Exception as exc:
+            self.last_error = str(exc)
+            raise ReferenceUnavailable(f"cannot read the champion alias: {exc}") from exc
+        if ref is None:
+            self.last_error = "no champion registered yet"
+            raise ReferenceUnavailable(self.last_error)
+        if self.current is not None and self.current.version == ref.version:
+            return None
+        try:
+            profile = await asyncio.to_thread(self._source.profile, ref.run_id)
+        except Exception as exc:
+            self.last_error = str(exc)
+            raise ReferenceUnavailable(
+                f"cannot load the profile of version {ref.version}: {exc}"
+            ) from exc
+        loaded = LoadedReference.build(ref.version, ref.run_id, profile, ref.holdout_rmse_usd)
+        self._rmse[ref.version] = (ref.holdout_rmse_usd, time.monotonic())
+        self.last_error = None
+        return loaded
+
+    def accept(self, loaded: LoadedReference) -> None:
+        """Make ``loaded`` current and remember it for a restart without MLflow."""
+        self.current = loaded
+        if self._state_dir is None:
+            return
+        try:
+            self._state_dir.mkdir(parents=True, exist_ok=True)
+            path = self._state_dir / CACHE_FILE
+            tmp = path.with_name(f".{CACHE_FILE}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({
+                "version": loaded.version,
+                "run_id": loaded.run_id,
+                "holdout_rmse_usd": loaded.holdout_rmse_usd,
+                "profile": loaded.profile.model_dump(mode="json"),
+            }))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("reference_cache_write_failed", error=str(exc))
+
+    def load_cached(self) -> LoadedReference | None:
+        """The reference used before the last restart, if one was saved and is valid."""
+        if self._state_dir is None:
+            return None
+        path = self._state_dir / CACHE_FILE
+        try:
+            raw = json.loads(path.read_text())
+            profile = ReferenceProfile.model_validate(raw["profile"])
+            return LoadedReference.build(
+                str(raw["version"]), str(raw.get("run_id", "")), profile,
+                raw.get("holdout_rmse_usd"),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, ReferenceUnavailable) as exc:
+            log.warning("reference_cache_unusable", path=str(path), error=str(exc))
+            return None
+
+    async def holdout_rmse(self, version: str, *, retry_after_s: float = 60.0) -> float | None:
+        """The version's training holdout RMSE (cached; a failed look-up is retried later)."""
+        cached = self._rmse.get(version)
+        if cached is not None and (cached[0] is not None or
+                                   time.monotonic() - cached[1] < retry_after_s):
+            return cached[0]
+        try:
+            ref = await asyncio.to_thread(self._source.version, version)
+            value = ref.holdout_rmse_usd
+        except Exception as exc:
+            log.warning("holdout_rmse_unavailable", version=version, error=str(exc))
+            value = None
+        self._rmse[version] = (value, time.monotonic())
+        return value
+
+
+def model_events_consumer_factory(
+    bootstrap: str, *, client_id: str, session_timeout_ms: int
+) -> Callable[[], Any]:
+    """A group-less consumer of ``model-events`` from the end: every instance sees every event."""
+
+    def make() -> Any:
+        from aiokafka import AIOKafkaConsumer
+
+        from driftloop_contracts import MODEL_EVENTS_TOPIC
+
+        return AIOKafkaConsumer(
+            MODEL_EVENTS_TOPIC,
+            bootstrap_servers=bootstrap,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            session_timeout_ms=session_timeout_ms,
+            request_timeout_ms=max(session_timeout_ms + 1_000, 10_000),
+            metadata_max_age_ms=10_000,
+        )
+
+    return make

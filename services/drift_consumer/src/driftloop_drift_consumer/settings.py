@@ -1,0 +1,109 @@
+"""The drift consumer's settings: one pydantic-settings class, env prefix
+``DRIFTLOOP_DRIFT_CONSUMER_``.
+
+Built once in ``__main__`` (or by a test) with :func:`driftloop_contracts.load_settings`, so a
+bad value fails at start-up naming the variable, and passed down; no module-level instance.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from driftloop_contracts import CHAMPION_ALIAS, DEFAULT_BASE_PORT, HOST, MODEL_NAME, PortPlan
+
+_DEFAULT_PORTS = PortPlan(DEFAULT_BASE_PORT)
+
+
+class DriftConsumerSettings(BaseSettings):
+    """Every knob of one drift-consumer instance; the defaults match the user's local stack."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_DRIFT_CONSUMER_", extra="ignore")
+
+    host: str = HOST
+    port: int = Field(default=_DEFAULT_PORTS.drift_consumer, ge=1, le=65535)
+    instance_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # --- Kafka ----------------------------------------------------------------------------
+    kafka_bootstrap: str = f"{HOST}:{_DEFAULT_PORTS.kafka}"
+    #: One group for every instance: partitions of predictions+feedback are shared out.
+    consumer_group: str = "driftloop-drift-consumer"
+    #: Tansu joins wait about half the session timeout; keep it short locally.
+    kafka_session_timeout_ms: int = Field(default=6_000, ge=1_000)
+    kafka_heartbeat_interval_ms: int = Field(default=500, ge=100)
+    #: A sink outage longer than this makes the group drop us (we rejoin and replay; no loss).
+    kafka_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
+    max_poll_records: int = Field(default=2_000, ge=1)
+    poll_timeout_ms: int = Field(default=500, ge=10)
+
+    # --- windows and statistics -----------------------------------------------------------
+    #: Tumbling window size per (partition, model version), in events.
+    window_events: int = Field(default=200, ge=2)
+    #: Also close a window once its events span this many seconds (event time); 0 = count only.
+    window_seconds: float = Field(default=0.0, ge=0.0)
+    #: A time-closed window needs at least this many events (the thresholds are calibrated
+    #: for 200); fewer and it keeps filling.
+    min_window_events: int = Field(default=200, ge=2)
+    ks_method: Literal["auto", "exact", "asymp"] = "auto"
+
+    # --- reference (MLflow) ---------------------------------------------------------------
+    mlflow_tracking_uri: str = f"http://{HOST}:{_DEFAULT_PORTS.mlflow}"
+    model_name: str = MODEL_NAME
+    champion_alias: str = CHAMPION_ALIAS
+    #: Safety net: re-read the alias this often in case a ModelPromoted event was missed.
+    reference_check_interval_seconds: float = Field(default=30.0, gt=0)
+    reference_retry_max_seconds: float = Field(default=10.0, gt=0)
+
+    # --- Redis: join state and thresholds -------------------------------------------------
+    redis_url: str = f"redis://{HOST}:{_DEFAULT_PORTS.redis}/0"
+    #: How long a prediction waits in the join store for its feedback.
+    join_ttl_seconds: int = Field(default=86_400, ge=60)
+    #: A feedback record whose prediction is not in the store after this long is skipped.
+    feedback_wait_seconds: float = Field(default=30.0, ge=0.0)
+    thresholds_poll_seconds: float = Field(default=1.0, gt=0)
+
+    # --- online error ---------------------------------------------------------------------
+    #: Rolling RMSE/MAE/bias over the latest this-many labelled rows per model version.
+    online_error_rows: int = Field(default=1_000, ge=1)
+
+    # --- InfluxDB -------------------------------------------------------------------------
+    influx_url: str = f"http://{HOST}:{_DEFAULT_PORTS.influxdb}"
+    influx_db: str = "driftloop"
+    influx_enabled: bool = True
+    influx_timeout_seconds: float = Field(default=5.0, gt=0)
+    influx_batch_lines: int = Field(default=5_000, ge=1)
+
+    # --- labelled-data log ----------------------------------------------------------------
+    labelled_log_dir: Path = Path(".driftloop/labelled")
+    #: Flush a partition's joined rows once this many are waiting, or after this long.
+    labelled_flush_rows: int = Field(default=2_000, ge=1)
+    labelled_flush_seconds: float = Field(default=10.0, ge=0.0)
+    #: Hour partitions scanned on assignment to find files written but not committed.
+    labelled_scan_hours: int = Field(default=48, ge=1)
+
+    # --- reports --------------------------------------------------------------------------
+    reports_dir: Path = Path(".driftloop/reports")
+    #: Seconds between Evidently reports (only when a new window closed); 0 disables them.
+    reports_interval_seconds: float = Field(default=300.0, ge=0.0)
+    reports_keep: int = Field(default=48, ge=1)
+
+    # --- local state and retries ----------------------------------------------------------
+    #: Local scratch: the last reference profile (so a restart works while MLflow is down).
+    state_dir: Path = Path(".driftloop/drift-consumer")
+    sink_retry_initial_seconds: float = Field(default=0.2, gt=0)
+    sink_retry_max_seconds: float = Field(default=5.0, gt=0)
+
+    @model_validator(mode="after")
+    def _windows_consistent(self) -> DriftConsumerSettings:
+        if self.min_window_events > self.window_events:
+            raise ValueError(
+                f"DRIFTLOOP_DRIFT_CONSUMER_MIN_WINDOW_EVENTS ({self.min_window_events}) must not "
+                f"exceed DRIFTLOOP_DRIFT_CONSUMER_WINDOW_EVENTS ({self.window_events})"
+            )
+        return self

@@ -1,0 +1,190 @@
+"""InfluxDB sink: per-window history over the v1 HTTP ``/write`` endpoint (line protocol).
+
+``/write`` is the one write endpoint InfluxDB 1.x, 2.x (v1 compatibility) and 3.x all accept;
+Debian's InfluxDB 1.6 has no ``/api/v2/write`` (ARCHITECTURE.md). Lines are serialised by
+``influxdb_client``'s :class:`Point` (escaping, integer/boolean fields, precision) and POSTed
+with httpx, one request per Kafka batch (split at ``batch_lines``).
+
+Idempotent: a point's identity in InfluxDB is measurement + tag set + timestamp, and a window's
+timestamp is derived from its own events (:attr:`ClosedWindow.time_ns`), so writing a replayed
+window again overwrites the same points instead of adding a window.
+
+Measurements (what Grafana charts)::
+
+    drift         tags feature, statistic, model_version, partition   field value
+    drift_window  tags model_version, partition
+                  fields events, drift_share, drifted_series, declared, first_offset, last_offset
+    online_error  tags model_version
+                  fields rmse_usd, mae_usd, bias_usd, rmse_ratio, rows
+
+A Grafana panel's query, e.g.::
+
+    SELECT max("value") FROM "drift" WHERE "statistic" = 'psi' AND $timeFilter
+    GROUP BY time($__interval), "feature"
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Iterable
+
+import httpx
+import structlog
+
+from ..drift import DriftDecision
+from ..errors import InfluxWriteError
+from ..windows import ClosedWindow
+
+log = structlog.get_logger(__name__)
+
+DRIFT_MEASUREMENT = "drift"
+WINDOW_MEASUREMENT = "drift_window"
+ONLINE_ERROR_MEASUREMENT = "online_error"
+
+
+def _point(measurement: str) -> object:
+    from influxdb_client import Point  # heavy import (~seconds); only where points are built
+
+    return Point(measurement)
+
+
+def window_lines(window: ClosedWindow, decision: DriftDecision) -> list[str]:
+    """Line protocol of one closed window: one ``drift`` point per series x statistic and one
+    ``drift_window`` summary, all at the window's own timestamp."""
+    from influxdb_client import WritePrecision
+
+    ts = window.time_ns
+    partition = str(window.partition)
+    lines = []
+    for series, statistic, value in window.statistics.values():
+        if not math.isfinite(value):
+            continue
+        p = (
+            _point(DRIFT_MEASUREMENT)
+            .tag("feature", series)
+            .tag("statistic", statistic)
+            .tag("model_version", window.model_version)
+            .tag("partition", partition)
+            .field("value", float(value))
+            .time(ts, WritePrecision.NS)
+        )
+        lines.append(p.to_line_protocol())
+    summary = (
+        _point(WINDOW_MEASUREMENT)
+        .tag("model_version", window.model_version)
+        .tag("partition", partition)
+        .field("events", int(window.n))
+        .field("drift_share", float(decision.drift_share))
+        .field("drifted_series", len(decision.drifted_series))
+        .field("declared", bool(decision.any_drift))
+        .field("first_offset", int(window.first_offset))
+        .field("last_offset", int(window.last_offset))
+        .time(ts, WritePrecision.NS)
+    )
+    lines.append(summary.to_line_protocol())
+    return lines
+
+
+def online_error_line(
+    model_version: str, *, rmse: float, mae: float, bias: float, ratio: float | None, rows: int,
+    time_ns: int,
+) -> str:
+    from influxdb_client import WritePrecision
+
+    p = (
+        _point(ONLINE_ERROR_MEASUREMENT)
+        .tag("model_version", model_version)
+        .field("rmse_usd", float(rmse))
+        .field("mae_usd", float(mae))
+        .field("bias_usd", float(bias))
+        .field("rows", int(rows))
+        .time(time_ns, WritePrecision.NS)
+    )
+    if ratio is not None and math.isfinite(ratio):
+        p = p.field("rmse_ratio", float(ratio))
+    return p.to_line_protocol()
+
+
+class InfluxSink:
+    """Batched, retried ``/write`` of line-protocol lines to one database."""
+
+    def __init__(
+        self,
+        url: str,
+        db: str,
+        *,
+        client: httpx.AsyncClient | None = None,
+        timeout_s: float = 5.0,
+        batch_lines: int = 5_000,
+        attempts: int = 3,
+        retry_initial_s: float = 0.2,
+    ) -> None:
+        self._url = url.rstrip("/")
+        self._db = db
+        self._client = client or httpx.AsyncClient(timeout=timeout_s)
+        self._own_client = client is None
+        self._batch = batch_lines
+        self._attempts = attempts
+        self._retry_initial = retry_initial_s
+        self._db_ready = False
+
+    async def close(self) -> None:
+        if self._own_client:
+            await self._client.aclose()
+
+    async def ensure_database(self) -> None:
+        """``CREATE DATABASE`` is idempotent in InfluxDB 1.x; other versions create on write
+        or reject the statement, and both are fine here."""
+        try:
+            r = await self._client.post(f"{self._url}/query", data={"q": f'CREATE DATABASE "{self._db}"'})
+        except httpx.HTTPError as exc:
+            raise InfluxWriteError(f"InfluxDB unreachable at {self._url}: {exc!r}") from exc
+        if r.status_code < 500:
+            self._db_ready = True
+        else:
+            raise InfluxWriteError(f"CREATE DATABASE answered {r.status_code}: {r.text[:200]}")
+
+    async def write(self, lines: Iterable[str]) -> int:
+        """Write all lines (in chunks); returns how many were accepted.
+
+        Transient failures (connection, 5xx, timeouts) are retried ``attempts`` times and then
+        raised as :class:`InfluxWriteError` (the caller keeps the batch and retries later). A
+        400 means the lines themselves are bad: logged and dropped, never retried forever.
+        """
+        batch = [line for line in lines if line]
+        if not batch:
+            return 0
+        if not self._db_ready:
+            await self.ensure_database()
+        written = 0
+        for start in range(0, len(batch), self._batch):
+            chunk = batch[start : start + self._batch]
+            written += await self._write_chunk("\n".join(chunk).encode())
+        return written
+
+    async def _write_chunk(self, body: bytes) -> int:
+        params = {"db": self._db, "precision": "ns"}
+        delay = self._retry_initial
+        last: str = ""
+        for attempt in range(1, self._attempts + 1):
+            try:
+                r = await self._client.post(f"{self._url}/write", params=params, content=body)
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            else:
+                if r.status_code in (200, 204):
+                    return body.count(b"\n") + 1
+                if r.status_code == 404 and "database not found" in r.text:
+                    self._db_ready = False
+                    await self.ensure_database()
+                    last = "database not found (created)"
+                elif r.status_code == 400:
+                    log.error("influx_lines_rejected", status=400, body=r.text[:300])
+                    return 0
+                else:
+                    last = f"HTTP {r.status_code}: {r.text[:200]}"
+            if attempt < self._attempts:
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise InfluxWriteError(f"InfluxDB write to {self._url} failed: {last}")

@@ -1,0 +1,155 @@
+"""Prometheus sink: every series ``/metrics`` shows; names are the ones the alert rules read.
+
+Each app builds its own :class:`ConsumerMetrics` on its own registry (tests build many apps).
+Drift gauges carry ``model_version``; when the champion changes the previous version's drift
+and online-error series are removed, so an alert on the old baseline resolves instead of
+sticking at its last value.
+
+``driftloop_drift_threshold{feature,statistic}`` has one series per series x statistic
+(``psi``, ``ks``, ``wasserstein``) plus ``feature=""`` for ``drift_share`` and ``rmse_ratio``;
+``driftloop_drift_value`` additionally exports ``statistic="ks_pvalue"``, which has no threshold
+(lower means drift) and therefore never matches a threshold in a rule.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    PlatformCollector,
+    ProcessCollector,
+    disable_created_metrics,
+)
+
+from ..drift import DriftDecision
+from ..feedback_join import ErrorSummary
+from ..thresholds import ThresholdSet
+from ..windows import ClosedWindow
+
+disable_created_metrics()
+
+
+class ConsumerMetrics:
+    """All series of one drift-consumer instance."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        ProcessCollector(registry=r)
+        PlatformCollector(registry=r)
+        self.drift_value = Gauge(
+            "driftloop_drift_value",
+            "Drift statistic of the latest closed window vs the champion's reference",
+            ["feature", "statistic", "model_version"], registry=r)
+        self.drift_threshold = Gauge(
+            "driftloop_drift_threshold", "Effective alert threshold (Redis override or default)",
+            ["feature", "statistic"], registry=r)
+        self.drift_share = Gauge(
+            "driftloop_drift_share", "Share of features over a threshold in the latest window",
+            ["model_version"], registry=r)
+        self.online_rmse = Gauge(
+            "driftloop_online_rmse_usd", "Rolling RMSE of joined predictions, USD",
+            ["model_version"], registry=r)
+        self.online_mae = Gauge(
+            "driftloop_online_mae_usd", "Rolling MAE of joined predictions, USD",
+            ["model_version"], registry=r)
+        self.online_bias = Gauge(
+            "driftloop_online_bias_usd", "Rolling mean of prediction - actual, USD",
+            ["model_version"], registry=r)
+        self.online_rmse_ratio = Gauge(
+            "driftloop_online_rmse_ratio", "Rolling RMSE / the version's training holdout RMSE",
+            ["model_version"], registry=r)
+        self.events_consumed = Counter(
+            "driftloop_events_consumed_total", "Records read from Kafka (replays counted once)",
+            ["topic"], registry=r)
+        self.events_invalid = Counter(
+            "driftloop_events_invalid_total", "Records skipped as invalid, by reason",
+            ["topic", "reason"], registry=r)
+        self.events_ignored = Counter(
+            "driftloop_drift_events_ignored_total",
+            "Valid predictions not windowed (other model version, no reference yet)",
+            ["reason"], registry=r)
+        self.windows = Counter(
+            "driftloop_windows_total", "Windows closed and written", ["model_version"],
+            registry=r)
+        self.windows_declared = Counter(
+            "driftloop_windows_drift_total", "Closed windows with any statistic over threshold",
+            ["model_version"], registry=r)
+        self.window_size = Gauge(
+            "driftloop_window_size_events", "Events in the latest closed window", registry=r)
+        self.window_end = Gauge(
+            "driftloop_window_end_timestamp_seconds", "Event time of the latest window's end",
+            registry=r)
+        self.sink_failures = Counter(
+            "driftloop_sink_failures_total", "Failed writes (retried; offsets not committed)",
+            ["sink"], registry=r)
+        self.sink_up = Gauge(
+            "driftloop_sink_up", "1 if the sink's last write succeeded, 0 while it is failing",
+            ["sink"], registry=r)
+        self.last_commit = Gauge(
+            "driftloop_last_commit_timestamp_seconds", "Wall time of the last offset commit",
+            registry=r)
+        self.lag = Gauge(
+            "driftloop_consumer_lag_events", "Approximate records behind the high watermark",
+            ["topic", "partition"], registry=r)
+        self.labelled_rows = Counter(
+            "driftloop_labelled_rows_total", "Rows appended to the labelled-data log",
+            registry=r)
+        self.reference_info = Gauge(
+            "driftloop_drift_reference_info", "The reference in use (value 1)",
+            ["model_version", "profile_id"], registry=r)
+        self.reports = Counter(
+            "driftloop_drift_reports_total", "Evidently reports, by outcome", ["outcome"],
+            registry=r)
+        self._versions: set[str] = set()
+
+    def record_window(self, window: ClosedWindow, decision: DriftDecision) -> None:
+        version = window.model_version
+        self._versions.add(version)
+        for series, statistic, value in window.statistics.values():
+            self.drift_value.labels(series, statistic, version).set(value)
+        self.drift_share.labels(version).set(decision.drift_share)
+        self.windows.labels(version).inc()
+        if decision.any_drift:
+            self.windows_declared.labels(version).inc()
+        self.window_size.set(window.n)
+        self.window_end.set(window.end_us / 1e6)
+
+    def set_thresholds(self, thresholds: ThresholdSet) -> None:
+        for row in thresholds.rows():
+            self.drift_threshold.labels(row.feature, row.statistic).set(row.value)
+
+    def set_online_error(self, version: str, summary: ErrorSummary, ratio: float | None) -> None:
+        self._versions.add(version)
+        self.online_rmse.labels(version).set(summary.rmse)
+        self.online_mae.labels(version).set(summary.mae)
+        self.online_bias.labels(version).set(summary.bias)
+        if ratio is not None:
+            self.online_rmse_ratio.labels(version).set(ratio)
+
+    def set_reference(self, version: str, profile_id: str) -> None:
+        self.reference_info.clear()
+        self.reference_info.labels(version, profile_id).set(1)
+        for old in self._versions - {version}:
+            self.forget_version(old)
+
+    def forget_version(self, version: str) -> None:
+        """Remove every per-version series of ``version`` (it is no longer the champion)."""
+        for gauge in (self.drift_value,):
+            for labels in list(_label_sets(gauge)):
+                if labels[-1] == version:
+                    gauge.remove(*labels)
+        for gauge in (self.drift_share, self.online_rmse, self.online_mae, self.online_bias,
+                      self.online_rmse_ratio):
+            for labels in list(_label_sets(gauge)):
+                if labels == (version,):
+                    gauge.remove(version)
+        self._versions.discard(version)
+
+    def set_sink_ok(self, sink: str, ok: bool) -> None:
+        self.sink_up.labels(sink).set(1 if ok else 0)
+
+
+def _label_sets(metric: Gauge) -> list[tuple[str, ...]]:
+    return list(metric._metrics.keys())  # prometheus_client keeps children by label tuple

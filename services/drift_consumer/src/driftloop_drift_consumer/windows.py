@@ -1,0 +1,261 @@
+"""Tumbling windows per (partition, model version): pure state, no I/O.
+
+Why per partition: a window's contents are then a function of the partition's offsets alone
+(count rule) or of its offsets and event timestamps (time rule), never of how the broker
+interleaved partitions in a fetch. A replay after a crash or a rebalance therefore rebuilds
+exactly the windows the first run built, with the same key ``(model version, partition, first
+offset)`` and the same InfluxDB timestamp, so re-writing one is an overwrite, not a second
+window. Another instance that takes the partition over builds the same windows too.
+Requests are keyed by a random ``request_id``, so each partition is a uniform sample of the
+traffic and a 200-event partition window is statistically a 200-event stream window.
+
+State is additive: bin counts against the reference's fixed bins plus the raw values (for KS
+and Wasserstein), with the offset range per partition. :meth:`WindowState.merge` combines
+windows of several partitions or instances into one (counts add, values concatenate), which
+is how a stream-wide figure over many consumers would be formed; see docs/drift.md.
+
+Offsets to commit: a partition may be committed up to the first offset of its open window
+(everything before it is in a closed, written window); see :meth:`WindowManager.commit_offset`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from .drift import CompiledReference, KsMethod, WindowStatistics, compute_statistics
+
+
+@dataclass(frozen=True)
+class WindowPolicy:
+    """When a window closes: at ``events`` events, or once its events span ``seconds`` of
+    event time (if > 0) and it holds at least ``min_events``."""
+
+    events: int = 200
+    seconds: float = 0.0
+    min_events: int = 200
+
+    def __post_init__(self) -> None:
+        if self.events < 2 or self.min_events < 2 or self.min_events > self.events:
+            raise ValueError(f"invalid window policy {self}")
+
+
+@dataclass(frozen=True)
+class EventBatch:
+    """Events of one partition in offset order, all for the reference's model version.
+
+    ``timestamps_us`` are event times in integer microseconds since the epoch (exact, so a
+    replay computes the same InfluxDB timestamps).
+    """
+
+    offsets: np.ndarray
+    timestamps_us: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0])
+
+
+@dataclass
+class WindowState:
+    """Additive state of one open window."""
+
+    model_version: str
+    n_series: int
+    n_bins: int
+    segments: dict[int, tuple[int, int]] = field(default_factory=dict)
+    start_us: int = 0
+    end_us: int = 0
+    count: int = 0
+    bin_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
+    chunks: list[np.ndarray] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.bin_counts is None:
+            self.bin_counts = np.zeros((self.n_series, self.n_bins), dtype=np.int64)
+
+    def extend(
+        self, partition: int, offsets: np.ndarray, timestamps_us: np.ndarray,
+        values: np.ndarray, counts: np.ndarray,
+    ) -> None:
+        if len(offsets) == 0:
+            return
+        first, last = int(offsets[0]), int(offsets[-1])
+        if partition in self.segments:
+            first = self.segments[partition][0]
+        self.segments[partition] = (first, last)
+        latest = int(timestamps_us.max())
+        if self.count == 0:  # the time rule measures spans from the first event
+            self.start_us = int(timestamps_us[0])
+            self.end_us = latest
+        else:
+            self.end_us = max(self.end_us, latest)
+        self.count += len(offsets)
+        self.bin_counts += counts
+        self.chunks.append(values)
+
+    def values(self) -> np.ndarray:
+        if not self.chunks:
+            return np.empty((0, self.n_series))
+        if len(self.chunks) > 1:
+            self.chunks = [np.concatenate(self.chunks)]
+        return self.chunks[0]
+
+    def merge(self, other: WindowState) -> WindowState:
+        """One window holding both windows' events (same model version and bins)."""
+        if (other.model_version, other.n_series, other.n_bins) != (
+            self.model_version, self.n_series, self.n_bins
+        ):
+            raise ValueError("can only merge windows of one model version and bin layout")
+        segments = dict(self.segments)
+        for partition, (first, last) in other.segments.items():
+            if partition in segments:
+                a, b = segments[partition]
+                segments[partition] = (min(a, first), max(b, last))
+            else:
+                segments[partition] = (first, last)
+        present = [w for w in (self, other) if w.count]
+        return WindowState(
+            model_version=self.model_version,
+            n_series=self.n_series,
+            n_bins=self.n_bins,
+            segments=segments,
+            start_us=min((w.start_us for w in present), default=0),
+            end_us=max((w.end_us for w in present), default=0),
+            count=self.count + other.count,
+            bin_counts=self.bin_counts + other.bin_counts,
+            chunks=[v for w in present for v in [w.values()]],
+        )
+
+
+@dataclass(frozen=True)
+class ClosedWindow:
+    """A finished window with its statistics: what the sinks write."""
+
+    model_version: str
+    partition: int
+    first_offset: int
+    last_offset: int
+    start_us: int
+    end_us: int
+    values: np.ndarray
+    bin_counts: np.ndarray
+    statistics: WindowStatistics
+
+    @property
+    def n(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def time_ns(self) -> int:
+        """InfluxDB timestamp: the window's last event time, with the last offset modulo 1000
+        in the nanoseconds, so two windows whose events share a microsecond stay distinct
+        while a replay of the same window lands on the same point."""
+        return self.end_us * 1000 + self.last_offset % 1000
+
+    @property
+    def end_time(self) -> datetime:
+        return datetime.fromtimestamp(self.end_us / 1e6, UTC)
+
+
+class WindowManager:
+    """Open windows of the current reference's model version, one per partition."""
+
+    def __init__(
+        self,
+        policy: WindowPolicy,
+        reference: CompiledReference | None = None,
+        *,
+        ks_method: KsMethod = "auto",
+    ) -> None:
+        self.policy = policy
+        self._reference = reference
+        self._ks_method: KsMethod = ks_method
+        self._open: dict[int, WindowState] = {}
+
+    @property
+    def reference(self) -> CompiledReference | None:
+        return self._reference
+
+    def switch(self, reference: CompiledReference | None) -> None:
+        """New baseline: open windows of the previous one are discarded (never written)."""
+        self._reference = reference
+        self._open.clear()
+
+    def drop(self, partitions: set[int] | list[int]) -> None:
+        """Forget open windows of partitions this instance no longer owns (they will be
+        rebuilt from the committed offset by whoever owns them next)."""
+        for p in partitions:
+            self._open.pop(p, None)
+
+    def open_window(self, partition: int) -> WindowState | None:
+        return self._open.get(partition)
+
+    def open_first_offset(self, partition: int) -> int | None:
+        window = self._open.get(partition)
+        if window is None or not window.count:
+            return None
+        return window.segments[partition][0]
+
+    def commit_offset(self, partition: int, next_offset: int) -> int:
+        """Offset safe to commit: the open window's first offset, else ``next_offset``."""
+        first = self.open_first_offset(partition)
+        return next_offset if first is None else min(first, next_offset)
+
+    def add(self, partition: int, batch: EventBatch) -> list[ClosedWindow]:
+        """Add a partition's events; returns the windows they closed, with statistics."""
+        ref = self._reference
+        if ref is None or len(batch) == 0:
+            return []
+        idx = ref.bin_index(batch.values)
+        closed: list[ClosedWindow] = []
+        policy = self.policy
+        m = len(batch)
+        i = 0
+        while i < m:
+            window = self._open.get(partition)
+            if window is None:
+                window = WindowState(ref.model_version, len(ref.series), ref.n_bins)
+            end = min(m, i + policy.events - window.count)
+            time_close = False
+            if policy.seconds > 0:
+                start = window.start_us if window.count else int(batch.timestamps_us[i])
+                span_ok = batch.timestamps_us[i:end] - start >= policy.seconds * 1e6
+                count_ok = window.count + np.arange(end - i) >= policy.min_events
+                hits = np.flatnonzero(span_ok & count_ok)
+                if hits.size:
+                    end = i + int(hits[0])
+                    time_close = True
+            if end > i:
+                window.extend(
+                    partition,
+                    batch.offsets[i:end],
+                    batch.timestamps_us[i:end],
+                    batch.values[i:end],
+                    ref.counts_from_index(idx[i:end]),
+                )
+            if time_close or window.count >= policy.events:
+                self._open.pop(partition, None)
+                closed.append(self._close(ref, partition, window))
+            else:
+                self._open[partition] = window
+            i = end
+        return closed
+
+    def _close(self, ref: CompiledReference, partition: int, window: WindowState) -> ClosedWindow:
+        values = window.values()
+        stats = compute_statistics(ref, values, window.bin_counts, ks_method=self._ks_method)
+        first, last = window.segments[partition]
+        return ClosedWindow(
+            model_version=window.model_version,
+            partition=partition,
+            first_offset=first,
+            last_offset=last,
+            start_us=window.start_us,
+            end_us=window.end_us,
+            values=values,
+            bin_counts=window.bin_counts.copy(),
+            statistics=stats,
+        )

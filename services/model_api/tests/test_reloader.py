@@ -1,0 +1,90 @@
+"""Start-up retry, event-driven reload, failed loads keeping the old model, stale events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import timedelta
+
+from driftloop_contracts import MODEL_NAME, ModelPromoted, utcnow
+from driftloop_model_api.metrics import Metrics
+from driftloop_model_api.model_holder import ModelHolder
+from driftloop_model_api.reloader import Reloader
+
+from .conftest import FakeSource
+
+
+async def until(predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def make(source: FakeSource, interval: float = 3600) -> tuple[Reloader, ModelHolder, Metrics]:
+    holder, metrics = ModelHolder(), Metrics("r")
+    reloader = Reloader(
+        holder,
+        source,
+        metrics,
+        alias="champion",
+        consumer_factory=None,
+        check_interval_s=interval,
+        retry_initial_s=0.01,
+        retry_max_s=0.05,
+        reload_attempts=2,
+    )
+    return reloader, holder, metrics
+
+
+def promoted(version: str, **kw: object) -> ModelPromoted:
+    return ModelPromoted(model_name=MODEL_NAME, version=version, run_id=f"run-{version}", **kw)
+
+
+async def test_start_up_waits_for_the_registry_then_loads_the_alias() -> None:
+    source = FakeSource(unavailable=True)
+    reloader, holder, metrics = make(source)
+    await reloader.start()
+    await asyncio.sleep(0.1)
+    assert holder.current is None and reloader.last_error
+    source.unavailable = False
+    await until(lambda: holder.current is not None)
+    assert holder.current.version == "1"  # type: ignore[union-attr]
+    assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="1") == 1
+    await reloader.stop()
+
+
+async def test_event_loads_announced_version_and_failed_load_keeps_the_old() -> None:
+    source = FakeSource(broken={"3"}, versions={"1": 1.0, "2": 2.0, "3": 3.0})
+    reloader, holder, metrics = make(source)
+    await reloader.start()
+    await until(lambda: holder.current is not None)
+    assert reloader.handle_event(promoted("3"))
+    await until(lambda: metrics.value("driftloop_model_reloads_total", outcome="failure") == 2)
+    assert holder.current.version == "1"  # type: ignore[union-attr]
+    assert reloader.handle_event(promoted("2"))
+    await until(lambda: holder.current.version == "2")  # type: ignore[union-attr]
+    assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="1") == 0
+    assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="2") == 1
+    await reloader.stop()
+
+
+async def test_stale_and_foreign_events_are_ignored() -> None:
+    reloader, holder, _ = make(FakeSource())
+    await reloader.start()
+    await until(lambda: holder.current is not None)
+    old = promoted("2", timestamp=utcnow() - timedelta(minutes=5))
+    assert not reloader.handle_event(old)
+    other = ModelPromoted(model_name="someone-else", version="2", run_id="x")
+    assert not reloader.handle_event(other)
+    await reloader.stop()
+
+
+async def test_periodic_alias_check_catches_a_missed_event() -> None:
+    source = FakeSource()
+    reloader, holder, _ = make(source, interval=0.05)
+    await reloader.start()
+    await until(lambda: holder.current is not None)
+    source.alias_version = "2"
+    await until(lambda: holder.current.version == "2")  # type: ignore[union-attr]
+    await reloader.stop()

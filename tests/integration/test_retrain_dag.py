@@ -1,0 +1,392 @@
+"""Real runs of the retraining DAG in the local Airflow, triggered over the REST API v2.
+
+- Concept drift (prices up 30% around Los Angeles) in the labelled log: the challenger beats
+  the champion on recent data, becomes ``champion`` in the real MLflow registry with its
+  profile, and a ``ModelPromoted`` event arrives on ``model-events``.
+- A log drawn from the champion's own distribution: the champion stays, the challenger's
+  version is tagged ``rejected`` with both scores.
+- An empty window: the run succeeds as "skipped" and nothing is trained.
+
+Each scenario writes its rows into a window of its own in the year 2001 (passed as the
+``window_end`` param), so neither traffic from other tests nor the drift consumer's rows can
+leak in, and removes them afterwards. The champion alias is reset to the bootstrap champion
+before each scenario and restored afterwards (with a ModelPromoted, so the replicas follow).
+
+Timings (trigger → success and per task) are printed; run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from driftloop_contracts import (
+    DAG_ID,
+    FEATURE_NAMES,
+    MODEL_EVENTS_TOPIC,
+    MODEL_NAME,
+    TARGET_NAME,
+    TARGET_SCALE_USD,
+    ModelPromoted,
+    decode_event,
+    partition_dir,
+)
+from driftloop_training import registry
+from driftloop_training.data import load_base_data, split_base, write_labelled_part
+from driftloop_training.publisher import publish_model_promoted
+from driftloop_training.settings import TrainingSettings
+from driftloop_training.train import predict_usd
+
+pytestmark = pytest.mark.integration
+
+N_ROWS = 3000
+RUN_TIMEOUT_S = 600.0
+DAG_TIMEOUT_S = 180.0
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def training(stack: Any) -> TrainingSettings:
+    """Settings as the stack gives them to the DAG's tasks (same log directory)."""
+    return TrainingSettings(
+        mlflow_tracking_uri=stack.mlflow_url,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        labelled_log_dir=stack.state_dir / "labelled",
+        work_dir=stack.state_dir / "work",
+    )
+
+
+@dataclass
+class Airflow:
+    url: str
+    token: str
+
+    def api(self) -> Any:
+        from airflow_client.client import ApiClient, Configuration
+
+        return ApiClient(Configuration(host=self.url, access_token=self.token))
+
+
+@pytest.fixture(scope="module")
+def airflow(stack: Any) -> Airflow:
+    response = httpx.post(
+        f"{stack.airflow_url}/auth/token",
+        json={"username": stack.airflow_username, "password": stack.airflow_password},
+        timeout=30,
+    )
+    response.raise_for_status()
+    af = Airflow(url=stack.airflow_url, token=response.json()["access_token"])
+    _wait_for_dag(af)
+    return af
+
+
+def _set_champion(training: TrainingSettings, version: str, reason: str) -> None:
+    """Move the alias and tell the replicas, as a promotion would."""
+    uri = training.mlflow_tracking_uri
+    current = registry.get_champion(uri)
+    if current is not None and current.version == version:
+        return
+    registry.set_champion(uri, version)
+    info = registry.get_version(uri, version)
+    publish_model_promoted(
+        training.kafka_bootstrap,
+        ModelPromoted(model_name=MODEL_NAME, version=version, run_id=info.run_id, reason=reason),
+    )
+
+
+@pytest.fixture
+def baseline_champion(training: TrainingSettings, champion: str) -> Iterator[str]:
+    """The bootstrap champion serves during the scenario and again after it."""
+    _set_champion(training, champion, "test setup: bootstrap champion")
+    yield champion
+    _set_champion(training, champion, "test teardown: restore bootstrap champion")
+
+
+@pytest.fixture(scope="module")
+def unseen_rows(training: TrainingSettings) -> pd.DataFrame:
+    """Rows of the base holdout: neither the champion nor any challenger trained on them."""
+    base = load_base_data(download_if_missing=False)
+    _, holdout = split_base(base, holdout_share=training.base_holdout_share, seed=training.seed)
+    return holdout.sample(n=N_ROWS, random_state=11).reset_index(drop=True)
+
+
+@pytest.fixture
+def labelled_log(training: TrainingSettings) -> Iterator[Callable[..., datetime]]:
+    """Writes a scenario's rows into an isolated past hour; removes them afterwards."""
+    written: list[Path] = []
+
+    def write(
+        rows: pd.DataFrame, *, window_end: datetime, champion_version: str,
+        price_factor: np.ndarray | None = None,
+    ) -> datetime:
+        model = registry.load_model(training.mlflow_tracking_uri, champion_version)
+        actual = rows[TARGET_NAME].to_numpy() * TARGET_SCALE_USD
+        if price_factor is not None:
+            actual = actual * price_factor
+        n = len(rows)
+        start = window_end - timedelta(minutes=55)
+        labelled_at = [start + timedelta(minutes=50) * (i / n) for i in range(n)]
+        frame = pd.DataFrame(
+            {
+                "request_id": [f"test-retrain-{uuid.uuid4()}" for _ in range(n)],
+                "predicted_at": [t - timedelta(seconds=20) for t in labelled_at],
+                "labelled_at": labelled_at,
+                "model_name": MODEL_NAME,
+                "model_version": champion_version,
+                **{name: rows[name].to_numpy() for name in FEATURE_NAMES},
+                "prediction": predict_usd(model, rows),
+                "actual": actual,
+            }
+        )
+        path = write_labelled_part(training.labelled_log_dir, frame, partition=0, first_offset=0)
+        written.append(path.parent)
+        return window_end
+
+    yield write
+    for directory in written:
+        shutil.rmtree(directory, ignore_errors=True)
+        if not any(directory.parent.iterdir()):
+            directory.parent.rmdir()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _wait_for_dag(af: Airflow) -> None:
+    from airflow_client.client import DAGApi
+    from airflow_client.client.exceptions import NotFoundException
+
+    deadline = time.monotonic() + DAG_TIMEOUT_S
+    with af.api() as api:
+        while True:
+            try:
+                dag = DAGApi(api).get_dag(DAG_ID)
+                if dag.is_paused:
+                    from airflow_client.client import DAGPatchBody
+
+                    DAGApi(api).patch_dag(DAG_ID, DAGPatchBody(is_paused=False))
+                return
+            except NotFoundException:
+                if time.monotonic() > deadline:
+                    raise AssertionError(
+                        f"DAG {DAG_ID} not parsed by Airflow within {DAG_TIMEOUT_S}s"
+                    ) from None
+                time.sleep(1)
+
+
+@dataclass
+class RunOutcome:
+    run_id: str
+    state: str
+    trigger_to_end_s: float
+    tasks: dict[str, tuple[str, float | None]]  # task_id -> (state, duration seconds)
+
+    def report(self) -> str:
+        tasks = ", ".join(
+            f"{t}={s}" + (f" {d:.1f}s" if d is not None else "") for t, (s, d) in self.tasks.items()
+        )
+        return f"{self.run_id}: {self.state} in {self.trigger_to_end_s:.1f}s ({tasks})"
+
+
+def trigger_and_wait(af: Airflow, run_id: str, conf: dict[str, Any]) -> RunOutcome:
+    from airflow_client.client import DagRunApi, TaskInstanceApi, TriggerDAGRunPostBody
+
+    with af.api() as api:
+        runs = DagRunApi(api)
+        started = time.monotonic()
+        runs.trigger_dag_run(
+            DAG_ID,
+            TriggerDAGRunPostBody(
+                dag_run_id=run_id, conf=conf, logical_date=None, note=f"test: {run_id}"
+            ),
+        )
+        deadline = started + RUN_TIMEOUT_S
+        while True:
+            run = runs.get_dag_run(DAG_ID, run_id)
+            state = str(getattr(run.state, "value", run.state))
+            if state in ("success", "failed"):
+                elapsed = time.monotonic() - started
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"run {run_id} still {state} after {RUN_TIMEOUT_S}s")
+            time.sleep(1)
+        instances = TaskInstanceApi(api).get_task_instances(DAG_ID, run_id).task_instances
+    tasks = {
+        ti.task_id: (str(getattr(ti.state, "value", ti.state)), ti.duration)
+        for ti in sorted(instances, key=lambda ti: ti.start_date or datetime.max.replace(tzinfo=UTC))
+    }
+    outcome = RunOutcome(run_id=run_id, state=state, trigger_to_end_s=elapsed, tasks=tasks)
+    print(f"\n[retrain timing] {outcome.report()}")
+    return outcome
+
+
+def _run_version(training: TrainingSettings, dag_run_id: str) -> registry.VersionInfo:
+    """The model version registered by the challenger run of one DAG run."""
+    client = registry.client(training.mlflow_tracking_uri)
+    experiment = client.get_experiment_by_name("driftloop")
+    runs = client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`driftloop.dag_run_id` = '{dag_run_id}'"
+    )
+    assert len(runs) == 1, f"expected one challenger run for {dag_run_id}, got {len(runs)}"
+    versions = client.search_model_versions(
+        f"name = '{MODEL_NAME}' and run_id = '{runs[0].info.run_id}'"
+    )
+    assert len(versions) == 1
+    return registry.get_version(training.mlflow_tracking_uri, str(versions[0].version))
+
+
+async def _promotions(bootstrap: str, version: str, timeout_s: float = 30.0) -> list[ModelPromoted]:
+    """ModelPromoted events for ``version`` on model-events (read from the start: the topic is
+    tiny, and Tansu's end offsets are not exact enough to start from "now")."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        MODEL_EVENTS_TOPIC, bootstrap_servers=bootstrap, group_id=None,
+        auto_offset_reset="earliest", enable_auto_commit=False,
+    )
+    await consumer.start()
+    found: list[ModelPromoted] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not found:
+            batches = await consumer.getmany(timeout_ms=500)
+            for records in batches.values():
+                for record in records:
+                    event = decode_event(MODEL_EVENTS_TOPIC, record.value)
+                    if event.version == version:
+                        found.append(event)
+    finally:
+        await consumer.stop()
+    return found
+
+
+def la_prices_up(rows: pd.DataFrame) -> np.ndarray:
+    region = (rows["block_latitude"] < 34.5) & (rows["block_longitude"] > -119.0)
+    return np.where(region, 1.3, 1.0)
+
+
+def _conf(window_end: datetime, fingerprint: str) -> dict[str, Any]:
+    """What the bridge sends: the alert, plus param overrides for an isolated window."""
+    return {
+        "alertname": "DriftShareHigh",
+        "labels": {"severity": "warning", "model_name": MODEL_NAME},
+        "values": {"drift_share": 0.62},
+        "fingerprint": fingerprint,
+        "lookback_hours": 1,
+        "min_labelled_rows": 500,
+        "window_end": window_end.isoformat(),
+    }
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_concept_drift_promotes_the_challenger(
+    stack: Any,
+    training: TrainingSettings,
+    airflow: Airflow,
+    baseline_champion: str,
+    unseen_rows: pd.DataFrame,
+    labelled_log: Callable[..., datetime],
+) -> None:
+    window_end = labelled_log(
+        unseen_rows,
+        window_end=datetime(2001, 1, 1, 12, tzinfo=UTC),
+        champion_version=baseline_champion,
+        price_factor=la_prices_up(unseen_rows),
+    )
+    run_id = f"test_drift_{uuid.uuid4().hex[:12]}"
+    outcome = trigger_and_wait(airflow, run_id, _conf(window_end, f"fp-{run_id}"))
+    assert outcome.state == "success", outcome.report()
+    assert all(state == "success" for state, _ in outcome.tasks.values()), outcome.report()
+
+    uri = training.mlflow_tracking_uri
+    version = _run_version(training, run_id)
+    assert version.tags[registry.TAG_DECISION] == "promoted", version.tags
+    champion = registry.get_champion(uri)
+    assert champion is not None and champion.version == version.version != baseline_champion
+    challenger_rmse = float(version.tags["driftloop.challenger_rmse_usd"])
+    assert challenger_rmse < 0.95 * float(version.tags["driftloop.champion_rmse_usd"])
+
+    run = registry.client(uri).get_run(version.run_id)
+    assert run.data.tags["driftloop.trigger.alertname"] == "DriftShareHigh"
+    assert run.data.tags["driftloop.trigger.fingerprint"] == f"fp-{run_id}"
+    assert run.data.tags["driftloop.data.partitions"] == str(partition_dir(window_end - timedelta(minutes=30)))
+    assert run.data.metrics["holdout_rmse_usd"] == pytest.approx(challenger_rmse, abs=0.01)
+    profile = registry.load_profile(uri, version.version)
+    assert profile.n_rows > N_ROWS  # recent training rows plus the base sample
+    assert set(profile.features) == set(FEATURE_NAMES)
+
+    events = asyncio.run(_promotions(stack.kafka_bootstrap, version.version))
+    assert events, f"no ModelPromoted for version {version.version} on {MODEL_EVENTS_TOPIC}"
+    assert events[0].run_id == version.run_id and events[0].model_name == MODEL_NAME
+
+
+def test_champion_distribution_rejects_the_challenger(
+    training: TrainingSettings,
+    airflow: Airflow,
+    baseline_champion: str,
+    unseen_rows: pd.DataFrame,
+    labelled_log: Callable[..., datetime],
+) -> None:
+    window_end = labelled_log(
+        unseen_rows,
+        window_end=datetime(2001, 1, 2, 12, tzinfo=UTC),
+        champion_version=baseline_champion,
+    )
+    run_id = f"test_same_{uuid.uuid4().hex[:12]}"
+    outcome = trigger_and_wait(airflow, run_id, _conf(window_end, f"fp-{run_id}"))
+    assert outcome.state == "success", outcome.report()
+    assert outcome.tasks["decide"][0] == "success"
+    assert outcome.tasks["announce"][0] == "skipped"
+
+    version = _run_version(training, run_id)
+    assert version.tags[registry.TAG_DECISION] == "rejected", version.tags
+    assert float(version.tags["driftloop.challenger_rmse_usd"]) > 0
+    assert float(version.tags["driftloop.champion_rmse_usd"]) > 0
+    assert version.tags["driftloop.champion_version"] == baseline_champion
+    champion = registry.get_champion(training.mlflow_tracking_uri)
+    assert champion is not None and champion.version == baseline_champion
+
+
+def test_empty_window_is_skipped_and_the_run_succeeds(
+    airflow: Airflow, baseline_champion: str, training: TrainingSettings
+) -> None:
+    window_end = datetime(2001, 1, 3, 12, tzinfo=UTC)
+    run_id = f"test_empty_{uuid.uuid4().hex[:12]}"
+    outcome = trigger_and_wait(airflow, run_id, _conf(window_end, f"fp-{run_id}"))
+    assert outcome.state == "success", outcome.report()
+    assert outcome.tasks["collect"][0] == "success"
+    assert {outcome.tasks[t][0] for t in ("train", "evaluate", "decide", "announce")} == {
+        "skipped"
+    }
+    champion = registry.get_champion(training.mlflow_tracking_uri)
+    assert champion is not None and champion.version == baseline_champion
+
+
+def test_repeated_run_id_is_a_conflict(airflow: Airflow) -> None:
+    """The bridge relies on this for idempotent triggers: a second trigger answers 409."""
+    from airflow_client.client import DagRunApi, TriggerDAGRunPostBody
+    from airflow_client.client.exceptions import ConflictException
+
+    run_id = f"test_conflict_{uuid.uuid4().hex[:12]}"
+    conf = _conf(datetime(2001, 1, 4, 12, tzinfo=UTC), "fp-conflict")
+    first = trigger_and_wait(airflow, run_id, conf)  # an empty window: a quick skipped run
+    assert first.state == "success"
+    body = TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=None)
+    with airflow.api() as api, pytest.raises(ConflictException):
+        DagRunApi(api).trigger_dag_run(DAG_ID, body)
