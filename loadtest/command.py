@@ -15,18 +15,15 @@ including on SIGINT/SIGTERM, so a caller may stop it early and still read the re
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["LOCUSTFILE", "ReportPaths", "default_data_home", "locust_command", "report_paths"]
+__all__ = ["LOCUSTFILE", "ReportPaths", "locust_command", "report_paths"]
 
 _HERE = Path(__file__).resolve().parent
 LOCUSTFILE = _HERE / "locustfile.py"
-#: Where the workspace keeps the offline scikit-learn cache (as driftloop_cli's settings do).
-_SHARED_DATA = _HERE.parent.parent / "shared" / "data" / "scikit_learn_data"
 #: Seconds users get to finish their current request when --run-time ends.
 STOP_TIMEOUT_S = 5
 
@@ -62,14 +59,6 @@ def report_paths(report_dir: Path) -> ReportPaths:
         html=report_dir / HTML_NAME,
         schedule_log=report_dir / SCHEDULE_LOG_NAME,
     )
-
-
-def default_data_home() -> Path | None:
-    """``$SCIKIT_LEARN_DATA``, else the workspace's shared cache if present, else ``None``."""
-    env = os.environ.get("SCIKIT_LEARN_DATA")
-    if env:
-        return Path(env)
-    return _SHARED_DATA if _SHARED_DATA.is_dir() else None
 
 
 def _num(value: float) -> str:
@@ -141,6 +130,8 @@ def locust_command(
     for flag, value in optional:
         if value is not None:
             argv += [flag, _num(value)]
+    from dataset import default_data_home
+
     home = data_home if data_home is not None else default_data_home()
     if home is not None:
         argv += ["--data-home", str(home)]

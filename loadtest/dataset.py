@@ -13,7 +13,21 @@ from pathlib import Path
 
 from driftloop_contracts import FEATURE_NAMES, SOURCE_TO_FEATURE, TARGET_SOURCE_COLUMN
 
-__all__ = ["HousingRows", "load_rows"]
+__all__ = ["HousingRows", "default_data_home", "load_rows"]
+
+#: Where this workspace keeps the offline scikit-learn cache (as driftloop_cli's settings do).
+_SHARED_DATA = (
+    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scikit_learn_data"
+)
+
+
+def default_data_home() -> Path | None:
+    """``$SCIKIT_LEARN_DATA``, else the workspace's shared cache if present, else ``None``
+    (scikit-learn's own default, ``~/scikit_learn_data``)."""
+    env = os.environ.get("SCIKIT_LEARN_DATA")
+    if env:
+        return Path(env)
+    return _SHARED_DATA if _SHARED_DATA.is_dir() else None
 
 
 @dataclass(frozen=True)
@@ -44,7 +58,8 @@ def load_rows(data_home: str | Path | None = None) -> HousingRows:
     """
     from sklearn.datasets import fetch_california_housing
 
-    home = str(data_home) if data_home else os.environ.get("SCIKIT_LEARN_DATA") or None
+    resolved = Path(data_home) if data_home else default_data_home()
+    home = str(resolved) if resolved else None
     try:
         bunch = fetch_california_housing(data_home=home, as_frame=True, download_if_missing=False)
     except OSError as exc:

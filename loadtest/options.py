@@ -7,11 +7,11 @@ web UI converts a submitted value with ``type(default)(value)``.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dataset import default_data_home
 from scenarios import SCENARIO_CHOICES, DriftSettings, Schedule, ScheduleError, resolve_schedule
 
 __all__ = ["DEFAULT_REPORT_DIR", "RunConfig", "add_arguments", "run_config"]
@@ -118,10 +118,10 @@ def add_arguments(parser: Any) -> None:
     )
     g.add_argument(
         "--data-home",
-        default=os.environ.get("SCIKIT_LEARN_DATA", ""),
+        default=str(default_data_home() or ""),
         include_in_web_ui=False,
-        help="scikit-learn data directory holding the California housing cache "
-        "(default: $SCIKIT_LEARN_DATA). Nothing is downloaded.",
+        help="scikit-learn data directory holding the California housing cache (default: "
+        "$SCIKIT_LEARN_DATA, else ../shared/data/scikit_learn_data). Nothing is downloaded.",
     )
     g.add_argument(
         "--schedule-log",

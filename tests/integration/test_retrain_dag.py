@@ -130,7 +130,10 @@ def labelled_log(training: TrainingSettings) -> Iterator[Callable[..., datetime]
     written: list[Path] = []
 
     def write(
-        rows: pd.DataFrame, *, window_end: datetime, champion_version: str,
+        rows: pd.DataFrame,
+        *,
+        window_end: datetime,
+        champion_version: str,
         price_factor: np.ndarray | None = None,
     ) -> datetime:
         model = registry.load_model(training.mlflow_tracking_uri, champion_version)
@@ -227,7 +230,9 @@ def trigger_and_wait(af: Airflow, run_id: str, conf: dict[str, Any]) -> RunOutco
         instances = TaskInstanceApi(api).get_task_instances(DAG_ID, run_id).task_instances
     tasks = {
         ti.task_id: (str(getattr(ti.state, "value", ti.state)), ti.duration)
-        for ti in sorted(instances, key=lambda ti: ti.start_date or datetime.max.replace(tzinfo=UTC))
+        for ti in sorted(
+            instances, key=lambda ti: ti.start_date or datetime.max.replace(tzinfo=UTC)
+        )
     }
     outcome = RunOutcome(run_id=run_id, state=state, trigger_to_end_s=elapsed, tasks=tasks)
     print(f"\n[retrain timing] {outcome.report()}")
@@ -255,8 +260,11 @@ async def _promotions(bootstrap: str, version: str, timeout_s: float = 30.0) -> 
     from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
-        MODEL_EVENTS_TOPIC, bootstrap_servers=bootstrap, group_id=None,
-        auto_offset_reset="earliest", enable_auto_commit=False,
+        MODEL_EVENTS_TOPIC,
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     found: list[ModelPromoted] = []
@@ -325,7 +333,9 @@ def test_concept_drift_promotes_the_challenger(
     run = registry.client(uri).get_run(version.run_id)
     assert run.data.tags["driftloop.trigger.alertname"] == "DriftShareHigh"
     assert run.data.tags["driftloop.trigger.fingerprint"] == f"fp-{run_id}"
-    assert run.data.tags["driftloop.data.partitions"] == str(partition_dir(window_end - timedelta(minutes=30)))
+    assert run.data.tags["driftloop.data.partitions"] == str(
+        partition_dir(window_end - timedelta(minutes=30))
+    )
     assert run.data.metrics["holdout_rmse_usd"] == pytest.approx(challenger_rmse, abs=0.01)
     profile = registry.load_profile(uri, version.version)
     assert profile.n_rows > N_ROWS  # recent training rows plus the base sample
@@ -371,9 +381,7 @@ def test_empty_window_is_skipped_and_the_run_succeeds(
     outcome = trigger_and_wait(airflow, run_id, _conf(window_end, f"fp-{run_id}"))
     assert outcome.state == "success", outcome.report()
     assert outcome.tasks["collect"][0] == "success"
-    assert {outcome.tasks[t][0] for t in ("train", "evaluate", "decide", "announce")} == {
-        "skipped"
-    }
+    assert {outcome.tasks[t][0] for t in ("train", "evaluate", "decide", "announce")} == {"skipped"}
     champion = registry.get_champion(training.mlflow_tracking_uri)
     assert champion is not None and champion.version == baseline_champion
 

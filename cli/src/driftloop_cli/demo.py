@@ -156,7 +156,10 @@ def wait_consumed(
 
 
 def locust_totals(report_dir: Path) -> tuple[int, int]:
-    path = report_dir / "locust_stats.csv"
+    sys.path.insert(0, str(REPO_ROOT / "loadtest"))
+    from command import report_paths  # loadtest/command.py
+
+    path = report_paths(report_dir).stats_csv
     if not path.exists():
         return 0, 0
     with path.open() as fh:

@@ -22,6 +22,10 @@ app = typer.Typer(no_args_is_help=True, help=__doc__, add_completion=False)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
+from .commands.thresholds import app as thresholds_app  # noqa: E402
+
+app.add_typer(thresholds_app, name="thresholds")
+
 
 def settings(ctx: typer.Context) -> StackSettings:
     return ctx.obj

@@ -107,9 +107,10 @@ class CompiledReference:
         missing = [name for name in FEATURE_NAMES if name not in profile.features]
         if missing:
             raise ValueError(f"reference profile lacks features {missing}")
-        series = tuple(
-            SeriesReference.from_profile(name, profile.features[name]) for name in FEATURE_NAMES
-        ) + (SeriesReference.from_profile(PREDICTION_SERIES, profile.prediction),)
+        series = (
+            *(SeriesReference.from_profile(n, profile.features[n]) for n in FEATURE_NAMES),
+            SeriesReference.from_profile(PREDICTION_SERIES, profile.prediction),
+        )
         n_bins = max(len(s.fractions) for s in series)
         edges = np.full((len(series), n_bins - 1), np.inf)
         fractions = np.zeros((len(series), n_bins))
@@ -300,8 +301,9 @@ def compute_statistics(
         d, w = ks_and_wasserstein(series.sample, values[:, i])
         ks[i], pvalues[i] = ks_pvalue(d, series.sample.size, n, ks_method)
         wasserstein[i] = w / series.wasserstein_norm
-    return WindowStatistics(reference.model_version, reference.names, n, psi, ks, pvalues,
-                            wasserstein)
+    return WindowStatistics(
+        reference.model_version, reference.names, n, psi, ks, pvalues, wasserstein
+    )
 
 
 @dataclass(frozen=True)

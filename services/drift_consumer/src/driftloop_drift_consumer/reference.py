@@ -82,8 +82,9 @@ class MlflowReferenceSource:
         from driftloop_training import registry
 
         info = registry.get_champion(self._uri)
-        return None if info is None else VersionRef(info.version, info.run_id,
-                                                     info.holdout_rmse_usd)
+        return (
+            None if info is None else VersionRef(info.version, info.run_id, info.holdout_rmse_usd)
+        )
 
     def version(self, version: str) -> VersionRef:
         from driftloop_training import registry
@@ -143,12 +144,16 @@ class ReferenceManager:
             self._state_dir.mkdir(parents=True, exist_ok=True)
             path = self._state_dir / CACHE_FILE
             tmp = path.with_name(f".{CACHE_FILE}.{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({
-                "version": loaded.version,
-                "run_id": loaded.run_id,
-                "holdout_rmse_usd": loaded.holdout_rmse_usd,
-                "profile": loaded.profile.model_dump(mode="json"),
-            }))
+            tmp.write_text(
+                json.dumps(
+                    {
+                        "version": loaded.version,
+                        "run_id": loaded.run_id,
+                        "holdout_rmse_usd": loaded.holdout_rmse_usd,
+                        "profile": loaded.profile.model_dump(mode="json"),
+                    }
+                )
+            )
             os.replace(tmp, path)
         except OSError as exc:
             log.warning("reference_cache_write_failed", error=str(exc))
@@ -162,7 +167,9 @@ class ReferenceManager:
             raw = json.loads(path.read_text())
             profile = ReferenceProfile.model_validate(raw["profile"])
             return LoadedReference.build(
-                str(raw["version"]), str(raw.get("run_id", "")), profile,
+                str(raw["version"]),
+                str(raw.get("run_id", "")),
+                profile,
                 raw.get("holdout_rmse_usd"),
             )
         except FileNotFoundError:
@@ -174,8 +181,9 @@ class ReferenceManager:
     async def holdout_rmse(self, version: str, *, retry_after_s: float = 60.0) -> float | None:
         """The version's training holdout RMSE (cached; a failed look-up is retried later)."""
         cached = self._rmse.get(version)
-        if cached is not None and (cached[0] is not None or
-                                   time.monotonic() - cached[1] < retry_after_s):
+        if cached is not None and (
+            cached[0] is not None or time.monotonic() - cached[1] < retry_after_s
+        ):
             return cached[0]
         try:
             ref = await asyncio.to_thread(self._source.version, version)

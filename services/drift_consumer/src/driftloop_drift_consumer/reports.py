@@ -88,8 +88,16 @@ class ReportStore:
             if not m or not path.is_file():
                 continue
             stamp = datetime.strptime(m["stamp"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
-            out.append(ReportInfo(path.name, m["version"], stamp.isoformat(), int(m["p"]),
-                                  int(m["o"]), path.stat().st_size))
+            out.append(
+                ReportInfo(
+                    path.name,
+                    m["version"],
+                    stamp.isoformat(),
+                    int(m["p"]),
+                    int(m["o"]),
+                    path.stat().st_size,
+                )
+            )
         return sorted(out, key=lambda r: (r.created_at, r.name), reverse=True)
 
     def path(self, name: str) -> Path | None:
@@ -151,15 +159,22 @@ class ReportScheduler:
         self.store.directory.mkdir(parents=True, exist_ok=True)
         name = self.store.name_for(window)
         ref_columns = {s.name: s.sample.tolist() for s in reference.compiled.series}
-        cur_columns = {name_: window.values[:, i].tolist() for i, name_ in
-                       enumerate(SERIES_NAMES)}
-        title = f"driftloop drift: model version {window.model_version}, partition " \
-                f"{window.partition}, offsets {window.first_offset}-{window.last_offset}"
+        cur_columns = {name_: window.values[:, i].tolist() for i, name_ in enumerate(SERIES_NAMES)}
+        title = (
+            f"driftloop drift: model version {window.model_version}, partition "
+            f"{window.partition}, offsets {window.first_offset}-{window.last_offset}"
+        )
         if self._executor is None:
             self._executor = self._executor_factory()
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, render_report, ref_columns, cur_columns,
-                                   str(self.store.directory / name), title)
+        await loop.run_in_executor(
+            self._executor,
+            render_report,
+            ref_columns,
+            cur_columns,
+            str(self.store.directory / name),
+            title,
+        )
         self.store.publish(name)
         log.info("drift_report_written", name=name, model_version=window.model_version)
         return name

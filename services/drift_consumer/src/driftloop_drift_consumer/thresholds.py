@@ -24,6 +24,7 @@ The CLI (``driftloop thresholds show|set|reset``) calls the synchronous function
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -175,8 +176,9 @@ def set_threshold(
     name = field_name(statistic, feature)
     number = parse_value(value)
     _client(client).hset(THRESHOLDS_REDIS_KEY, name, repr(number))
-    return ThresholdRow(statistic, feature or "", number, "feature override" if feature else
-                        "override")
+    return ThresholdRow(
+        statistic, feature or "", number, "feature override" if feature else "override"
+    )
 
 
 def reset_thresholds(client: Any, statistic: str | None = None, feature: str | None = None) -> int:
@@ -190,9 +192,7 @@ def reset_thresholds(client: Any, statistic: str | None = None, feature: str | N
     if feature:
         return int(c.hdel(THRESHOLDS_REDIS_KEY, field_name(statistic, feature)))
     field_name(statistic)
-    fields = [
-        f.decode() if isinstance(f, bytes) else f for f in c.hkeys(THRESHOLDS_REDIS_KEY)
-    ]
+    fields = [f.decode() if isinstance(f, bytes) else f for f in c.hkeys(THRESHOLDS_REDIS_KEY)]
     doomed = [f for f in fields if f == statistic or f.startswith(f"{statistic}:")]
     return int(c.hdel(THRESHOLDS_REDIS_KEY, *doomed)) if doomed else 0
 
@@ -254,7 +254,5 @@ async def _sleep_or_stop(seconds: float, stopping: asyncio.Event | None) -> None
         await asyncio.sleep(seconds)
         return
     waiter: Awaitable[Any] = stopping.wait()
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(waiter, seconds)
-    except TimeoutError:
-        pass

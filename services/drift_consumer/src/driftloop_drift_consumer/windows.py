@@ -77,8 +77,12 @@ class WindowState:
             self.bin_counts = np.zeros((self.n_series, self.n_bins), dtype=np.int64)
 
     def extend(
-        self, partition: int, offsets: np.ndarray, timestamps_us: np.ndarray,
-        values: np.ndarray, counts: np.ndarray,
+        self,
+        partition: int,
+        offsets: np.ndarray,
+        timestamps_us: np.ndarray,
+        values: np.ndarray,
+        counts: np.ndarray,
     ) -> None:
         if len(offsets) == 0:
             return
@@ -106,7 +110,9 @@ class WindowState:
     def merge(self, other: WindowState) -> WindowState:
         """One window holding both windows' events (same model version and bins)."""
         if (other.model_version, other.n_series, other.n_bins) != (
-            self.model_version, self.n_series, self.n_bins
+            self.model_version,
+            self.n_series,
+            self.n_bins,
         ):
             raise ValueError("can only merge windows of one model version and bin layout")
         segments = dict(self.segments)
@@ -189,6 +195,9 @@ class WindowManager:
         rebuilt from the committed offset by whoever owns them next)."""
         for p in partitions:
             self._open.pop(p, None)
+
+    def open_partitions(self) -> list[int]:
+        return list(self._open)
 
     def open_window(self, partition: int) -> WindowState | None:
         return self._open.get(partition)

@@ -87,7 +87,13 @@ def window_lines(window: ClosedWindow, decision: DriftDecision) -> list[str]:
 
 
 def online_error_line(
-    model_version: str, *, rmse: float, mae: float, bias: float, ratio: float | None, rows: int,
+    model_version: str,
+    *,
+    rmse: float,
+    mae: float,
+    bias: float,
+    ratio: float | None,
+    rows: int,
     time_ns: int,
 ) -> str:
     from influxdb_client import WritePrecision
@@ -137,7 +143,9 @@ class InfluxSink:
         """``CREATE DATABASE`` is idempotent in InfluxDB 1.x; other versions create on write
         or reject the statement, and both are fine here."""
         try:
-            r = await self._client.post(f"{self._url}/query", data={"q": f'CREATE DATABASE "{self._db}"'})
+            r = await self._client.post(
+                f"{self._url}/query", data={"q": f'CREATE DATABASE "{self._db}"'}
+            )
         except httpx.HTTPError as exc:
             raise InfluxWriteError(f"InfluxDB unreachable at {self._url}: {exc!r}") from exc
         if r.status_code < 500:

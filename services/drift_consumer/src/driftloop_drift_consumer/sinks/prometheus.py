@@ -41,67 +41,118 @@ class ConsumerMetrics:
         self.drift_value = Gauge(
             "driftloop_drift_value",
             "Drift statistic of the latest closed window vs the champion's reference",
-            ["feature", "statistic", "model_version"], registry=r)
+            ["feature", "statistic", "model_version"],
+            registry=r,
+        )
         self.drift_threshold = Gauge(
-            "driftloop_drift_threshold", "Effective alert threshold (Redis override or default)",
-            ["feature", "statistic"], registry=r)
+            "driftloop_drift_threshold",
+            "Effective alert threshold (Redis override or default)",
+            ["feature", "statistic"],
+            registry=r,
+        )
         self.drift_share = Gauge(
-            "driftloop_drift_share", "Share of features over a threshold in the latest window",
-            ["model_version"], registry=r)
+            "driftloop_drift_share",
+            "Share of features over a threshold in the latest window",
+            ["model_version"],
+            registry=r,
+        )
         self.online_rmse = Gauge(
-            "driftloop_online_rmse_usd", "Rolling RMSE of joined predictions, USD",
-            ["model_version"], registry=r)
+            "driftloop_online_rmse_usd",
+            "Rolling RMSE of joined predictions, USD",
+            ["model_version"],
+            registry=r,
+        )
         self.online_mae = Gauge(
-            "driftloop_online_mae_usd", "Rolling MAE of joined predictions, USD",
-            ["model_version"], registry=r)
+            "driftloop_online_mae_usd",
+            "Rolling MAE of joined predictions, USD",
+            ["model_version"],
+            registry=r,
+        )
         self.online_bias = Gauge(
-            "driftloop_online_bias_usd", "Rolling mean of prediction - actual, USD",
-            ["model_version"], registry=r)
+            "driftloop_online_bias_usd",
+            "Rolling mean of prediction - actual, USD",
+            ["model_version"],
+            registry=r,
+        )
         self.online_rmse_ratio = Gauge(
-            "driftloop_online_rmse_ratio", "Rolling RMSE / the version's training holdout RMSE",
-            ["model_version"], registry=r)
+            "driftloop_online_rmse_ratio",
+            "Rolling RMSE / the version's training holdout RMSE",
+            ["model_version"],
+            registry=r,
+        )
         self.events_consumed = Counter(
-            "driftloop_events_consumed_total", "Records read from Kafka (replays counted once)",
-            ["topic"], registry=r)
+            "driftloop_events_consumed_total",
+            "Records read from Kafka (replays counted once)",
+            ["topic"],
+            registry=r,
+        )
         self.events_invalid = Counter(
-            "driftloop_events_invalid_total", "Records skipped as invalid, by reason",
-            ["topic", "reason"], registry=r)
+            "driftloop_events_invalid_total",
+            "Records skipped as invalid, by reason",
+            ["topic", "reason"],
+            registry=r,
+        )
         self.events_ignored = Counter(
             "driftloop_drift_events_ignored_total",
             "Valid predictions not windowed (other model version, no reference yet)",
-            ["reason"], registry=r)
+            ["reason"],
+            registry=r,
+        )
         self.windows = Counter(
-            "driftloop_windows_total", "Windows closed and written", ["model_version"],
-            registry=r)
+            "driftloop_windows_total", "Windows closed and written", ["model_version"], registry=r
+        )
         self.windows_declared = Counter(
-            "driftloop_windows_drift_total", "Closed windows with any statistic over threshold",
-            ["model_version"], registry=r)
+            "driftloop_windows_drift_total",
+            "Closed windows with any statistic over threshold",
+            ["model_version"],
+            registry=r,
+        )
         self.window_size = Gauge(
-            "driftloop_window_size_events", "Events in the latest closed window", registry=r)
+            "driftloop_window_size_events", "Events in the latest closed window", registry=r
+        )
         self.window_end = Gauge(
-            "driftloop_window_end_timestamp_seconds", "Event time of the latest window's end",
-            registry=r)
+            "driftloop_window_end_timestamp_seconds",
+            "Event time of the latest window's end",
+            registry=r,
+        )
         self.sink_failures = Counter(
-            "driftloop_sink_failures_total", "Failed writes (retried; offsets not committed)",
-            ["sink"], registry=r)
+            "driftloop_sink_failures_total",
+            "Failed writes (retried; offsets not committed)",
+            ["sink"],
+            registry=r,
+        )
         self.sink_up = Gauge(
-            "driftloop_sink_up", "1 if the sink's last write succeeded, 0 while it is failing",
-            ["sink"], registry=r)
+            "driftloop_sink_up",
+            "1 if the sink's last write succeeded, 0 while it is failing",
+            ["sink"],
+            registry=r,
+        )
         self.last_commit = Gauge(
-            "driftloop_last_commit_timestamp_seconds", "Wall time of the last offset commit",
-            registry=r)
+            "driftloop_last_commit_timestamp_seconds",
+            "Wall time of the last offset commit",
+            registry=r,
+        )
         self.lag = Gauge(
-            "driftloop_consumer_lag_events", "Approximate records behind the high watermark",
-            ["topic", "partition"], registry=r)
+            "driftloop_consumer_lag_events",
+            "Approximate records behind the high watermark",
+            ["topic", "partition"],
+            registry=r,
+        )
         self.labelled_rows = Counter(
-            "driftloop_labelled_rows_total", "Rows appended to the labelled-data log",
-            registry=r)
+            "driftloop_labelled_rows_total", "Rows appended to the labelled-data log", registry=r
+        )
         self.reference_info = Gauge(
-            "driftloop_drift_reference_info", "The reference in use (value 1)",
-            ["model_version", "profile_id"], registry=r)
+            "driftloop_drift_reference_info",
+            "The reference in use (value 1)",
+            ["model_version", "profile_id"],
+            registry=r,
+        )
         self.reports = Counter(
-            "driftloop_drift_reports_total", "Evidently reports, by outcome", ["outcome"],
-            registry=r)
+            "driftloop_drift_reports_total",
+            "Evidently reports, by outcome",
+            ["outcome"],
+            registry=r,
+        )
         self._versions: set[str] = set()
 
     def record_window(self, window: ClosedWindow, decision: DriftDecision) -> None:
@@ -140,8 +191,13 @@ class ConsumerMetrics:
             for labels in list(_label_sets(gauge)):
                 if labels[-1] == version:
                     gauge.remove(*labels)
-        for gauge in (self.drift_share, self.online_rmse, self.online_mae, self.online_bias,
-                      self.online_rmse_ratio):
+        for gauge in (
+            self.drift_share,
+            self.online_rmse,
+            self.online_mae,
+            self.online_bias,
+            self.online_rmse_ratio,
+        ):
             for labels in list(_label_sets(gauge)):
                 if labels == (version,):
                     gauge.remove(version)

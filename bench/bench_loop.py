@@ -1,0 +1,71 @@
+"""How fast the loop closes: drift onset → new champion on every replica, against the 60 s goal.
+
+Runs the same scenario as `driftloop demo` (steady traffic, then sudden covariate + concept
+drift) on the local stack (started if needed, base port from DRIFTLOOP_BASE_PORT, default 18000)
+and prints each stage's time since onset next to the goal.
+
+    uv run python bench/bench_loop.py [--users 8] [--steady 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from driftloop_cli import stack
+from driftloop_cli.demo import DemoOptions, run
+from driftloop_cli.settings import StackSettings
+from driftloop_training.bootstrap import bootstrap
+from driftloop_training.settings import TrainingSettings
+
+GOAL_RECOVER_S = 60.0
+
+
+class Quiet:
+    def stage(self, rec) -> None:
+        print(f"  t+{rec.at:6.1f}s  {rec.title}: {rec.detail}", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        print(f"  {message}", file=sys.stderr, flush=True)
+
+    def waiting(self, *_: object) -> None: ...
+
+    def waiting_stage(self, *_: object) -> None: ...
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--users", type=int, default=8)
+    parser.add_argument("--steady", type=int, default=30)
+    args = parser.parse_args()
+
+    s = StackSettings().resolved()
+    stack.up(s)
+    bootstrap(
+        TrainingSettings(
+            mlflow_tracking_uri=f"http://127.0.0.1:{s.ports.mlflow}",
+            kafka_bootstrap=f"127.0.0.1:{s.ports.kafka}",
+            labelled_log_dir=s.state_dir / "labelled",
+            work_dir=s.state_dir / "work",
+        )
+    )
+    summary = run(s, DemoOptions(users=args.users, steady_s=args.steady), Quiet())
+
+    print("\n## driftloop loop latency (one run, seconds since drift onset)\n")
+    print("| stage | driftloop | goal | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for st in summary.stages:
+        goal = GOAL_RECOVER_S if st["key"] == "replicas_serving" else None
+        ratio = f"{st['at'] / goal:.2f}" if goal else ""
+        print(f"| {st['title']} | {st['at']:.1f} | {goal or ''} | {ratio} |")
+    print(
+        f"\nrequests {summary.requests}, failed {summary.failed_requests}; events {summary.events}"
+    )
+    if summary.error:
+        print(f"\nerror: {summary.error}")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,220 @@
+"""``create_app(settings)``: the HTTP face of one consumer instance and the lifespan that runs it.
+
+Routes: ``/metrics`` (Prometheus), ``/health/live`` (the process answers), ``/health/ready``
+(consuming, a reference loaded, every sink writing; 503 with the reasons otherwise),
+``/reports`` (JSON list of Evidently reports), ``/reports/latest`` and ``/reports/{name}``
+(the HTML), ``/thresholds`` (the effective thresholds, read-only; change them with
+``driftloop thresholds``).
+
+The lifespan builds the collaborators (which tests may inject: a fake registry, a consumer
+factory, a Redis client), starts the consumer loop, the reference and model-events tasks, the
+threshold watcher and the report scheduler, and stops them in reverse on shutdown (the loop
+flushes finished work and commits before it leaves the group).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import asdict
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from .feedback_join import JoinStore
+from .loop import ConsumerFactory, DriftLoop, data_consumer_factory
+from .reference import (
+    MlflowReferenceSource,
+    ReferenceManager,
+    ReferenceSource,
+    model_events_consumer_factory,
+)
+from .reports import ReportScheduler, ReportStore
+from .settings import DriftConsumerSettings
+from .sinks.influx import InfluxSink
+from .sinks.labelled_log import LabelledLogWriter
+from .sinks.prometheus import ConsumerMetrics
+from .thresholds import ThresholdWatcher
+from .windows import WindowManager, WindowPolicy
+
+log = structlog.get_logger(__name__)
+
+_NOT_SET: Any = object()
+
+
+def create_app(
+    settings: DriftConsumerSettings,
+    *,
+    reference_source: ReferenceSource | None = None,
+    consumer_factory: ConsumerFactory | None = None,
+    model_events_factory: ConsumerFactory | None = _NOT_SET,
+    redis: Any = None,
+    metrics: ConsumerMetrics | None = None,
+) -> FastAPI:
+    """The drift consumer for one instance.
+
+    Example::
+
+        app = create_app(load_settings(DriftConsumerSettings))
+        uvicorn.run(app, host=settings.host, port=settings.port)
+    """
+    metrics = metrics or ConsumerMetrics()
+    store = ReportStore(settings.reports_dir, settings.reports_keep)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import redis.asyncio as aioredis
+
+        # influxdb_client takes seconds to import: do it now, off the event loop.
+        await asyncio.to_thread(importlib.import_module, "influxdb_client")
+        client = redis or aioredis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=5
+        )
+        influx = (
+            InfluxSink(
+                settings.influx_url,
+                settings.influx_db,
+                timeout_s=settings.influx_timeout_seconds,
+                batch_lines=settings.influx_batch_lines,
+            )
+            if settings.influx_enabled
+            else None
+        )
+        reports = (
+            ReportScheduler(
+                store,
+                settings.reports_interval_seconds,
+                on_outcome=lambda o: metrics.reports.labels(o).inc(),
+            )
+            if settings.reports_interval_seconds > 0
+            else None
+        )
+        events_factory = model_events_factory
+        if events_factory is _NOT_SET:
+            events_factory = model_events_consumer_factory(
+                settings.kafka_bootstrap,
+                client_id=f"driftloop-drift-{settings.instance_id}",
+                session_timeout_ms=settings.kafka_session_timeout_ms,
+            )
+        loop = DriftLoop(
+            settings,
+            metrics=metrics,
+            windows=WindowManager(
+                WindowPolicy(
+                    settings.window_events, settings.window_seconds, settings.min_window_events
+                ),
+                ks_method=settings.ks_method,
+            ),
+            references=ReferenceManager(
+                reference_source or MlflowReferenceSource(settings.mlflow_tracking_uri),
+                settings.state_dir,
+            ),
+            join_store=JoinStore(client, settings.join_ttl_seconds),
+            labelled=LabelledLogWriter(settings.labelled_log_dir),
+            influx=influx,
+            reports=reports,
+            consumer_factory=consumer_factory or data_consumer_factory(settings),
+            model_events_factory=events_factory,
+        )
+        watcher = ThresholdWatcher(
+            client,
+            loop.set_thresholds,
+            interval_s=settings.thresholds_poll_seconds,
+            on_error=lambda exc: metrics.sink_failures.labels("redis_thresholds").inc(),
+        )
+        app.state.loop = loop
+        tasks = [
+            asyncio.create_task(loop.reference_task(), name="reference"),
+            asyncio.create_task(loop.model_events_task(), name="model-events"),
+            asyncio.create_task(watcher.run(loop.stopping), name="thresholds"),
+            asyncio.create_task(loop.run(), name="consumer"),
+        ]
+        if reports is not None:
+            tasks.append(asyncio.create_task(reports.run(loop.stopping), name="reports"))
+        log.info(
+            "drift_consumer_started",
+            instance=settings.instance_id,
+            group=settings.consumer_group,
+            window_events=settings.window_events,
+        )
+        try:
+            yield
+        finally:
+            loop.stopping.set()
+            _, pending = await asyncio.wait(tasks, timeout=15)
+            for task in pending:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            if reports is not None:
+                reports.close()
+            if influx is not None:
+                await influx.close()
+            if redis is None:
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+            log.info("drift_consumer_stopped")
+
+    app = FastAPI(title="driftloop drift consumer", lifespan=lifespan)
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/health/live")
+    async def live() -> dict[str, str]:
+        return {"status": "alive"}
+
+    @app.get("/health/ready")
+    async def ready() -> JSONResponse:
+        loop: DriftLoop | None = getattr(app.state, "loop", None)
+        problems: list[str] = []
+        if loop is None:
+            problems.append("starting")
+        else:
+            if not loop.status.consumer_started:
+                problems.append(
+                    "kafka consumer not running"
+                    + (f" ({loop.status.last_error})" if loop.status.last_error else "")
+                )
+            if loop.reference_version is None:
+                problems.append(
+                    "no reference profile"
+                    + (f" ({loop.references.last_error})" if loop.references.last_error else "")
+                )
+            for sink, error in loop.status.failing_sinks.items():
+                problems.append(f"sink {sink} failing: {error}")
+        body = {
+            "status": "ready" if not problems else "not_ready",
+            "problems": problems,
+            "model_version": loop.reference_version if loop else None,
+            "assigned": loop.status.assigned if loop else [],
+        }
+        return JSONResponse(body, status_code=200 if not problems else 503)
+
+    @app.get("/thresholds")
+    async def thresholds() -> dict[str, Any]:
+        loop: DriftLoop | None = getattr(app.state, "loop", None)
+        rows = loop.thresholds.rows() if loop else []
+        return {"thresholds": [asdict(r) for r in rows]}
+
+    @app.get("/reports")
+    async def list_reports() -> dict[str, Any]:
+        items = [{**asdict(r), "url": f"/reports/{r.name}"} for r in store.list()]
+        return {"latest": "/reports/latest" if items else None, "reports": items}
+
+    @app.get("/reports/{name}", include_in_schema=False)
+    async def get_report(name: str) -> FileResponse:
+        path = store.path(name)
+        if path is None:
+            raise HTTPException(status_code=404, detail=f"no report named {name!r}")
+        return FileResponse(path, media_type="text/html")
+
+    return app
