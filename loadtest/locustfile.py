@@ -72,7 +72,8 @@ _user_numbers = itertools.count(1)
 @events.init_command_line_parser.add_listener
 def _add_options(parser: Any, **_: Any) -> None:
     add_arguments(parser)
-    # Headless runs leave their reports in loadtest/reports/ unless --csv/--html say otherwise.
+    # Reports go to loadtest/reports/ unless --csv/--html say otherwise (web-UI runs too: the
+    # CSV is written while running, the HTML when locust stops).
     parser.set_defaults(
         csv_prefix=str(DEFAULT_REPORT_DIR / CSV_PREFIX),
         html_file=str(DEFAULT_REPORT_DIR / HTML_NAME),

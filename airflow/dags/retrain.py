@@ -156,11 +156,11 @@ def retrain_house_price() -> None:
     @task(execution_timeout=timedelta(minutes=30))
     def train(collected: dict[str, Any]) -> dict[str, Any]:
         """Fit and log the challenger (model, profile, lineage, trigger conf)."""
+        if collected["status"] != "ready":  # before the heavy imports: a skip stays cheap
+            raise AirflowSkipException(collected["reason"])
         from driftloop_training import retrain
 
         result = retrain.CollectResult.model_validate(collected)
-        if not result.ready:
-            raise AirflowSkipException(result.reason)
         context = get_current_context()
         dag_run = context["dag_run"]
         trained = retrain.train(
@@ -197,11 +197,11 @@ def retrain_house_price() -> None:
     @task
     def announce(decided: dict[str, Any]) -> dict[str, Any]:
         """Publish ModelPromoted for a new champion."""
+        if decided["decision"] != "promoted":
+            raise AirflowSkipException(f"nothing to announce: {decided['reason']}")
         from driftloop_training import retrain
 
         decision = retrain.Decision.model_validate(decided)
-        if not decision.promoted:
-            raise AirflowSkipException(f"nothing to announce: {decision.reason}")
         return retrain.announce(_settings(), decision).model_dump(mode="json")
 
     announce(decide(evaluate(train(collect()))))

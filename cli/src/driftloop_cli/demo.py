@@ -196,11 +196,8 @@ def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
     )
     state = timeline.LoopState(start_champion=start_champion, onset_wall=onset)
     try:
-        while time.time() < onset:
-            if proc.poll() is not None:
-                raise RuntimeError(f"locust exited early; see {report_dir / 'locust.log'}")
-            printer.waiting("steady traffic", onset - time.time())
-            time.sleep(0.5)
+        onset = wait_for_onset(proc, report_dir, opts, printer)
+        summary.onset_at = state.onset_wall = onset
         printer.note("drift starts now (t=0)")
         observed = timeline.follow(
             ep,
@@ -229,6 +226,32 @@ def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
         summary.requests, summary.failed_requests = locust_totals(report_dir)
         write_summary(summary, report_dir)
     return summary
+
+
+def wait_for_onset(
+    proc: subprocess.Popen, report_dir: Path, opts: DemoOptions, printer: Any
+) -> float:
+    """The wall time locust switched to the drift scenario (from its schedule log)."""
+    sys.path.insert(0, str(REPO_ROOT / "loadtest"))
+    from command import report_paths
+    from results import read_schedule_log
+
+    log_path = report_paths(report_dir).schedule_log
+    deadline = time.monotonic() + opts.steady_s + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"locust exited early; see {report_dir / 'locust.log'}")
+        entries = read_schedule_log(log_path) if log_path.exists() else []
+        drift = [e for e in entries if e.get("segment_index", 0) >= 1]
+        if drift:
+            return float(drift[0]["wall_time"])
+        started = [e for e in entries if e.get("segment_index") == 0]
+        left = opts.steady_s - (time.time() - started[0]["wall_time"]) if started else opts.steady_s
+        printer.waiting("steady traffic" if started else "starting locust", max(left, 0))
+        time.sleep(0.5)
+    raise RuntimeError(
+        f"locust never switched to the drift scenario; see {report_dir / 'locust.log'}"
+    )
 
 
 def write_summary(summary: DemoSummary, report_dir: Path) -> None:

@@ -89,7 +89,19 @@ def up(
         supervisor.start_all(s)
     else:
         supervisor.start_daemon(s)
-    return wait_healthy(s, components, on_progress)
+    statuses = wait_healthy(s, components, on_progress)
+    reload_monitoring(s)
+    return statuses
+
+
+def reload_monitoring(s: StackSettings) -> None:
+    """Make Prometheus and Alertmanager re-read their files (rules may have changed since start)."""
+    for name, port in (("prometheus", s.ports.prometheus), ("alertmanager", s.ports.alertmanager)):
+        r = httpx.post(f"http://127.0.0.1:{port}/-/reload", timeout=30)
+        if r.status_code != 200:
+            raise StackError(
+                f"{name} refused its configuration: {r.text.strip()} — log: {s.logs_dir}/{name}.log"
+            )
 
 
 def wait_healthy(

@@ -81,6 +81,7 @@ class RecordingProducer:
         self.fail = False
         self.fail_start = False
         self.started = 0
+        self.aborted = 0
 
     async def start(self) -> None:
         if self.fail_start:
@@ -89,6 +90,9 @@ class RecordingProducer:
 
     async def stop(self) -> None:
         return None
+
+    async def abort(self) -> None:
+        self.aborted += 1
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

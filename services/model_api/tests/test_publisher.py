@@ -89,7 +89,7 @@ async def test_failed_delivery_is_requeued_in_order_and_delivered_after_recovery
     assert [k for _, k, _ in producer.sent] == [str(i).encode() for i in range(10)]
     c = counts(metrics)
     assert c["published"] == 10 and c["dropped"] == 0
-    assert producer.started >= 2  # rebuilt after repeated failures
+    assert producer.aborted >= 1 and producer.started >= 2  # aborted and rebuilt
     await publisher.stop()
 
 
@@ -123,3 +123,34 @@ async def test_stop_drains_when_the_broker_is_up() -> None:
         publisher.publish(TOPIC, str(i).encode(), b"v")
     await publisher.stop()
     assert len(producer.sent) == 9 and counts(metrics)["dropped"] == 0
+
+
+async def test_unacknowledged_batch_counts_as_failed_and_is_requeued() -> None:
+    class Silent(RecordingProducer):
+        """A broker that takes the records and never answers (it is restarting)."""
+
+        async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None):  # type: ignore[no-untyped-def]
+            if self.fail:
+                return asyncio.get_running_loop().create_future()
+            return await super().send(topic, value, key)
+
+    producer, metrics = Silent(), Metrics("r")
+    producer.fail = True
+    publisher = EventPublisher(
+        lambda: producer,
+        metrics,
+        buffer_size=100,
+        batch_size=10,
+        retry_initial_s=0.01,
+        retry_max_s=0.02,
+        ack_timeout_s=0.05,
+    )
+    await publisher.start()
+    for i in range(3):
+        publisher.publish(TOPIC, str(i).encode(), b"v")
+    await until(lambda: counts(metrics)["failed"] >= 3)
+    assert producer.aborted >= 1
+    producer.fail = False
+    await until(lambda: len(producer.sent) == 3)
+    assert counts(metrics)["published"] == 3
+    await publisher.stop()

@@ -8,16 +8,17 @@ one place that converts to the API's USD.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from sklearn.ensemble import HistGradientBoostingRegressor
-from sklearn.pipeline import Pipeline
 
 from driftloop_contracts import FEATURE_NAMES, TARGET_NAME, TARGET_SCALE_USD
 
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 REGRESSOR_STEP = "regressor"
 
@@ -43,6 +44,11 @@ class ModelParams:
 def build_pipeline(params: ModelParams | None = None) -> Pipeline:
     """An unfitted pipeline. Tree models need no scaling, so it is one step for now; the
     Pipeline wrapper keeps the logged artifact's shape stable if preprocessing is added."""
+    # Imported here: scikit-learn takes seconds to import, and the DAG's light tasks
+    # (announce, skipped steps) import this module without fitting anything.
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+
     p = params or ModelParams()
     regressor = HistGradientBoostingRegressor(**p.as_dict())
     return Pipeline([(REGRESSOR_STEP, regressor)])

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
+
 from .cache import PredictionCache, RedisLike, redis_client
 from .deps import Runtime
 from .errors import install_error_handlers
@@ -37,6 +39,9 @@ class _NullProducer:
         return None
 
     async def stop(self) -> None:
+        return None
+
+    async def abort(self) -> None:
         return None
 
     async def send(
@@ -78,6 +83,7 @@ def create_app(
         elif settings.kafka_enabled:
             make_producer = aiokafka_producer_factory(
                 settings.kafka_bootstrap,
+                topics=(PREDICTIONS_TOPIC, FEEDBACK_TOPIC),
                 linger_ms=settings.publish_linger_ms,
                 request_timeout_ms=settings.publish_request_timeout_ms,
                 client_id=client_id,
@@ -115,6 +121,7 @@ def create_app(
             buffer_size=settings.publish_buffer_size,
             batch_size=settings.publish_batch_size,
             retry_max_s=settings.publish_retry_max_seconds,
+            ack_timeout_s=settings.publish_ack_timeout_seconds,
         )
         reloader = Reloader(
             holder,

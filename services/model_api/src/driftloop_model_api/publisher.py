@@ -7,10 +7,13 @@ no idempotence, which the local Tansu broker does not support) and waits for the
 
 Delivery policy (documented in the service README):
 
-* **Failure**: events of a failed delivery are counted in ``driftloop_events_failed_total`` (one
-  per attempt) and put back at the *front* of the buffer, in order; the sender backs off
-  (exponentially, capped) and retries. After repeated failures the producer is rebuilt, so a
-  broker that restarted empty (Tansu keeps no state) is picked up once its topics exist again.
+* **Failure**: a batch not acknowledged within ``ack_timeout_s`` has its unacknowledged events
+  counted in ``driftloop_events_failed_total`` (one per attempt) and put back at the *front* of
+  the buffer, in order. The producer is then *aborted*: its internal retries are abandoned, so
+  it never re-sends old batches into a broker that restarted empty (Tansu acknowledges records
+  sent to a topic that does not exist yet and then loses them). A fresh producer is started
+  with capped exponential backoff, and only once the broker lists every topic it must write to
+  (checked with an all-topics metadata request, which cannot auto-create them).
 * **Drop**: the buffer holds at most ``buffer_size`` waiting events (plus one batch in flight).
   When full, the **oldest** waiting event is dropped and counted in
   ``driftloop_events_dropped_total``: drift monitoring cares about what the model sees now, so
@@ -49,6 +52,9 @@ class Producer(Protocol):
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
         """Enqueue one record; returns a future resolved by the broker's ack."""
 
+    async def abort(self) -> None:
+        """Close without delivering (or retrying) anything still pending."""
+
 
 ProducerFactory = Callable[[], Producer]
 
@@ -60,15 +66,31 @@ class OutgoingEvent:
     value: bytes
 
 
-def aiokafka_producer_factory(
-    bootstrap: str, *, linger_ms: int, request_timeout_ms: int, client_id: str
-) -> ProducerFactory:
-    """Build producers configured for this service (acks=all, no idempotence)."""
+class TopicsMissing(RuntimeError):
+    """The broker is up but does not (yet) have a topic we write to."""
 
-    def make() -> Producer:
+
+class KafkaProducer:
+    """:class:`aiokafka.AIOKafkaProducer` plus a topic check at start and an abort.
+
+    ``acks=all``; no idempotence (Tansu rejects it). aiokafka has no way to drop pending
+    batches, so :meth:`abort` uses its 0.14 internals (sender task, accumulator), falling back
+    to a bounded ``stop()`` if they change.
+    """
+
+    def __init__(
+        self,
+        bootstrap: str,
+        *,
+        topics: tuple[str, ...],
+        linger_ms: int,
+        request_timeout_ms: int,
+        client_id: str,
+    ) -> None:
         from aiokafka import AIOKafkaProducer
 
-        return AIOKafkaProducer(
+        self._topics = topics
+        self._producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             client_id=client_id,
             acks="all",
@@ -79,6 +101,54 @@ def aiokafka_producer_factory(
             retry_backoff_ms=200,
             metadata_max_age_ms=30_000,
             connections_max_idle_ms=60_000,
+        )
+
+    async def start(self) -> None:
+        await self._producer.start()
+        cluster = await self._producer.client.fetch_all_metadata()
+        missing = sorted(set(self._topics) - set(cluster.topics()))
+        if missing:
+            await self.abort()
+            raise TopicsMissing(f"broker has no topic {', '.join(missing)} yet")
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Any:
+        return await self._producer.send(topic, value, key=key)
+
+    async def abort(self) -> None:
+        from aiokafka.errors import KafkaConnectionError
+
+        producer: Any = self._producer
+        try:
+            producer._closed = True
+            await producer._sender.close()
+            producer._message_accumulator.fail_all(KafkaConnectionError("producer aborted"))
+            await producer.client.close()
+        except Exception as exc:  # internals moved: a bounded graceful stop is second best
+            log.debug("producer_abort_fallback", error=str(exc))
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), 2)
+
+
+def aiokafka_producer_factory(
+    bootstrap: str,
+    *,
+    topics: tuple[str, ...],
+    linger_ms: int,
+    request_timeout_ms: int,
+    client_id: str,
+) -> ProducerFactory:
+    """Build :class:`KafkaProducer` instances for this service."""
+
+    def make() -> Producer:
+        return KafkaProducer(
+            bootstrap,
+            topics=topics,
+            linger_ms=linger_ms,
+            request_timeout_ms=request_timeout_ms,
+            client_id=client_id,
         )
 
     return make
@@ -96,7 +166,7 @@ class EventPublisher:
         batch_size: int = 1_000,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
-        rebuild_after_failures: int = 3,
+        ack_timeout_s: float = 2.0,
         drain_timeout_s: float = 5.0,
     ) -> None:
         self._factory = producer_factory
@@ -105,7 +175,7 @@ class EventPublisher:
         self._batch_size = batch_size
         self._retry_initial = retry_initial_s
         self._retry_max = retry_max_s
-        self._rebuild_after = rebuild_after_failures
+        self._ack_timeout = ack_timeout_s
         self._drain_timeout = drain_timeout_s
         self._buffer: deque[OutgoingEvent] = deque()
         self._in_flight = 0
@@ -192,8 +262,7 @@ class EventPublisher:
             if failed:
                 self._requeue(failed)
                 failures += 1
-                if failures >= self._rebuild_after:
-                    await self._close_producer()
+                await self._close_producer(abort=True)
                 await self._backoff(failures, self.last_error or "delivery failed")
             else:
                 if failures:
@@ -212,11 +281,16 @@ class EventPublisher:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 unsent = batch[i:]
                 break
-        results = await asyncio.gather(*futures, return_exceptions=True)
+        if futures:
+            await asyncio.wait(futures, timeout=self._ack_timeout)
         failed: list[OutgoingEvent] = []
-        for event, result in zip(batch, results, strict=False):
-            if isinstance(result, BaseException):
-                self.last_error = f"{type(result).__name__}: {result}"
+        for event, future in zip(batch, futures, strict=False):
+            if not future.done():
+                self.last_error = f"no ack within {self._ack_timeout}s"
+                failed.append(event)
+            elif future.cancelled() or future.exception() is not None:
+                error = "cancelled" if future.cancelled() else future.exception()
+                self.last_error = f"{type(error).__name__}: {error}"
                 failed.append(event)
             else:
                 self._metrics.published(event.topic)
@@ -239,17 +313,21 @@ class EventPublisher:
                 await producer.start()
             except BaseException:
                 with contextlib.suppress(Exception):
-                    await producer.stop()
+                    await producer.abort()
                 raise
             self._producer = producer
             log.info("event_producer_started")
         return self._producer
 
-    async def _close_producer(self) -> None:
+    async def _close_producer(self, *, abort: bool = False) -> None:
         producer, self._producer = self._producer, None
         self.connected = False
-        if producer is not None:
-            with contextlib.suppress(Exception):
+        if producer is None:
+            return
+        with contextlib.suppress(Exception):
+            if abort:
+                await producer.abort()
+            else:
                 await asyncio.wait_for(producer.stop(), 5)
 
     async def _backoff(self, failures: int, reason: str) -> None:

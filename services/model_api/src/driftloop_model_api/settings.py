@@ -52,6 +52,8 @@ class ModelApiSettings(BaseSettings):
     #: How long the producer keeps trying one batch before it counts as failed and is re-queued.
     publish_request_timeout_ms: int = Field(default=5_000, ge=100)
     publish_retry_max_seconds: float = Field(default=5.0, gt=0)
+    #: A batch not acknowledged this fast counts as failed; the producer is rebuilt.
+    publish_ack_timeout_seconds: float = Field(default=2.0, gt=0)
     #: Session timeout of the model-events consumer (Tansu joins wait about half of it).
     kafka_session_timeout_ms: int = Field(default=6_000, ge=1_000)
 

@@ -1,0 +1,395 @@
+"""The alert rules, defined once and rendered for both alert paths.
+
+Every rule is ``A <op> B``: ``A`` is what is measured, ``B`` is either another PromQL query
+(for drift: the threshold gauge the drift consumer exports) or a constant (operational rules).
+
+* Prometheus (the no-Docker path) gets ``A <op> [matching] B`` as one expression.
+* Grafana gets the same ``A`` (and ``B``) as instant queries plus one server-side expression:
+  ``$A > $B`` (math) when ``B`` is a query, a threshold node when ``B`` is a constant.
+
+Grafana's math joins ``$A`` and ``$B`` on identical label sets (or a label-less side), which
+is why both sides aggregate to the same labels, e.g. ``max by (feature, statistic)``: PromQL's
+default one-to-one matching then gives the same pairs, and one expression serves every
+statistic the drift consumer exports a threshold for (psi, ks, wasserstein, ...). A statistic
+without a threshold (``ks_pvalue``) has no partner and is dropped by both.
+
+Thresholds are data: changing one (``driftloop thresholds set``) changes ``B`` at the next
+scrape, with no rule edited or reloaded. In Grafana's UI a user can still edit the rule: change
+``B``'s query, or replace the math ``$A > $B`` with ``$A > 0.3`` to pin a constant.
+
+Timing: ``pending`` is the Prometheus ``for`` (evaluation every 2 s locally); Grafana's minimum
+evaluation interval is 10 s, so its pending period is at least one interval. Production values
+are in docs/monitoring.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from driftloop_contracts import PREDICTION_SERIES, PREDICTIONS_TOPIC
+
+from . import names
+from .promql import needs_parens
+
+Op = Literal[">", "<"]
+
+GRAFANA_INTERVAL = "10s"
+#: Instant queries look back this far (seconds) -- Grafana's default for a new rule.
+GRAFANA_RELATIVE_FROM = 600
+
+
+@dataclass(frozen=True)
+class AlertSpec:
+    """One alert, for both Prometheus and Grafana."""
+
+    name: str
+    uid: str
+    group: Literal["retrain", "operations"]
+    a: str
+    op: Op
+    b: str | float
+    #: PromQL vector matching between A and B (Grafana's math needs none).
+    matching: str = ""
+    pending: str = "0s"
+    grafana_pending: str = GRAFANA_INTERVAL
+    severity: Literal["warning", "critical"] = "warning"
+    summary_prometheus: str = ""
+    summary_grafana: str = ""
+    description: str = ""
+    #: Grafana state when A (or B) returns nothing.
+    no_data: Literal["OK", "NoData", "Alerting", "KeepLast"] = "OK"
+    panel: tuple[str, int] | None = None  # (dashboard uid, panel id) for Grafana's link
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def retrain(self) -> bool:
+        return self.group == "retrain"
+
+    @property
+    def labels(self) -> dict[str, str]:
+        out = {"severity": self.severity, **self.extra_labels}
+        if self.retrain:
+            out[names.ROUTE_LABEL] = names.RETRAIN_ROUTE
+        return out
+
+    def prometheus_expr(self) -> str:
+        a = f"({self.a})" if needs_parens(self.a) else self.a
+        if isinstance(self.b, str):
+            b = f"({self.b})" if needs_parens(self.b) else self.b
+        else:
+            b = _number(self.b)
+        mid = f" {self.matching} " if self.matching else " "
+        return f"{a} {self.op}{mid}{b}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
+# --- the building blocks both paths share ---------------------------------------------------
+
+#: Per (feature, statistic): the latest window's drift of the champion the consumer measures
+#: against (the consumer drops the previous champion's series when the reference switches).
+FEATURE_DRIFT = (
+    f'max by (feature, statistic) (driftloop_drift_value{{feature!="{PREDICTION_SERIES}"}})'
+)
+FEATURE_THRESHOLD = (
+    "max by (feature, statistic) "
+    f'(driftloop_drift_threshold{{feature!="", feature!="{PREDICTION_SERIES}"}})'
+)
+PREDICTION_DRIFT = (
+    f'max by (feature, statistic) (driftloop_drift_value{{feature="{PREDICTION_SERIES}"}})'
+)
+PREDICTION_THRESHOLD = (
+    f'max by (feature, statistic) (driftloop_drift_threshold{{feature="{PREDICTION_SERIES}"}})'
+)
+RMSE_RATIO = "max by (model_version) (driftloop_online_rmse_ratio)"
+RMSE_RATIO_THRESHOLD = 'max(driftloop_drift_threshold{statistic="rmse_ratio"})'
+
+_PROM_THRESHOLD_OF = (
+    '{{ with printf "max(driftloop_drift_threshold{feature=%q,statistic=%q})" '
+    '$labels.feature $labels.statistic | query }}{{ . | first | value | printf "%.3f" }}{{ end }}'
+)
+
+ALERTS: tuple[AlertSpec, ...] = (
+    AlertSpec(
+        name="DriftFeatureHigh",
+        uid="driftloop-drift-feature-high",
+        group="retrain",
+        a=FEATURE_DRIFT,
+        op=">",
+        b=FEATURE_THRESHOLD,
+        pending="4s",
+        summary_prometheus=(
+            "Feature {{ $labels.feature }} drifted ({{ $labels.statistic }} "
+            '{{ $value | printf "%.3f" }} > ' + _PROM_THRESHOLD_OF + ")"
+        ),
+        summary_grafana=(
+            "Feature {{ $labels.feature }} drifted ({{ $labels.statistic }} "
+            '{{ printf "%.3f" $values.A.Value }} > {{ printf "%.3f" $values.B.Value }})'
+        ),
+        description=(
+            "The latest window's {{ $labels.statistic }} of {{ $labels.feature }} against the "
+            "champion's reference profile is above its threshold (driftloop_drift_threshold; "
+            "`driftloop thresholds show`). Routed to the bridge, which triggers retraining."
+        ),
+        panel=(names.DRIFT_DASHBOARD_UID, 2),
+    ),
+    AlertSpec(
+        name="DriftPredictionHigh",
+        uid="driftloop-drift-prediction-high",
+        group="retrain",
+        a=PREDICTION_DRIFT,
+        op=">",
+        b=PREDICTION_THRESHOLD,
+        pending="4s",
+        summary_prometheus=(
+            "Prediction drift ({{ $labels.statistic }} "
+            '{{ $value | printf "%.3f" }} > ' + _PROM_THRESHOLD_OF + ")"
+        ),
+        summary_grafana=(
+            "Prediction drift ({{ $labels.statistic }} "
+            '{{ printf "%.3f" $values.A.Value }} > {{ printf "%.3f" $values.B.Value }})'
+        ),
+        description=(
+            "The distribution of the champion's predictions moved away from the predictions on "
+            "its training data ({{ $labels.statistic }} above its threshold)."
+        ),
+        panel=(names.DRIFT_DASHBOARD_UID, 20),
+    ),
+    AlertSpec(
+        name="PerformanceDegraded",
+        uid="driftloop-performance-degraded",
+        group="retrain",
+        a=RMSE_RATIO,
+        op=">",
+        b=RMSE_RATIO_THRESHOLD,
+        matching="on() group_left()",
+        pending="4s",
+        summary_prometheus=(
+            "Online RMSE of v{{ $labels.model_version }} is "
+            '{{ $value | printf "%.2f" }}x its holdout RMSE'
+        ),
+        summary_grafana=(
+            "Online RMSE of v{{ $labels.model_version }} is "
+            '{{ printf "%.2f" $values.A.Value }}x its holdout RMSE '
+            '(threshold {{ printf "%.2f" $values.B.Value }})'
+        ),
+        description=(
+            "Rolling RMSE of predictions joined with their feedback, divided by the model's "
+            'training holdout RMSE, is above the "rmse_ratio" threshold.'
+        ),
+        panel=(names.DRIFT_DASHBOARD_UID, 31),
+    ),
+    # --- operational: never routed to retraining -------------------------------------------
+    AlertSpec(
+        name="ReplicaDown",
+        uid="driftloop-replica-down",
+        group="operations",
+        a='up{job="model-api"}',
+        op="<",
+        b=1,
+        pending="15s",
+        grafana_pending="20s",
+        severity="critical",
+        summary_prometheus="Model replica {{ $labels.instance }} is not answering /metrics",
+        summary_grafana="Model replica {{ $labels.instance }} is not answering /metrics",
+        description="nginx retries on the other replicas; capacity is reduced.",
+        no_data="Alerting",
+        panel=(names.MODEL_SERVICE_DASHBOARD_UID, 1),
+    ),
+    AlertSpec(
+        name="ServiceDown",
+        uid="driftloop-service-down",
+        group="operations",
+        a='up{job=~"drift-consumer|bridge"}',
+        op="<",
+        b=1,
+        pending="15s",
+        grafana_pending="20s",
+        severity="critical",
+        summary_prometheus="{{ $labels.job }} ({{ $labels.instance }}) is not answering /metrics",
+        summary_grafana="{{ $labels.job }} ({{ $labels.instance }}) is not answering /metrics",
+        description="Without the drift consumer nothing is measured; without the bridge no alert "
+        "reaches Airflow.",
+        no_data="Alerting",
+    ),
+    AlertSpec(
+        name="DriftConsumerStalled",
+        uid="driftloop-drift-consumer-stalled",
+        group="operations",
+        a=(
+            "time() - max(driftloop_last_commit_timestamp_seconds) and on() "
+            f'(sum(rate(driftloop_events_published_total{{topic="{PREDICTIONS_TOPIC}"}}[2m])) > 0)'
+        ),
+        op=">",
+        b=30,
+        pending="10s",
+        summary_prometheus='No offset committed for {{ $value | printf "%.0f" }} s '
+        "while predictions are being published",
+        summary_grafana='No offset committed for {{ printf "%.0f" $values.A.Value }} s '
+        "while predictions are being published",
+        description="The drift consumer is not making progress (sink outage, stuck rebalance).",
+        panel=(names.DRIFT_DASHBOARD_UID, 41),
+    ),
+    AlertSpec(
+        name="DriftConsumerLagging",
+        uid="driftloop-drift-consumer-lagging",
+        group="operations",
+        a="sum by (topic) (driftloop_consumer_lag_events)",
+        op=">",
+        b=5000,
+        pending="30s",
+        summary_prometheus='{{ $value | printf "%.0f" }} {{ $labels.topic }} events behind',
+        summary_grafana='{{ printf "%.0f" $values.A.Value }} {{ $labels.topic }} events behind',
+        description="Approximate (the local broker's high watermarks are approximate).",
+        panel=(names.DRIFT_DASHBOARD_UID, 42),
+    ),
+    AlertSpec(
+        name="KafkaPublishFailures",
+        uid="driftloop-kafka-publish-failures",
+        group="operations",
+        a=(
+            "sum by (replica) (increase(driftloop_events_failed_total[1m]))"
+            " or sum by (replica) (driftloop_events_buffered) * 0"
+        ),
+        op=">",
+        b=0,
+        pending="10s",
+        summary_prometheus="Replica {{ $labels.replica }} fails to deliver events to Kafka",
+        summary_grafana="Replica {{ $labels.replica }} fails to deliver events to Kafka",
+        description="Events are re-queued, not lost, until the buffer is full.",
+        panel=(names.MODEL_SERVICE_DASHBOARD_UID, 8),
+    ),
+    AlertSpec(
+        name="KafkaEventsDropped",
+        uid="driftloop-kafka-events-dropped",
+        group="operations",
+        a=(
+            "sum by (replica) (increase(driftloop_events_dropped_total[1m]))"
+            " or sum by (replica) (driftloop_events_buffered) * 0"
+        ),
+        op=">",
+        b=0,
+        severity="critical",
+        summary_prometheus="Replica {{ $labels.replica }} dropped events (buffer full)",
+        summary_grafana="Replica {{ $labels.replica }} dropped events (buffer full)",
+        description="Dropped events never reach drift detection or the labelled-data log.",
+        panel=(names.MODEL_SERVICE_DASHBOARD_UID, 8),
+    ),
+    AlertSpec(
+        name="BridgeDeadLetters",
+        uid="driftloop-bridge-dead-letters",
+        group="operations",
+        a="max(driftloop_bridge_dead_letters)",
+        op=">",
+        b=0,
+        summary_prometheus='{{ $value | printf "%.0f" }} retraining trigger(s) given up on',
+        summary_grafana='{{ printf "%.0f" $values.A.Value }} retraining trigger(s) given up on',
+        description="See the bridge's GET /dead-letters for the reason of each.",
+        panel=(names.LOOP_DASHBOARD_UID, 6),
+    ),
+)
+
+GROUP_TITLES = {"retrain": "driftloop-retrain", "operations": "driftloop-operations"}
+
+
+# --- Prometheus ------------------------------------------------------------------------------
+
+
+def prometheus_rules() -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for spec in ALERTS:
+        rule: dict[str, Any] = {"alert": spec.name, "expr": spec.prometheus_expr()}
+        if spec.pending != "0s":
+            rule["for"] = spec.pending
+        rule["labels"] = spec.labels
+        rule["annotations"] = {
+            "summary": spec.summary_prometheus,
+            "description": spec.description,
+        }
+        groups.setdefault(GROUP_TITLES[spec.group], []).append(rule)
+    return {"groups": [{"name": name, "rules": rules} for name, rules in groups.items()]}
+
+
+# --- Grafana ---------------------------------------------------------------------------------
+
+
+def _prometheus_query(ref: str, expr: str) -> dict[str, Any]:
+    return {
+        "refId": ref,
+        "relativeTimeRange": {"from": GRAFANA_RELATIVE_FROM, "to": 0},
+        "datasourceUid": names.PROMETHEUS_UID,
+        "model": {
+            "refId": ref,
+            "datasource": dict(names.PROMETHEUS),
+            "editorMode": "code",
+            "expr": expr,
+            "instant": True,
+            "range": False,
+            "intervalMs": 1000,
+            "maxDataPoints": 43200,
+            "legendFormat": "__auto",
+        },
+    }
+
+
+def _expression(ref: str, model: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "refId": ref,
+        "relativeTimeRange": {"from": 0, "to": 0},
+        "datasourceUid": names.EXPRESSION_UID,
+        "model": {"refId": ref, "datasource": dict(names.EXPRESSION), **model},
+    }
+
+
+def grafana_rule(spec: AlertSpec) -> dict[str, Any]:
+    data = [_prometheus_query("A", spec.a)]
+    if isinstance(spec.b, str):
+        data.append(_prometheus_query("B", spec.b))
+        data.append(_expression("C", {"type": "math", "expression": f"$A {spec.op} $B"}))
+        condition = "C"
+    else:
+        evaluator = {"type": "gt" if spec.op == ">" else "lt", "params": [spec.b]}
+        data.append(
+            _expression(
+                "B",
+                {"type": "threshold", "expression": "A", "conditions": [{"evaluator": evaluator}]},
+            )
+        )
+        condition = "B"
+    rule: dict[str, Any] = {
+        "uid": spec.uid,
+        "title": spec.name,
+        "condition": condition,
+        "data": data,
+        "noDataState": spec.no_data,
+        "execErrState": "Error",
+        "for": spec.grafana_pending,
+        "annotations": {"summary": spec.summary_grafana, "description": spec.description},
+        "labels": spec.labels,
+        "isPaused": False,
+    }
+    if spec.panel:
+        rule["dashboardUid"], rule["panelId"] = spec.panel
+    return rule
+
+
+def grafana_rules() -> dict[str, Any]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for spec in ALERTS:
+        groups.setdefault(GROUP_TITLES[spec.group], []).append(grafana_rule(spec))
+    return {
+        "apiVersion": 1,
+        "groups": [
+            {
+                "orgId": 1,
+                "name": name,
+                "folder": names.FOLDER_TITLE,
+                "interval": GRAFANA_INTERVAL,
+                "rules": rules,
+            }
+            for name, rules in groups.items()
+        ],
+    }
