@@ -1,7 +1,7 @@
 """Write (or, with --check, verify) every generated monitoring file.
 
-    uv run python grafana/generate.py          # rewrite the files
-    uv run python grafana/generate.py --check  # exit 1 if any file is stale
+uv run python grafana/generate.py          # rewrite the files
+uv run python grafana/generate.py --check  # exit 1 if any file is stale
 """
 
 from __future__ import annotations

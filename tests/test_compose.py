@@ -770,16 +770,54 @@ def test_names_from_the_contracts_are_not_retyped(raw: dict[str, Any]) -> None:
     assert "from driftloop_contracts import TOPICS" in raw["services"]["kafka-init"]["command"][0]
 
 
+def _grafana_interpolated_strings(path: Path) -> Iterator[tuple[str, str]]:
+    """Strings of a provisioning file that Grafana expands ``$VAR`` in.
+
+    Alert rules are the exception: a rule's query/expression ``model`` (math like ``$A > $B``)
+    and its annotations (``{{ $labels.x }}``) are taken literally; everything else is expanded.
+    """
+    doc = yaml.safe_load(path.read_text()) or {}
+    for where, text in walk_strings(doc):
+        if "groups" in doc and re.search(r"\.(model|annotations)(\.|\[|$)", where):
+            continue
+        yield where, text
+
+
 def test_grafana_gets_every_variable_its_provisioning_reads(services: dict[str, Any]) -> None:
     provided = set(environment(services["grafana"]))
     needed: dict[str, str] = {}
-    for path in sorted((REPO / "grafana" / "provisioning").rglob("*")):
-        if path.suffix in (".yml", ".yaml") and path.is_file():
-            for match in re.finditer(r"(?<!\$)\$\{?([A-Z][A-Z0-9_]*)\}?", path.read_text()):
-                if not match.group(1).startswith("GF_"):
-                    needed.setdefault(match.group(1), str(path.relative_to(REPO)))
+    for path in sorted((REPO / "grafana" / "provisioning").rglob("*.y*ml")):
+        for where, text in _grafana_interpolated_strings(path):
+            for match in _INTERPOLATION.finditer(text):
+                name = match.group("braced") or match.group("bare")
+                if name and not name.startswith("GF_"):
+                    needed.setdefault(name, f"{path.relative_to(REPO)}: {where}")
     missing = {name: where for name, where in needed.items() if name not in provided}
     assert not missing, f"grafana provisioning reads variables compose does not set: {missing}"
+
+
+def test_grafana_data_sources_and_dashboards_resolve(
+    services: dict[str, Any], env_example: dict[str, str]
+) -> None:
+    provisioning = REPO / "grafana" / "provisioning"
+    sources = yaml.safe_load((provisioning / "datasources" / "datasources.yml").read_text())
+    for source in sources["datasources"]:
+        match = re.match(r"https?://([^:/]+):(\d+)", source["url"])
+        assert match, source["url"]
+        host, port = match.group(1), int(match.group(2))
+        assert host in services, f"data source {source['name']}: no service {host}"
+        assert port in _listening_ports(services[host]), source["url"]
+        if source["type"] == "influxdb":
+            assert source["jsonData"]["dbName"] == env_example["DRIFTLOOP_INFLUX_DB"], (
+                "DRIFTLOOP_INFLUX_DB in .env.example differs from Grafana's InfluxDB data source"
+            )
+    grafana_mounts = {target: source for _, source, target in mounts(services["grafana"])}
+    assert grafana_mounts.get("/etc/grafana/provisioning") == "./grafana/provisioning"
+    for path in sorted((provisioning / "dashboards").glob("*.y*ml")):
+        for provider in yaml.safe_load(path.read_text()).get("providers", []):
+            folder = provider["options"]["path"]
+            assert folder in grafana_mounts, f"dashboard folder {folder} is not mounted"
+            assert any((REPO / grafana_mounts[folder]).glob("*.json")), folder
 
 
 # --- docker/nginx/nginx.conf ----------------------------------------------------------------

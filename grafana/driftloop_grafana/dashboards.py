@@ -90,7 +90,11 @@ def model_service() -> dict[str, Any]:
             3,
             "Prediction latency (all replicas)",
             [
-                prom(f"histogram_quantile({q}, sum by (le) ({_rate(lat)}))", f"p{round(q * 100)}", ref)
+                prom(
+                    f"histogram_quantile({q}, sum by (le) ({_rate(lat)}))",
+                    f"p{round(q * 100)}",
+                    ref,
+                )
                 for q, ref in ((0.5, "A"), (0.95, "B"), (0.99, "C"))
             ],
             unit="s",
@@ -123,7 +127,12 @@ def model_service() -> dict[str, Any]:
         timeseries(
             7,
             "Model loads by outcome",
-            [prom(f"sum by (replica, outcome) (increase(driftloop_model_reloads_total{{{rep}}}[{RATE}]))", "{{replica}} {{outcome}}")],
+            [
+                prom(
+                    f"sum by (replica, outcome) (increase(driftloop_model_reloads_total{{{rep}}}[{RATE}]))",
+                    "{{replica}} {{outcome}}",
+                )
+            ],
             bars=True,
         ),
         w=8,
@@ -133,7 +142,12 @@ def model_service() -> dict[str, Any]:
         state_timeline(
             6,
             "Model version per replica",
-            [prom(f"max by (replica, model_version) (driftloop_model_info{{{rep}}})", "{{replica}} · v{{model_version}}")],
+            [
+                prom(
+                    f"max by (replica, model_version) (driftloop_model_info{{{rep}}})",
+                    "{{replica}} · v{{model_version}}",
+                )
+            ],
             description="One row per (replica, version): a promotion shows as one row ending and "
             "another starting on every replica.",
         ),
@@ -159,7 +173,12 @@ def model_service() -> dict[str, Any]:
         timeseries(
             9,
             "Events published /s",
-            [prom(f"sum by (replica, topic) ({_rate(f'driftloop_events_published_total{{{rep}}}')})", "{{replica}} {{topic}}")],
+            [
+                prom(
+                    f"sum by (replica, topic) ({_rate(f'driftloop_events_published_total{{{rep}}}')})",
+                    "{{replica}} {{topic}}",
+                )
+            ],
             unit="ops",
         ),
         w=8,
@@ -207,7 +226,9 @@ def model_service() -> dict[str, Any]:
         "publishing to Kafka and the prediction cache.",
         lay.panels,
         variables=[
-            query_variable("replica", "Replica", "label_values(driftloop_http_requests_total, replica)"),
+            query_variable(
+                "replica", "Replica", "label_values(driftloop_http_requests_total, replica)"
+            ),
         ],
     )
 
@@ -224,8 +245,16 @@ def drift() -> dict[str, Any]:
         2,
         "Feature drift · $statistic",
         [
-            prom(f'max by (feature) (driftloop_drift_value{{statistic="$statistic", {feat}, {ver}}})', "{{feature}}", "A"),
-            prom(f'max by (feature) (driftloop_drift_threshold{{statistic="$statistic", {feat}}})', "{{feature}} threshold", "B"),
+            prom(
+                f'max by (feature) (driftloop_drift_value{{statistic="$statistic", {feat}, {ver}}})',
+                "{{feature}}",
+                "A",
+            ),
+            prom(
+                f'max by (feature) (driftloop_drift_threshold{{statistic="$statistic", {feat}}})',
+                "{{feature}} threshold",
+                "B",
+            ),
         ],
         description="Solid: the statistic of each feature in the latest closed window. Dashed: "
         "the live threshold (driftloop_drift_threshold; change it with `driftloop thresholds "
@@ -258,7 +287,11 @@ def drift() -> dict[str, Any]:
             4,
             "Drift share (features over a threshold)",
             [
-                prom(f"max by (model_version) (driftloop_drift_share{{{ver}}})", "v{{model_version}}", "A"),
+                prom(
+                    f"max by (model_version) (driftloop_drift_share{{{ver}}})",
+                    "v{{model_version}}",
+                    "A",
+                ),
                 prom('max(driftloop_drift_threshold{statistic="drift_share"})', "threshold", "B"),
             ],
             unit="percentunit",
@@ -327,9 +360,21 @@ def drift() -> dict[str, Any]:
             30,
             "Online RMSE, MAE and bias",
             [
-                prom(f"max by (model_version) (driftloop_online_rmse_usd{{{ver}}})", "RMSE v{{model_version}}", "A"),
-                prom(f"max by (model_version) (driftloop_online_mae_usd{{{ver}}})", "MAE v{{model_version}}", "B"),
-                prom(f"max by (model_version) (driftloop_online_bias_usd{{{ver}}})", "bias v{{model_version}}", "C"),
+                prom(
+                    f"max by (model_version) (driftloop_online_rmse_usd{{{ver}}})",
+                    "RMSE v{{model_version}}",
+                    "A",
+                ),
+                prom(
+                    f"max by (model_version) (driftloop_online_mae_usd{{{ver}}})",
+                    "MAE v{{model_version}}",
+                    "B",
+                ),
+                prom(
+                    f"max by (model_version) (driftloop_online_bias_usd{{{ver}}})",
+                    "bias v{{model_version}}",
+                    "C",
+                ),
             ],
             unit="currencyUSD",
             minimum=None,
@@ -341,7 +386,11 @@ def drift() -> dict[str, Any]:
             31,
             "RMSE ÷ training holdout RMSE",
             [
-                prom(f"max by (model_version) (driftloop_online_rmse_ratio{{{ver}}})", "v{{model_version}}", "A"),
+                prom(
+                    f"max by (model_version) (driftloop_online_rmse_ratio{{{ver}}})",
+                    "v{{model_version}}",
+                    "A",
+                ),
                 prom('max(driftloop_drift_threshold{statistic="rmse_ratio"})', "threshold", "B"),
             ],
             description="PerformanceDegraded fires above the dashed threshold.",
@@ -473,7 +522,11 @@ def drift() -> dict[str, Any]:
             44,
             "Windows closed and labelled rows /s",
             [
-                prom(f"sum by (model_version) ({_rate('driftloop_windows_total')})", "windows v{{model_version}}", "A"),
+                prom(
+                    f"sum by (model_version) ({_rate('driftloop_windows_total')})",
+                    "windows v{{model_version}}",
+                    "A",
+                ),
                 prom(f"sum({_rate('driftloop_labelled_rows_total')})", "labelled rows", "B"),
             ],
             unit="ops",
@@ -499,18 +552,23 @@ def drift() -> dict[str, Any]:
         lay.panels,
         variables=[
             query_variable(
-                "statistic", "Statistic",
+                "statistic",
+                "Statistic",
                 'label_values(driftloop_drift_threshold{feature!=""}, statistic)',
             ),
             query_variable(
-                "feature", "Feature",
+                "feature",
+                "Feature",
                 f'label_values(driftloop_drift_value{{feature!="{PREDICTION_SERIES}"}}, feature)',
             ),
             query_variable(
-                "model_version", "Model version", "label_values(driftloop_drift_value, model_version)"
+                "model_version",
+                "Model version",
+                "label_values(driftloop_drift_value, model_version)",
             ),
             textbox_variable(
-                "drift_consumer_url", "Drift consumer URL",
+                "drift_consumer_url",
+                "Drift consumer URL",
                 f"http://localhost:{_LOCAL.drift_consumer}",
             ),
         ],

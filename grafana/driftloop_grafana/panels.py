@@ -15,8 +15,9 @@ SCHEMA_VERSION = 39
 GRID_WIDTH = 24
 
 
-def prom(expr: str, legend: str = "", ref: str = "A", *, instant: bool = False,
-         fmt: str | None = None) -> dict[str, Any]:
+def prom(
+    expr: str, legend: str = "", ref: str = "A", *, instant: bool = False, fmt: str | None = None
+) -> dict[str, Any]:
     """A Prometheus target (range query unless ``instant``)."""
     target: dict[str, Any] = {
         "refId": ref,
@@ -55,6 +56,7 @@ def thresholds(*steps: tuple[str, float | None]) -> dict[str, Any]:
 
 DEFAULT_THRESHOLDS = thresholds(("green", None))
 
+
 #: Draw a target (the threshold gauge) as a dashed red line.
 def threshold_line_override(ref: str = "B") -> dict[str, Any]:
     return {
@@ -68,10 +70,15 @@ def threshold_line_override(ref: str = "B") -> dict[str, Any]:
     }
 
 
-def _field_config(unit: str, *, minimum: float | None = 0, maximum: float | None = None,
-                  custom: dict[str, Any] | None = None,
-                  steps: dict[str, Any] | None = None,
-                  overrides: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _field_config(
+    unit: str,
+    *,
+    minimum: float | None = 0,
+    maximum: float | None = None,
+    custom: dict[str, Any] | None = None,
+    steps: dict[str, Any] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     defaults: dict[str, Any] = {"unit": unit, "thresholds": steps or DEFAULT_THRESHOLDS}
     if minimum is not None:
         defaults["min"] = minimum
@@ -82,8 +89,9 @@ def _field_config(unit: str, *, minimum: float | None = 0, maximum: float | None
     return {"defaults": defaults, "overrides": overrides or []}
 
 
-def _base(panel_id: int, kind: str, title: str, description: str,
-          datasource: dict[str, Any] | None) -> dict[str, Any]:
+def _base(
+    panel_id: int, kind: str, title: str, description: str, datasource: dict[str, Any] | None
+) -> dict[str, Any]:
     panel: dict[str, Any] = {"id": panel_id, "type": kind, "title": title}
     if description:
         panel["description"] = description
@@ -92,11 +100,21 @@ def _base(panel_id: int, kind: str, title: str, description: str,
     return panel
 
 
-def timeseries(panel_id: int, title: str, targets: list[dict[str, Any]], *, unit: str = "short",
-               description: str = "", minimum: float | None = 0, maximum: float | None = None,
-               stack: bool = False, bars: bool = False, threshold_ref: str | None = None,
-               threshold_steps: dict[str, Any] | None = None,
-               overrides: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def timeseries(
+    panel_id: int,
+    title: str,
+    targets: list[dict[str, Any]],
+    *,
+    unit: str = "short",
+    description: str = "",
+    minimum: float | None = 0,
+    maximum: float | None = None,
+    stack: bool = False,
+    bars: bool = False,
+    threshold_ref: str | None = None,
+    threshold_steps: dict[str, Any] | None = None,
+    overrides: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     custom: dict[str, Any] = {
         "drawStyle": "bars" if bars else "line",
         "lineWidth": 1,
@@ -112,8 +130,14 @@ def timeseries(panel_id: int, title: str, targets: list[dict[str, Any]], *, unit
         extra.append(threshold_line_override(threshold_ref))
     panel = _base(panel_id, "timeseries", title, description, _datasource_of(targets))
     panel["targets"] = targets
-    panel["fieldConfig"] = _field_config(unit, minimum=minimum, maximum=maximum, custom=custom,
-                                         steps=threshold_steps, overrides=extra)
+    panel["fieldConfig"] = _field_config(
+        unit,
+        minimum=minimum,
+        maximum=maximum,
+        custom=custom,
+        steps=threshold_steps,
+        overrides=extra,
+    )
     panel["options"] = {
         "legend": {"displayMode": "list", "placement": "bottom", "showLegend": True},
         "tooltip": {"mode": "multi", "sort": "desc"},
@@ -121,9 +145,16 @@ def timeseries(panel_id: int, title: str, targets: list[dict[str, Any]], *, unit
     return panel
 
 
-def stat(panel_id: int, title: str, targets: list[dict[str, Any]], *, unit: str = "short",
-         description: str = "", steps: dict[str, Any] | None = None,
-         calc: str = "lastNotNull") -> dict[str, Any]:
+def stat(
+    panel_id: int,
+    title: str,
+    targets: list[dict[str, Any]],
+    *,
+    unit: str = "short",
+    description: str = "",
+    steps: dict[str, Any] | None = None,
+    calc: str = "lastNotNull",
+) -> dict[str, Any]:
     panel = _base(panel_id, "stat", title, description, _datasource_of(targets))
     panel["targets"] = targets
     panel["fieldConfig"] = _field_config(unit, minimum=None, steps=steps)
@@ -138,9 +169,14 @@ def stat(panel_id: int, title: str, targets: list[dict[str, Any]], *, unit: str 
     return panel
 
 
-def state_timeline(panel_id: int, title: str, targets: list[dict[str, Any]], *,
-                   description: str = "",
-                   mappings: dict[str, tuple[str, str]] | None = None) -> dict[str, Any]:
+def state_timeline(
+    panel_id: int,
+    title: str,
+    targets: list[dict[str, Any]],
+    *,
+    description: str = "",
+    mappings: dict[str, tuple[str, str]] | None = None,
+) -> dict[str, Any]:
     """``mappings``: raw value -> (text, colour), e.g. ``{"1": ("up", "green")}``."""
     panel = _base(panel_id, "state-timeline", title, description, _datasource_of(targets))
     panel["targets"] = targets
@@ -166,8 +202,9 @@ def state_timeline(panel_id: int, title: str, targets: list[dict[str, Any]], *,
     return panel
 
 
-def heatmap(panel_id: int, title: str, target: dict[str, Any], *, unit: str,
-            description: str = "") -> dict[str, Any]:
+def heatmap(
+    panel_id: int, title: str, target: dict[str, Any], *, unit: str, description: str = ""
+) -> dict[str, Any]:
     panel = _base(panel_id, "heatmap", title, description, _datasource_of([target]))
     panel["targets"] = [target]
     panel["fieldConfig"] = {"defaults": {}, "overrides": []}
@@ -183,8 +220,9 @@ def heatmap(panel_id: int, title: str, target: dict[str, Any], *, unit: str,
     return panel
 
 
-def table(panel_id: int, title: str, targets: list[dict[str, Any]], *,
-          description: str = "") -> dict[str, Any]:
+def table(
+    panel_id: int, title: str, targets: list[dict[str, Any]], *, description: str = ""
+) -> dict[str, Any]:
     panel = _base(panel_id, "table", title, description, _datasource_of(targets))
     panel["targets"] = targets
     panel["fieldConfig"] = _field_config("short", minimum=None)
@@ -192,8 +230,9 @@ def table(panel_id: int, title: str, targets: list[dict[str, Any]], *,
     return panel
 
 
-def alertlist(panel_id: int, title: str, *, description: str = "",
-              datasource_uid: str | None = None) -> dict[str, Any]:
+def alertlist(
+    panel_id: int, title: str, *, description: str = "", datasource_uid: str | None = None
+) -> dict[str, Any]:
     """Grafana's alert list (no query): Grafana-managed rules, or an Alertmanager's alerts."""
     panel = _base(panel_id, "alertlist", title, description, None)
     panel["options"] = {
@@ -206,8 +245,13 @@ def alertlist(panel_id: int, title: str, *, description: str = "",
         "alertName": "",
         "alertInstanceLabelFilter": "",
         "folder": {"title": names.FOLDER_TITLE, "uid": names.FOLDER_UID},
-        "stateFilter": {"firing": True, "pending": True, "noData": True, "normal": False,
-                        "error": True},
+        "stateFilter": {
+            "firing": True,
+            "pending": True,
+            "noData": True,
+            "normal": False,
+            "error": True,
+        },
     }
     if datasource_uid:
         panel["options"]["datasource"] = datasource_uid
@@ -227,14 +271,25 @@ def _datasource_of(targets: list[dict[str, Any]]) -> dict[str, Any]:
     return {"type": "datasource", "uid": "-- Mixed --"}
 
 
-def query_variable(name: str, label: str, query: str, *, multi: bool = True,
-                   include_all: bool = True, datasource: dict[str, Any] | None = None,
-                   regex: str = "") -> dict[str, Any]:
+def query_variable(
+    name: str,
+    label: str,
+    query: str,
+    *,
+    multi: bool = True,
+    include_all: bool = True,
+    datasource: dict[str, Any] | None = None,
+    regex: str = "",
+) -> dict[str, Any]:
     """A Prometheus ``label_values(...)`` (or InfluxQL ``SHOW TAG VALUES``) variable."""
     ds = dict(datasource or names.PROMETHEUS)
     model: Any = query
     if ds["type"] == "prometheus":
-        model = {"qryType": 1, "query": query, "refId": "PrometheusVariableQueryEditor-VariableQuery"}
+        model = {
+            "qryType": 1,
+            "query": query,
+            "refId": "PrometheusVariableQueryEditor-VariableQuery",
+        }
     return {
         "name": name,
         "label": label,
@@ -341,10 +396,16 @@ class Layout:
         self.y += 1
 
 
-def dashboard(uid: str, title: str, description: str, panels: list[dict[str, Any]], *,
-              variables: list[dict[str, Any]] | None = None,
-              links: list[dict[str, Any]] | None = None,
-              time_from: str = "now-1h") -> dict[str, Any]:
+def dashboard(
+    uid: str,
+    title: str,
+    description: str,
+    panels: list[dict[str, Any]],
+    *,
+    variables: list[dict[str, Any]] | None = None,
+    links: list[dict[str, Any]] | None = None,
+    time_from: str = "now-1h",
+) -> dict[str, Any]:
     return {
         "uid": uid,
         "title": title,

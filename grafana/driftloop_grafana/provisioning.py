@@ -82,7 +82,10 @@ def dashboard_providers() -> dict[str, Any]:
                 "disableDeletion": True,
                 "allowUiUpdates": False,
                 "updateIntervalSeconds": 30,
-                "options": {"path": names.DASHBOARDS_CONTAINER_PATH, "foldersFromFilesStructure": False},
+                "options": {
+                    "path": names.DASHBOARDS_CONTAINER_PATH,
+                    "foldersFromFilesStructure": False,
+                },
             }
         ],
     }

@@ -110,10 +110,13 @@ def _set_champion(training: TrainingSettings, version: str, reason: str) -> None
 
 @pytest.fixture
 def baseline_champion(training: TrainingSettings, champion: str) -> Iterator[str]:
-    """The bootstrap champion serves during the scenario and again after it."""
+    """The bootstrap champion serves during the scenario; afterwards whichever version served
+    before the test serves again, so scenarios leave the shared stack as they found it."""
+    before = registry.get_champion(training.mlflow_tracking_uri)
     _set_champion(training, champion, "test setup: bootstrap champion")
     yield champion
-    _set_champion(training, champion, "test teardown: restore bootstrap champion")
+    restore = before.version if before is not None else champion
+    _set_champion(training, restore, "test teardown: restore the previous champion")
 
 
 @pytest.fixture(scope="module")
@@ -397,4 +400,18 @@ def test_repeated_run_id_is_a_conflict(airflow: Airflow) -> None:
     assert first.state == "success"
     body = TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=None)
     with airflow.api() as api, pytest.raises(ConflictException):
+        DagRunApi(api).trigger_dag_run(DAG_ID, body)
+
+
+def test_invalid_param_is_refused_at_trigger(airflow: Airflow) -> None:
+    """Params are validated by the API server: a bad override never becomes a run."""
+    from airflow_client.client import DagRunApi, TriggerDAGRunPostBody
+    from airflow_client.client.exceptions import BadRequestException
+
+    body = TriggerDAGRunPostBody(
+        dag_run_id=f"test_invalid_{uuid.uuid4().hex[:12]}",
+        conf={"lookback_hours": 0, "alertname": "DriftShareHigh"},
+        logical_date=None,
+    )
+    with airflow.api() as api, pytest.raises(BadRequestException, match="lookback_hours"):
         DagRunApi(api).trigger_dag_run(DAG_ID, body)

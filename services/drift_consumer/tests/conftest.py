@@ -67,8 +67,9 @@ def make_reference(seed: int = 0, n: int = 16_000, version: str = "1") -> Refere
     rng = np.random.default_rng(seed)
     frame, prediction = synthetic_frame(rng, n)
     profile = compute_profile(frame, prediction, created_at=T0)
-    return ReferenceData(frame, prediction, profile, CompiledReference.from_profile(profile,
-                                                                                     version))
+    return ReferenceData(
+        frame, prediction, profile, CompiledReference.from_profile(profile, version)
+    )
 
 
 @pytest.fixture(scope="session")
@@ -98,8 +99,9 @@ def prediction_event(
 
 
 def feedback_event(request_id: str, actual: float, ts: datetime | None = None) -> FeedbackEvent:
-    return FeedbackEvent(request_id=request_id, timestamp=ts or T0 + timedelta(minutes=1),
-                         actual=actual)
+    return FeedbackEvent(
+        request_id=request_id, timestamp=ts or T0 + timedelta(minutes=1), actual=actual
+    )
 
 
 # --- fake Redis ---------------------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from .conftest import ReferenceData, matrix, synthetic_frame
 from scipy import stats
 
 from driftloop_contracts import FEATURE_NAMES
@@ -19,6 +18,8 @@ from driftloop_drift_consumer.drift import (
 )
 from driftloop_drift_consumer.thresholds import ThresholdSet
 from driftloop_training.profile import bin_fractions
+
+from .conftest import ReferenceData, matrix, synthetic_frame
 
 TOL = 1e-9
 
@@ -72,7 +73,7 @@ def test_ks_with_heavy_ties_equals_scipy() -> None:
 def test_bin_counts_use_the_profile_convention(reference: ReferenceData) -> None:
     """Counting the reference itself gives back the profile's fractions exactly."""
     counts = reference.compiled.bin_counts(reference.values)
-    for i, name in enumerate(SERIES_NAMES):
+    for i in range(len(SERIES_NAMES)):
         s = reference.compiled.series[i]
         n_real = len(s.fractions)
         assert counts[i, n_real:].sum() == 0
@@ -92,7 +93,8 @@ def test_tied_feature_has_fewer_bins_and_padding_never_counts(reference: Referen
     assert reference.compiled.bin_mask[age].sum() == n_real
     # identical distribution -> PSI ~ 0 even with padded bins in the matrix
     psi = psi_from_fractions(
-        reference.compiled.ref_fractions, reference.compiled.ref_fractions,
+        reference.compiled.ref_fractions,
+        reference.compiled.ref_fractions,
         reference.compiled.bin_mask,
     )
     np.testing.assert_allclose(psi, 0.0, atol=1e-15)
@@ -186,8 +188,8 @@ def test_decide_uses_greater_than_and_per_feature_overrides(reference: Reference
 
 
 def test_statistics_are_large_for_a_shift_and_small_without(reference: ReferenceData) -> None:
-    (_, same), = windows(reference, (1000,), shift=0.0)
-    (_, moved), = windows(reference, (1000,), shift=0.5)
+    ((_, same),) = windows(reference, (1000,), shift=0.0)
+    ((_, moved),) = windows(reference, (1000,), shift=0.5)
     income = SERIES_NAMES.index("median_income_in_block")
     a = compute_statistics(reference.compiled, same)
     b = compute_statistics(reference.compiled, moved)

@@ -88,8 +88,13 @@ def test_labelled_row_columns_and_error_sign() -> None:
     record = row.as_record()
     assert record["prediction"] == 210_000.0 and record["actual"] == 200_000.0
     assert row.error == 10_000.0  # positive: over-prediction
-    assert list(record)[:5] == ["request_id", "predicted_at", "labelled_at", "model_name",
-                                "model_version"]
+    assert list(record)[:5] == [
+        "request_id",
+        "predicted_at",
+        "labelled_at",
+        "model_name",
+        "model_version",
+    ]
 
 
 def test_online_error_equals_direct_computation_over_the_rolling_window() -> None:

@@ -19,8 +19,7 @@ from .conftest import ReferenceData
 def closed_window(reference: ReferenceData):
     wm = WindowManager(WindowPolicy(), reference.compiled)
     values = reference.values[:200]
-    (w,) = wm.add(1, EventBatch(np.arange(100, 300), np.full(200, 1_700_000_000_000_000),
-                                values))
+    (w,) = wm.add(1, EventBatch(np.arange(100, 300), np.full(200, 1_700_000_000_000_000), values))
     return w
 
 
@@ -31,8 +30,9 @@ def test_window_lines(reference: ReferenceData) -> None:
     ts = str(w.time_ns)
     assert all(line.endswith(" " + ts) for line in lines)
     assert any(
-        line.startswith("drift,feature=median_income_in_block,model_version=1,partition=1,"
-                        "statistic=psi value=")
+        line.startswith(
+            "drift,feature=median_income_in_block,model_version=1,partition=1,statistic=psi value="
+        )
         for line in lines
     )
     summary = lines[-1]
@@ -43,8 +43,7 @@ def test_window_lines(reference: ReferenceData) -> None:
 
 
 def test_online_error_line_skips_unknown_ratio() -> None:
-    line = online_error_line("4", rmse=1.0, mae=0.5, bias=-0.1, ratio=None, rows=10,
-                             time_ns=5)
+    line = online_error_line("4", rmse=1.0, mae=0.5, bias=-0.1, ratio=None, rows=10, time_ns=5)
     assert line == "online_error,model_version=4 bias_usd=-0.1,mae_usd=0.5,rmse_usd=1,rows=10i 5"
 
 
@@ -56,8 +55,9 @@ def make_sink(handler) -> tuple[InfluxSink, list[httpx.Request]]:
         return handler(request)
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(record))
-    return InfluxSink("http://influx:8086/", "driftloop", client=client, batch_lines=2,
-                      retry_initial_s=0.001), seen
+    return InfluxSink(
+        "http://influx:8086/", "driftloop", client=client, batch_lines=2, retry_initial_s=0.001
+    ), seen
 
 
 async def test_write_creates_the_database_once_and_chunks() -> None:
@@ -82,8 +82,11 @@ async def test_transient_failures_are_retried_then_raised() -> None:
 
     sink, _ = make_sink(flaky)
     assert await sink.write(["a v=1 1"]) == 1
-    down, _ = make_sink(lambda r: httpx.Response(200) if r.url.path == "/query"
-                        else httpx.Response(500, text="boom"))
+    down, _ = make_sink(
+        lambda r: (
+            httpx.Response(200) if r.url.path == "/query" else httpx.Response(500, text="boom")
+        )
+    )
     with pytest.raises(InfluxWriteError, match="boom"):
         await down.write(["a v=1 1"])
 

@@ -17,8 +17,16 @@ NOW = datetime(2026, 3, 1, 14, 30, tzinfo=UTC)
 
 
 def row(rid: str, labelled_at: datetime, actual: float = 100_000.0) -> LabelledRow:
-    return LabelledRow(rid, labelled_at - timedelta(minutes=5), labelled_at, "california-housing",
-                       "3", (3.0, 20.0, 5.0, 1.0, 900.0, 3.0, 37.0, -122.0), 110_000.0, actual)
+    return LabelledRow(
+        rid,
+        labelled_at - timedelta(minutes=5),
+        labelled_at,
+        "california-housing",
+        "3",
+        (3.0, 20.0, 5.0, 1.0, 900.0, 3.0, 37.0, -122.0),
+        110_000.0,
+        actual,
+    )
 
 
 def test_rows_land_in_their_hour_partitions_and_read_back(tmp_path: Path) -> None:
@@ -26,8 +34,10 @@ def test_rows_land_in_their_hour_partitions_and_read_back(tmp_path: Path) -> Non
     rows = [row("a", NOW), row("b", NOW + timedelta(hours=1)), row("c", NOW)]
     paths = writer.write(Flush(1, 40, 49, rows), now=NOW)
     rel = sorted(str(p.relative_to(tmp_path)) for p in paths)
-    assert rel == ["date=2026-03-01/hour=14/part-p1-o40-49.parquet",
-                   "date=2026-03-01/hour=15/part-p1-o40-49.parquet"]
+    assert rel == [
+        "date=2026-03-01/hour=14/part-p1-o40-49.parquet",
+        "date=2026-03-01/hour=15/part-p1-o40-49.parquet",
+    ]
     assert not [p for p in tmp_path.rglob("*") if p.name.endswith(".tmp")]
     log = read_labelled_log(tmp_path, start=NOW - timedelta(hours=1), end=NOW + timedelta(hours=2))
     assert sorted(log.frame["request_id"]) == ["a", "b", "c"]

@@ -50,13 +50,16 @@ def test_replay_with_other_batch_boundaries_rebuilds_the_same_windows(
     whole = batch(values, first_offset=0, t0_us=10**15)
 
     def run(cuts: list[int]) -> list[tuple[int, int, int, tuple[float, ...]]]:
-        wm = WindowManager(WindowPolicy(events=200, seconds=0.15, min_events=120),
-                           reference.compiled)
+        wm = WindowManager(
+            WindowPolicy(events=200, seconds=0.15, min_events=120), reference.compiled
+        )
         out = []
         for a, b in zip([0, *cuts], [*cuts, len(values)], strict=True):
             part = EventBatch(whole.offsets[a:b], whole.timestamps_us[a:b], values[a:b])
-            out += [(w.first_offset, w.last_offset, w.time_ns, tuple(w.statistics.psi))
-                    for w in wm.add(0, part)]
+            out += [
+                (w.first_offset, w.last_offset, w.time_ns, tuple(w.statistics.psi))
+                for w in wm.add(0, part)
+            ]
         return out
 
     one = run([])
@@ -66,15 +69,13 @@ def test_replay_with_other_batch_boundaries_rebuilds_the_same_windows(
 
 
 def test_time_rule_needs_min_events(reference: ReferenceData) -> None:
-    wm = WindowManager(WindowPolicy(events=1000, seconds=1.0, min_events=200),
-                       reference.compiled)
+    wm = WindowManager(WindowPolicy(events=1000, seconds=1.0, min_events=200), reference.compiled)
     values = sample(reference, 600)
     # 10 ms apart: 1 s of event time after 100 events, but min_events holds it to 200
     closed = wm.add(0, batch(values, step_us=10_000))
     assert [w.n for w in closed] == [200, 200]
     # 600 events within 0.6 s: neither rule fires, the window keeps filling
-    wm2 = WindowManager(WindowPolicy(events=1000, seconds=1.0, min_events=200),
-                        reference.compiled)
+    wm2 = WindowManager(WindowPolicy(events=1000, seconds=1.0, min_events=200), reference.compiled)
     assert wm2.add(0, batch(values, step_us=1_000)) == []
     open_window = wm2.open_window(0)
     assert open_window is not None and open_window.count == 600
@@ -129,8 +130,7 @@ def test_merge_is_additive_and_equals_the_concatenation(reference: ReferenceData
 def test_time_ns_is_distinct_per_window_and_stable(reference: ReferenceData) -> None:
     wm = WindowManager(WindowPolicy(events=200, min_events=200), reference.compiled)
     values = sample(reference, 400)
-    same_time = EventBatch(np.arange(400, dtype=np.int64), np.full(400, 10**15, np.int64),
-                           values)
+    same_time = EventBatch(np.arange(400, dtype=np.int64), np.full(400, 10**15, np.int64), values)
     w1, w2 = wm.add(0, same_time)
     assert w1.time_ns != w2.time_ns
     assert w1.time_ns // 1000 == 10**15

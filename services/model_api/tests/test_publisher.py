@@ -75,7 +75,6 @@ async def test_failed_delivery_is_requeued_in_order_and_delivered_after_recovery
         batch_size=4,
         retry_initial_s=0.01,
         retry_max_s=0.02,
-        rebuild_after_failures=2,
     )
     await publisher.start()
     producer.fail = True

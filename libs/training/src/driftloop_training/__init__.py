@@ -10,12 +10,11 @@ Entry points other packages call:
   / :func:`~driftloop_training.registry.load_profile` — the served model and its baseline.
 """
 
-from .errors import DataError, NotEnoughData, PublishError, RegistryError, TrainingError
+from .errors import DataError, PublishError, RegistryError, TrainingError
 from .settings import TrainingSettings, load_training_settings
 
 __all__ = [
     "DataError",
-    "NotEnoughData",
     "PublishError",
     "RegistryError",
     "TrainingError",

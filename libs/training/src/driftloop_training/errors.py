@@ -2,11 +2,11 @@
 
     TrainingError                 base of everything below
     ├── DataError                 input data is missing or malformed: retrying will not help
-    │   └── NotEnoughData         fewer labelled rows than the configured minimum
     ├── RegistryError             MLflow could not be reached or answered an error: transient
     └── PublishError              the ModelPromoted event was not acknowledged: transient
 
 The DAG maps ``DataError`` to "fail now" and the transient families to "retry with backoff".
+Too little labelled data is not an error: ``retrain.collect`` returns a *skipped* outcome.
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ class TrainingError(RuntimeError):
 
 class DataError(TrainingError):
     """The base data or the labelled log is missing or does not have the expected layout."""
-
-
-class NotEnoughData(DataError):
-    """Too few labelled rows in the lookback window to train and judge a challenger."""
 
 
 class RegistryError(TrainingError):

@@ -43,9 +43,9 @@ class BridgeSettings(BaseSettings):
     allow_unauthenticated: bool = False
     webhook_token: SecretStr | None = Field(default=None, validate_default=True)
     #: Grafana's HMAC option (contact point ``hmacConfig``): when set, /webhooks/grafana also
-    #: needs a valid signature. Header defaults are Grafana's own default signature header and the
-    #: timestamp header name used in driftloop's provisioning; an empty timestamp header disables
-    #: replay protection (Grafana only sends one when ``timestamp_header`` is configured).
+    #: needs a valid signature. The signature header default is Grafana's own default; Grafana
+    #: has no default timestamp header, so set its ``timestamp_header`` to the name below. An
+    #: empty timestamp header accepts body-only signatures (no replay protection).
     hmac_secret: SecretStr | None = None
     hmac_signature_header: str = Field(default="X-Grafana-Alert-Signature", min_length=1)
     hmac_timestamp_header: str = "X-Grafana-Alert-Timestamp"

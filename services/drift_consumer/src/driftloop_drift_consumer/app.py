@@ -101,6 +101,7 @@ def create_app(
                 settings.kafka_bootstrap,
                 client_id=f"driftloop-drift-{settings.instance_id}",
                 session_timeout_ms=settings.kafka_session_timeout_ms,
+                topic=settings.model_events_topic,
             )
         loop = DriftLoop(
             settings,
@@ -112,7 +113,10 @@ def create_app(
                 ks_method=settings.ks_method,
             ),
             references=ReferenceManager(
-                reference_source or MlflowReferenceSource(settings.mlflow_tracking_uri),
+                reference_source
+                or MlflowReferenceSource(
+                    settings.mlflow_tracking_uri, settings.model_name, settings.champion_alias
+                ),
                 settings.state_dir,
             ),
             join_store=JoinStore(client, settings.join_ttl_seconds),

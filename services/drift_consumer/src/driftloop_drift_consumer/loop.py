@@ -162,6 +162,9 @@ class DriftLoop:
         self._reference_check = asyncio.Event()
         self._reference_ready = asyncio.Event()
         self._abandoned = False
+        #: Actual topic names (settings); events are decoded by the contracts' canonical ones.
+        self._predictions_topic = settings.predictions_topic
+        self._feedback_topic = settings.feedback_topic
 
     # --- thresholds and reference --------------------------------------------------------
 
@@ -216,10 +219,9 @@ class DriftLoop:
                 self._reference_ready.set()  # consume anyway: joins and the log need no reference
                 await self._wait(delay)
         while not self.stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._reference_check.wait(), self.settings.reference_check_interval_seconds
-                )
+            await self._wait(
+                self.settings.reference_check_interval_seconds, also=self._reference_check
+            )
             self._reference_check.clear()
             if self.stopping.is_set():
                 break
@@ -261,7 +263,7 @@ class DriftLoop:
         try:
             event = decode_event(MODEL_EVENTS_TOPIC, record.value)
         except EventError as exc:
-            self.metrics.events_invalid.labels(MODEL_EVENTS_TOPIC, exc.reason).inc()
+            self.metrics.events_invalid.labels(tp.topic, exc.reason).inc()
             log.warning(
                 "invalid_event",
                 topic=tp.topic,
@@ -271,10 +273,10 @@ class DriftLoop:
                 error=str(exc),
             )
             return
-        self.metrics.events_consumed.labels(MODEL_EVENTS_TOPIC).inc()
+        self.metrics.events_consumed.labels(tp.topic).inc()
         assert isinstance(event, ModelPromoted)
         if event.model_name != self.settings.model_name:
-            self.metrics.events_invalid.labels(MODEL_EVENTS_TOPIC, "unknown_model").inc()
+            self.metrics.events_invalid.labels(tp.topic, "unknown_model").inc()
             return
         log.info("model_promoted_received", version=event.version, reason=event.reason)
         self.request_reference_check()
@@ -298,7 +300,8 @@ class DriftLoop:
             self._abandoned = False
             try:
                 consumer.subscribe(
-                    [PREDICTIONS_TOPIC, FEEDBACK_TOPIC], listener=DriftRebalanceListener(self)
+                    [self._predictions_topic, self._feedback_topic],
+                    listener=DriftRebalanceListener(self),
                 )
                 await consumer.start()
             except Exception as exc:
@@ -382,9 +385,9 @@ class DriftLoop:
                     self.metrics.lag.labels(tp.topic, str(tp.partition)).set(
                         max(0, high - self._next_offset[tp])
                     )
-            if tp.topic == PREDICTIONS_TOPIC:
+            if tp.topic == self._predictions_topic:
                 predictions[tp.partition] = self._decode_predictions(tp, records)
-            elif tp.topic == FEEDBACK_TOPIC:
+            elif tp.topic == self._feedback_topic:
                 feedback[tp.partition] = self._decode_feedback(tp, records)
 
         # 1. predictions into the join store before anything can commit past them
@@ -457,7 +460,7 @@ class DriftLoop:
         out = []
         for record in records:
             try:
-                event = decode_event(tp.topic, record.value)
+                event = decode_event(PREDICTIONS_TOPIC, record.value)
             except EventError as exc:
                 self._invalid(tp, record.offset, exc.reason, str(exc))
                 continue
@@ -481,7 +484,7 @@ class DriftLoop:
         out: list[tuple[int, FeedbackEvent | None]] = []
         for record in records:
             try:
-                out.append((record.offset, decode_event(tp.topic, record.value)))
+                out.append((record.offset, decode_event(FEEDBACK_TOPIC, record.value)))
             except EventError as exc:
                 self._invalid(tp, record.offset, exc.reason, str(exc))
                 out.append((record.offset, None))
@@ -527,7 +530,7 @@ class DriftLoop:
         for buffer in self._buffers.values():
             for offset in buffer.expire(now, self.settings.feedback_wait_seconds):
                 self._invalid(
-                    TopicPartition(FEEDBACK_TOPIC, buffer.partition),
+                    TopicPartition(self._feedback_topic, buffer.partition),
                     offset,
                     "unmatched_feedback",
                     "no prediction for this request_id",
@@ -623,7 +626,7 @@ class DriftLoop:
             next_offset = self._next_offset.get(tp)
             if next_offset is None:
                 continue
-            if tp.topic == PREDICTIONS_TOPIC:
+            if tp.topic == self._predictions_topic:
                 offset = self.windows.commit_offset(tp.partition, next_offset)
             else:
                 buffer = self._buffers.get(tp.partition)
@@ -662,7 +665,7 @@ class DriftLoop:
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
             consumer = self._consumer
-            feedback_parts = {tp.partition for tp in revoked if tp.topic == FEEDBACK_TOPIC}
+            feedback_parts = {tp.partition for tp in revoked if tp.topic == self._feedback_topic}
             if consumer is not None:
                 try:
                     lines = await self._flush_labelled(
@@ -692,7 +695,7 @@ class DriftLoop:
                     self._counted_through.pop(tp, None)  # new group or new broker epoch
                 else:
                     self._committed[tp] = committed
-                if tp.topic == FEEDBACK_TOPIC:
+                if tp.topic == self._feedback_topic:
                     through = await asyncio.to_thread(
                         self.labelled.logged_through,
                         tp.partition,
@@ -714,9 +717,9 @@ class DriftLoop:
         for tp in tps:
             self._next_offset.pop(tp, None)
             self._committed.pop(tp, None)
-            if tp.topic == PREDICTIONS_TOPIC:
+            if tp.topic == self._predictions_topic:
                 self.windows.drop([tp.partition])
-            elif tp.topic == FEEDBACK_TOPIC:
+            elif tp.topic == self._feedback_topic:
                 self._buffers.pop(tp.partition, None)
 
     # --- helpers --------------------------------------------------------------------------
@@ -745,9 +748,16 @@ class DriftLoop:
             self.metrics.set_sink_ok(sink, True)
             return result
 
-    async def _wait(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.stopping.wait(), seconds)
+    async def _wait(self, seconds: float, also: asyncio.Event | None = None) -> None:
+        """Sleep up to ``seconds``; wake early on shutdown (or when ``also`` is set)."""
+        waiters = [asyncio.ensure_future(self.stopping.wait())]
+        if also is not None:
+            waiters.append(asyncio.ensure_future(also.wait()))
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waiters:
+                w.cancel()
 
     @property
     def reference_version(self) -> str | None:

@@ -1,8 +1,9 @@
 """The champion's reference profile: resolved from MLflow, switched on promotion.
 
 The version behind alias ``champion`` of the model carries its profile as the run artifact
-``PROFILE_ARTIFACT_PATH`` and its holdout RMSE as a run metric; the training package's
-registry helpers read both. The last profile used is also kept under ``STATE_DIR``, so a
+``PROFILE_ARTIFACT_PATH`` and its holdout RMSE as the run metric ``HOLDOUT_RMSE_METRIC`` (the
+layout the training package's registry module writes); ``MlflowClient`` reads both, so the
+consumer needs no scikit-learn. The last profile used is also kept under ``STATE_DIR``, so a
 restart while MLflow is down still measures drift against the right baseline (it is replaced
 as soon as MLflow answers with a different champion).
 
@@ -18,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +28,14 @@ from typing import Any, Protocol
 
 import structlog
 
-from driftloop_contracts import ReferenceProfile
+from driftloop_contracts import (
+    CHAMPION_ALIAS,
+    HOLDOUT_RMSE_METRIC,
+    MODEL_EVENTS_TOPIC,
+    MODEL_NAME,
+    PROFILE_ARTIFACT_PATH,
+    ReferenceProfile,
+)
 
 from .drift import CompiledReference
 from .errors import ReferenceUnavailable
@@ -73,29 +82,69 @@ class ReferenceSource(Protocol):
 
 
 class MlflowReferenceSource:
-    """:class:`ReferenceSource` over the training package's registry helpers."""
+    """:class:`ReferenceSource` over ``MlflowClient``: alias -> version -> run -> artifact.
 
-    def __init__(self, tracking_uri: str) -> None:
+    The model name and alias come from settings (defaults: the contracts' ``MODEL_NAME`` and
+    ``CHAMPION_ALIAS``), which lets an isolated test consumer follow a model of its own.
+    Blocking; the manager calls it in a thread.
+    """
+
+    def __init__(
+        self, tracking_uri: str, model_name: str = MODEL_NAME, alias: str = CHAMPION_ALIAS
+    ) -> None:
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         self._uri = tracking_uri
+        self._name = model_name
+        self._alias = alias
+        self._client: Any = None
+
+    def _mlflow(self) -> Any:
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
+        return self._client
+
+    def _ref(self, mv: Any) -> VersionRef:
+        rmse: float | None = None
+        if mv.run_id:
+            try:
+                rmse = self._mlflow().get_run(mv.run_id).data.metrics.get(HOLDOUT_RMSE_METRIC)
+            except Exception:  # a deleted run must not hide the version
+                rmse = None
+        return VersionRef(str(mv.version), mv.run_id or "", rmse)
 
     def champion(self) -> VersionRef | None:
-        from driftloop_training import registry
+        from mlflow.exceptions import MlflowException
 
-        info = registry.get_champion(self._uri)
-        return (
-            None if info is None else VersionRef(info.version, info.run_id, info.holdout_rmse_usd)
-        )
+        try:
+            mv = self._mlflow().get_model_version_by_alias(self._name, self._alias)
+        except MlflowException as exc:
+            if exc.error_code in (
+                "RESOURCE_DOES_NOT_EXIST",
+                "NOT_FOUND",
+                "INVALID_PARAMETER_VALUE",
+            ):
+                return None
+            raise
+        return self._ref(mv)
 
     def version(self, version: str) -> VersionRef:
-        from driftloop_training import registry
-
-        info = registry.get_version(self._uri, version)
-        return VersionRef(info.version, info.run_id, info.holdout_rmse_usd)
+        return self._ref(self._mlflow().get_model_version(self._name, version))
 
     def profile(self, run_id: str) -> ReferenceProfile:
-        from driftloop_training import registry
+        import mlflow.artifacts
 
-        return registry.load_profile_for_run(self._uri, run_id)
+        if not run_id:
+            raise ReferenceUnavailable("the champion version has no source run")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                run_id=run_id,
+                artifact_path=PROFILE_ARTIFACT_PATH,
+                dst_path=tmp,
+                tracking_uri=self._uri,
+            )
+            return ReferenceProfile.model_validate_json(Path(path).read_text())
 
 
 class ReferenceManager:
@@ -196,17 +245,15 @@ class ReferenceManager:
 
 
 def model_events_consumer_factory(
-    bootstrap: str, *, client_id: str, session_timeout_ms: int
+    bootstrap: str, *, client_id: str, session_timeout_ms: int, topic: str = MODEL_EVENTS_TOPIC
 ) -> Callable[[], Any]:
     """A group-less consumer of ``model-events`` from the end: every instance sees every event."""
 
     def make() -> Any:
         from aiokafka import AIOKafkaConsumer
 
-        from driftloop_contracts import MODEL_EVENTS_TOPIC
-
         return AIOKafkaConsumer(
-            MODEL_EVENTS_TOPIC,
+            topic,
             bootstrap_servers=bootstrap,
             client_id=client_id,
             group_id=None,

@@ -14,7 +14,16 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from driftloop_contracts import CHAMPION_ALIAS, DEFAULT_BASE_PORT, HOST, MODEL_NAME, PortPlan
+from driftloop_contracts import (
+    CHAMPION_ALIAS,
+    DEFAULT_BASE_PORT,
+    FEEDBACK_TOPIC,
+    HOST,
+    MODEL_EVENTS_TOPIC,
+    MODEL_NAME,
+    PREDICTIONS_TOPIC,
+    PortPlan,
+)
 
 _DEFAULT_PORTS = PortPlan(DEFAULT_BASE_PORT)
 
@@ -32,6 +41,10 @@ class DriftConsumerSettings(BaseSettings):
 
     # --- Kafka ----------------------------------------------------------------------------
     kafka_bootstrap: str = f"{HOST}:{_DEFAULT_PORTS.kafka}"
+    #: Topic names default to the contracts'; an isolated test instance may read its own.
+    predictions_topic: str = PREDICTIONS_TOPIC
+    feedback_topic: str = FEEDBACK_TOPIC
+    model_events_topic: str = MODEL_EVENTS_TOPIC
     #: One group for every instance: partitions of predictions+feedback are shared out.
     consumer_group: str = "driftloop-drift-consumer"
     #: Tansu joins wait about half the session timeout; keep it short locally.
@@ -54,6 +67,7 @@ class DriftConsumerSettings(BaseSettings):
 
     # --- reference (MLflow) ---------------------------------------------------------------
     mlflow_tracking_uri: str = f"http://{HOST}:{_DEFAULT_PORTS.mlflow}"
+    #: Registered model whose champion is the baseline; predictions of other models are skipped.
     model_name: str = MODEL_NAME
     champion_alias: str = CHAMPION_ALIAS
     #: Safety net: re-read the alias this often in case a ModelPromoted event was missed.
