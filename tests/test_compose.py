@@ -542,6 +542,27 @@ def test_docker_only_images_match_the_workspace_lock() -> None:
         assert f"{package}=={lock[package]}" in text, f"{package} pin differs from uv.lock"
 
 
+def _python_version_of(dockerfile: Path) -> str | None:
+    """major.minor of the Python an image runs, read from its final base image's tag."""
+    images = [ref for ref in dockerfile_images(dockerfile) if "uv" not in ref.rsplit("/", 1)[-1]]
+    match = re.search(r"python:?(3\.\d+)", images[-1]) if images else None
+    return match.group(1) if match else None
+
+
+def test_models_are_trained_and_served_on_the_same_python(services: dict[str, Any]) -> None:
+    """Models are pickled by the Airflow image (bootstrap, DAG) and unpickled by the model API
+    (docs/retraining.md): both images need the same Python minor version."""
+    versions = {}
+    for name in ("champion-bootstrap", "model-api-0"):
+        build = services[name]["build"]
+        dockerfile = REPO / build["context"] / build["dockerfile"]
+        if not dockerfile.is_file():
+            pytest.fail(f"{dockerfile.relative_to(REPO)} is missing (see the build test)")
+        versions[name] = _python_version_of(dockerfile)
+        assert versions[name], f"{dockerfile.relative_to(REPO)}: base image names no Python version"
+    assert len(set(versions.values())) == 1, f"training and serving Pythons differ: {versions}"
+
+
 def test_dockerignore_keeps_secrets_and_environments_out_of_images() -> None:
     patterns = {
         line.strip()

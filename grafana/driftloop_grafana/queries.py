@@ -161,7 +161,8 @@ def prometheus_rules(rules_dir: Path) -> list[dict[str, Any]]:
 #: Built-in variables, as Grafana would substitute them for a short test range.
 def builtins(range_s: int, interval_s: int = 10) -> dict[str, str]:
     return {
-        "__rate_interval": f"{max(4 * 2, interval_s + 2) * 2}s",
+        # Grafana: max(4 x scrape interval, interval + scrape interval); scrape = 2s here
+        "__rate_interval": f"{max(4 * 2, interval_s + 2)}s",
         "__interval": f"{interval_s}s",
         "__interval_ms": str(interval_s * 1000),
         "__range": f"{range_s}s",

@@ -251,11 +251,26 @@ def restore_champion(stack: Any, champion: str) -> Iterator[str]:
 
 @pytest.fixture
 def ready_stack(stack: Any, champion: str) -> Any:
+    """The stack with every replica serving and nginx routing to them again (a replica that was
+    just restarted stays out of nginx's rotation for up to fail_timeout)."""
     wait_until(
         lambda: all(v is not None for v in served_versions(stack.model_api_urls)),
         120,
         "every replica to load the champion",
     )
+
+    def nginx_ok() -> bool:
+        try:
+            return (
+                httpx.post(
+                    f"{stack.nginx_url}/predict", json=EXAMPLE_FEATURES, timeout=5
+                ).status_code
+                == 200
+            )
+        except httpx.HTTPError:
+            return False
+
+    wait_until(lambda: all(nginx_ok() for _ in range(4)), 60, "nginx to route to the replicas")
     return stack
 
 
@@ -459,20 +474,15 @@ def test_cache_hit_then_recompute_after_promotion(
 
 def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -> None:
     """Kafka stopped: predictions still succeed at normal latency (p95 within 2x + 50 ms of
-    before). Kafka back (topics recreated): every buffered event is delivered, and
-    published + dropped equals the predictions served, per the replicas' own counters."""
+    before) while events pile up in the buffers. Kafka back (topics recreated): every event of
+    the outage is on ``predictions``, and on each replica published + dropped (+ still
+    buffered) equals the predictions it served, read from one scrape (other traffic may be
+    flowing, so a few requests may sit between publishing their event and being counted)."""
     from driftloop_cli.kafka_broker import ensure_topics
 
     stack = ready_stack
     urls = stack.model_api_urls
     rng = random.Random(5)
-
-    def counters() -> tuple[float, float, float]:
-        return (
-            metric_sum(urls, "driftloop_events_published_total", topic=PREDICTIONS_TOPIC),
-            metric_sum(urls, "driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC),
-            metric_sum(urls, "driftloop_http_requests_total", route="/predict", status="200"),
-        )
 
     def timed_requests(n: int, prefix: str) -> tuple[list[float], list[str]]:
         latencies, ids = [], []
@@ -493,8 +503,24 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
     def p95(values: list[float]) -> float:
         return sorted(values)[int(0.95 * (len(values) - 1))]
 
+    def balance(url: str) -> float:
+        """events accepted - predictions served, from one scrape (0 when quiet)."""
+        sample = scrape(url)
+
+        def get(name: str, **labels: str) -> float:
+            return sum(
+                v for (n, ls), v in sample.items() if n == name and set(labels.items()) <= ls
+            )
+
+        accepted = (
+            get("driftloop_events_published_total", topic=PREDICTIONS_TOPIC)
+            + get("driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC)
+            + get("driftloop_events_buffered")
+        )
+        return accepted - get("driftloop_http_requests_total", route="/predict", status="200")
+
     baseline, _ = timed_requests(150, f"pre-{uuid.uuid4().hex[:8]}")
-    published0, dropped0, served0 = counters()
+    dropped0 = metric_sum(urls, "driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC)
     stack.stop("kafka")
     try:
         outage, outage_ids = timed_requests(300, f"outage-{uuid.uuid4().hex[:8]}")
@@ -503,17 +529,17 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
     finally:
         stack.start("kafka")
         asyncio.run(ensure_topics(stack.kafka_bootstrap))
-    wait_until(
-        lambda: metric_sum(urls, "driftloop_events_buffered") == 0,
-        90,
-        "the replicas' buffers to drain",
-    )
-    published1, dropped1, served1 = counters()
-    assert served1 - served0 >= len(outage_ids)
-    assert (published1 - published0) + (dropped1 - dropped0) == served1 - served0
-    events = events_for(stack.kafka_bootstrap, set(outage_ids), timeout_s=60)
+    events = events_for(stack.kafka_bootstrap, set(outage_ids), timeout_s=90)
+    dropped = metric_sum(urls, "driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC) - dropped0
     missing = set(outage_ids) - events.keys()
-    assert len(missing) == dropped1 - dropped0, f"{len(missing)} outage events missing"
+    assert len(missing) <= dropped, f"{len(missing)} outage events missing, {dropped} dropped"
+    assert dropped == 0  # 300 events are far below the buffer size
+    for url in urls:
+        wait_until(
+            lambda url=url: 0 <= balance(url) <= 16,
+            30,
+            f"published + dropped + buffered == served on {url}",
+        )
 
 
 def test_replica_killed_under_load_loses_no_request(ready_stack: Any) -> None:

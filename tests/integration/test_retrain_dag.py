@@ -200,6 +200,7 @@ class RunOutcome:
     state: str
     trigger_to_end_s: float
     tasks: dict[str, tuple[str, float | None]]  # task_id -> (state, duration seconds)
+    tries: dict[str, int]
 
     def report(self) -> str:
         tasks = ", ".join(
@@ -237,7 +238,10 @@ def trigger_and_wait(af: Airflow, run_id: str, conf: dict[str, Any]) -> RunOutco
             instances, key=lambda ti: ti.start_date or datetime.max.replace(tzinfo=UTC)
         )
     }
-    outcome = RunOutcome(run_id=run_id, state=state, trigger_to_end_s=elapsed, tasks=tasks)
+    tries = {ti.task_id: ti.try_number for ti in instances}
+    outcome = RunOutcome(
+        run_id=run_id, state=state, trigger_to_end_s=elapsed, tasks=tasks, tries=tries
+    )
     print(f"\n[retrain timing] {outcome.report()}")
     return outcome
 
@@ -387,6 +391,25 @@ def test_empty_window_is_skipped_and_the_run_succeeds(
     assert {outcome.tasks[t][0] for t in ("train", "evaluate", "decide", "announce")} == {"skipped"}
     champion = registry.get_champion(training.mlflow_tracking_uri)
     assert champion is not None and champion.version == baseline_champion
+
+
+def test_corrupt_log_fails_at_once_without_retries(
+    airflow: Airflow, training: TrainingSettings
+) -> None:
+    """Bad input is not retried (the DAG's retry policy); the failure names the file."""
+    window_end = datetime(2001, 1, 5, 12, tzinfo=UTC)
+    directory = training.labelled_log_dir / str(partition_dir(window_end - timedelta(minutes=30)))
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "part-p0-o0-9.parquet").write_bytes(b"not parquet")
+    try:
+        run_id = f"test_corrupt_{uuid.uuid4().hex[:12]}"
+        outcome = trigger_and_wait(airflow, run_id, _conf(window_end, f"fp-{run_id}"))
+    finally:
+        shutil.rmtree(directory.parent, ignore_errors=True)
+    assert outcome.state == "failed", outcome.report()
+    assert outcome.tasks["collect"][0] == "failed"
+    assert outcome.tries["collect"] == 1
+    assert outcome.tasks["train"][0] == "upstream_failed"
 
 
 def test_repeated_run_id_is_a_conflict(airflow: Airflow) -> None:

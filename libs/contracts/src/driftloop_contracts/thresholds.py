@@ -14,9 +14,9 @@ STATISTICS: tuple[Statistic, ...] = ("psi", "ks", "wasserstein", "drift_share", 
 #: Defaults, chosen so a stationary 200-row window declares drift on well under 1% of windows
 #: (see docs/drift.md for the calibration), while a 0.5-sd shift of one feature is caught.
 DEFAULT_THRESHOLDS: dict[Statistic, float] = {
-    "psi": 0.25,
-    "ks": 0.2,
-    "wasserstein": 0.25,
+    "psi": 0.2,
+    "ks": 0.15,
+    "wasserstein": 0.5,
     "drift_share": 0.5,
     "rmse_ratio": 1.5,
 }

@@ -287,6 +287,7 @@ class EventPublisher:
         for event, future in zip(batch, futures, strict=False):
             if not future.done():
                 self.last_error = f"no ack within {self._ack_timeout}s"
+                future.add_done_callback(_retrieve)  # the abort fails it later; nobody waits
                 failed.append(event)
             elif future.cancelled() or future.exception() is not None:
                 error = "cancelled" if future.cancelled() else future.exception()
@@ -348,3 +349,9 @@ class EventPublisher:
 
     def _update_gauge(self) -> None:
         self._metrics.events_buffered.set(self.buffered)
+
+
+def _retrieve(future: Any) -> None:
+    """Mark a late failure as seen so asyncio does not log "exception never retrieved"."""
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,461 @@
+"""The monitoring configuration against the live local stack.
+
+1. The local alert path, end to end, driven by thresholds only: with every drift threshold
+   raised (``driftloop thresholds set``), drifted traffic (``median_income_in_block`` x 1.5
+   through nginx) is measured but fires nothing; lowering one threshold with the CLI makes
+   ``DriftFeatureHigh`` fire in Prometheus, reach Alertmanager, the bridge decides
+   ``triggered`` and the Airflow DAG run exists; raising it again resolves the alert.
+2. Every query of the committed monitoring files -- each dashboard target, annotation and
+   template variable, each Grafana rule query, each operand of each Prometheus rule, every
+   InfluxQL query -- runs against the live Prometheus / InfluxDB with its template variables
+   substituted by real label values, and returns data.
+
+The stack is shared: thresholds are restored exactly as found (Redis hash snapshot), and the
+bridge's per-DAG cooldown, which an earlier retrain in this stack may still hold, is cleared so
+that this test's alert gets ``triggered`` rather than ``cooldown``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+import redis
+
+from driftloop_cli import observe
+from driftloop_cli.demo import endpoints
+from driftloop_cli.settings import REPO_ROOT
+from driftloop_contracts import (
+    DAG_ID,
+    DEFAULT_THRESHOLDS,
+    FEATURE_BY_NAME,
+    FEATURE_NAMES,
+    SOURCE_TO_FEATURE,
+    TARGET_SCALE_USD,
+    TARGET_SOURCE_COLUMN,
+    THRESHOLDS_REDIS_KEY,
+)
+
+sys.path.insert(0, str(REPO_ROOT / "grafana"))
+
+from driftloop_grafana import promql, queries
+
+pytestmark = pytest.mark.integration
+
+SHIFTED = "median_income_in_block"
+SHIFT = 1.5
+STATISTIC = "psi"
+#: Above any drift statistic the consumer computes: nothing fires while these hold.
+SUPPRESSED = "1000"
+SUPPRESSED_STATISTICS = ("psi", "ks", "wasserstein", "rmse_ratio")
+PREDICTIONS = 1600  # 4 partitions x 200-event windows, with room for partial windows
+FEEDBACK_SHARE = 0.5
+CONCURRENCY = 16
+#: Grafana-like evaluation of dashboard queries over the recent past.
+PANEL_RANGE_S = 15 * 60
+PANEL_STEP_S = 10
+#: Annotations mark events (promotions); look far enough back to include one.
+ANNOTATION_RANGE_S = 7 * 24 * 3600
+ANNOTATION_STEP_S = 60
+
+T = TypeVar("T")
+
+
+def poll(what: str, probe: Callable[[], T | None], timeout_s: float, interval_s: float = 1.0) -> T:
+    """Call ``probe`` until it returns something truthy; fail naming ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = probe()
+        if last:
+            return last
+        time.sleep(interval_s)
+    pytest.fail(f"timed out after {timeout_s:.0f}s waiting for {what} (last: {last!r})")
+
+
+# --- clients --------------------------------------------------------------------------------
+
+
+@dataclass
+class Prom:
+    url: str
+    client: httpx.Client = field(default_factory=lambda: httpx.Client(timeout=30))
+
+    def _get(self, path: str, **params: Any) -> Any:
+        body = self.client.get(f"{self.url}{path}", params=params).json()
+        if body.get("status") != "success":
+            raise AssertionError(f"Prometheus {path} {params}: {body.get('error')}")
+        return body["data"]
+
+    def instant(self, expr: str) -> list[dict[str, Any]]:
+        return self._get("/api/v1/query", query=expr)["result"]
+
+    def range(self, expr: str, seconds: int, step: int) -> list[dict[str, Any]]:
+        end = time.time()
+        return self._get(
+            "/api/v1/query_range", query=expr, start=end - seconds, end=end, step=step
+        )["result"]
+
+    def label_values(self, label: str, selector: str | None) -> list[str]:
+        params = {"match[]": selector} if selector else {}
+        return self._get(f"/api/v1/label/{label}/values", **params)
+
+    def metric_names(self) -> set[str]:
+        return set(self._get("/api/v1/label/__name__/values")) | set(self._get("/api/v1/metadata"))
+
+    def value(self, expr: str) -> float | None:
+        result = self.instant(expr)
+        return float(result[0]["value"][1]) if result else None
+
+    def reload(self) -> None:
+        self.client.post(f"{self.url}/-/reload").raise_for_status()
+
+
+def finite_values(result: list[dict[str, Any]]) -> int:
+    samples = [v for s in result for v in ([s["value"]] if "value" in s else s["values"])]
+    return sum(1 for _, v in samples if math.isfinite(float(v)))
+
+
+def cli(stack: Any, *args: str) -> str:
+    """``driftloop --base-port ... --state-dir ... <args>`` as a user would run it."""
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "driftloop_cli.main",
+            "--base-port", str(stack.ports.base), "--state-dir", str(stack.state_dir),
+            *args,
+        ],
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, f"driftloop {' '.join(args)}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+# --- traffic --------------------------------------------------------------------------------
+
+
+def housing_rows() -> list[tuple[dict[str, float], float]]:
+    from sklearn.datasets import fetch_california_housing
+
+    frame = fetch_california_housing(as_frame=True, download_if_missing=False).frame
+    frame = frame.rename(columns=SOURCE_TO_FEATURE)
+    targets = frame[TARGET_SOURCE_COLUMN].to_numpy()
+    records = frame.loc[:, list(FEATURE_NAMES)].to_dict("records")
+    return [(dict(r), float(t)) for r, t in zip(records, targets, strict=True)]
+
+
+async def drifted_traffic(nginx_url: str, n: int, seed: int = 7) -> dict[str, int]:
+    """``n`` predictions with the shifted feature x SHIFT (half followed by feedback), a few
+    repeated bodies (cache hits) and a few invalid ones (422s)."""
+    rng = random.Random(seed)
+    rows = housing_rows()
+    upper = FEATURE_BY_NAME[SHIFTED].le
+    counts = {"ok": 0, "failed": 0, "feedback": 0, "rejected": 0}
+    sem = asyncio.Semaphore(CONCURRENCY)
+    repeated: list[dict[str, float]] = []
+
+    async def one(client: httpx.AsyncClient, i: int) -> None:
+        features, target = rows[rng.randrange(len(rows))]
+        features = dict(features)
+        features[SHIFTED] = min(features[SHIFTED] * SHIFT, upper)
+        if repeated and i % 20 == 0:
+            features = repeated[-1]
+        repeated.append(features)
+        async with sem:
+            r = await client.post("/predict", json=features)
+            if r.status_code != 200:
+                counts["failed"] += 1
+                counts[f"status {r.status_code}"] = counts.get(f"status {r.status_code}", 0) + 1
+                return
+            counts["ok"] += 1
+            if rng.random() < FEEDBACK_SHARE:
+                f = await client.post(
+                    "/feedback",
+                    json={
+                        "request_id": r.json()["request_id"],
+                        "actual": target * TARGET_SCALE_USD,
+                    },
+                )
+                counts["feedback"] += f.status_code == 202
+
+    async with httpx.AsyncClient(base_url=nginx_url, timeout=30) as client:
+        await asyncio.gather(*(one(client, i) for i in range(n)))
+        for _ in range(5):  # deliberate 422s: the 4xx panels have real data
+            r = await client.post("/predict", json={SHIFTED: "not a number"})
+            counts["rejected"] += r.status_code == 422
+    return counts
+
+
+# --- shared state -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def prom(stack: Any) -> Prom:
+    p = Prom(stack.prometheus_url)
+    p.reload()  # the repository's rule files may be newer than the running Prometheus
+    return p
+
+
+@pytest.fixture(scope="module")
+def thresholds_restored(stack: Any) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(stack.redis_url)
+    before = client.hgetall(THRESHOLDS_REDIS_KEY)
+    yield client
+    with client.pipeline() as pipe:
+        pipe.delete(THRESHOLDS_REDIS_KEY)
+        if before:
+            pipe.hset(THRESHOLDS_REDIS_KEY, mapping=before)
+        pipe.execute()
+
+
+def firing(prom: Prom, alertname: str, **labels: str) -> list[dict[str, Any]]:
+    sel = ",".join(
+        [f'alertname="{alertname}"', 'alertstate="firing"']
+        + [f'{k}="{v}"' for k, v in labels.items()]
+    )
+    return prom.instant(f"ALERTS{{{sel}}}")
+
+
+def alertmanager_alerts(stack: Any, alertname: str, **labels: str) -> list[dict[str, Any]]:
+    filters = [f'alertname="{alertname}"', *(f'{k}="{v}"' for k, v in labels.items())]
+    r = httpx.get(
+        f"{stack.alertmanager_url}/api/v2/alerts",
+        params={"filter": filters, "active": "true", "silenced": "false", "inhibited": "false"},
+        timeout=10,
+    )
+    r.raise_for_status()
+    return [a for a in r.json() if a["status"]["state"] == "active"]
+
+
+def decisions_since(stack: Any, since: float, decision: str) -> list[dict[str, Any]]:
+    """The bridge's DriftFeatureHigh decisions of one kind from Alertmanager, oldest first."""
+    r = httpx.get(f"{stack.bridge_url}/decisions", params={"limit": 200}, timeout=10)
+    r.raise_for_status()
+    return [
+        d
+        for d in reversed(r.json()["decisions"])
+        if d["alertname"] == "DriftFeatureHigh"
+        and d["source"] == "alertmanager"
+        and d["decision"] == decision
+        and datetime.fromisoformat(d["at"].replace("Z", "+00:00")).timestamp() >= since - 1
+    ]
+
+
+# --- 1. the alert path, driven by thresholds -------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
+    stack: Any, champion: str, prom: Prom, thresholds_restored: redis.Redis
+) -> None:
+    labels = {"feature": SHIFTED, "statistic": STATISTIC}
+    default = DEFAULT_THRESHOLDS[STATISTIC]
+
+    # Raise every drift/error threshold: nothing may fire, whatever the traffic.
+    for statistic in SUPPRESSED_STATISTICS:
+        cli(stack, "thresholds", "set", statistic, SUPPRESSED)
+    poll(
+        "the raised thresholds to reach Prometheus",
+        lambda: prom.value(f'min(driftloop_drift_threshold{{statistic="{STATISTIC}"}})') == 1000,
+        30,
+    )
+    poll(
+        "retraining alerts from earlier runs to resolve",
+        lambda: not prom.instant('ALERTS{route="retrain"}'),
+        60,
+    )
+
+    counts = asyncio.run(drifted_traffic(stack.nginx_url, PREDICTIONS))
+    assert counts["ok"] >= PREDICTIONS * 0.99 and counts["failed"] <= PREDICTIONS * 0.01, counts
+    assert counts["rejected"] == 5, counts
+
+    drift_expr = (
+        f'max(driftloop_drift_value{{feature="{SHIFTED}", statistic="{STATISTIC}", '
+        f'model_version="{champion}"}})'
+    )
+    measured = poll(
+        f"{STATISTIC} of {SHIFTED} above its default threshold {default}",
+        lambda: (v := prom.value(drift_expr)) is not None and v > default and v,
+        120,
+    )
+    # Measured above the default, yet silent: the raised threshold gauge is what rules compare.
+    # (Absence can only be observed over time: watch for longer than the rule's `for`.)
+    quiet_until = time.monotonic() + 10
+    while time.monotonic() < quiet_until:
+        assert not prom.instant(f'ALERTS{{alertname="DriftFeatureHigh", feature="{SHIFTED}"}}'), (
+            f"fired with the threshold at {SUPPRESSED} (drift {measured})"
+        )
+        time.sleep(1)
+
+    # The bridge would answer `cooldown` if a retrain in this shared stack is recent.
+    from driftloop_bridge.store import RedisKeys
+
+    thresholds_restored.delete(RedisKeys().cooldown(DAG_ID))
+
+    # Lower one threshold with the CLI: the rule fires and the loop runs.
+    lowered_at = time.time()
+    cli(stack, "thresholds", "set", STATISTIC, str(default), "--feature", SHIFTED)
+    poll(
+        "DriftFeatureHigh firing in Prometheus",
+        lambda: firing(prom, "DriftFeatureHigh", **labels),
+        60,
+    )
+    am = poll(
+        "DriftFeatureHigh active in Alertmanager",
+        lambda: alertmanager_alerts(stack, "DriftFeatureHigh", **labels),
+        30,
+    )
+    assert am[0]["labels"]["route"] == "retrain"
+    assert {r["name"] for r in am[0]["receivers"]} == {"bridge"}
+
+    decision = poll(
+        "the bridge's `triggered` decision",
+        lambda: decisions_since(stack, lowered_at, "triggered"),
+        90,
+    )[-1]
+    assert decision["dag_id"] == DAG_ID
+    run_id = decision["dag_run_id"]
+    airflow = observe.Airflow(endpoints(stack.settings))
+    dag_run = poll(f"DAG run {run_id} in Airflow", lambda: airflow.dag_run(run_id), 60)
+    assert dag_run["dag_id"] == DAG_ID
+    assert dag_run["state"] in ("queued", "running", "success", "failed"), dag_run
+
+    # Raise it again: the alert resolves (same champion, so the threshold did it).
+    reference = prom.value(f'count(driftloop_drift_reference_info{{model_version="{champion}"}})')
+    raised_at = time.time()
+    cli(stack, "thresholds", "set", STATISTIC, SUPPRESSED, "--feature", SHIFTED)
+    poll(
+        "DriftFeatureHigh to resolve in Prometheus",
+        lambda: not prom.instant(f'ALERTS{{alertname="DriftFeatureHigh", feature="{SHIFTED}"}}'),
+        60,
+    )
+    poll(
+        "DriftFeatureHigh to resolve in Alertmanager",
+        lambda: not alertmanager_alerts(stack, "DriftFeatureHigh", **labels),
+        60,
+    )
+    assert prom.value(f'count(driftloop_drift_reference_info{{model_version="{champion}"}})') == (
+        reference
+    ), "the champion changed meanwhile: the resolution cannot be attributed to the threshold"
+    poll(
+        "the bridge to record the resolution",
+        lambda: decisions_since(stack, raised_at, "resolved"),
+        30,
+    )
+
+
+# --- 2. every query returns data ------------------------------------------------------------
+
+
+@dataclass
+class Resolved:
+    values: dict[str, list[str]]
+    multi: dict[str, bool]
+    extra: dict[str, str]
+
+
+def resolve_variables(prom: Prom, dash: queries.Dashboard, range_s: int) -> Resolved:
+    values: dict[str, list[str]] = {}
+    multi: dict[str, bool] = {}
+    extra = queries.builtins(range_s, PANEL_STEP_S)
+    for var in dash.variables:
+        if var.type == "query":
+            parsed = queries.parse_label_values(var.query)
+            assert parsed, f"{dash.uid}: unsupported variable query {var.query!r}"
+            found = prom.label_values(parsed[1], parsed[0])
+            assert found, f"{dash.uid}: variable {var.name} ({var.query}) has no values"
+            values[var.name] = sorted(found)
+            multi[var.name] = var.multi or var.include_all
+        else:
+            extra[var.name] = var.default
+    return Resolved(values, multi, extra)
+
+
+def expand(query: queries.Query, env: Resolved) -> list[str]:
+    """One query text per repetition of a repeated panel (one value each), else one."""
+    if query.repeat and query.repeat in env.values:
+        out = []
+        for value in env.values[query.repeat]:
+            values = {**env.values, query.repeat: [value]}
+            multi = {**env.multi, query.repeat: False}
+            out.append(queries.substitute(query.text, query.kind, values, multi, env.extra))
+        return out
+    return [queries.substitute(query.text, query.kind, env.values, env.multi, env.extra)]
+
+
+def influx_rows(stack: Any, query: str) -> int:
+    r = httpx.get(
+        f"{stack.influx_url}/query", params={"db": stack.influx_db, "q": query}, timeout=30
+    )
+    r.raise_for_status()
+    rows = 0
+    for result in r.json()["results"]:
+        assert "error" not in result, f"{query}: {result['error']}"
+        for series in result.get("series", []):
+            rows += sum(1 for row in series["values"] if any(v is not None for v in row[1:]))
+    return rows
+
+
+@pytest.mark.timeout(300)
+def test_every_dashboard_and_rule_query_returns_data(stack: Any, prom: Prom) -> None:
+    problems: list[str] = []
+    checked = 0
+    known = prom.metric_names()
+
+    def check_metrics(text: str, where: str) -> None:
+        for name in promql.metric_names(text):
+            if name not in known and promql.base_metric(name) not in known:
+                problems.append(f"{where}: metric {name} unknown to Prometheus")
+
+    for dash in queries.load_dashboards(REPO_ROOT / "grafana" / "dashboards"):
+        env = resolve_variables(prom, dash, PANEL_RANGE_S)
+        for query in queries.dashboard_queries(dash):
+            if query.role == "variable":
+                continue  # resolved (and required non-empty) above
+            for text in expand(query, env):
+                checked += 1
+                left = queries.unresolved(text)
+                if left:
+                    problems.append(f"{query.where}: unresolved {left} in {text}")
+                    continue
+                if query.kind == "influxdb":
+                    if influx_rows(stack, text) == 0:
+                        problems.append(f"{query.where}: no rows: {text}")
+                    continue
+                check_metrics(text, query.where)
+                if "annotation" in query.where:
+                    result = prom.range(text, ANNOTATION_RANGE_S, ANNOTATION_STEP_S)
+                elif query.instant:
+                    result = prom.instant(text)
+                else:
+                    result = prom.range(text, PANEL_RANGE_S, PANEL_STEP_S)
+                if finite_values(result) == 0:
+                    problems.append(f"{query.where}: no data: {text}")
+
+    grafana_rules = REPO_ROOT / "grafana" / "provisioning" / "alerting" / "rules.yml"
+    for query in queries.grafana_rule_queries(grafana_rules):
+        checked += 1
+        check_metrics(query.text, query.where)
+        if finite_values(prom.instant(query.text)) == 0:
+            problems.append(f"{query.where}: no data: {query.text}")
+
+    for rule in queries.prometheus_rules(REPO_ROOT / "prometheus" / "rules"):
+        prom.instant(rule["expr"])  # the whole expression evaluates (empty while not firing)
+        for operand in promql.operands_needing_data(rule["expr"]):
+            checked += 1
+            where = f"prometheus rule {rule['alert']}"
+            check_metrics(operand, where)
+            if finite_values(prom.instant(operand)) == 0:
+                problems.append(f"{where}: operand has no data: {operand}")
+
+    assert checked > 80, checked
+    assert not problems, "\n".join(problems)
