@@ -470,7 +470,7 @@ def bench_e2e(s: Setup, *, events: int, base_port: int) -> dict[str, float]:
     import json
     import tempfile
 
-    root = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
+    root = Path(tempfile.mkdtemp(prefix="driftloop-drift-e2e-"))
     services = LocalServices(base_port, root)
     services.start()
     consumer_port = base_port + 10

@@ -23,7 +23,7 @@ from driftloop_contracts import (
     TARGET_SCALE_USD,
 )
 from driftloop_training import registry
-from driftloop_training.bootstrap import bootstrap
+from driftloop_training.bootstrap import TAG_TRAIN_ROWS, bootstrap
 from driftloop_training.data import load_base_data, split_base
 from driftloop_training.profile import bin_fractions
 from driftloop_training.settings import TrainingSettings
@@ -44,15 +44,33 @@ def training(stack: Any) -> TrainingSettings:
 
 @pytest.fixture(scope="module")
 def bootstrap_version(training: TrainingSettings, champion: str) -> registry.VersionInfo:
-    """The newest version that bootstrap registered (the alias may since have moved on to a
-    promoted challenger, whose profile comes from other data)."""
-    client = registry.client(training.mlflow_tracking_uri)
-    versions = client.search_model_versions(
-        f"name = '{MODEL_NAME}' and tags.`{registry.TAG_DECISION}` = 'bootstrap'"
+    """A version registered by a full bootstrap (all base training rows).
+
+    The alias may since have moved on (promoted challengers, or small models that other tests
+    register with ``sample_rows``), so the version is looked up by its tags. On a fresh stack
+    the ``champion`` fixture made it; if a reused stack has none, one is registered here and
+    the alias is put back where it was.
+    """
+    uri = training.mlflow_tracking_uri
+    full_rows = str(len(_base_split(training)[0]))
+    found = registry.search_versions(
+        uri, {registry.TAG_DECISION: "bootstrap", TAG_TRAIN_ROWS: full_rows}
     )
-    assert versions, "no version tagged as registered by bootstrap"
-    newest = max(versions, key=lambda v: int(v.version))
-    return registry.get_version(training.mlflow_tracking_uri, str(newest.version))
+    if found:
+        return found[0]
+    before = registry.get_champion(uri)
+    result = bootstrap(training, force=True)
+    if before is not None:
+        registry.set_champion(uri, before.version)
+    return registry.get_version(uri, result.version)
+
+
+def _base_split(training: TrainingSettings) -> tuple[Any, Any]:
+    return split_base(
+        load_base_data(download_if_missing=False),
+        holdout_share=training.base_holdout_share,
+        seed=training.seed,
+    )
 
 
 def test_registered_model_has_a_champion_alias(training: TrainingSettings, champion: str) -> None:
@@ -84,13 +102,10 @@ def test_profile_bins_match_the_training_data(
 ) -> None:
     uri = training.mlflow_tracking_uri
     profile = registry.load_profile(uri, bootstrap_version.version)
-    train, _ = split_base(
-        load_base_data(download_if_missing=False),
-        holdout_share=training.base_holdout_share,
-        seed=training.seed,
-    )
+    train, _ = _base_split(training)
     assert profile.n_rows == len(train)
     assert profile.profile_id == bootstrap_version.tags["driftloop.profile_id"]
+    assert bootstrap_version.tags[TAG_TRAIN_ROWS] == str(len(train))
     for name in FEATURE_NAMES:
         series = profile.features[name]
         values = train[name].to_numpy()
@@ -117,11 +132,7 @@ def test_model_loads_and_predicts_in_100k_units(
     training: TrainingSettings, bootstrap_version: registry.VersionInfo
 ) -> None:
     model = registry.load_model(training.mlflow_tracking_uri, bootstrap_version.version)
-    _, holdout = split_base(
-        load_base_data(download_if_missing=False),
-        holdout_share=training.base_holdout_share,
-        seed=training.seed,
-    )
+    _, holdout = _base_split(training)
     preds = model.predict(features_of(holdout.head(100)))
     assert 0.1 < float(np.median(preds)) < 6.0
 

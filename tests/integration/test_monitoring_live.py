@@ -1,11 +1,13 @@
 """The monitoring configuration against the live local stack.
 
-1. The local alert path, end to end, driven by thresholds only: with every drift threshold
-   raised (``driftloop thresholds set``), drifted traffic (``median_income_in_block`` x 1.5
-   through nginx) is measured but fires nothing; lowering one threshold with the CLI makes
-   ``DriftFeatureHigh`` fire in Prometheus, reach Alertmanager, the bridge decides
-   ``triggered`` and the Airflow DAG run exists; raising it again resolves the alert.
-2. Every query of the committed monitoring files -- each dashboard target, annotation and
+1. The local alert path, end to end, driven by thresholds only: with the shifted feature's
+   thresholds raised (``driftloop thresholds set ... --feature``), drifted traffic
+   (``median_income_in_block`` x 1.5 through nginx) is measured but fires nothing; lowering
+   one threshold with the CLI makes ``DriftFeatureHigh`` fire in Prometheus, reach
+   Alertmanager, the bridge decides ``triggered`` and the Airflow DAG run exists; raising it
+   again resolves the alert.
+2. After a short drifted traffic run (default thresholds: alerts fire, the bridge decides),
+   every query of the committed monitoring files -- each dashboard target, annotation and
    template variable, each Grafana rule query, each operand of each Prometheus rule, every
    InfluxQL query -- runs against the live Prometheus / InfluxDB with its template variables
    substituted by real label values, and returns data.
@@ -22,6 +24,7 @@ import math
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +43,7 @@ from driftloop_contracts import (
     DEFAULT_THRESHOLDS,
     FEATURE_BY_NAME,
     FEATURE_NAMES,
+    PREDICTION_SERIES,
     SOURCE_TO_FEATURE,
     TARGET_SCALE_USD,
     TARGET_SOURCE_COLUMN,
@@ -55,12 +59,13 @@ pytestmark = pytest.mark.integration
 SHIFTED = "median_income_in_block"
 SHIFT = 1.5
 STATISTIC = "psi"
-#: Above any drift statistic the consumer computes: nothing fires while these hold.
+#: Above any drift statistic the consumer computes: nothing fires while it holds.
 SUPPRESSED = "1000"
-SUPPRESSED_STATISTICS = ("psi", "ks", "wasserstein", "rmse_ratio")
-PREDICTIONS = 1600  # 4 partitions x 200-event windows, with room for partial windows
+FEATURE_STATISTICS = ("psi", "ks", "wasserstein")
+#: Sent before looking for the drift: 4 partitions x 200-event windows, with room to spare.
+PREDICTIONS = 1600
 FEEDBACK_SHARE = 0.5
-CONCURRENCY = 16
+CONCURRENCY = 8
 #: Grafana-like evaluation of dashboard queries over the recent past.
 PANEL_RANGE_S = 15 * 60
 PANEL_STEP_S = 10
@@ -153,46 +158,72 @@ def housing_rows() -> list[tuple[dict[str, float], float]]:
     return [(dict(r), float(t)) for r, t in zip(records, targets, strict=True)]
 
 
-async def drifted_traffic(nginx_url: str, n: int, seed: int = 7) -> dict[str, int]:
-    """``n`` predictions with the shifted feature x SHIFT (half followed by feedback), a few
-    repeated bodies (cache hits) and a few invalid ones (422s)."""
-    rng = random.Random(seed)
-    rows = housing_rows()
-    upper = FEATURE_BY_NAME[SHIFTED].le
-    counts = {"ok": 0, "failed": 0, "feedback": 0, "rejected": 0}
-    sem = asyncio.Semaphore(CONCURRENCY)
-    repeated: list[dict[str, float]] = []
+class DriftedTraffic:
+    """Drifted traffic through nginx on a background thread, until stopped.
 
-    async def one(client: httpx.AsyncClient, i: int) -> None:
-        features, target = rows[rng.randrange(len(rows))]
+    Each prediction has the shifted feature x SHIFT; half are followed by feedback with the
+    true value; every 20th body repeats (cache hits); a few invalid bodies give real 422s.
+    It keeps flowing while the test waits, so that if the champion changes meanwhile (other
+    runs promote models in this shared stack) the new champion's windows are drifted too.
+    """
+
+    def __init__(self, nginx_url: str, seed: int = 7) -> None:
+        self.nginx_url = nginx_url
+        self.rng = random.Random(seed)
+        self.rows = housing_rows()
+        self.counts: dict[str, int] = {"ok": 0, "failed": 0, "feedback": 0, "rejected": 0}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._last: dict[str, float] | None = None
+
+    def __enter__(self) -> DriftedTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+
+    def sent(self) -> int:
+        return self.counts["ok"] + self.counts["failed"]
+
+    def _body(self, i: int) -> tuple[dict[str, float], float]:
+        features, target = self.rows[self.rng.randrange(len(self.rows))]
         features = dict(features)
-        features[SHIFTED] = min(features[SHIFTED] * SHIFT, upper)
-        if repeated and i % 20 == 0:
-            features = repeated[-1]
-        repeated.append(features)
-        async with sem:
-            r = await client.post("/predict", json=features)
-            if r.status_code != 200:
-                counts["failed"] += 1
-                counts[f"status {r.status_code}"] = counts.get(f"status {r.status_code}", 0) + 1
-                return
-            counts["ok"] += 1
-            if rng.random() < FEEDBACK_SHARE:
-                f = await client.post(
-                    "/feedback",
-                    json={
-                        "request_id": r.json()["request_id"],
-                        "actual": target * TARGET_SCALE_USD,
-                    },
-                )
-                counts["feedback"] += f.status_code == 202
+        features[SHIFTED] = min(features[SHIFTED] * SHIFT, FEATURE_BY_NAME[SHIFTED].le)
+        if self._last is not None and i % 20 == 0:
+            features = self._last
+        self._last = features
+        return features, target
 
-    async with httpx.AsyncClient(base_url=nginx_url, timeout=30) as client:
-        await asyncio.gather(*(one(client, i) for i in range(n)))
-        for _ in range(5):  # deliberate 422s: the 4xx panels have real data
-            r = await client.post("/predict", json={SHIFTED: "not a number"})
-            counts["rejected"] += r.status_code == 422
-    return counts
+    async def _worker(self, client: httpx.AsyncClient, worker: int) -> None:
+        i = worker
+        while not self._stop.is_set():
+            i += CONCURRENCY
+            features, target = self._body(i)
+            try:
+                r = await client.post("/predict", json=features)
+            except httpx.HTTPError as exc:
+                self.counts[type(exc).__name__] = self.counts.get(type(exc).__name__, 0) + 1
+                self.counts["failed"] += 1
+                continue
+            if r.status_code != 200:
+                self.counts["failed"] += 1
+                key = f"status {r.status_code}"
+                self.counts[key] = self.counts.get(key, 0) + 1
+                continue
+            self.counts["ok"] += 1
+            if self.rng.random() < FEEDBACK_SHARE:
+                body = {"request_id": r.json()["request_id"], "actual": target * TARGET_SCALE_USD}
+                f = await client.post("/feedback", json=body)
+                self.counts["feedback"] += f.status_code == 202
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(base_url=self.nginx_url, timeout=30) as client:
+            for _ in range(5):  # deliberate 422s: the 4xx panels have real data
+                r = await client.post("/predict", json={SHIFTED: "not a number"})
+                self.counts["rejected"] += r.status_code == 422
+            await asyncio.gather(*(self._worker(client, w) for w in range(CONCURRENCY)))
 
 
 # --- shared state -----------------------------------------------------------------------------
@@ -257,49 +288,63 @@ def decisions_since(stack: Any, since: float, decision: str) -> list[dict[str, A
 def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
     stack: Any, champion: str, prom: Prom, thresholds_restored: redis.Redis
 ) -> None:
-    labels = {"feature": SHIFTED, "statistic": STATISTIC}
-    default = DEFAULT_THRESHOLDS[STATISTIC]
 
-    # Raise every drift/error threshold: nothing may fire, whatever the traffic.
-    for statistic in SUPPRESSED_STATISTICS:
-        cli(stack, "thresholds", "set", statistic, SUPPRESSED)
+    # Raise the thresholds this traffic would cross: the shifted feature's, the prediction
+    # series' (its distribution moves with the feature) and rmse_ratio (feedback carries the
+    # true values). Other features keep theirs, so a loop someone else drives in this shared
+    # stack is not silenced; everything is restored after the test.
+    for series in (SHIFTED, PREDICTION_SERIES):
+        for statistic in FEATURE_STATISTICS:
+            cli(stack, "thresholds", "set", statistic, SUPPRESSED, "--feature", series)
+    cli(stack, "thresholds", "set", "rmse_ratio", SUPPRESSED)
     poll(
         "the raised thresholds to reach Prometheus",
-        lambda: prom.value(f'min(driftloop_drift_threshold{{statistic="{STATISTIC}"}})') == 1000,
+        lambda: (
+            prom.value(
+                f'min(driftloop_drift_threshold{{feature=~"{SHIFTED}|{PREDICTION_SERIES}", '
+                'statistic=~"psi|ks|wasserstein"} or driftloop_drift_threshold{statistic="rmse_ratio"})'
+            )
+            == float(SUPPRESSED)
+        ),
         30,
     )
-    poll(
-        "retraining alerts from earlier runs to resolve",
-        lambda: not prom.instant('ALERTS{route="retrain"}'),
-        60,
+    competing = (
+        f'ALERTS{{alertname="DriftFeatureHigh", feature="{SHIFTED}"}} or '
+        'ALERTS{alertname=~"DriftPredictionHigh|PerformanceDegraded"}'
     )
+    poll("earlier alerts this traffic would raise to resolve",
+         lambda: not prom.instant(competing), 60)  # fmt: skip
 
-    counts = asyncio.run(drifted_traffic(stack.nginx_url, PREDICTIONS))
-    assert counts["ok"] >= PREDICTIONS * 0.99 and counts["failed"] <= PREDICTIONS * 0.01, counts
-    assert counts["rejected"] == 5, counts
+    with DriftedTraffic(stack.nginx_url) as traffic:
+        poll(f"{PREDICTIONS} drifted predictions", lambda: traffic.sent() >= PREDICTIONS, 300)
+        counts = dict(traffic.counts)
+        assert counts["failed"] <= counts["ok"] * 0.01, counts
+        assert counts["rejected"] == 5, counts
+        run_alert_path(stack, prom, thresholds_restored, competing)
+    assert traffic.counts["failed"] <= traffic.counts["ok"] * 0.01, traffic.counts
 
-    drift_expr = (
-        f'max(driftloop_drift_value{{feature="{SHIFTED}", statistic="{STATISTIC}", '
-        f'model_version="{champion}"}})'
-    )
+
+def run_alert_path(stack: Any, prom: Prom, store: redis.Redis, competing: str) -> None:
+    labels = {"feature": SHIFTED, "statistic": STATISTIC}
+    default = DEFAULT_THRESHOLDS[STATISTIC]
+    # The consumer measures against the champion it serves now (other runs may promote).
+    drift_now = f'max(driftloop_drift_value{{feature="{SHIFTED}", statistic="{STATISTIC}"}})'
     measured = poll(
         f"{STATISTIC} of {SHIFTED} above its default threshold {default}",
-        lambda: (v := prom.value(drift_expr)) is not None and v > default and v,
+        lambda: (v := prom.value(drift_now)) is not None and v > default and v,
         120,
     )
-    # Measured above the default, yet silent: the raised threshold gauge is what rules compare.
+    # Measured above the default, yet silent: the rules compare with the raised gauge.
     # (Absence can only be observed over time: watch for longer than the rule's `for`.)
     quiet_until = time.monotonic() + 10
     while time.monotonic() < quiet_until:
-        assert not prom.instant(f'ALERTS{{alertname="DriftFeatureHigh", feature="{SHIFTED}"}}'), (
-            f"fired with the threshold at {SUPPRESSED} (drift {measured})"
-        )
+        assert not prom.instant(competing), f"fired at threshold {SUPPRESSED}: {measured}"
         time.sleep(1)
 
-    # The bridge would answer `cooldown` if a retrain in this shared stack is recent.
+    # The bridge answers `cooldown` for a while after any retrain this shared stack ran.
     from driftloop_bridge.store import RedisKeys
 
-    thresholds_restored.delete(RedisKeys().cooldown(DAG_ID))
+    store.delete(RedisKeys().cooldown(DAG_ID))
 
     # Lower one threshold with the CLI: the rule fires and the loop runs.
     lowered_at = time.time()
@@ -309,11 +354,13 @@ def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
         lambda: firing(prom, "DriftFeatureHigh", **labels),
         60,
     )
+    stages = {"firing in Prometheus": time.time() - lowered_at}
     am = poll(
         "DriftFeatureHigh active in Alertmanager",
         lambda: alertmanager_alerts(stack, "DriftFeatureHigh", **labels),
         30,
     )
+    stages["active in Alertmanager"] = time.time() - lowered_at
     assert am[0]["labels"]["route"] == "retrain"
     assert {r["name"] for r in am[0]["receivers"]} == {"bridge"}
 
@@ -322,35 +369,39 @@ def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
         lambda: decisions_since(stack, lowered_at, "triggered"),
         90,
     )[-1]
+    stages["bridge triggered"] = time.time() - lowered_at
     assert decision["dag_id"] == DAG_ID
     run_id = decision["dag_run_id"]
     airflow = observe.Airflow(endpoints(stack.settings))
     dag_run = poll(f"DAG run {run_id} in Airflow", lambda: airflow.dag_run(run_id), 60)
+    stages["DAG run seen in Airflow"] = time.time() - lowered_at
     assert dag_run["dag_id"] == DAG_ID
     assert dag_run["state"] in ("queued", "running", "success", "failed"), dag_run
 
-    # Raise it again: the alert resolves (same champion, so the threshold did it).
-    reference = prom.value(f'count(driftloop_drift_reference_info{{model_version="{champion}"}})')
+    # Raise it again: the alert resolves while the drift is still measured above the default.
     raised_at = time.time()
     cli(stack, "thresholds", "set", STATISTIC, SUPPRESSED, "--feature", SHIFTED)
     poll(
         "DriftFeatureHigh to resolve in Prometheus",
-        lambda: not prom.instant(f'ALERTS{{alertname="DriftFeatureHigh", feature="{SHIFTED}"}}'),
+        lambda: not firing(prom, "DriftFeatureHigh", **labels),
         60,
+    )
+    stages["resolved after raising"] = time.time() - raised_at
+    still = prom.value(drift_now)
+    assert still is not None and still > default, (
+        f"the drift itself fell ({still}): the threshold did not resolve the alert"
     )
     poll(
         "DriftFeatureHigh to resolve in Alertmanager",
         lambda: not alertmanager_alerts(stack, "DriftFeatureHigh", **labels),
         60,
     )
-    assert prom.value(f'count(driftloop_drift_reference_info{{model_version="{champion}"}})') == (
-        reference
-    ), "the champion changed meanwhile: the resolution cannot be attributed to the threshold"
     poll(
         "the bridge to record the resolution",
         lambda: decisions_since(stack, raised_at, "resolved"),
         30,
     )
+    print("seconds after the threshold change:", {k: round(v, 1) for k, v in stages.items()})
 
 
 # --- 2. every query returns data ------------------------------------------------------------
@@ -406,7 +457,25 @@ def influx_rows(stack: Any, query: str) -> int:
 
 
 @pytest.mark.timeout(300)
-def test_every_dashboard_and_rule_query_returns_data(stack: Any, prom: Prom) -> None:
+def test_every_dashboard_and_rule_query_returns_data(stack: Any, champion: str, prom: Prom) -> None:
+    # A short drifted traffic run (default thresholds: the retraining alerts fire, the bridge
+    # decides), kept flowing while the queries run: a promotion by any run in this shared stack
+    # drops the previous champion's drift series, and the new champion needs windows too.
+    with DriftedTraffic(stack.nginx_url, seed=11) as traffic:
+        poll(f"{PREDICTIONS} drifted predictions", lambda: traffic.sent() >= PREDICTIONS, 300)
+        poll(
+            "drift and online-error gauges of the current champion",
+            lambda: (
+                prom.instant("driftloop_drift_value")
+                and prom.instant("driftloop_online_rmse_ratio")
+            ),
+            120,
+        )
+        poll("an alert in Prometheus' ALERTS", lambda: prom.instant("ALERTS"), 90)
+        check_every_query(stack, prom)
+
+
+def check_every_query(stack: Any, prom: Prom) -> None:
     problems: list[str] = []
     checked = 0
     known = prom.metric_names()
@@ -457,5 +526,6 @@ def test_every_dashboard_and_rule_query_returns_data(stack: Any, prom: Prom) -> 
             if finite_values(prom.instant(operand)) == 0:
                 problems.append(f"{where}: operand has no data: {operand}")
 
+    print(f"{checked} queries run against the live Prometheus and InfluxDB")
     assert checked > 80, checked
     assert not problems, "\n".join(problems)

@@ -44,6 +44,7 @@ from driftloop_contracts import (
     partition_dir,
 )
 from driftloop_training import registry
+from driftloop_training.bootstrap import TAG_TRAIN_ROWS, bootstrap
 from driftloop_training.data import load_base_data, split_base, write_labelled_part
 from driftloop_training.publisher import publish_model_promoted
 from driftloop_training.settings import TrainingSettings
@@ -108,14 +109,36 @@ def _set_champion(training: TrainingSettings, version: str, reason: str) -> None
     )
 
 
+@pytest.fixture(scope="module")
+def full_bootstrap(training: TrainingSettings, champion: str) -> str:
+    """A version trained by a full bootstrap: the reference the scenarios' figures assume.
+
+    Looked up by tags (the alias may have moved on, and other tests register small models
+    with ``sample_rows``); on a fresh stack the ``champion`` fixture registered it.
+    """
+    uri = training.mlflow_tracking_uri
+    base = load_base_data(download_if_missing=False)
+    train, _ = split_base(base, holdout_share=training.base_holdout_share, seed=training.seed)
+    found = registry.search_versions(
+        uri, {registry.TAG_DECISION: "bootstrap", TAG_TRAIN_ROWS: str(len(train))}
+    )
+    if found:
+        return found[0].version
+    before = registry.get_champion(uri)
+    result = bootstrap(training, force=True)
+    if before is not None:
+        registry.set_champion(uri, before.version)
+    return result.version
+
+
 @pytest.fixture
-def baseline_champion(training: TrainingSettings, champion: str) -> Iterator[str]:
-    """The bootstrap champion serves during the scenario; afterwards whichever version served
+def baseline_champion(training: TrainingSettings, full_bootstrap: str) -> Iterator[str]:
+    """The full bootstrap model serves during the scenario; afterwards whichever version served
     before the test serves again, so scenarios leave the shared stack as they found it."""
     before = registry.get_champion(training.mlflow_tracking_uri)
-    _set_champion(training, champion, "test setup: bootstrap champion")
-    yield champion
-    restore = before.version if before is not None else champion
+    _set_champion(training, full_bootstrap, "test setup: bootstrap champion")
+    yield full_bootstrap
+    restore = before.version if before is not None else full_bootstrap
     _set_champion(training, restore, "test teardown: restore the previous champion")
 
 
@@ -209,11 +232,32 @@ class RunOutcome:
         return f"{self.run_id}: {self.state} in {self.trigger_to_end_s:.1f}s ({tasks})"
 
 
-def trigger_and_wait(af: Airflow, run_id: str, conf: dict[str, Any]) -> RunOutcome:
+def _wait_until_idle(runs: Any) -> None:
+    """Wait until no run of the DAG is queued or running (the stack's bridge may have
+    triggered some); with max_active_runs=1 the next trigger then runs alone."""
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    while runs.get_dag_runs(DAG_ID, state=["queued", "running"], limit=1).dag_runs:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{DAG_ID} still busy after {RUN_TIMEOUT_S}s")
+        time.sleep(1)
+
+
+def trigger_and_wait(
+    af: Airflow,
+    run_id: str,
+    conf: dict[str, Any],
+    *,
+    champion: tuple[TrainingSettings, str] | None = None,
+) -> RunOutcome:
+    """Trigger a run and wait for its end. With ``champion``, first wait for the DAG to be idle
+    and make that version champion, so the run is judged against a known model."""
     from airflow_client.client import DagRunApi, TaskInstanceApi, TriggerDAGRunPostBody
 
     with af.api() as api:
         runs = DagRunApi(api)
+        if champion is not None:
+            _wait_until_idle(runs)
+            _set_champion(*champion, "test setup: bootstrap champion")
         started = time.monotonic()
         runs.trigger_dag_run(
             DAG_ID,
@@ -325,13 +369,19 @@ def test_concept_drift_promotes_the_challenger(
         price_factor=la_prices_up(unseen_rows),
     )
     run_id = f"test_drift_{uuid.uuid4().hex[:12]}"
-    outcome = trigger_and_wait(airflow, run_id, _conf(window_end, f"fp-{run_id}"))
+    outcome = trigger_and_wait(
+        airflow,
+        run_id,
+        _conf(window_end, f"fp-{run_id}"),
+        champion=(training, baseline_champion),
+    )
     assert outcome.state == "success", outcome.report()
     assert all(state == "success" for state, _ in outcome.tasks.values()), outcome.report()
 
     uri = training.mlflow_tracking_uri
     version = _run_version(training, run_id)
     assert version.tags[registry.TAG_DECISION] == "promoted", version.tags
+    assert version.tags["driftloop.champion_version"] == baseline_champion, version.tags
     champion = registry.get_champion(uri)
     assert champion is not None and champion.version == version.version != baseline_champion
     challenger_rmse = float(version.tags["driftloop.challenger_rmse_usd"])
@@ -366,7 +416,12 @@ def test_champion_distribution_rejects_the_challenger(
         champion_version=baseline_champion,
     )
     run_id = f"test_same_{uuid.uuid4().hex[:12]}"
-    outcome = trigger_and_wait(airflow, run_id, _conf(window_end, f"fp-{run_id}"))
+    outcome = trigger_and_wait(
+        airflow,
+        run_id,
+        _conf(window_end, f"fp-{run_id}"),
+        champion=(training, baseline_champion),
+    )
     assert outcome.state == "success", outcome.report()
     assert outcome.tasks["decide"][0] == "success"
     assert outcome.tasks["announce"][0] == "skipped"

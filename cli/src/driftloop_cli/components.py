@@ -326,8 +326,8 @@ def service_components(
                     "AIRFLOW_PASSWORD": s.airflow_password.get_secret_value(),
                     "WEBHOOK_TOKEN": s.bridge_webhook_token.get_secret_value(),
                     "RULES_FILE": str(REPO_ROOT / "services" / "bridge" / "rules.yaml"),
-            # local loop budget: one retrain per 2 minutes (production default: 15 min)
-            "COOLDOWN_SECONDS": "120",
+                    # local loop budget: one retrain per 2 minutes (production default: 15 min)
+                    "COOLDOWN_SECONDS": "120",
                     **log_format,
                 },
             ),

@@ -140,10 +140,25 @@ def demo(
     steady: Annotated[int, typer.Option(help="Seconds of steady traffic before the drift")] = 30,
     max_run: Annotated[int, typer.Option(help="Upper bound on the traffic run, seconds")] = 900,
     no_traffic: Annotated[bool, typer.Option(help="Only bring the stack up and bootstrap")] = False,
+    target: Annotated[
+        str,
+        typer.Option(
+            help="local: the native stack (started if needed); docker: a running "
+            "`docker compose up` stack on its published ports"
+        ),
+    ] = "local",
 ) -> None:
     """Run the loop: stack up, champion bootstrapped, traffic with drift, the loop closing live."""
+    if target not in {"local", "docker"}:
+        err.print(f"[red]error:[/] --target must be local or docker, not {target!r}")
+        raise typer.Exit(2)
+    if target == "docker":
+        from driftloop_contracts import DOCKER_BASE_PORT
+
+        ctx.obj = settings(ctx).model_copy(update={"base_port": DOCKER_BASE_PORT})
     s = settings(ctx)
-    up(ctx)
+    if target == "local":
+        up(ctx)
     from .commands.bootstrap import run_bootstrap
 
     rc = run_bootstrap(s, force=False, console=console)

@@ -280,6 +280,7 @@ def test_retried_steps_do_not_duplicate(
     )
     retried = retrain.train(settings, collected, params=PARAMS, model_params=fast)
     assert retried.reused and retried.run_id == evaluated.run_id
+    assert len(retried.profile_id) == 64
     again = retrain.decide(settings, evaluated, params=PARAMS)
     assert again.version == decision.version and again.promoted
     versions = registry.client(settings.mlflow_tracking_uri).search_model_versions(

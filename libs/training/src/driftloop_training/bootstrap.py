@@ -21,6 +21,10 @@ from .train import ModelParams, features_of, fit_model, predict_usd
 
 log = logging.getLogger(__name__)
 
+#: Version tag with the number of base rows a bootstrap model trained on (tests and demos
+#: register small ones with ``sample_rows``; this tells the full model apart).
+TAG_TRAIN_ROWS = "driftloop.train_rows"
+
 
 @dataclass(frozen=True)
 class BootstrapResult:
@@ -92,6 +96,7 @@ def bootstrap(
             registry.TAG_DECISION: "bootstrap",
             "driftloop.holdout_rmse_usd": f"{scores.rmse_usd:.2f}",
             "driftloop.profile_id": profile.profile_id,
+            TAG_TRAIN_ROWS: str(len(train)),
         },
     )
     registry.set_champion(uri, version.version)

@@ -22,7 +22,7 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +55,7 @@ _MAX_PARAM_CHARS = 500
 class LoggedModel:
     run_id: str
     model_uri: str
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -201,7 +202,7 @@ def find_run(tracking_uri: str, tags: dict[str, str]) -> LoggedModel | None:
     for run in runs:
         model_uri = run.data.tags.get(TAG_MODEL_URI)
         if model_uri:
-            return LoggedModel(run_id=run.info.run_id, model_uri=model_uri)
+            return LoggedModel(run_id=run.info.run_id, model_uri=model_uri, tags=run.data.tags)
     return None
 
 
@@ -270,6 +271,15 @@ def get_champion(tracking_uri: str) -> VersionInfo | None:
         raise RegistryError(f"MLflow unreachable while reading the champion: {exc}") from exc
     with _registry_errors("read the champion version"):
         return _version_info(c, mv)
+
+
+def search_versions(tracking_uri: str, tags: dict[str, str]) -> list[VersionInfo]:
+    """Versions of :data:`MODEL_NAME` carrying all ``tags``, oldest first."""
+    c = client(tracking_uri)
+    clauses = [f"name = '{MODEL_NAME}'", *(f"tags.`{k}` = '{v}'" for k, v in tags.items())]
+    with _registry_errors("search model versions"):
+        found = c.search_model_versions(" and ".join(clauses))
+        return [_version_info(c, mv) for mv in sorted(found, key=lambda mv: int(mv.version))]
 
 
 def set_champion(tracking_uri: str, version: str) -> None:

@@ -304,7 +304,7 @@ def train(
             run_key=collected.run_key,
             holdout_path=collected.holdout_path,
             train_rows=len(frame),
-            profile_id="",
+            profile_id=previous.tags.get("driftloop.profile_id", ""),
             reused=True,
         )
 

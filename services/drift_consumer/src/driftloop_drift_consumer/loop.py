@@ -193,8 +193,16 @@ class DriftLoop:
         )
 
     async def reference_task(self) -> None:
-        """Keep the reference on the champion: start-up load, events, periodic check."""
+        """Keep the reference on the champion: start-up load, events, periodic check.
+
+        A reference cached by the previous run is applied at once: windows only take events
+        labelled with the reference's version, so a stale cache cannot mis-measure anything,
+        and MLflow's answer (when it comes) replaces it if the champion moved meanwhile.
+        """
         cached = self.references.load_cached()
+        if cached is not None:
+            log.info("reference_from_cache", model_version=cached.version)
+            await self.apply_reference(cached)
         attempt = 0
         while not self.stopping.is_set():
             try:
@@ -205,19 +213,13 @@ class DriftLoop:
                 break
             except ReferenceUnavailable as exc:
                 attempt += 1
-                if cached is not None and self.references.current is None:
-                    log.warning(
-                        "reference_from_cache", model_version=cached.version, error=str(exc)
-                    )
-                    await self.apply_reference(cached)
-                    self._reference_ready.set()
-                    break
                 delay = min(self.settings.reference_retry_max_seconds, 0.5 * 2 ** min(attempt, 6))
                 log.warning(
                     "reference_unavailable", attempt=attempt, error=str(exc), retry_in_s=delay
                 )
                 self._reference_ready.set()  # consume anyway: joins and the log need no reference
-                await self._wait(delay)
+                await self._wait(delay, also=self._reference_check)
+                self._reference_check.clear()
         while not self.stopping.is_set():
             await self._wait(
                 self.settings.reference_check_interval_seconds, also=self._reference_check
@@ -581,7 +583,7 @@ class DriftLoop:
             summary = self._online.summary(version)
             if summary is None:
                 continue
-            baseline = await self.references.holdout_rmse(version)
+            baseline = self.references.baseline_rmse(version)
             ratio = summary.rmse / baseline if baseline else None
             self.metrics.set_online_error(version, summary, ratio)
             lines.append(

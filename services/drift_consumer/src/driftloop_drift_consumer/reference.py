@@ -92,7 +92,12 @@ class MlflowReferenceSource:
     def __init__(
         self, tracking_uri: str, model_name: str = MODEL_NAME, alias: str = CHAMPION_ALIAS
     ) -> None:
+        # MLflow's HTTP client retries for minutes by default; a registry outage must surface
+        # quickly here (the caller retries on its own schedule and keeps the old reference).
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self._uri = tracking_uri
         self._name = model_name
         self._alias = alias
@@ -156,6 +161,7 @@ class ReferenceManager:
         self.current: LoadedReference | None = None
         self.last_error: str | None = None
         self._rmse: dict[str, tuple[float | None, float]] = {}
+        self._fetching: dict[str, asyncio.Task[None]] = {}
 
     async def load_champion(self) -> LoadedReference | None:
         """The champion's reference if it differs from :attr:`current`, else ``None``.
@@ -187,6 +193,8 @@ class ReferenceManager:
     def accept(self, loaded: LoadedReference) -> None:
         """Make ``loaded`` current and remember it for a restart without MLflow."""
         self.current = loaded
+        if loaded.holdout_rmse_usd is not None:
+            self._rmse[loaded.version] = (loaded.holdout_rmse_usd, time.monotonic())
         if self._state_dir is None:
             return
         try:
@@ -227,21 +235,31 @@ class ReferenceManager:
             log.warning("reference_cache_unusable", path=str(path), error=str(exc))
             return None
 
-    async def holdout_rmse(self, version: str, *, retry_after_s: float = 60.0) -> float | None:
-        """The version's training holdout RMSE (cached; a failed look-up is retried later)."""
+    def baseline_rmse(self, version: str, *, retry_after_s: float = 60.0) -> float | None:
+        """The version's training holdout RMSE if known; never waits for MLflow.
+
+        An unknown version's metric is fetched in the background (at most once per
+        ``retry_after_s``), so the online-error ratio appears on a later update instead of
+        the consumer loop stalling on the registry.
+        """
         cached = self._rmse.get(version)
-        if cached is not None and (
-            cached[0] is not None or time.monotonic() - cached[1] < retry_after_s
-        ):
+        if cached is not None and cached[0] is not None:
             return cached[0]
+        stale = cached is None or time.monotonic() - cached[1] >= retry_after_s
+        if stale and version not in self._fetching:
+            self._rmse[version] = (None, time.monotonic())
+            task = asyncio.get_running_loop().create_task(self._fetch_rmse(version))
+            self._fetching[version] = task
+            task.add_done_callback(lambda _t: self._fetching.pop(version, None))
+        return None
+
+    async def _fetch_rmse(self, version: str) -> None:
         try:
             ref = await asyncio.to_thread(self._source.version, version)
-            value = ref.holdout_rmse_usd
         except Exception as exc:
             log.warning("holdout_rmse_unavailable", version=version, error=str(exc))
-            value = None
-        self._rmse[version] = (value, time.monotonic())
-        return value
+            return
+        self._rmse[version] = (ref.holdout_rmse_usd, time.monotonic())
 
 
 def model_events_consumer_factory(

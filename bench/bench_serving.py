@@ -1,0 +1,392 @@
+"""Serving benchmark: single-row ``/predict`` throughput and latency, four ways, one run.
+
+    (a) driftloop through nginx (all replicas, events to Kafka, Redis cache, Prometheus scraping)
+    (b) one driftloop replica, direct
+    (c) bare FastAPI running the same model version, as many uvicorn workers as (a) has replicas
+    (c1) the same bare app with one worker (the fair partner of (b))
+    (d) ``mlflow models serve`` of the same version, as many workers as (a) has replicas
+
+Every server runs with ``OMP_NUM_THREADS=1``. Load: ``wrk`` (Debian package) at a fixed number
+of connections; every request carries new random feature values, so the cache in (a)/(b) misses
+(it pays a Redis GET and SET per request) instead of flattering the result.
+
+Run against a stack that is up (``driftloop up``; default base port 18000)::
+
+    uv run python bench/bench_serving.py --base-port 18000
+    uv run python bench/bench_serving.py --nginx-url http://127.0.0.1:31000 \\
+        --replica-url http://127.0.0.1:31010 --replica-url http://127.0.0.1:31011 \\
+        --mlflow-url http://127.0.0.1:31050 --with-prometheus
+
+All servers are started first; the setups then run in interleaved rounds and the medians are
+reported, because this machine is shared and its background load swings within minutes.
+Prints a table and the ratios a/c, a/d (goals: >= 0.85 and >= 3.5) and b/c1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from driftloop_contracts import FEATURE_SPECS, HOST, PortPlan
+
+BENCH_DIR = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+
+#: Plausible ranges for random rows (inside the contracts' bounds).
+RANGES = {
+    "median_income_in_block": (0.5, 12.0),
+    "median_house_age_in_block": (1.0, 52.0),
+    "average_rooms": (2.0, 9.0),
+    "average_bedrooms": (0.8, 1.5),
+    "population_per_block": (100.0, 4000.0),
+    "average_house_occupancy": (1.5, 5.0),
+    "block_latitude": (32.6, 41.9),
+    "block_longitude": (-124.3, -114.4),
+}
+
+
+def lua_script(kind: str) -> str:
+    """A wrk script posting one fresh random row per request, in the target's body format."""
+    names = [spec.name for spec in FEATURE_SPECS]
+    draws = ", ".join(f"{lo} + math.random() * {hi - lo}" for lo, hi in (RANGES[n] for n in names))
+    if kind == "mlflow":
+        columns = ", ".join(f'\\"{n}\\"' for n in names)
+        fmt = (
+            '{\\"dataframe_split\\": {\\"columns\\": ['
+            + columns
+            + '], \\"data\\": [['
+            + ", ".join(["%.6f"] * len(names))
+            + "]]}}"
+        )
+    else:
+        fmt = "{" + ", ".join(f'\\"{n}\\": %.6f' for n in names) + "}"
+    return f"""
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+local counter = 0
+function setup(thread) counter = counter + 1; thread:set("id", counter) end
+function init(args) math.randomseed(os.time() * 1000 + id) end
+function request()
+  return wrk.format(nil, nil, nil, string.format("{fmt}", {draws}))
+end
+function done(summary, latency, requests)
+  io.write(string.format("WRKJSON {{\\"requests\\": %d, \\"duration_us\\": %d, \\"p50_us\\": %d, "
+    .. "\\"p99_us\\": %d, \\"non2xx\\": %d, \\"socket_errors\\": %d}}\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99),
+    summary.errors.status, summary.errors.connect + summary.errors.read + summary.errors.write
+    + summary.errors.timeout))
+end
+"""
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+
+
+class Results(list[Result]):
+    """Prints each result as it arrives (a long run shows progress)."""
+
+    def append(self, item: Result) -> None:
+        print(
+            f"  {item.name}: {item.rps:.0f} req/s, p50 {item.p50_ms:.1f} ms, "
+            f"p99 {item.p99_ms:.1f} ms, errors {item.errors}",
+            flush=True,
+        )
+        super().append(item)
+
+
+def run_wrk(
+    name: str, url: str, kind: str, *, connections: int, threads: int, duration: int, warmup: int
+) -> Result:
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
+        fh.write(lua_script(kind))
+        script = fh.name
+    try:
+        base = ["wrk", f"-t{threads}", f"-c{connections}", "-s", script, url]
+        subprocess.run(
+            [*base[:1], f"-d{warmup}s", *base[1:]],
+            check=True,
+            capture_output=True,
+            timeout=warmup + 60,
+        )
+        out = subprocess.run(
+            [*base[:1], f"-d{duration}s", "--timeout", "5s", *base[1:]],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=duration + 60,
+        )
+    finally:
+        os.unlink(script)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("WRKJSON "))
+    data = json.loads(line[len("WRKJSON ") :])
+    result = Result(
+        name,
+        data["requests"] / (data["duration_us"] / 1e6),
+        data["p50_us"] / 1000,
+        data["p99_us"] / 1000,
+        data["non2xx"] + data["socket_errors"],
+    )
+    print(
+        f"  {result.name}: {result.rps:.0f} req/s, p50 {result.p50_ms:.1f} ms, "
+        f"p99 {result.p99_ms:.1f} ms, errors {result.errors}",
+        flush=True,
+    )
+    return result
+
+
+def wait_http(url: str, timeout_s: float, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"server for {url} exited; log:\n{log.read_text()[-3000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise SystemExit(f"{url} not up within {timeout_s}s")
+
+
+@contextlib.contextmanager
+def process(
+    cmd: list[str], env: dict[str, str], log: Path, cwd: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, start_new_session=True
+        )
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 15)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+
+
+def server_env(mlflow_url: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "MLFLOW_TRACKING_URI": mlflow_url,
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "PYTHONPATH": str(BENCH_DIR),
+    }
+
+
+def prometheus_config(replicas: list[str], work: Path) -> Path:
+    targets = ", ".join(f'"{u.split("://", 1)[1]}"' for u in replicas)
+    conf = work / "prometheus.yml"
+    conf.write_text(
+        f"global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: model_api\n"
+        f"    static_configs:\n      - targets: [{targets}]\n"
+    )
+    return conf
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--base-port",
+        type=int,
+        default=None,
+        help="port plan of a running `driftloop up` stack (default 18000)",
+    )
+    parser.add_argument("--nginx-url")
+    parser.add_argument("--replica-url", action="append", default=[])
+    parser.add_argument("--mlflow-url")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--port", type=int, default=31900, help="first port for (c), (c1), (d)")
+    parser.add_argument(
+        "--with-prometheus",
+        action="store_true",
+        help="also run a Prometheus scraping the replicas every second "
+        "(when the stack has none of its own)",
+    )
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk not found: apt-get install wrk")
+
+    plan = PortPlan(args.base_port) if args.base_port else PortPlan()
+    nginx = args.nginx_url or f"http://{HOST}:{plan.nginx}"
+    replicas = args.replica_url or [f"http://{HOST}:{plan.model_api(i)}" for i in range(2)]
+    mlflow_url = args.mlflow_url or f"http://{HOST}:{plan.mlflow}"
+    workers = len(replicas)
+    info = httpx.get(f"{replicas[0]}/model", timeout=5).json()
+    model_uri = f"models:/{info['model_name']}/{info['model_version']}"
+    print(
+        f"model {model_uri}; {workers} replicas; {args.connections} connections; "
+        f"{args.duration}s per run; OMP_NUM_THREADS=1",
+        flush=True,
+    )
+
+    work = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
+    env = {**server_env(mlflow_url), "BENCH_MODEL_URI": model_uri}
+    bare_n, bare_1, mlflow_port = args.port, args.port + 1, args.port + 2
+    uvicorn = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bare_app:app",
+        "--host",
+        HOST,
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+    ]
+    wrk = {
+        "connections": args.connections,
+        "threads": args.threads,
+        "duration": args.duration,
+        "warmup": args.warmup,
+    }
+    targets = [
+        ("a) driftloop via nginx", f"{nginx}/predict", "api"),
+        ("b) one replica direct", f"{replicas[0]}/predict", "api"),
+        (f"c) bare FastAPI x{workers}", f"http://{HOST}:{bare_n}/predict", "api"),
+        ("c1) bare FastAPI x1", f"http://{HOST}:{bare_1}/predict", "api"),
+        (
+            f"d) mlflow models serve x{workers}",
+            f"http://{HOST}:{mlflow_port}/invocations",
+            "mlflow",
+        ),
+    ]
+    runs: dict[str, list[Result]] = {name: [] for name, _, _ in targets}
+    with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, True)
+        servers = []
+        if args.with_prometheus and shutil.which("prometheus"):
+            stack.enter_context(
+                process(
+                    [
+                        "prometheus",
+                        f"--config.file={prometheus_config(replicas, work)}",
+                        f"--storage.tsdb.path={work / 'tsdb'}",
+                        f"--web.listen-address={HOST}:{args.port + 90}",
+                    ],
+                    env,
+                    work / "prom.log",
+                )
+            )
+        for cmd, log, health in (
+            (
+                [*uvicorn, "--port", str(bare_n), "--workers", str(workers)],
+                "bare.log",
+                f"http://{HOST}:{bare_n}/docs",
+            ),
+            (
+                [*uvicorn, "--port", str(bare_1), "--workers", "1"],
+                "bare1.log",
+                f"http://{HOST}:{bare_1}/docs",
+            ),
+            (
+                [
+                    str(VENV_BIN / "mlflow"),
+                    "models",
+                    "serve",
+                    "-m",
+                    model_uri,
+                    "-h",
+                    HOST,
+                    "-p",
+                    str(mlflow_port),
+                    "-w",
+                    str(workers),
+                    "--env-manager",
+                    "local",
+                ],
+                "mlflow-serve.log",
+                f"http://{HOST}:{mlflow_port}/ping",
+            ),
+        ):
+            proc = stack.enter_context(process(cmd, env, work / log, cwd=BENCH_DIR))
+            servers.append((proc, log, health))
+        for proc, log, health in servers:
+            wait_http(health, 180, proc, work / log)
+        # Every server is up (the idle ones cost nothing); rounds interleave the setups so a
+        # burst of other load on this shared machine hits all of them, then medians are kept.
+        for round_no in range(1, args.rounds + 1):
+            print(f"round {round_no}/{args.rounds}", flush=True)
+            for name, url, kind in targets:
+                runs[name].append(run_wrk(name, url, kind, **wrk))
+
+    def median(values: list[float]) -> float:
+        return statistics.median(values)
+
+    results = [
+        Result(
+            name,
+            median([r.rps for r in rs]),
+            median([r.p50_ms for r in rs]),
+            median([r.p99_ms for r in rs]),
+            sum(r.errors for r in rs),
+        )
+        for name, rs in runs.items()
+    ]
+    by = {r.name.split(")")[0]: r for r in results}
+    print()
+    print(f"medians of {args.rounds} rounds x {args.duration}s, {args.connections} connections")
+    print(f"| {'setup':<28} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
+    print(f"|{'-' * 30}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
+    for r in results:
+        print(
+            f"| {r.name:<28} | {r.rps:>8.0f} | {r.p50_ms:>7.1f} | {r.p99_ms:>7.1f} | "
+            f"{r.errors:>6} |"
+        )
+    ratios = {
+        "a/c": by["a"].rps / by["c"].rps,
+        "a/d": by["a"].rps / by["d"].rps,
+        "b/c1": by["b"].rps / by["c1"].rps,
+    }
+    print()
+    print(
+        f"a/c = {ratios['a/c']:.2f} (goal >= 0.85)   a/d = {ratios['a/d']:.2f} (goal >= 3.5)   "
+        f"b/c1 = {ratios['b/c1']:.2f}"
+    )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": [r.__dict__ for r in results],
+                    "ratios": ratios,
+                    "runs": {k: [r.__dict__ for r in v] for k, v in runs.items()},
+                },
+                indent=1,
+            )
+        )
+
+
+if __name__ == "__main__":
+    main()
