@@ -57,7 +57,7 @@ def run_demo(s: StackSettings, opts: DemoOptions, console: Console) -> DemoSumma
         "where to look: "
         f"Prometheus {ep.prometheus}/alerts · Alertmanager {ep.alertmanager} · "
         f"MLflow {ep.mlflow} · Airflow {ep.airflow} (user {s.airflow_username}) · "
-        f"API {ep.nginx}/docs · Grafana: with Docker only, http://127.0.0.1:3000"
+        f"API {ep.nginx}/docs · Grafana: with Docker only, http://127.0.0.1:38003"
     )
     if summary.error:
         console.print(f"[red]error:[/] {summary.error}")
