@@ -226,10 +226,17 @@ class FakeConsumer:
     """A consumer that owns every partition of the log and hands out ``batch`` records per
     partition per ``getmany``, starting at the committed offsets."""
 
-    def __init__(self, log: FakeLog, partitions: list[TopicPartition], batch: int = 50) -> None:
+    def __init__(
+        self,
+        log: FakeLog,
+        partitions: list[TopicPartition],
+        batch: int = 50,
+        batch_by_topic: dict[str, int] | None = None,
+    ) -> None:
         self.log = log
         self.partitions = partitions
         self.batch = batch
+        self.batch_by_topic = batch_by_topic or {}
         self.listener: Any = None
         self.position: dict[TopicPartition, int] = {}
         self.fail_commits = False
@@ -260,7 +267,7 @@ class FakeConsumer:
         for tp in self.partitions:
             records = self.log.records.get(tp, [])
             start = self.position[tp]
-            chunk = records[start : start + self.batch]
+            chunk = records[start : start + self.batch_by_topic.get(tp.topic, self.batch)]
             if chunk:
                 out[tp] = chunk
                 self.position[tp] = start + len(chunk)

@@ -103,9 +103,10 @@ class Harness:
         )
         self.consumers: list[FakeConsumer] = []
         self._n = 0
+        self.batch_by_topic: dict[str, int] = {}
 
     def consumer(self) -> FakeConsumer:
-        c = FakeConsumer(self.log, PARTITIONS, batch=37)
+        c = FakeConsumer(self.log, PARTITIONS, batch=37, batch_by_topic=self.batch_by_topic)
         self.consumers.append(c)
         return c
 
@@ -283,6 +284,34 @@ async def test_feedback_joins_into_the_log_and_online_error(
         math.sqrt(np.mean(errors**2)) / 50_000.0, rel=1e-9
     )
     assert metric(loop, "driftloop_labelled_rows_total") == 300
+    await stop(loop, tasks)
+
+
+async def test_feedback_waits_while_its_predictions_are_still_queued(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    """A backlog: feedback is read much faster than predictions. With no wall-clock grace at
+    all, nothing is given up while the predictions partition is behind the feedback's time;
+    feedback for requests that never had a prediction is given up once it has caught up."""
+    h = Harness(tmp_path, reference, feedback_wait_seconds=0.0)
+    h.batch_by_topic = {PREDICTIONS_TOPIC: 5, FEEDBACK_TOPIC: 200}
+    ids = h.predictions(400)
+    h.feedback([*ids, "never-predicted-1", "never-predicted-2"], actual=lambda i: 1.0)
+    loop = h.make_loop()
+    tasks = await start(loop)
+    await until(
+        lambda: (
+            len(h.labelled()) == 400
+            and metric(
+                loop,
+                "driftloop_events_invalid_total",
+                topic=FEEDBACK_TOPIC,
+                reason="unmatched_feedback",
+            )
+            == 2
+        )
+    )
+    assert sorted(h.labelled()["request_id"]) == sorted(ids)
     await stop(loop, tasks)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -233,17 +234,29 @@ class FeedbackBuffer:
                 rows.append(entry.row)
         return rows
 
-    def expire(self, now: float, wait_s: float) -> list[int]:
-        """Give up on records that waited longer than ``wait_s``; returns their offsets."""
+    def expire(
+        self,
+        now: float,
+        wait_s: float,
+        settled: Callable[[datetime], bool] = lambda _ts: True,
+    ) -> list[int]:
+        """Give up on records that waited at least ``wait_s`` *and* whose prediction can no
+        longer arrive (``settled(feedback time)``: the co-partitioned predictions partition
+        has been read past that time, or is caught up). A consumer working through a backlog
+        therefore never drops feedback just because its predictions are still queued.
+        Returns the offsets given up on."""
         expired: list[int] = []
         for request_id in list(self._waiting):
             entries = self._waiting[request_id]
-            keep = [e for e in entries if now - e.arrived < wait_s]
+            keep = []
             for e in entries:
-                if now - e.arrived >= wait_s:
+                assert e.feedback is not None
+                if now - e.arrived >= wait_s and settled(e.feedback.timestamp):
                     e.decided = True
                     e.outcome = "unmatched"
                     expired.append(e.offset)
+                else:
+                    keep.append(e)
             if keep:
                 self._waiting[request_id] = keep
             else:

@@ -89,9 +89,13 @@ def data_consumer_factory(settings: DriftConsumerSettings) -> ConsumerFactory:
 
     def make() -> Any:
         from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
         return AIOKafkaConsumer(
             bootstrap_servers=settings.kafka_bootstrap,
+            # Range, not aiokafka's default round robin: partition p of predictions and of
+            # feedback (co-partitioned by request_id) must land on the same instance.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             group_id=settings.consumer_group,
             client_id=f"driftloop-drift-consumer-{settings.instance_id}",
             enable_auto_commit=False,
@@ -157,6 +161,8 @@ class DriftLoop:
         self._next_offset: dict[TopicPartition, int] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._counted_through: dict[TopicPartition, int] = {}
+        #: Latest prediction event time read per partition (for feedback that waits).
+        self._watermark: dict[int, datetime] = {}
         self._windows_counted: dict[tuple[str, int], int] = {}
         self._online = OnlineError(settings.online_error_rows)
         self._reference_check = asyncio.Event()
@@ -388,7 +394,13 @@ class DriftLoop:
                         max(0, high - self._next_offset[tp])
                     )
             if tp.topic == self._predictions_topic:
-                predictions[tp.partition] = self._decode_predictions(tp, records)
+                predictions[tp.partition] = decoded = self._decode_predictions(tp, records)
+                if decoded:
+                    latest = max(e.timestamp for _, e in decoded)
+                    previous = self._watermark.get(tp.partition)
+                    self._watermark[tp.partition] = (
+                        latest if previous is None else max(previous, latest)
+                    )
             elif tp.topic == self._feedback_topic:
                 feedback[tp.partition] = self._decode_feedback(tp, records)
 
@@ -530,13 +542,29 @@ class DriftLoop:
             for buffer in self._buffers.values():
                 buffer.resolve(found)
         for buffer in self._buffers.values():
-            for offset in buffer.expire(now, self.settings.feedback_wait_seconds):
+            settled = self._predictions_settled(buffer.partition)
+            for offset in buffer.expire(now, self.settings.feedback_wait_seconds, settled):
                 self._invalid(
                     TopicPartition(self._feedback_topic, buffer.partition),
                     offset,
                     "unmatched_feedback",
                     "no prediction for this request_id",
                 )
+
+    def _predictions_settled(self, partition: int) -> Callable[[datetime], bool]:
+        """Whether a prediction made before a given time can still show up in the
+        co-partitioned predictions partition (False while we are behind it)."""
+        consumer = self._consumer
+        tp = TopicPartition(self._predictions_topic, partition)
+        if consumer is None or tp not in consumer.assignment():
+            return lambda _ts: True  # not ours (should not happen with range assignment)
+        high = None
+        with contextlib.suppress(Exception):
+            high = consumer.highwater(tp)
+        position = self._next_offset.get(tp)
+        caught_up = high is None or (position is not None and position >= high)
+        watermark = self._watermark.get(partition)
+        return lambda ts: caught_up or (watermark is not None and watermark >= ts)
 
     async def _flush_labelled(
         self, now: float, *, force: bool, partitions: set[int] | None = None
@@ -721,6 +749,7 @@ class DriftLoop:
             self._committed.pop(tp, None)
             if tp.topic == self._predictions_topic:
                 self.windows.drop([tp.partition])
+                self._watermark.pop(tp.partition, None)
             elif tp.topic == self._feedback_topic:
                 self._buffers.pop(tp.partition, None)
 

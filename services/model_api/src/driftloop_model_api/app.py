@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
 
+from .batching import MicroBatcher
 from .cache import PredictionCache, RedisLike, redis_client
 from .deps import Runtime
 from .errors import install_error_handlers
@@ -134,7 +135,10 @@ def create_app(
             retry_max_s=settings.load_retry_max_seconds,
             reload_attempts=settings.reload_attempts,
         )
-        service = PredictionService(holder, cache, publisher, metrics, settings.replica_id)
+        batcher = MicroBatcher(settings.micro_batch_max_rows) if settings.micro_batching else None
+        service = PredictionService(
+            holder, cache, publisher, metrics, settings.replica_id, batcher=batcher
+        )
         app.state.runtime = Runtime(
             settings=settings,
             metrics=metrics,

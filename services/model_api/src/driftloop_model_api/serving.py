@@ -19,6 +19,7 @@ from driftloop_contracts import (
     utcnow,
 )
 
+from .batching import MicroBatcher
 from .cache import PredictionCache, cache_key
 from .metrics import Metrics
 from .model_holder import LoadedModel, ModelHolder
@@ -35,7 +36,9 @@ class PredictionService:
         publisher: EventPublisher,
         metrics: Metrics,
         replica_id: str,
+        batcher: MicroBatcher | None = None,
     ) -> None:
+        self.batcher = batcher
         self.holder = holder
         self.cache = cache
         self.publisher = publisher
@@ -54,7 +57,10 @@ class PredictionService:
             value = await self.cache.get(key)
         hit = value is not None
         if value is None:
-            value = model.predict_usd([row])[0]
+            if self.batcher is not None:
+                value = await self.batcher.predict(model, row)
+            else:
+                value = model.predict_usd([row])[0]
             if key:
                 self.cache.put(key, value)
         self._emit(model, request_id, row, value, started, cache_hit=hit)

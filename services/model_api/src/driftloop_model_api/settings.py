@@ -66,6 +66,11 @@ class ModelApiSettings(BaseSettings):
     #: After a Redis failure the cache is bypassed for this long before it is tried again.
     cache_retry_after_seconds: float = Field(default=5.0, ge=0)
 
+    # --- prediction ---------------------------------------------------------------------
+    #: Predict concurrent single rows in one model call (see batching.py); off = one call each.
+    micro_batching: bool = True
+    micro_batch_max_rows: int = Field(default=64, ge=1)
+
     # --- HTTP limits ----------------------------------------------------------------------
     max_body_bytes: int = Field(default=1_048_576, ge=256)
     batch_max_rows: int = Field(default=1_000, ge=1)
