@@ -90,17 +90,17 @@ class Harness:
         self.influx = FakeInflux()
         self.source = FakeSource({"1": reference.profile})
         self.tmp = tmp_path
-        self.settings = DriftConsumerSettings(
-            labelled_log_dir=tmp_path / "labelled",
-            reports_dir=tmp_path / "reports",
-            state_dir=tmp_path / "state",
-            labelled_flush_seconds=0.0,
-            feedback_wait_seconds=60.0,
-            sink_retry_initial_seconds=0.01,
-            sink_retry_max_seconds=0.05,
-            reports_interval_seconds=0,
-            **overrides,
-        )
+        defaults: dict[str, Any] = {
+            "labelled_log_dir": tmp_path / "labelled",
+            "reports_dir": tmp_path / "reports",
+            "state_dir": tmp_path / "state",
+            "labelled_flush_seconds": 0.0,
+            "feedback_wait_seconds": 60.0,
+            "sink_retry_initial_seconds": 0.01,
+            "sink_retry_max_seconds": 0.05,
+            "reports_interval_seconds": 0,
+        }
+        self.settings = DriftConsumerSettings(**{**defaults, **overrides})
         self.consumers: list[FakeConsumer] = []
         self._n = 0
         self.batch_by_topic: dict[str, int] = {}

@@ -105,7 +105,7 @@ class DriftConsumerSettings(BaseSettings):
     reports_dir: Path = Path(".driftloop/reports")
     #: Seconds between Evidently reports (only when a new window closed); 0 disables them.
     reports_interval_seconds: float = Field(default=300.0, ge=0.0)
-    reports_keep: int = Field(default=48, ge=1)
+    reports_keep: int = Field(default=24, ge=1)
 
     # --- local state and retries ----------------------------------------------------------
     #: Local scratch: the last reference profile (so a restart works while MLflow is down).
