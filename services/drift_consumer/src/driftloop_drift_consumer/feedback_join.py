@@ -50,13 +50,17 @@ class StoredPrediction:
     prediction: float
 
     @classmethod
-    def from_event(cls, event: PredictionEvent) -> StoredPrediction:
+    def from_event(
+        cls, event: PredictionEvent, features: tuple[float, ...] | None = None
+    ) -> StoredPrediction:
+        """``features`` in contract order, if the caller already extracted them."""
+        row = features if features is not None else tuple(event.feature_row())
         return cls(
             event.request_id,
             event.timestamp,
             event.model_name,
             event.model_version,
-            tuple(float(v) for v in event.feature_row()),
+            tuple(float(v) for v in row),
             float(event.prediction),
         )
 

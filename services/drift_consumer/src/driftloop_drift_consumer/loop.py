@@ -380,7 +380,7 @@ class DriftLoop:
         """Process one fetch and commit what is safely written. Holds the lock (caller)."""
         assigned = consumer.assignment()
         now = time.monotonic()
-        predictions: dict[int, list[tuple[int, PredictionEvent]]] = {}
+        predictions: dict[int, list[tuple[int, PredictionEvent, tuple[float, ...]]]] = {}
         feedback: dict[int, list[tuple[int, FeedbackEvent | None]]] = {}
         for tp, records in batches.items():
             if tp not in assigned or not records:
@@ -396,7 +396,7 @@ class DriftLoop:
             if tp.topic == self._predictions_topic:
                 predictions[tp.partition] = decoded = self._decode_predictions(tp, records)
                 if decoded:
-                    latest = max(e.timestamp for _, e in decoded)
+                    latest = max(e.timestamp for _, e, _ in decoded)
                     previous = self._watermark.get(tp.partition)
                     self._watermark[tp.partition] = (
                         latest if previous is None else max(previous, latest)
@@ -405,7 +405,11 @@ class DriftLoop:
                 feedback[tp.partition] = self._decode_feedback(tp, records)
 
         # 1. predictions into the join store before anything can commit past them
-        stored = [StoredPrediction.from_event(e) for evs in predictions.values() for _, e in evs]
+        stored = [
+            StoredPrediction.from_event(e, row[:-1])
+            for evs in predictions.values()
+            for _, e, row in evs
+        ]
         if stored:
             await self._until_ok("redis", lambda: self.join_store.put(stored))
 
@@ -470,7 +474,8 @@ class DriftLoop:
 
     def _decode_predictions(
         self, tp: TopicPartition, records: list[Any]
-    ) -> list[tuple[int, PredictionEvent]]:
+    ) -> list[tuple[int, PredictionEvent, tuple[float, ...]]]:
+        """Valid predictions of our model with their ``(features..., prediction)`` row."""
         out = []
         for record in records:
             try:
@@ -482,14 +487,14 @@ class DriftLoop:
                 self._invalid(tp, record.offset, "unknown_model", event.model_name)
                 continue
             try:
-                row = event.feature_row()
+                row = (*event.feature_row(), event.prediction)
             except KeyError as exc:
                 self._invalid(tp, record.offset, "missing_feature", str(exc))
                 continue
-            if not all(math.isfinite(v) for v in row) or not math.isfinite(event.prediction):
+            if not all(math.isfinite(v) for v in row):
                 self._invalid(tp, record.offset, "non_finite", "NaN or infinite value")
                 continue
-            out.append((record.offset, event))
+            out.append((record.offset, event, row))
         return out
 
     def _decode_feedback(
@@ -505,27 +510,26 @@ class DriftLoop:
         return out
 
     def _window_events(
-        self, partition: int, events: list[tuple[int, PredictionEvent]]
+        self, partition: int, events: list[tuple[int, PredictionEvent, tuple[float, ...]]]
     ) -> list[ClosedWindow]:
         ref = self.windows.reference
         if ref is None:
             if events:
                 self.metrics.events_ignored.labels("no_reference").inc(len(events))
             return []
-        mine = [(o, e) for o, e in events if e.model_version == ref.model_version]
+        mine = [x for x in events if x[1].model_version == ref.model_version]
         other = len(events) - len(mine)
         if other:
             self.metrics.events_ignored.labels("other_model_version").inc(other)
-            if any(_newer(e.model_version, ref.model_version) for _, e in events):
+            if any(_newer(e.model_version, ref.model_version) for _, e, _ in events):
                 self.request_reference_check()  # a replica already serves a newer champion
         if not mine:
             return []
+        n = len(mine)
         batch = EventBatch(
-            offsets=np.fromiter((o for o, _ in mine), dtype=np.int64, count=len(mine)),
-            timestamps_us=np.fromiter(
-                (_us(e.timestamp) for _, e in mine), dtype=np.int64, count=len(mine)
-            ),
-            values=np.array([[*e.feature_row(), e.prediction] for _, e in mine], dtype="float64"),
+            offsets=np.fromiter((o for o, _, _ in mine), dtype=np.int64, count=n),
+            timestamps_us=np.fromiter((_us(e.timestamp) for _, e, _ in mine), np.int64, n),
+            values=np.array([row for _, _, row in mine], dtype="float64"),
         )
         return self.windows.add(partition, batch)
 
