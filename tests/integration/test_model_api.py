@@ -442,6 +442,10 @@ def test_reload_under_load_has_no_failed_request(
     assert load.total > 50
     assert version in load.versions and restore_champion in load.versions, load.versions
     assert took < RELOAD_DEADLINE_S
+    print(
+        f"reload: {load.total} requests, 0 failed, new version on every replica {took:.1f}s "
+        "after ModelPromoted"
+    )
 
 
 def test_cache_hit_then_recompute_after_promotion(
@@ -526,6 +530,7 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
     stack.stop("kafka")
     try:
         outage, outage_ids = timed_requests(300, f"outage-{uuid.uuid4().hex[:8]}")
+        print(f"outage: p95 {p95(outage) * 1000:.1f} ms vs {p95(baseline) * 1000:.1f} ms before")
         assert p95(outage) <= 2 * p95(baseline) + 0.05, (p95(outage), p95(baseline))
         assert metric_sum(urls, "driftloop_events_buffered") > 0
     finally:
@@ -551,9 +556,16 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
         )
 
 
-def test_replica_killed_under_load_loses_no_request(ready_stack: Any) -> None:
-    """SIGKILL one replica while requests stream through nginx: nginx retries the requests it
-    was serving on the other replica, so none fails; the supervisor brings it back."""
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_replica_killed_under_load_loses_no_request(ready_stack: Any, how: str) -> None:
+    """Kill one replica while requests stream through nginx: nginx retries what the dead
+    replica did not answer on the other one (connect errors, resets, 502/503), so no request
+    gets an error status; the supervisor brings the replica back.
+
+    SIGTERM (how supervisors and orchestrators stop a process): uvicorn finishes in-flight
+    requests, so zero failures of any kind. SIGKILL: the one response whose headers nginx had
+    already relayed when the process died cannot be retried (HTTP has no way to take headers
+    back) and reaches the client truncated; at most one such transport error is allowed."""
     from driftloop_cli import stack as stack_ops
 
     stack = ready_stack
@@ -561,9 +573,12 @@ def test_replica_killed_under_load_loses_no_request(ready_stack: Any) -> None:
     pid = next(s.pid for s in stack_ops.status(stack.settings) if s.name == victim)
     assert pid
     with background_load(stack.nginx_url, concurrency=6) as load:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, getattr(signal, how))
         time.sleep(3)
-    assert load.failed == 0, load.errors[:5]
+    bad_status = {code: n for code, n in load.statuses.items() if code != 200}
+    assert not bad_status, (bad_status, load.errors[:5])
+    allowed = 0 if how == "SIGTERM" else 1
+    assert len(load.errors) <= allowed, load.errors[:5]
     assert load.total > 50
     stack.wait_healthy(victim)
     wait_until(

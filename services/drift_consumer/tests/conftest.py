@@ -24,6 +24,7 @@ from driftloop_contracts import (
     ReferenceProfile,
 )
 from driftloop_drift_consumer.drift import CompiledReference
+from driftloop_drift_consumer.reference import VersionRef
 from driftloop_training.profile import compute_profile
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -102,6 +103,24 @@ def feedback_event(request_id: str, actual: float, ts: datetime | None = None) -
     return FeedbackEvent(
         request_id=request_id, timestamp=ts or T0 + timedelta(minutes=1), actual=actual
     )
+
+
+# --- fake MLflow ---
+
+
+class FakeSource:
+    def __init__(self, profiles: dict[str, ReferenceProfile], champion: str = "1") -> None:
+        self.profiles = profiles
+        self.champion_version = champion
+
+    def champion(self) -> VersionRef:
+        return self.version(self.champion_version)
+
+    def version(self, version: str) -> VersionRef:
+        return VersionRef(version, f"run-{version}", 50_000.0)
+
+    def profile(self, run_id: str) -> ReferenceProfile:
+        return self.profiles[run_id.removeprefix("run-")]
 
 
 # --- fake Redis ---------------------------------------------------------------------------

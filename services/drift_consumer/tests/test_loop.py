@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from aiokafka.structs import TopicPartition
 
-from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC, ReferenceProfile
+from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
 from driftloop_drift_consumer.feedback_join import JoinStore
 from driftloop_drift_consumer.loop import DriftLoop
 from driftloop_drift_consumer.reference import ReferenceManager, VersionRef
@@ -35,6 +35,7 @@ from .conftest import (
     FakeConsumer,
     FakeLog,
     FakeRedisState,
+    FakeSource,
     ReferenceData,
     feedback_event,
     make_reference,
@@ -42,21 +43,6 @@ from .conftest import (
 )
 
 PARTITIONS = [TopicPartition(t, p) for t in (PREDICTIONS_TOPIC, FEEDBACK_TOPIC) for p in (0, 1)]
-
-
-class FakeSource:
-    def __init__(self, profiles: dict[str, ReferenceProfile], champion: str = "1") -> None:
-        self.profiles = profiles
-        self.champion_version = champion
-
-    def champion(self) -> VersionRef:
-        return self.version(self.champion_version)
-
-    def version(self, version: str) -> VersionRef:
-        return VersionRef(version, f"run-{version}", 50_000.0)
-
-    def profile(self, run_id: str) -> ReferenceProfile:
-        return self.profiles[run_id.removeprefix("run-")]
 
 
 class FakeInflux:

@@ -88,3 +88,13 @@ async def test_periodic_alias_check_catches_a_missed_event() -> None:
     source.alias_version = "2"
     await until(lambda: holder.current.version == "2")  # type: ignore[union-attr]
     await reloader.stop()
+
+
+async def test_replayed_events_are_ignored_after_a_newer_one() -> None:
+    reloader, holder, _ = make(FakeSource())
+    await reloader.start()
+    await until(lambda: holder.current is not None)
+    first, second = promoted("2"), promoted("1")
+    assert reloader.handle_event(first) and reloader.handle_event(second)
+    assert not reloader.handle_event(first)  # re-read after a rewind
+    await reloader.stop()

@@ -43,3 +43,5 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     for name in ("kafka", "mlflow", "urllib3", "httpx", "uvicorn.access"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
     logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    # MLflow's HTTP retries log every attempt; our own reference_unavailable warning says it.
+    logging.getLogger("urllib3").setLevel(logging.ERROR)

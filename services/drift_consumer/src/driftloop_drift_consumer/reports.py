@@ -21,6 +21,7 @@ import contextlib
 import multiprocessing
 import os
 import re
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -136,8 +137,8 @@ class ReportScheduler:
         store: ReportStore,
         interval_s: float,
         *,
-        executor_factory: type[Executor] | None = None,
-        on_outcome: object | None = None,
+        executor_factory: Callable[[], Executor] | None = None,
+        on_outcome: Callable[[str], None] | None = None,
     ) -> None:
         self.store = store
         self.interval_s = interval_s
@@ -187,7 +188,7 @@ class ReportScheduler:
                 break
             try:
                 name = await self.render_pending()
-                if name is not None and callable(self._on_outcome):
+                if name is not None and self._on_outcome is not None:
                     self._on_outcome("success")
                 self.last_error = None
             except asyncio.CancelledError:
@@ -195,7 +196,7 @@ class ReportScheduler:
             except Exception as exc:  # a failed report never affects consumption
                 self.last_error = str(exc)
                 log.warning("drift_report_failed", error=str(exc))
-                if callable(self._on_outcome):
+                if self._on_outcome is not None:
                     self._on_outcome("failure")
                 self._reset_executor()
 

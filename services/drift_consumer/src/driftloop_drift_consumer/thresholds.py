@@ -237,15 +237,21 @@ class ThresholdWatcher:
 
     async def run(self, stopping: asyncio.Event | None = None) -> None:
         self._on_change(self.current)
+        failing = False
         while stopping is None or not stopping.is_set():
             try:
                 await self.refresh()
+                if failing:
+                    log.info("thresholds_refresh_recovered")
+                failing = False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis down: keep the last known values
                 if self._on_error is not None:
                     self._on_error(exc)
-                log.warning("thresholds_refresh_failed", error=str(exc))
+                if not failing:  # once per outage, not once per poll
+                    log.warning("thresholds_refresh_failed", error=str(exc))
+                failing = True
             await _sleep_or_stop(self._interval, stopping)
 
 

@@ -39,7 +39,16 @@ def configure_logging(fmt: str = "json", level: str = "info") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    # Chatty libraries: their reconnect loops are reported by our own warnings.
-    for name in ("aiokafka", "kafka", "mlflow", "urllib3", "uvicorn.access"):
+    # Chatty libraries: aiokafka logs every reconnect attempt (10/s while the broker is down);
+    # the publisher and the reloader report outages once, with context, in our own warnings.
+    for name in ("kafka", "mlflow", "urllib3", "uvicorn.access"):
         logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
-    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    logging.getLogger("asyncio").addFilter(_AbortedBatchFilter())
+
+
+class _AbortedBatchFilter(logging.Filter):
+    """Drops asyncio's "exception never retrieved" for batches we abort on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "producer aborted" not in record.getMessage()

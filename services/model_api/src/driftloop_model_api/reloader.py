@@ -4,8 +4,11 @@
   exponential backoff until it works; the replica is alive but not ready meanwhile.
 * **Events**: consumes ``model-events`` as a broadcast. The consumer has *no group*, so every
   replica (and the drift consumer) sees every event and no replica steals another's. It starts
-  at the end of the topic; events older than this process (a re-read tail, see Tansu's
-  approximate end offsets) are ignored, because the start-up load already read the alias.
+  at the end of the topic; events older than this process, or not newer than the last event
+  handled, are ignored (replays), because the start-up load already read the alias. If the
+  topic's end falls behind our position, the log was reset (Tansu keeps nothing across a
+  restart and the topic is recreated empty): the consumer rewinds to its beginning, where
+  everything is new.
 * **Safety net**: every ``alias_check_interval_seconds`` the alias is read again, so a missed
   event (broker down, topic recreated) only delays a reload.
 
@@ -37,6 +40,8 @@ log = structlog.get_logger(__name__)
 ConsumerFactory = Callable[[], Any]
 #: Events stamped this long before our start are replays, not news.
 STALE_EVENT_MARGIN = timedelta(seconds=2)
+#: How often the consumer compares its position with the topic's end (log reset detection).
+LOG_RESET_CHECK_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,7 @@ class Reloader:
         self._queue: asyncio.Queue[_Command] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at: datetime = utcnow()
+        self._last_event_at: datetime | None = None
         self.consumer_connected = False
         self.last_error: str | None = None
 
@@ -134,6 +140,10 @@ class Reloader:
         if event.timestamp < self.started_at - STALE_EVENT_MARGIN:
             log.info("model_event_ignored", reason="older_than_process", version=event.version)
             return False
+        if self._last_event_at is not None and event.timestamp <= self._last_event_at:
+            log.info("model_event_ignored", reason="replayed", version=event.version)
+            return False
+        self._last_event_at = event.timestamp
         log.info(
             "model_promoted_received",
             version=event.version,
@@ -259,11 +269,15 @@ class Reloader:
                 # Anything announced while we were not listening is caught by the alias.
                 if self._holder.current is not None:
                     self.request_alias_check()
+                checked = asyncio.get_running_loop().time()
                 while True:
                     batches = await consumer.getmany(timeout_ms=1_000)
                     for tp, records in batches.items():
                         for record in records:
                             self._on_record(tp, record)
+                    if asyncio.get_running_loop().time() - checked > LOG_RESET_CHECK_S:
+                        checked = asyncio.get_running_loop().time()
+                        await self._rewind_if_reset(consumer)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -280,6 +294,26 @@ class Reloader:
                 self.consumer_connected = False
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(consumer.stop(), 5)
+
+    async def _rewind_if_reset(self, consumer: Any) -> None:
+        """Seek to the beginning of any partition whose end is now behind our position."""
+        try:
+            partitions = list(consumer.assignment())
+            if not partitions:
+                return
+            ends = await consumer.end_offsets(partitions)
+            for tp in partitions:
+                position = await consumer.position(tp)
+                if position > ends.get(tp, position):
+                    log.warning(
+                        "model_events_log_reset",
+                        partition=tp.partition,
+                        position=position,
+                        end=ends[tp],
+                    )
+                    await consumer.seek_to_beginning(tp)
+        except Exception as exc:  # broker away: the next check tries again
+            log.debug("model_events_reset_check_failed", error=str(exc))
 
     def _on_record(self, tp: Any, record: Any) -> None:
         try:

@@ -1,0 +1,92 @@
+"""app.py and reports.py: the HTTP endpoints with fakes behind them, and a real Evidently
+report rendered through the scheduler (in a thread here; a spawned process in the service)."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from aiokafka.structs import TopicPartition
+from fastapi.testclient import TestClient
+
+from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
+from driftloop_drift_consumer.app import create_app
+from driftloop_drift_consumer.reference import LoadedReference
+from driftloop_drift_consumer.reports import ReportScheduler, ReportStore
+from driftloop_drift_consumer.settings import DriftConsumerSettings
+from driftloop_drift_consumer.windows import EventBatch, WindowManager, WindowPolicy
+
+from .conftest import FakeAsyncRedis, FakeConsumer, FakeLog, FakeSource, ReferenceData
+
+PARTITIONS = [TopicPartition(t, p) for t in (PREDICTIONS_TOPIC, FEEDBACK_TOPIC) for p in (0, 1)]
+
+
+def test_endpoints(tmp_path: Path, reference: ReferenceData) -> None:
+    settings = DriftConsumerSettings(
+        influx_enabled=False,
+        reports_interval_seconds=0,
+        labelled_log_dir=tmp_path / "l",
+        reports_dir=tmp_path / "r",
+        state_dir=tmp_path / "s",
+    )
+    log = FakeLog()
+    app = create_app(
+        settings,
+        reference_source=FakeSource({"1": reference.profile}),
+        consumer_factory=lambda: FakeConsumer(log, PARTITIONS),
+        model_events_factory=None,
+        redis=FakeAsyncRedis(),
+    )
+    with TestClient(app) as client:
+        assert client.get("/health/live").json() == {"status": "alive"}
+        deadline = time.monotonic() + 20
+        while client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/health/ready").json()
+            time.sleep(0.05)
+        body = client.get("/health/ready").json()
+        assert body["model_version"] == "1" and "predictions-0" in body["assigned"]
+        metrics = client.get("/metrics").text
+        assert 'driftloop_drift_threshold{feature="",statistic="drift_share"} 0.5' in metrics
+        assert 'driftloop_drift_reference_info{model_version="1"' in metrics
+        rows = client.get("/thresholds").json()["thresholds"]
+        assert {r["source"] for r in rows} == {"default"}
+        assert client.get("/reports").json() == {"latest": None, "reports": []}
+        assert client.get("/reports/latest").status_code == 404
+        assert client.get("/reports/..%2F..%2Fetc%2Fpasswd").status_code == 404
+
+
+def test_report_scheduler_renders_and_links_latest(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    import asyncio
+
+    wm = WindowManager(WindowPolicy(), reference.compiled)
+    rng = np.random.default_rng(0)
+    values = reference.values[rng.integers(0, len(reference.values), 200)]
+    (window,) = wm.add(0, EventBatch(np.arange(200), np.full(200, 10**15), values))
+    loaded = LoadedReference.build("1", "run-1", reference.profile, None)
+    outcomes: list[str] = []
+    store = ReportStore(tmp_path / "reports", keep=1)
+    scheduler = ReportScheduler(
+        store, 0.01, executor_factory=lambda: ThreadPoolExecutor(1), on_outcome=outcomes.append
+    )
+
+    async def run() -> None:
+        scheduler.offer(window, loaded)
+        first = await scheduler.render_pending()
+        assert first is not None
+        scheduler.offer(window, loaded)
+        await asyncio.sleep(1.1)  # a new name (one-second stamp)
+        second = await scheduler.render_pending()
+        assert second != first
+        assert await scheduler.render_pending() is None  # nothing new to render
+
+    asyncio.run(run())
+    scheduler.close()
+    listing = store.list()
+    assert len(listing) == 1  # keep=1 pruned the first
+    latest = store.path("latest")
+    assert latest is not None and latest.resolve().name == listing[0].name
+    assert "<html" in latest.read_text()[:2000].lower()
