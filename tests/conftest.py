@@ -138,3 +138,31 @@ def champion(stack: StackInfo) -> str:
         )
     )
     return str(result.version)
+
+
+@pytest.fixture(scope="session")
+def driftloop(stack: StackInfo):
+    """Run the real `driftloop` command against the test stack; returns the completed process."""
+    import subprocess
+    import sys
+
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "driftloop_cli.main",
+                "--base-port",
+                str(stack.ports.base),
+                "--state-dir",
+                str(stack.state_dir),
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            timeout=timeout,
+            check=False,
+        )
+
+    return run

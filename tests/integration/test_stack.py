@@ -4,41 +4,20 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
-import sys
 
 import pytest
-
-from driftloop_cli.settings import REPO_ROOT
 
 pytestmark = pytest.mark.integration
 
 
-def status_json(stack) -> dict:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "driftloop_cli.main",
-            "--base-port",
-            str(stack.ports.base),
-            "--state-dir",
-            str(stack.state_dir),
-            "status",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=60,
-        check=False,
-    )
+def status_json(driftloop) -> dict:
+    result = driftloop("status", "--json", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)
 
 
-def test_every_component_is_healthy_and_answers_on_its_port(stack) -> None:
-    components = status_json(stack)["components"]
+def test_every_component_is_healthy_and_answers_on_its_port(stack, driftloop) -> None:
+    components = status_json(driftloop)["components"]
     names = {c["name"] for c in components}
     assert {
         "kafka",
@@ -61,51 +40,18 @@ def test_every_component_is_healthy_and_answers_on_its_port(stack) -> None:
                 pass
 
 
-def test_up_twice_is_harmless(stack) -> None:
-    before = {c["name"]: c["pid"] for c in status_json(stack)["components"]}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "driftloop_cli.main",
-            "--base-port",
-            str(stack.ports.base),
-            "--state-dir",
-            str(stack.state_dir),
-            "up",
-        ],
-        capture_output=True,
-        text=True,
-        cwd=REPO_ROOT,
-        timeout=300,
-        check=False,
-    )
+def test_up_twice_is_harmless(driftloop) -> None:
+    before = {c["name"]: c["pid"] for c in status_json(driftloop)["components"]}
+    result = driftloop("up")
     assert result.returncode == 0, result.stdout + result.stderr
-    after = {c["name"]: c["pid"] for c in status_json(stack)["components"]}
+    after = {c["name"]: c["pid"] for c in status_json(driftloop)["components"]}
     assert after == before  # nothing restarted
 
 
-def test_status_names_a_stopped_component(stack) -> None:
+def test_status_names_a_stopped_component(stack, driftloop) -> None:
     stack.stop("alertmanager")
     try:
-        result = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "driftloop_cli.main",
-                "--base-port",
-                str(stack.ports.base),
-                "--state-dir",
-                str(stack.state_dir),
-                "status",
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            cwd=REPO_ROOT,
-            timeout=60,
-            check=False,
-        )
+        result = driftloop("status", "--json", timeout=60)
         assert result.returncode == 1
         by_name = {c["name"]: c for c in json.loads(result.stdout)["components"]}
         assert by_name["alertmanager"]["healthy"] is False

@@ -8,6 +8,7 @@ carry the field and rule in our error shape.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import TypeVar
 
 from fastapi import Request
@@ -22,11 +23,11 @@ _REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
 REQUEST_ID_HEADER = "x-request-id"
 
 
-def request_id_from(request: Request, generate: str) -> str:
-    """The client's (or nginx's) ``X-Request-ID`` if present and well formed, else ``generate``."""
+def request_id_from(request: Request) -> str:
+    """The client's (or nginx's) ``X-Request-ID`` if present and well formed, else a new one."""
     value = request.headers.get(REQUEST_ID_HEADER)
     if value is None:
-        return generate
+        return uuid.uuid4().hex
     if not _REQUEST_ID.match(value):
         raise InvalidInput.one(
             "X-Request-ID",

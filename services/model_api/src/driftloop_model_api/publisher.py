@@ -98,7 +98,10 @@ class KafkaProducer:
             linger_ms=linger_ms,
             max_batch_size=256 * 1024,
             request_timeout_ms=request_timeout_ms,
-            retry_backoff_ms=200,
+            # Far beyond ack_timeout_s: aiokafka never re-sends a batch by itself; the publisher
+            # aborts first and re-queues, and a fresh producer checks the topics exist. An
+            # internal retry could land in a restarted Tansu before its topics are recreated.
+            retry_backoff_ms=10_000,
             metadata_max_age_ms=30_000,
             connections_max_idle_ms=60_000,
         )

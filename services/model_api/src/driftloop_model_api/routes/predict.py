@@ -6,7 +6,6 @@ is declared explicitly so the docs still show the feature fields, bounds and exa
 
 from __future__ import annotations
 
-import uuid
 from time import perf_counter
 
 from fastapi import APIRouter, Request, Response
@@ -49,7 +48,7 @@ async def predict(request: Request, runtime: RuntimeDep) -> Response:
     outside the physical bounds are refused with a 422 naming the field.
     """
     started = perf_counter()
-    request_id = request_id_from(request, generate=uuid.uuid4().hex)
+    request_id = request_id_from(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     features = parse_json(HouseFeatures, body)
     model, value = await runtime.service.predict_one(request_id, features.as_row(), started)
@@ -72,7 +71,7 @@ async def predict(request: Request, runtime: RuntimeDep) -> Response:
 async def predict_batch(request: Request, runtime: RuntimeDep) -> Response:
     """``{"rows": [features, ...]}``; each row gets ``<request_id>-<index>`` and its own event."""
     started = perf_counter()
-    request_id = request_id_from(request, generate=uuid.uuid4().hex)
+    request_id = request_id_from(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     batch = parse_json(batch_request_model(runtime.settings.batch_max_rows), body)
     rows = [row.as_row() for row in batch.rows]  # type: ignore[attr-defined]
