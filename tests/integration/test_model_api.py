@@ -459,6 +459,14 @@ def test_cache_hit_then_recompute_after_promotion(
     row = jittered_row(random.Random(uuid.uuid4().int))
     ids = [f"cache-{uuid.uuid4().hex}" for _ in range(3)]
     first = httpx.post(f"{url}/predict", json=row, headers={"X-Request-ID": ids[0]}).json()
+    # The replica writes the cache after answering (off the request path): wait for the key.
+    import redis
+
+    from driftloop_model_api.cache import cache_key
+
+    key = cache_key(MODEL_NAME, first["model_version"], [row[n] for n in FEATURE_NAMES])
+    with redis.Redis.from_url(stack.redis_url) as cache:
+        wait_until(lambda: cache.exists(key) == 1, 10, "the first prediction in Redis")
     second = httpx.post(f"{url}/predict", json=row, headers={"X-Request-ID": ids[1]}).json()
     assert second["median_house_value"] == first["median_house_value"]
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from fastapi.testclient import TestClient
+
 from driftloop_contracts import (
     EXAMPLE_FEATURES,
     FEATURE_NAMES,
@@ -13,6 +15,7 @@ from driftloop_contracts import (
     TARGET_SCALE_USD,
     decode_event,
 )
+from driftloop_model_api.settings import ModelApiSettings
 
 from .conftest import AppHarness, tiny_estimator, wait_for
 
@@ -104,3 +107,35 @@ def test_openapi_documents_the_feature_body_with_examples(harness: AppHarness) -
     schema = spec["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
     body = json.dumps(schema)
     assert "block_latitude" in body and "examples" in body
+
+
+def test_cache_hit_is_served_from_redis_and_still_emits_an_event(
+    settings: ModelApiSettings,
+) -> None:
+    from driftloop_model_api.app import create_app
+    from driftloop_model_api.metrics import Metrics
+
+    from .conftest import FakeSource, RecordingProducer
+    from .test_cache import FakeRedis
+
+    producer, metrics = RecordingProducer(), Metrics("cache-replica")
+    app = create_app(
+        settings.model_copy(update={"cache_enabled": True}),
+        source=FakeSource(),
+        producer_factory=lambda: producer,
+        consumer_factory=None,
+        redis=FakeRedis(),
+        metrics=metrics,
+    )
+    with TestClient(app) as client:
+        wait_for(lambda: client.get("/health/ready").status_code == 200, what="ready")
+        first = client.post("/predict", json=EXAMPLE_FEATURES, headers={"X-Request-ID": "c1"})
+        wait_for(lambda: metrics.value("driftloop_cache_requests_total", result="miss") == 1)
+        second = client.post("/predict", json=EXAMPLE_FEATURES, headers={"X-Request-ID": "c2"})
+        assert first.json()["median_house_value"] == second.json()["median_house_value"]
+        assert metrics.value("driftloop_cache_requests_total", result="hit") == 1
+        wait_for(lambda: len(producer.topics(PREDICTIONS_TOPIC)) == 2, what="two events")
+    hits = [
+        decode_event(PREDICTIONS_TOPIC, v).cache_hit for v in producer.topics(PREDICTIONS_TOPIC)
+    ]
+    assert hits == [False, True]
