@@ -103,7 +103,7 @@ def _alive(pid: int) -> bool:
 @pytest.fixture(scope="session")
 def stack() -> Iterator[StackInfo]:
     s = StackSettings(
-        base_port=TEST_BASE_PORT,
+        base_port=int(os.environ.get("DRIFTLOOP_TEST_BASE_PORT", TEST_BASE_PORT)),
         state_dir=REPO_ROOT / ".driftloop-test",
         scikit_learn_data=SHARED_DATA,
     ).resolved()
