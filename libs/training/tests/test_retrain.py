@@ -246,7 +246,11 @@ def test_challenger_better_is_promoted_and_announced(
     assert run.data.tags["driftloop.trigger.alertname"] == "DriftHigh"
     assert run.data.tags["driftloop.data.labelled_rows"] == str(N_LABELLED)
     assert run.data.metrics["holdout_rmse_usd"] == pytest.approx(evaluated.challenger["rmse_usd"])
-    assert registry.load_profile(uri, decision.version).n_rows > N_LABELLED
+    # the profile describes the recent traffic it was retrained for: the recent training rows
+    # (the labelled rows less the holdout), not the down-sampled base data
+    from driftloop_training.retrain import MIN_PROFILE_ROWS
+
+    assert MIN_PROFILE_ROWS <= registry.load_profile(uri, decision.version).n_rows < N_LABELLED
 
     sent: list[tuple[str, ModelPromoted]] = []
 
@@ -314,3 +318,17 @@ def test_run_key_is_filesystem_safe() -> None:
     assert retrain.run_key_for("manual__2026-11-23T12:00:00.123+00:00") == (
         "manual__2026-11-23T12_00_00.123_00_00"
     )
+
+
+def test_profile_describes_the_recent_traffic_when_there_is_enough() -> None:
+    import pandas as pd
+
+    from driftloop_training.retrain import MIN_PROFILE_ROWS, SOURCE_COLUMN, profile_rows
+
+    base = pd.DataFrame({"x": range(3000), SOURCE_COLUMN: "base"})
+    recent = pd.DataFrame({"x": range(MIN_PROFILE_ROWS), SOURCE_COLUMN: "recent"})
+    chosen = profile_rows(pd.concat([base, recent]))
+    assert set(chosen[SOURCE_COLUMN]) == {"recent"} and len(chosen) == MIN_PROFILE_ROWS
+
+    few = pd.concat([base, recent.head(MIN_PROFILE_ROWS - 1)])
+    assert len(profile_rows(few)) == len(few)  # too few recent rows: the whole training frame

@@ -168,6 +168,22 @@ def _run_dir(settings: TrainingSettings, run_key: str) -> Path:
 # --------------------------------------------------------------------------- collect
 
 
+#: Below this many recent rows, the challenger's profile falls back to its whole training frame.
+MIN_PROFILE_ROWS = 500
+
+
+def profile_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a challenger's reference profile is computed from.
+
+    The profile is the drift baseline for the traffic the model will serve, which is the recent
+    traffic it was retrained for, not the down-sampled base data mixed into its training set.
+    Using the whole (mostly base) frame would leave a promoted challenger measured against a
+    distribution the live traffic no longer has, so the drift alert would never resolve.
+    """
+    recent = frame[frame[SOURCE_COLUMN] == "recent"]
+    return recent if len(recent) >= MIN_PROFILE_ROWS else frame
+
+
 def combine(
     recent: pd.DataFrame,
     base: pd.DataFrame,
@@ -312,7 +328,8 @@ def train(
     mp = model_params or ModelParams(random_state=settings.seed)
     model = fit_model(frame, sample_weight=frame[WEIGHT_COLUMN].to_numpy(), params=mp)
     features = features_of(frame)
-    profile = compute_profile(features, predict_usd(model, frame))
+    profile_frame = profile_rows(frame)
+    profile = compute_profile(features_of(profile_frame), predict_usd(model, profile_frame))
     lineage = collected.lineage()
     logged = registry.log_model_run(
         uri,
