@@ -250,7 +250,7 @@ def test_challenger_better_is_promoted_and_announced(
     # (the labelled rows less the holdout), not the down-sampled base data
     from driftloop_training.retrain import MIN_PROFILE_ROWS
 
-    assert MIN_PROFILE_ROWS <= registry.load_profile(uri, decision.version).n_rows < N_LABELLED
+    assert MIN_PROFILE_ROWS <= registry.load_profile(uri, decision.version).n_rows <= N_LABELLED
 
     sent: list[tuple[str, ModelPromoted]] = []
 
@@ -320,15 +320,23 @@ def test_run_key_is_filesystem_safe() -> None:
     )
 
 
-def test_profile_describes_the_recent_traffic_when_there_is_enough() -> None:
+def test_profile_describes_the_newest_labelled_traffic() -> None:
     import pandas as pd
 
-    from driftloop_training.retrain import MIN_PROFILE_ROWS, SOURCE_COLUMN, profile_rows
+    from driftloop_training.retrain import (
+        MIN_PROFILE_ROWS,
+        PROFILE_ROWS,
+        SOURCE_COLUMN,
+        profile_rows,
+    )
 
     base = pd.DataFrame({"x": range(3000), SOURCE_COLUMN: "base"})
-    recent = pd.DataFrame({"x": range(MIN_PROFILE_ROWS), SOURCE_COLUMN: "recent"})
-    chosen = profile_rows(pd.concat([base, recent]))
-    assert set(chosen[SOURCE_COLUMN]) == {"recent"} and len(chosen) == MIN_PROFILE_ROWS
+    recent = pd.DataFrame({"x": range(10_000, 10_000 + PROFILE_ROWS), SOURCE_COLUMN: "recent"})
+    holdout = pd.DataFrame({"x": range(20_000, 20_300)})
+    chosen = profile_rows(pd.concat([recent, base]), holdout)
+    assert len(chosen) == PROFILE_ROWS
+    assert set(chosen["x"][-300:]) == set(holdout["x"])  # the newest rows are all in
+    assert chosen["x"].min() >= 10_000  # no base rows
 
-    few = pd.concat([base, recent.head(MIN_PROFILE_ROWS - 1)])
-    assert len(profile_rows(few)) == len(few)  # too few recent rows: the whole training frame
+    few = pd.concat([recent.head(MIN_PROFILE_ROWS - 301), base])
+    assert len(profile_rows(few, holdout)) == len(few)  # too few labelled rows: whole frame

@@ -168,20 +168,27 @@ def _run_dir(settings: TrainingSettings, run_key: str) -> Path:
 # --------------------------------------------------------------------------- collect
 
 
-#: Below this many recent rows, the challenger's profile falls back to its whole training frame.
+#: Below this many labelled rows, the challenger's profile falls back to its whole training frame.
 MIN_PROFILE_ROWS = 500
+#: The profile describes at most this many of the newest labelled rows.
+PROFILE_ROWS = 1000
 
 
-def profile_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows a challenger's reference profile is computed from.
+def profile_rows(frame: pd.DataFrame, holdout: pd.DataFrame) -> pd.DataFrame:
+    """The rows a challenger's reference profile is computed from: the newest labelled traffic.
 
-    The profile is the drift baseline for the traffic the model will serve, which is the recent
-    traffic it was retrained for, not the down-sampled base data mixed into its training set.
-    Using the whole (mostly base) frame would leave a promoted challenger measured against a
-    distribution the live traffic no longer has, so the drift alert would never resolve.
+    The profile is the drift baseline for the traffic the model will serve, which is the traffic
+    it was retrained for: the newest labelled rows (recent training rows, then the holdout, both
+    in labelling order), not the down-sampled base data mixed into its training set nor labelled
+    rows from before the drift. A baseline of older traffic would leave a promoted challenger
+    measured against a distribution the live traffic no longer has, and the alert would not
+    resolve. With fewer than ``MIN_PROFILE_ROWS`` labelled rows, the whole training frame is used.
     """
     recent = frame[frame[SOURCE_COLUMN] == "recent"]
-    return recent if len(recent) >= MIN_PROFILE_ROWS else frame
+    labelled = pd.concat([recent, holdout], ignore_index=True)
+    if len(labelled) < MIN_PROFILE_ROWS:
+        return frame
+    return labelled.tail(PROFILE_ROWS)
 
 
 def combine(
@@ -328,7 +335,7 @@ def train(
     mp = model_params or ModelParams(random_state=settings.seed)
     model = fit_model(frame, sample_weight=frame[WEIGHT_COLUMN].to_numpy(), params=mp)
     features = features_of(frame)
-    profile_frame = profile_rows(frame)
+    profile_frame = profile_rows(frame, pd.read_parquet(collected.holdout_path))
     profile = compute_profile(features_of(profile_frame), predict_usd(model, profile_frame))
     lineage = collected.lineage()
     logged = registry.log_model_run(
