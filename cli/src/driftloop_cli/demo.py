@@ -32,7 +32,7 @@ class DemoOptions:
     spawn_rate: float = 8.0
     steady_s: int = 30
     max_run_s: int = 900
-    feedback_share: float = 0.5
+    feedback_share: float = 1.0
     feedback_delay_s: float = 2.0
     deadline_scale: float = 1.0
     report_dir: Path | None = None
@@ -175,6 +175,7 @@ def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
     if not champ:
         raise RuntimeError("no champion registered: run `driftloop bootstrap` first")
     start_champion = str(champ["version"])
+    wait_replicas_ready(ep, printer)
     report_dir = opts.report_dir or s.state_dir / "demo" / time.strftime("%Y%m%dT%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
     baseline = event_counts(s)  # counters are cumulative: the summary reports this run's share
@@ -226,6 +227,28 @@ def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
         summary.requests, summary.failed_requests = locust_totals(report_dir)
         write_summary(summary, report_dir)
     return summary
+
+
+def wait_replicas_ready(ep: observe.Endpoints, printer: Any, timeout_s: float = 180) -> None:
+    """Traffic starts only once every replica has loaded a champion (readiness, not liveness)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        ready = []
+        for url in ep.replicas:
+            try:
+                ready.append(httpx.get(f"{url}/health/ready", timeout=5).status_code == 200)
+            except httpx.HTTPError:
+                ready.append(False)
+        if all(ready):
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"replicas not ready after {timeout_s:.0f}s: "
+                f"{[u for u, r in zip(ep.replicas, ready, strict=True) if not r]}; "
+                "see `driftloop logs model-api-0`"
+            )
+        printer.waiting(f"waiting for {len(ready) - sum(ready)} replica(s) to load the champion", 0)
+        time.sleep(0.5)
 
 
 def wait_for_onset(

@@ -168,7 +168,7 @@ def demo(
     from .demo import DemoOptions
 
     summary = run_demo(s, DemoOptions(users=users, steady_s=steady, max_run_s=max_run), console)
-    if summary.error or summary.failed_requests:
+    if summary is None or summary.error or summary.failed_requests:
         raise typer.Exit(1)
 
 

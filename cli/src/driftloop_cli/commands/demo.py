@@ -39,9 +39,13 @@ class Printer:
         )
 
 
-def run_demo(s: StackSettings, opts: DemoOptions, console: Console) -> DemoSummary:
-    with Printer(console) as printer:
-        summary = run(s, opts, printer)
+def run_demo(s: StackSettings, opts: DemoOptions, console: Console) -> DemoSummary | None:
+    try:
+        with Printer(console) as printer:
+            summary = run(s, opts, printer)
+    except RuntimeError as exc:  # no champion, replicas never ready, locust failed to start
+        console.print(f"[red]error:[/] {exc}")
+        return None
     ep = endpoints(s)
     console.print()
     console.print(
