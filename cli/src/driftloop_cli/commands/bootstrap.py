@@ -21,5 +21,20 @@ def run_bootstrap(s: StackSettings, *, force: bool, console: Console) -> int:
         work_dir=s.state_dir / "work",
     )
     result = bootstrap(training, force=force)
-    console.print(result.message if hasattr(result, "message") else str(result))
+    console.print(result.message)
+    if force and result.created:
+        # replicas and the drift consumer switch now instead of at their next alias check
+        from driftloop_contracts import MODEL_NAME, ModelPromoted
+        from driftloop_training.publisher import publish_model_promoted
+
+        publish_model_promoted(
+            training.kafka_bootstrap,
+            ModelPromoted(
+                model_name=MODEL_NAME,
+                version=str(result.version),
+                run_id=result.run_id,
+                reason="driftloop bootstrap --force",
+            ),
+        )
+        console.print(f"announced version {result.version} on model-events")
     return 0
