@@ -395,7 +395,10 @@ def test_concept_drift_promotes_the_challenger(
     )
     assert run.data.metrics["holdout_rmse_usd"] == pytest.approx(challenger_rmse, abs=0.01)
     profile = registry.load_profile(uri, version.version)
-    assert profile.n_rows > N_ROWS  # recent training rows plus the base sample
+    # the profile describes the newest labelled traffic (not the down-sampled base data)
+    from driftloop_training.retrain import PROFILE_ROWS
+
+    assert profile.n_rows == min(PROFILE_ROWS, N_ROWS)
     assert set(profile.features) == set(FEATURE_NAMES)
 
     events = asyncio.run(_promotions(stack.kafka_bootstrap, version.version))
