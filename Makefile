@@ -1,4 +1,7 @@
-.PHONY: setup up down status demo test lint bench
+.PHONY: setup up down status demo test lint
+# setup may install uv with `pip install --user`; make its bin directory visible to later recipes
+export PATH := $(HOME)/.local/bin:$(PATH)
+
 setup:  ## install everything this machine lacks (idempotent)
 	./scripts/setup.sh
 up: setup
