@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
-from driftloop_cli import stack
-from driftloop_cli.demo import DemoOptions, run
+from rich.console import Console
+
+from driftloop_cli import observe, stack
+from driftloop_cli.commands.bootstrap import run_bootstrap
+from driftloop_cli.demo import DemoOptions, endpoints, run
 from driftloop_cli.settings import StackSettings
-from driftloop_training.bootstrap import bootstrap
-from driftloop_training.settings import TrainingSettings
 
 GOAL_RECOVER_S = 60.0
 
@@ -41,14 +43,17 @@ def main() -> int:
 
     s = StackSettings().resolved()
     stack.up(s)
-    bootstrap(
-        TrainingSettings(
-            mlflow_tracking_uri=f"http://127.0.0.1:{s.ports.mlflow}",
-            kafka_bootstrap=f"127.0.0.1:{s.ports.kafka}",
-            labelled_log_dir=s.state_dir / "labelled",
-            work_dir=s.state_dir / "work",
-        )
-    )
+    # Every run starts from a champion trained on the base data only (announced to the replicas),
+    # so an earlier run's adapted champion cannot make the steady phase look drifted.
+    run_bootstrap(s, force=True, console=Console(stderr=True))
+    ep = endpoints(s)
+    want = str(observe.champion_version(ep)["version"])
+    deadline = time.monotonic() + 120
+    while set(observe.replica_versions(ep).values()) != {want}:
+        if time.monotonic() > deadline:
+            print(f"replicas did not switch to version {want}", file=sys.stderr)
+            return 1
+        time.sleep(0.5)
     summary = run(s, DemoOptions(users=args.users, steady_s=args.steady), Quiet())
 
     print("\n## driftloop loop latency (one run, seconds since drift onset)\n")
