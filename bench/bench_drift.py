@@ -34,7 +34,14 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scikit_
 os.environ.setdefault("SCIKIT_LEARN_DATA", str(SHARED_DATA))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from driftloop_contracts import DEFAULT_THRESHOLDS, FEATURE_NAMES  # noqa: E402
+from driftloop_contracts import (  # noqa: E402
+    DEFAULT_THRESHOLDS,
+    FEATURE_BY_NAME,
+    FEATURE_NAMES,
+    FEEDBACK_TOPIC,
+    MODEL_EVENTS_TOPIC,
+    PREDICTIONS_TOPIC,
+)
 from driftloop_drift_consumer.drift import (  # noqa: E402
     SERIES_NAMES,
     THRESHOLDED_STATISTICS,
@@ -44,7 +51,7 @@ from driftloop_drift_consumer.drift import (  # noqa: E402
 )
 from driftloop_drift_consumer.thresholds import ThresholdSet  # noqa: E402
 
-SHIFT_FEATURE = "median_income_in_block"
+SHIFT_FEATURE = FEATURE_BY_NAME["median_income_in_block"].name  # KeyError if renamed
 
 
 @dataclass
@@ -479,11 +486,7 @@ def bench_e2e(s: Setup, *, events: int, base_port: int) -> dict[str, float]:
     try:
         rng = np.random.default_rng(0)
         rows = s.holdout_values[rng.integers(0, len(s.holdout_values), events)]
-        topics = {
-            "predictions": "predictions",
-            "feedback": "feedback",
-            "model-events": "model-events",
-        }
+        topics = {t: t for t in (PREDICTIONS_TOPIC, FEEDBACK_TOPIC, MODEL_EVENTS_TOPIC)}
         t = time.perf_counter()
         asyncio.run(produce_events(services.kafka, rows, version="bench", topics=topics))
         produce_s = time.perf_counter() - t
@@ -524,8 +527,8 @@ def bench_e2e(s: Setup, *, events: int, base_port: int) -> dict[str, float]:
             stderr=subprocess.STDOUT,
         )
         wait_until(lambda: _http_ok(f"{url}/health/live"), 60, "drift consumer")
-        consumed_key_p = 'driftloop_events_consumed_total{topic="predictions"}'
-        consumed_key_f = 'driftloop_events_consumed_total{topic="feedback"}'
+        consumed_key_p = f'driftloop_events_consumed_total{{topic="{PREDICTIONS_TOPIC}"}}'
+        consumed_key_f = f'driftloop_events_consumed_total{{topic="{FEEDBACK_TOPIC}"}}'
         rss = 0.0
         first = None
         done = None

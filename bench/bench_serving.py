@@ -40,22 +40,28 @@ from pathlib import Path
 
 import httpx
 
-from driftloop_contracts import FEATURE_SPECS, HOST, PortPlan
+from driftloop_contracts import FEATURE_NAMES, FEATURE_SPECS, HOST, PortPlan
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
 
 #: Plausible ranges for random rows (inside the contracts' bounds).
-RANGES = {
-    "median_income_in_block": (0.5, 12.0),
-    "median_house_age_in_block": (1.0, 52.0),
-    "average_rooms": (2.0, 9.0),
-    "average_bedrooms": (0.8, 1.5),
-    "population_per_block": (100.0, 4000.0),
-    "average_house_occupancy": (1.5, 5.0),
-    "block_latitude": (32.6, 41.9),
-    "block_longitude": (-124.3, -114.4),
-}
+RANGES = dict(
+    zip(
+        FEATURE_NAMES,  # contract order: income, age, rooms, bedrooms, population, occupancy, lat, lon
+        [
+            (0.5, 12.0),
+            (1.0, 52.0),
+            (2.0, 9.0),
+            (0.8, 1.5),
+            (100.0, 4000.0),
+            (1.5, 5.0),
+            (32.6, 41.9),
+            (-124.3, -114.4),
+        ],
+        strict=True,
+    )
+)
 
 
 def lua_script(kind: str) -> str:
