@@ -458,13 +458,15 @@ async def produce_events(
             )
             futures.append(
                 await producer.send(
-                    topics["predictions"], event.to_bytes(), key=event.request_id.encode()
+                    topics[PREDICTIONS_TOPIC], event.to_bytes(), key=event.request_id.encode()
                 )
             )
         for i, row in enumerate(rows):
             fb = FeedbackEvent(request_id=f"bench-{i}", timestamp=now, actual=float(row[8]) * 1.05)
             futures.append(
-                await producer.send(topics["feedback"], fb.to_bytes(), key=fb.request_id.encode())
+                await producer.send(
+                    topics[FEEDBACK_TOPIC], fb.to_bytes(), key=fb.request_id.encode()
+                )
             )
         await asyncio.gather(*futures)
     finally:
