@@ -2,13 +2,14 @@
 
 The stack runs on the test port plan (base 28000, state in .driftloop-test/) so it never
 collides with a developer's own stack. If it is already up (another run keeps it), it is reused
-and left running; otherwise it is started here and stopped at the end, and the teardown fails
-if any of its processes outlives `down`.
+and left running; otherwise it is started here from an empty state directory and stopped at the
+end, and the teardown fails if any of its processes outlives `down`.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,6 +109,11 @@ def stack() -> Iterator[StackInfo]:
         scikit_learn_data=SHARED_DATA,
     ).resolved()
     reused = supervisor.is_running(s)
+    if not reused and s.state_dir.exists():
+        # Start from nothing: an earlier session's registry, labelled log and retrained
+        # champions (whose profiles already contain drifted rows) would change what the
+        # tests measure, so a second `make test` would not test what the first one did.
+        shutil.rmtree(s.state_dir)
     statuses = stack_ops.up(s)
     info = make_info(s)
     info.started_pids = [st.pid for st in statuses if st.pid]

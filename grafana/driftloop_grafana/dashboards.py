@@ -717,15 +717,15 @@ def loop() -> dict[str, Any]:
             "Time since the served champion went live",
             [
                 prom(
-                    f"time() - max(min_over_time(timestamp({SERVED_VERSION})[7d:1m])"
-                    f" and on(model_version) {SERVED_VERSION})",
+                    "time() - max(min by (model_version) "
+                    "(driftloop_model_loaded_timestamp_seconds))",
                     "since promotion",
                     instant=True,
                 )
             ],
             unit="s",
-            description="First time (within 7 days, 1-minute resolution) that the version now "
-            "served was seen on any replica.",
+            description="Since the first replica started serving the newest version served "
+            "(driftloop_model_loaded_timestamp_seconds).",
         ),
         w=8,
         h=6,

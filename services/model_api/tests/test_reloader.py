@@ -66,6 +66,10 @@ async def test_event_loads_announced_version_and_failed_load_keeps_the_old() -> 
     await until(lambda: holder.current.version == "2")  # type: ignore[union-attr]
     assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="1") == 0
     assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="2") == 1
+    loaded_at = holder.current.loaded_at.timestamp()  # type: ignore[union-attr]
+    gauge = "driftloop_model_loaded_timestamp_seconds"
+    assert metrics.value(gauge, model_name=MODEL_NAME, model_version="2") == loaded_at
+    assert metrics.value(gauge, model_name=MODEL_NAME, model_version="1") == 0
     await reloader.stop()
 
 

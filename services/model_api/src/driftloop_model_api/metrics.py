@@ -63,6 +63,12 @@ class Metrics:
             ["replica", "model_name", "model_version"],
             registry=r,
         )
+        self._model_loaded_at = Gauge(
+            "driftloop_model_loaded_timestamp_seconds",
+            "Unix time at which this replica started serving the model version",
+            ["replica", "model_name", "model_version"],
+            registry=r,
+        )
         self._reloads = Counter(
             "driftloop_model_reloads_total",
             "Model loads, by outcome (success|failure)",
@@ -112,9 +118,13 @@ class Metrics:
         self._child(self._http_requests, route, str(status)).inc()
         self._child(self._http_duration, route).observe(seconds)
 
-    def set_model(self, model_name: str, model_version: str) -> None:
-        self._model_info.clear()
-        self._model_info.labels(self.replica_id, model_name, model_version).set(1)
+    def set_model(self, model_name: str, model_version: str, loaded_at: float) -> None:
+        """Label the served version; its load time lets a stat panel show "live since" from
+        the first scrape, which a subquery over the info series cannot (it needs a full step).
+        """
+        for gauge, value in ((self._model_info, 1.0), (self._model_loaded_at, loaded_at)):
+            gauge.clear()
+            gauge.labels(self.replica_id, model_name, model_version).set(value)
 
     def reload(self, outcome: str) -> None:
         self._child(self._reloads, outcome).inc()

@@ -239,7 +239,7 @@ class Reloader:
             raise
         previous = self._holder.swap(model)
         self._metrics.reload("success")
-        self._metrics.set_model(model.name, model.version)
+        self._metrics.set_model(model.name, model.version, model.loaded_at.timestamp())
         self.last_error = None
         log.info(
             "model_loaded",
