@@ -35,7 +35,8 @@ uv sync --frozen --quiet
 
 AF=.venv-airflow
 if [ -x "$AF/bin/airflow" ] && [ "$AF/.installed" -nt airflow/requirements.txt ] \
-   && [ "$AF/.installed" -nt libs/training/pyproject.toml ]; then
+   && [ "$AF/.installed" -nt libs/training/pyproject.toml ] \
+   && [ "$AF/.installed" -nt libs/contracts/pyproject.toml ]; then
   say "Airflow environment present ($AF)"
 else
   say "creating the Airflow environment ($AF): apache-airflow + the training package"

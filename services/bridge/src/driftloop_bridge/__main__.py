@@ -11,10 +11,10 @@ import sys
 import uvicorn
 
 from driftloop_contracts import SettingsError, load_settings
+from driftloop_contracts.logs import configure_logging
 
 from .app import create_app
 from .errors import RulesError
-from .logs import configure_logging
 from .rules import load_rules
 from .settings import BridgeSettings
 

@@ -19,9 +19,9 @@ def main() -> None:
     import uvicorn
 
     from driftloop_contracts import SettingsError, load_settings
+    from driftloop_contracts.logs import configure_logging
 
     from .app import create_app
-    from .logs import configure_logging
     from .settings import DriftConsumerSettings
 
     try:

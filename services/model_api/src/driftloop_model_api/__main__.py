@@ -15,15 +15,17 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def main() -> None:
+    import logging
     import sys
 
     import uvicorn
     from threadpoolctl import threadpool_limits
 
     from driftloop_contracts import SettingsError, load_settings
+    from driftloop_contracts.logs import configure_logging
 
     from .app import create_app
-    from .logs import configure_logging
+    from .publisher import AbortedBatchFilter
     from .settings import ModelApiSettings
 
     try:
@@ -31,7 +33,8 @@ def main() -> None:
     except SettingsError as exc:
         print(f"driftloop-model-api: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
-    configure_logging(settings.log_format, settings.log_level)
+    configure_logging(settings.log_format, settings.log_level, quiet={"aiokafka": logging.CRITICAL})
+    logging.getLogger("asyncio").addFilter(AbortedBatchFilter())
     threadpool_limits(limits=1)
     uvicorn.run(
         create_app(settings),

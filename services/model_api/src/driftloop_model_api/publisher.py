@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -127,12 +128,22 @@ class KafkaProducer:
         try:
             producer._closed = True
             await producer._sender.close()
-            producer._message_accumulator.fail_all(KafkaConnectionError("producer aborted"))
+            producer._message_accumulator.fail_all(KafkaConnectionError(ABORT_MESSAGE))
             await producer.client.close()
         except Exception as exc:  # internals moved: a bounded graceful stop is second best
             log.debug("producer_abort_fallback", error=str(exc))
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._producer.stop(), 2)
+
+
+ABORT_MESSAGE = "producer aborted"
+
+
+class AbortedBatchFilter(logging.Filter):
+    """Drops asyncio's "exception never retrieved" for batches :meth:`abort` fails on purpose."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return ABORT_MESSAGE not in record.getMessage()
 
 
 def aiokafka_producer_factory(
