@@ -41,10 +41,10 @@ from driftloop_contracts import (  # noqa: E402
     FEEDBACK_TOPIC,
     MODEL_EVENTS_TOPIC,
     PREDICTIONS_TOPIC,
+    SERIES_NAMES,
+    SERIES_STATISTICS,
 )
 from driftloop_drift_consumer.drift import (  # noqa: E402
-    SERIES_NAMES,
-    THRESHOLDED_STATISTICS,
     CompiledReference,
     compute_statistics,
     decide,
@@ -159,7 +159,7 @@ def bench_speed(s: Setup, sizes: tuple[int, ...] = (200, 1000, 5000)) -> list[di
 def null_statistics(s: Setup, pool: np.ndarray, n_windows: int, size: int, seed: int) -> np.ndarray:
     """(windows, statistic, series) for windows drawn with replacement from ``pool``."""
     rng = np.random.default_rng(seed)
-    out = np.empty((n_windows, len(THRESHOLDED_STATISTICS), len(SERIES_NAMES)))
+    out = np.empty((n_windows, len(SERIES_STATISTICS), len(SERIES_NAMES)))
     for i in range(n_windows):
         st = compute_statistics(s.reference, pool[rng.integers(0, len(pool), size)])
         out[i] = (st.psi, st.ks, st.wasserstein)
@@ -169,7 +169,7 @@ def null_statistics(s: Setup, pool: np.ndarray, n_windows: int, size: int, seed:
 def declared(stats: np.ndarray, thresholds: ThresholdSet) -> np.ndarray:
     """Per window: would an alert rule (any gauge over its threshold) fire?"""
     limits = np.array(
-        [[thresholds(stat, name) for name in SERIES_NAMES] for stat in THRESHOLDED_STATISTICS]
+        [[thresholds(stat, name) for name in SERIES_NAMES] for stat in SERIES_STATISTICS]
     )
     over = stats > limits[None]
     per_feature = over[:, :, : len(FEATURE_NAMES)].any(axis=1)
@@ -181,7 +181,7 @@ def evidently_default_declares(stats: np.ndarray) -> np.ndarray:
     """Evidently's defaults on the same windows: normalised Wasserstein >= 0.1 per column
     (its choice for numeric columns with > 1,000 reference rows), dataset drift when >= 50% of
     the 9 columns drift."""
-    w = stats[:, THRESHOLDED_STATISTICS.index("wasserstein"), :]
+    w = stats[:, SERIES_STATISTICS.index("wasserstein"), :]
     return (w >= 0.1).mean(axis=1) >= 0.5
 
 
@@ -189,8 +189,8 @@ def propose(stats: np.ndarray, target: float) -> dict[str, float]:
     """Per statistic, the (1 - target/3) quantile of its maximum over the series, rounded up
     to 0.01: the three statistics share the false-alarm budget ``target`` equally."""
     out = {}
-    for i, stat in enumerate(THRESHOLDED_STATISTICS):
-        q = float(np.quantile(stats[:, i, :].max(axis=1), 1 - target / len(THRESHOLDED_STATISTICS)))
+    for i, stat in enumerate(SERIES_STATISTICS):
+        q = float(np.quantile(stats[:, i, :].max(axis=1), 1 - target / len(SERIES_STATISTICS)))
         out[stat] = math.ceil(q * 100) / 100
     return out
 
@@ -264,7 +264,7 @@ def bench_calibrate(s: Setup, *, windows: int, size: int, target: float) -> dict
     )
     per_stat = {
         stat: float((test_hold[:, i, :] > current(stat, "x")).any(axis=1).mean())
-        for i, stat in enumerate(THRESHOLDED_STATISTICS)
+        for i, stat in enumerate(SERIES_STATISTICS)
     }
     print(
         "\nFalse alarms by statistic with the current defaults (holdout): "

@@ -44,6 +44,7 @@ from driftloop_contracts import (
     FEATURE_BY_NAME,
     FEATURE_NAMES,
     PREDICTION_SERIES,
+    SERIES_STATISTICS,
     SOURCE_TO_FEATURE,
     TARGET_SCALE_USD,
     TARGET_SOURCE_COLUMN,
@@ -61,7 +62,6 @@ SHIFT = 1.5
 STATISTIC = "psi"
 #: Above any drift statistic the consumer computes: nothing fires while it holds.
 SUPPRESSED = "1000"
-FEATURE_STATISTICS = ("psi", "ks", "wasserstein")
 #: Sent before looking for the drift: 4 partitions x 200-event windows, with room to spare.
 PREDICTIONS = 1600
 FEEDBACK_SHARE = 0.5
@@ -294,7 +294,7 @@ def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
     # true values). Other features keep theirs, so a loop someone else drives in this shared
     # stack is not silenced; everything is restored after the test.
     for series in (SHIFTED, PREDICTION_SERIES):
-        for statistic in FEATURE_STATISTICS:
+        for statistic in SERIES_STATISTICS:
             cli(stack, "thresholds", "set", statistic, SUPPRESSED, "--feature", series)
     cli(stack, "thresholds", "set", "rmse_ratio", SUPPRESSED)
     poll(

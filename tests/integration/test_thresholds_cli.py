@@ -54,3 +54,26 @@ def test_bad_values_are_refused_naming_the_problem(driftloop, args, message) -> 
     assert result.returncode == 2
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_unreachable_stack_is_named_not_a_traceback(tmp_path) -> None:
+    """With no stack on the chosen ports, the CLI says which Redis it looked for and what to do."""
+    import socket
+    import subprocess
+    import sys
+
+    from driftloop_contracts import PortPlan
+
+    with socket.socket() as probe:  # a free port: the stack's Redis sits at base + offset
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    base = free - PortPlan(0).redis
+    result = subprocess.run(
+        [sys.executable, "-m", "driftloop_cli.main", "--base-port", str(base),
+         "--state-dir", str(tmp_path), "thresholds", "show"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result
+    assert f"127.0.0.1:{free}" in result.stderr
+    assert "driftloop up" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from driftloop_contracts import FEATURE_NAMES
+from driftloop_contracts import FEATURE_NAMES, SERIES_NAMES
 from driftloop_drift_consumer.drift import (
-    SERIES_NAMES,
     compute_statistics,
     decide,
     ks_and_wasserstein,

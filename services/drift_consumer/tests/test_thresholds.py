@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from driftloop_contracts import DEFAULT_THRESHOLDS, THRESHOLDS_REDIS_KEY
-from driftloop_drift_consumer.drift import SERIES_NAMES
+from driftloop_contracts import DEFAULT_THRESHOLDS, SERIES_NAMES, THRESHOLDS_REDIS_KEY
 from driftloop_drift_consumer.errors import ThresholdError
 from driftloop_drift_consumer.thresholds import (
     ThresholdSet,

@@ -27,8 +27,18 @@ def _redis_url(ctx: typer.Context) -> str:
     return f"redis://{HOST}:{s.ports.redis}/0"
 
 
-def _fail(exc: Exception) -> typer.Exit:
-    err.print(f"[red]error:[/] {exc}")
+def _fail(exc: Exception, ctx: typer.Context) -> typer.Exit:
+    """One line naming the problem; an unreachable Redis says which stack was looked for."""
+    from redis.exceptions import ConnectionError as RedisUnreachable
+
+    if isinstance(exc, RedisUnreachable):
+        err.print(
+            f"[red]error:[/] cannot reach the stack's Redis at {_redis_url(ctx)} ({exc}). "
+            "Is the stack up? Start it with `driftloop up`; for another stack pass "
+            "--base-port/--state-dir before the command."
+        )
+    else:
+        err.print(f"[red]error:[/] {exc}")
     return typer.Exit(2)
 
 
@@ -43,7 +53,7 @@ def show(
     try:
         rows = show_thresholds(_redis_url(ctx))
     except Exception as exc:  # Redis down: say so, no traceback
-        raise _fail(exc) from None
+        raise _fail(exc, ctx) from None
     if as_json:
         print(json.dumps([r.__dict__ for r in rows], indent=2))
         return
@@ -63,14 +73,12 @@ def set_(
     feature: Annotated[str | None, typer.Option(help="Only for this feature")] = None,
 ) -> None:
     """Override a threshold for every feature, or for one with --feature."""
-    from driftloop_drift_consumer.thresholds import ThresholdError, set_threshold
+    from driftloop_drift_consumer.thresholds import set_threshold
 
     try:
         row = set_threshold(_redis_url(ctx), statistic, value, feature)
-    except ThresholdError as exc:
-        raise _fail(exc) from None
-    except Exception as exc:
-        raise _fail(exc) from None
+    except Exception as exc:  # ThresholdError (bad input) or Redis down: no traceback
+        raise _fail(exc, ctx) from None
     console.print(
         f"{row.statistic} {row.feature or '(all features)'} = {row.value:g} ({row.source})"
     )
@@ -83,12 +91,10 @@ def reset(
     feature: Annotated[str | None, typer.Option(help="Only this feature's override")] = None,
 ) -> None:
     """Drop overrides (all, one statistic's, or one feature's) so defaults apply again."""
-    from driftloop_drift_consumer.thresholds import ThresholdError, reset_thresholds
+    from driftloop_drift_consumer.thresholds import reset_thresholds
 
     try:
         removed = reset_thresholds(_redis_url(ctx), statistic, feature)
-    except ThresholdError as exc:
-        raise _fail(exc) from None
-    except Exception as exc:
-        raise _fail(exc) from None
+    except Exception as exc:  # ThresholdError (bad input) or Redis down: no traceback
+        raise _fail(exc, ctx) from None
     console.print(f"removed {removed} override(s)")

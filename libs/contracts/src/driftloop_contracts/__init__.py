@@ -18,6 +18,7 @@ from .features import (
     FEATURE_NAMES,
     FEATURE_SPECS,
     PREDICTION_SERIES,
+    SERIES_NAMES,
     SOURCE_TO_FEATURE,
     TARGET_NAME,
     TARGET_SCALE_USD,
@@ -40,7 +41,7 @@ from .registry import (
     PROFILE_ARTIFACT_PATH,
 )
 from .settings import SettingsError, load_settings
-from .thresholds import DEFAULT_THRESHOLDS, STATISTICS, THRESHOLDS_REDIS_KEY
+from .thresholds import DEFAULT_THRESHOLDS, SERIES_STATISTICS, STATISTICS, THRESHOLDS_REDIS_KEY
 from .topics import FEEDBACK_TOPIC, MODEL_EVENTS_TOPIC, PREDICTIONS_TOPIC, TOPICS, TopicSpec
 
 __all__ = [
@@ -67,6 +68,8 @@ __all__ = [
     "PREDICTION_SERIES",
     "PROFILE_ARTIFACT_PATH",
     "SCHEMA_VERSION",
+    "SERIES_NAMES",
+    "SERIES_STATISTICS",
     "SOURCE_TO_FEATURE",
     "STATISTICS",
     "TARGET_NAME",

@@ -91,6 +91,8 @@ TARGET_SOURCE_COLUMN = "MedHouseVal"
 TARGET_SCALE_USD = 100_000.0
 #: Name used for the prediction's own drift series, next to the feature names.
 PREDICTION_SERIES = "prediction"
+#: The series a drift window is measured on, in column order of every value matrix.
+SERIES_NAMES: tuple[str, ...] = (*FEATURE_NAMES, PREDICTION_SERIES)
 
 
 def _field(spec: FeatureSpec) -> Any:

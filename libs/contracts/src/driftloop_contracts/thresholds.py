@@ -10,6 +10,9 @@ from typing import Literal
 
 Statistic = Literal["psi", "ks", "wasserstein", "drift_share", "rmse_ratio"]
 STATISTICS: tuple[Statistic, ...] = ("psi", "ks", "wasserstein", "drift_share", "rmse_ratio")
+#: Statistics compared with a threshold per series (each feature and the prediction); the
+#: others (drift_share, rmse_ratio) are dataset- and model-level.
+SERIES_STATISTICS: tuple[Statistic, ...] = ("psi", "ks", "wasserstein")
 
 #: Defaults, chosen so a stationary 200-row window declares drift on well under 1% of windows
 #: (see docs/drift.md for the calibration), while a 0.5-sd shift of one feature is caught.

@@ -36,17 +36,19 @@ from typing import Literal
 import numpy as np
 from scipy.stats import kstwo
 
-from driftloop_contracts import FEATURE_NAMES, PREDICTION_SERIES, ReferenceProfile, SeriesProfile
+from driftloop_contracts import (
+    FEATURE_NAMES,
+    PREDICTION_SERIES,
+    SERIES_STATISTICS,
+    ReferenceProfile,
+    SeriesProfile,
+)
 
 try:  # scipy's exact two-sample KS distribution (compiled); public API has no equivalent.
     from scipy.stats._stats_py import _attempt_exact_2kssamp
 except ImportError:  # pragma: no cover - a future scipy moved it: asymptotic p-values only
     _attempt_exact_2kssamp = None
 
-#: The series a window is measured on, in column order of every value matrix.
-SERIES_NAMES: tuple[str, ...] = (*FEATURE_NAMES, PREDICTION_SERIES)
-#: Statistics compared with a threshold, per series.
-THRESHOLDED_STATISTICS: tuple[str, ...] = ("psi", "ks", "wasserstein")
 #: Informational statistic exported next to the others (no threshold: lower means drift).
 KS_PVALUE = "ks_pvalue"
 #: scipy's ``ks_2samp`` switches from exact to asymptotic above this sample size.
@@ -336,9 +338,7 @@ def decide(stats: WindowStatistics, threshold: ThresholdLookup) -> DriftDecision
     """
     table = stats.by_statistic()
     crossed = {
-        name: tuple(
-            stat for stat in THRESHOLDED_STATISTICS if table[stat][i] > threshold(stat, name)
-        )
+        name: tuple(stat for stat in SERIES_STATISTICS if table[stat][i] > threshold(stat, name))
         for i, name in enumerate(stats.names)
     }
     features = [name for name in stats.names if name != PREDICTION_SERIES]

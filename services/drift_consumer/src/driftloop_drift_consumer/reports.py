@@ -29,7 +29,8 @@ from pathlib import Path
 
 import structlog
 
-from .drift import SERIES_NAMES
+from driftloop_contracts import SERIES_NAMES
+
 from .reference import LoadedReference
 from .windows import ClosedWindow
 

@@ -32,15 +32,20 @@ from typing import Any
 
 import structlog
 
-from driftloop_contracts import DEFAULT_THRESHOLDS, STATISTICS, THRESHOLDS_REDIS_KEY
+from driftloop_contracts import (
+    DEFAULT_THRESHOLDS,
+    SERIES_NAMES,
+    SERIES_STATISTICS,
+    STATISTICS,
+    THRESHOLDS_REDIS_KEY,
+)
 
-from .drift import SERIES_NAMES, THRESHOLDED_STATISTICS
 from .errors import ThresholdError
 
 log = structlog.get_logger(__name__)
 
 #: Statistics that apply to the dataset or model as a whole (exported with ``feature=""``).
-GLOBAL_STATISTICS: tuple[str, ...] = tuple(s for s in STATISTICS if s not in THRESHOLDED_STATISTICS)
+GLOBAL_STATISTICS: tuple[str, ...] = tuple(s for s in STATISTICS if s not in SERIES_STATISTICS)
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class ThresholdSet:
         """Every (series x per-series statistic) pair, then the global statistics."""
         rows = [
             ThresholdRow(stat, name, self.get(stat, name), self.source(stat, name))
-            for stat in THRESHOLDED_STATISTICS
+            for stat in SERIES_STATISTICS
             for name in SERIES_NAMES
         ]
         rows += [
