@@ -4,8 +4,9 @@
    thresholds raised (``driftloop thresholds set ... --feature``), drifted traffic
    (``median_income_in_block`` x 1.5 through nginx) is measured but fires nothing; lowering
    one threshold with the CLI makes ``DriftFeatureHigh`` fire in Prometheus, reach
-   Alertmanager, the bridge decides ``triggered`` and the Airflow DAG run exists; raising it
-   again resolves the alert.
+   Alertmanager, the bridge decides ``triggered`` and the Airflow DAG run exists (queued: the
+   DAG is held paused, so no promotion moves the drift); raising it again resolves the alert.
+   The drift is measured against a freshly bootstrapped, base-data champion.
 2. After a short drifted traffic run (default thresholds: alerts fire, the bridge decides),
    every query of the committed monitoring files -- each dashboard target, annotation and
    template variable, each Grafana rule query, each operand of each Prometheus rule, every
@@ -131,7 +132,7 @@ def finite_values(result: list[dict[str, Any]]) -> int:
     return sum(1 for _, v in samples if math.isfinite(float(v)))
 
 
-def cli(stack: Any, *args: str) -> str:
+def cli(stack: Any, *args: str, timeout: float = 60) -> str:
     """``driftloop --base-port ... --state-dir ... <args>`` as a user would run it."""
     result = subprocess.run(
         [
@@ -139,7 +140,7 @@ def cli(stack: Any, *args: str) -> str:
             "--base-port", str(stack.ports.base), "--state-dir", str(stack.state_dir),
             *args,
         ],
-        capture_output=True, text=True, cwd=REPO_ROOT, timeout=60, check=False,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=timeout, check=False,
     )  # fmt: skip
     assert result.returncode == 0, f"driftloop {' '.join(args)}: {result.stdout}{result.stderr}"
     return result.stdout
@@ -236,7 +237,7 @@ def prom(stack: Any) -> Prom:
     return p
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def thresholds_restored(stack: Any) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(stack.redis_url)
     before = client.hgetall(THRESHOLDS_REDIS_KEY)
@@ -246,6 +247,41 @@ def thresholds_restored(stack: Any) -> Iterator[redis.Redis]:
         if before:
             pipe.hset(THRESHOLDS_REDIS_KEY, mapping=before)
         pipe.execute()
+
+
+@pytest.fixture
+def retraining_held(stack: Any) -> Iterator[set[str]]:
+    """The retraining DAG paused for the test; yields a set to add the runs it triggers to.
+
+    Airflow still accepts a trigger for a paused DAG (the run waits, queued), which is all
+    the alert path must prove. Were the run to execute, its promotion would lower the measured
+    drift and resolve the alert for a reason other than the threshold the test raises. The
+    runs are deleted before the DAG is unpaused, so none of them runs later in another test.
+    """
+    token = (
+        httpx.post(
+            f"{stack.airflow_url}/auth/token",
+            json={"username": stack.airflow_username, "password": stack.airflow_password},
+            timeout=30,
+        )
+        .raise_for_status()
+        .json()["access_token"]
+    )
+    api = httpx.Client(
+        base_url=f"{stack.airflow_url}/api/v2/dags",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    poll(f"DAG {DAG_ID} parsed by Airflow", lambda: api.get(DAG_ID).status_code == 200, 120)
+    api.patch(DAG_ID, json={"is_paused": True}).raise_for_status()
+    runs: set[str] = set()
+    try:
+        yield runs
+    finally:
+        for run_id in runs:
+            assert api.delete(f"{DAG_ID}/dagRuns/{run_id}").status_code in (204, 404), run_id
+        api.patch(DAG_ID, json={"is_paused": False}).raise_for_status()
+        api.close()
 
 
 def firing(prom: Prom, alertname: str, **labels: str) -> list[dict[str, Any]]:
@@ -286,7 +322,11 @@ def decisions_since(stack: Any, since: float, decision: str) -> list[dict[str, A
 
 @pytest.mark.timeout(900)
 def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
-    stack: Any, champion: str, prom: Prom, thresholds_restored: redis.Redis
+    stack: Any,
+    champion: str,
+    prom: Prom,
+    thresholds_restored: redis.Redis,
+    retraining_held: set[str],
 ) -> None:
 
     # Raise the thresholds this traffic would cross: the shifted feature's, the prediction
@@ -315,20 +355,34 @@ def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
     poll("earlier alerts this traffic would raise to resolve",
          lambda: not prom.instant(competing), 60)  # fmt: skip
 
+    # Measure against a champion trained on the base data only: one that an earlier test
+    # retrained on drifted traffic already has this shift in its reference profile.
+    cli(stack, "bootstrap", "--force", timeout=300)
+    ep = endpoints(stack.settings)
+    version = str((observe.champion_version(ep) or {})["version"])
+    poll(f"every replica serving version {version}",
+         lambda: set(observe.replica_versions(ep).values()) == {version}, 120)  # fmt: skip
+    poll(f"the drift consumer's reference at version {version}",
+         lambda: prom.value(f'driftloop_drift_reference_info{{model_version="{version}"}}'), 60)  # fmt: skip
+
     with DriftedTraffic(stack.nginx_url) as traffic:
         poll(f"{PREDICTIONS} drifted predictions", lambda: traffic.sent() >= PREDICTIONS, 300)
         counts = dict(traffic.counts)
         assert counts["failed"] <= counts["ok"] * 0.01, counts
         assert counts["rejected"] == 5, counts
-        run_alert_path(stack, prom, thresholds_restored, competing)
+        run_alert_path(stack, prom, thresholds_restored, competing, retraining_held, version)
     assert traffic.counts["failed"] <= traffic.counts["ok"] * 0.01, traffic.counts
 
 
-def run_alert_path(stack: Any, prom: Prom, store: redis.Redis, competing: str) -> None:
+def run_alert_path(
+    stack: Any, prom: Prom, store: redis.Redis, competing: str, triggered: set[str], version: str
+) -> None:
     labels = {"feature": SHIFTED, "statistic": STATISTIC}
     default = DEFAULT_THRESHOLDS[STATISTIC]
-    # The consumer measures against the champion it serves now (other runs may promote).
-    drift_now = f'max(driftloop_drift_value{{feature="{SHIFTED}", statistic="{STATISTIC}"}})'
+    drift_now = (
+        f'driftloop_drift_value{{feature="{SHIFTED}", statistic="{STATISTIC}", '
+        f'model_version="{version}"}}'
+    )
     measured = poll(
         f"{STATISTIC} of {SHIFTED} above its default threshold {default}",
         lambda: (v := prom.value(drift_now)) is not None and v > default and v,
@@ -373,11 +427,12 @@ def run_alert_path(stack: Any, prom: Prom, store: redis.Redis, competing: str) -
     stages["bridge triggered"] = time.time() - changed
     assert decision["dag_id"] == DAG_ID
     run_id = decision["dag_run_id"]
+    triggered.add(run_id)
     airflow = observe.Airflow(endpoints(stack.settings))
     dag_run = poll(f"DAG run {run_id} in Airflow", lambda: airflow.dag_run(run_id), 60)
     stages["DAG run seen in Airflow"] = time.time() - changed
     assert dag_run["dag_id"] == DAG_ID
-    assert dag_run["state"] in ("queued", "running", "success", "failed"), dag_run
+    assert dag_run["state"] == "queued", dag_run  # the DAG is paused: nothing retrains
 
     # Raise it again: the alert resolves while the drift is still measured above the default.
     raised_at = time.time()
