@@ -186,40 +186,30 @@ def _check_version(found: str | None, expected: str, sender: str) -> None:
 
 def parse_alertmanager(body: bytes) -> list[Alert]:
     """Alertmanager webhook (version "4") body -> alerts. Raises :class:`PayloadError`."""
-    raw = _decode(body)
-    try:
-        msg = AlertmanagerWebhook.model_validate(raw)
-    except ValidationError as exc:
-        raise PayloadError("invalid Alertmanager webhook payload", _describe(exc)) from None
-    _check_version(msg.version, ALERTMANAGER_VERSION, "Alertmanager")
-    return [
-        Alert(
-            source="alertmanager",
-            status=a.status,
-            labels=dict(a.labels),
-            annotations=dict(a.annotations),
-            starts_at=_aware(a.startsAt),
-            ends_at=_ends_at(a.endsAt),
-            fingerprint=a.fingerprint,
-            group_key=msg.groupKey,
-            receiver=msg.receiver,
-            generator_url=a.generatorURL,
-        )
-        for a in msg.alerts
-    ]
+    return _parse(body, AlertmanagerWebhook, "alertmanager", "Alertmanager", ALERTMANAGER_VERSION)
 
 
 def parse_grafana(body: bytes) -> list[Alert]:
     """Grafana unified-alerting webhook (version "1") body -> alerts."""
+    return _parse(body, GrafanaWebhook, "grafana", "Grafana", GRAFANA_VERSION)
+
+
+def _parse(
+    body: bytes,
+    model: type[AlertmanagerWebhook | GrafanaWebhook],
+    source: Source,
+    sender: str,
+    version: str,
+) -> list[Alert]:
     raw = _decode(body)
     try:
-        msg = GrafanaWebhook.model_validate(raw)
+        msg = model.model_validate(raw)
     except ValidationError as exc:
-        raise PayloadError("invalid Grafana webhook payload", _describe(exc)) from None
-    _check_version(msg.version, GRAFANA_VERSION, "Grafana")
+        raise PayloadError(f"invalid {sender} webhook payload", _describe(exc)) from None
+    _check_version(msg.version, version, sender)
     return [
         Alert(
-            source="grafana",
+            source=source,
             status=a.status,
             labels=dict(a.labels),
             annotations=dict(a.annotations),
@@ -229,7 +219,7 @@ def parse_grafana(body: bytes) -> list[Alert]:
             group_key=msg.groupKey,
             receiver=msg.receiver,
             generator_url=a.generatorURL,
-            values=_finite(a.values),
+            values=_finite(getattr(a, "values", None)),  # Grafana only
         )
         for a in msg.alerts
     ]
