@@ -45,8 +45,8 @@ async def test_start_up_waits_for_the_registry_then_loads_the_alias() -> None:
     source = FakeSource(unavailable=True)
     reloader, holder, metrics = make(source)
     await reloader.start()
-    await asyncio.sleep(0.1)
-    assert holder.current is None and reloader.last_error
+    await until(lambda: reloader.last_error is not None)
+    assert holder.current is None
     source.unavailable = False
     await until(lambda: holder.current is not None)
     assert holder.current.version == "1"  # type: ignore[union-attr]
