@@ -8,6 +8,9 @@ export SCIKIT_LEARN_DATA="${SCIKIT_LEARN_DATA:-$PWD/../shared/data/scikit_learn_
 
 was_running=0
 pgrep -f "\.driftloop-test/" >/dev/null && was_running=1
+# Our Python processes that exist before the run (e.g. your own dev stack) are not the suite's.
+ours() { pgrep -f "^$PWD/\.venv(-airflow)?/bin/" | sort; }
+before="$(ours)"
 
 uv run --frozen pytest "$@"
 rc=$?
@@ -26,4 +29,15 @@ if [ "$was_running" = 0 ] && [ -z "${DRIFTLOOP_TEST_KEEP_STACK:-}" ] && pgrep -f
   echo "error: processes of the test stack are still running:" >&2
   pgrep -af "\.driftloop-test/" >&2
   exit 1
+fi
+# ... nor any helper process (e.g. a worker pool's child orphaned by a killed service).
+if [ -z "${DRIFTLOOP_TEST_KEEP_STACK:-}" ] && [ "$was_running" = 0 ]; then
+  deadline=$((SECONDS + 30))
+  while left="$(comm -13 <(echo "$before") <(ours) | grep -v "^$$\$")" && [ -n "$left" ] \
+        && [ "$SECONDS" -lt "$deadline" ]; do sleep 1; done
+  if [ -n "$left" ]; then
+    echo "error: processes started by the suite are still running:" >&2
+    for pid in $left; do ps -o pid=,args= -p "$pid" >&2; done
+    exit 1
+  fi
 fi

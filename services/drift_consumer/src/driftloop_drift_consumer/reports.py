@@ -19,8 +19,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -127,7 +129,28 @@ class ReportStore:
 
 
 def _spawn_executor() -> Executor:
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=exit_with_parent,
+    )
+
+
+def exit_with_parent() -> None:
+    """Worker initializer: end the worker when the consumer process ends, however it ends.
+
+    A spawned pool worker otherwise outlives a consumer that was SIGKILLed (or OOM-killed),
+    blocked forever on its call queue with a whole Evidently import in memory.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 class ReportScheduler:
