@@ -74,6 +74,12 @@ PARAMS: dict[str, Param] = {
         minimum=10,
         description="Fewer labelled rows than this: skip the run (nothing is promoted).",
     ),
+    "max_labelled_rows": Param(
+        10_000,
+        type="integer",
+        minimum=100,
+        description="Use only the newest this-many labelled rows of the window (bounds run time).",
+    ),
     "min_improvement": Param(
         0.02,
         type="number",

@@ -147,6 +147,28 @@ def test_collect_holds_out_the_newest_rows_and_weights_recent(
     assert retrain.CollectResult.model_validate_json(manifest.read_text()) == result
 
 
+def test_collect_uses_only_the_newest_max_labelled_rows(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    log = log_of()
+    capped = PARAMS.model_copy(update={"max_labelled_rows": 700})
+    result = retrain.collect(
+        settings, run_key="r", window_end=window_end, params=capped, base=base_split[0]
+    )
+    assert result.ready
+    assert (result.labelled_rows, result.older_rows_left_out) == (700, N_LABELLED - 700)
+    assert result.recent_train_rows + result.holdout_rows == 700
+    train = pd.read_parquet(result.train_path)
+    used = pd.concat(
+        [train[train[retrain.SOURCE_COLUMN] == "recent"], pd.read_parquet(result.holdout_path)]
+    )
+    newest = log.sort_values("labelled_at").tail(700)
+    assert sorted(used["median_income_in_block"]) == sorted(newest["median_income_in_block"])
+
+
 def test_collect_is_rerunnable(
     settings: TrainingSettings,
     log_of: Callable[..., pd.DataFrame],

@@ -9,8 +9,9 @@ most one version per run, and publishing twice is harmless to consumers.
 Data policy (how recent labelled data is combined with the base data)
 ---------------------------------------------------------------------
 Labelled rows come from the log over ``[window_end - lookback_hours, window_end)``, one per
-``request_id``. Fewer than ``min_labelled_rows`` stops the run as *skipped* (nothing trained,
-nothing promoted). Otherwise the rows are ordered by ``labelled_at`` and the newest
+``request_id``; only the newest ``max_labelled_rows`` of them are used, so a busy day does not
+make retraining (and so the loop) slower. Fewer than ``min_labelled_rows`` stops the run as
+*skipped* (nothing trained, nothing promoted). Otherwise the rows are ordered by ``labelled_at`` and the newest
 ``holdout_share`` of them becomes the holdout on which challenger and champion are both scored;
 the model never trains on it.
 
@@ -72,6 +73,7 @@ class RetrainParams(BaseModel):
 
     lookback_hours: int = Field(24, ge=1, le=24 * 90)
     min_labelled_rows: int = Field(500, ge=10)
+    max_labelled_rows: int = Field(10_000, ge=100)
     min_improvement: float = Field(0.02, ge=0.0, lt=1.0)
     holdout_share: float = Field(0.3, gt=0.0, lt=1.0)
     base_rows_per_recent: float = Field(2.0, ge=0.0, le=100.0)
@@ -87,6 +89,8 @@ class CollectResult(BaseModel):
     window_start: AwareDatetime
     window_end: AwareDatetime
     labelled_rows: int
+    #: Rows of the window older than the newest ``max_labelled_rows`` (not used).
+    older_rows_left_out: int = 0
     partitions: list[str] = Field(default_factory=list)
     rows_read: int = 0
     duplicates_dropped: int = 0
@@ -235,12 +239,15 @@ def collect(
     end = (params.window_end or window_end).astimezone(UTC)
     start = end - timedelta(hours=params.lookback_hours)
     labelled = read_labelled_log(settings.labelled_log_dir, start=start, end=end)
-    n = len(labelled.frame)
+    in_window = labelled.frame  # ordered by labelled_at
+    recent = in_window.iloc[-params.max_labelled_rows :]
+    n = len(recent)
     common: dict[str, Any] = {
         "run_key": run_key,
         "window_start": start,
         "window_end": end,
         "labelled_rows": n,
+        "older_rows_left_out": len(in_window) - n,
         "partitions": labelled.partitions,
         "rows_read": labelled.rows_read,
         "duplicates_dropped": labelled.duplicates_dropped,
@@ -257,7 +264,7 @@ def collect(
         log.info(reason)
         return CollectResult(status="skipped", reason=reason, **common)
 
-    rows = labelled_to_frame(labelled.frame)  # already ordered by labelled_at
+    rows = labelled_to_frame(recent)
     recent_train, holdout = rows.iloc[: n - n_holdout], rows.iloc[n - n_holdout :]
     if base is None:
         full = load_base_data(download_if_missing=settings.download_if_missing)
