@@ -21,6 +21,7 @@ that this test's alert gets ``triggered`` rather than ``cooldown``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import random
 import subprocess
@@ -250,14 +251,18 @@ def thresholds_restored(stack: Any) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def retraining_held(stack: Any) -> Iterator[set[str]]:
-    """The retraining DAG paused for the test; yields a set to add the runs it triggers to.
+def retraining_held(stack: Any) -> Iterator[None]:
+    """The retraining DAG paused for the test, its queued runs deleted afterwards.
 
     Airflow still accepts a trigger for a paused DAG (the run waits, queued), which is all
     the alert path must prove. Were the run to execute, its promotion would lower the measured
-    drift and resolve the alert for a reason other than the threshold the test raises. The
-    runs are deleted before the DAG is unpaused, so none of them runs later in another test.
+    drift and resolve the alert for a reason other than the threshold the test raises. Every
+    run left queued is deleted before the DAG is unpaused (also when the test failed before
+    seeing its run), so none of them runs later, in another test.
     """
+    from airflow_client.client import ApiClient, Configuration, DAGApi, DAGPatchBody, DagRunApi
+    from airflow_client.client.exceptions import NotFoundException
+
     token = (
         httpx.post(
             f"{stack.airflow_url}/auth/token",
@@ -267,21 +272,24 @@ def retraining_held(stack: Any) -> Iterator[set[str]]:
         .raise_for_status()
         .json()["access_token"]
     )
-    api = httpx.Client(
-        base_url=f"{stack.airflow_url}/api/v2/dags",
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
-    poll(f"DAG {DAG_ID} parsed by Airflow", lambda: api.get(DAG_ID).status_code == 200, 120)
-    api.patch(DAG_ID, json={"is_paused": True}).raise_for_status()
-    runs: set[str] = set()
-    try:
-        yield runs
-    finally:
-        for run_id in runs:
-            assert api.delete(f"{DAG_ID}/dagRuns/{run_id}").status_code in (204, 404), run_id
-        api.patch(DAG_ID, json={"is_paused": False}).raise_for_status()
-        api.close()
+    with ApiClient(Configuration(host=stack.airflow_url, access_token=token)) as client:
+        dags, runs = DAGApi(client), DagRunApi(client)
+
+        def parsed() -> bool:
+            with contextlib.suppress(NotFoundException):
+                return bool(dags.get_dag(DAG_ID))
+            return False
+
+        poll(f"DAG {DAG_ID} parsed by Airflow", parsed, 120)
+        dags.patch_dag(DAG_ID, DAGPatchBody(is_paused=True))
+        try:
+            yield
+        finally:
+            for run in runs.get_dag_runs(DAG_ID, state=["queued"], limit=100).dag_runs:
+                runs.delete_dag_run(DAG_ID, run.dag_run_id)
+            dags.patch_dag(DAG_ID, DAGPatchBody(is_paused=False))
+            assert not runs.get_dag_runs(DAG_ID, state=["queued"], limit=1).dag_runs
+            assert not dags.get_dag(DAG_ID).is_paused
 
 
 def firing(prom: Prom, alertname: str, **labels: str) -> list[dict[str, Any]]:
@@ -326,7 +334,7 @@ def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
     champion: str,
     prom: Prom,
     thresholds_restored: redis.Redis,
-    retraining_held: set[str],
+    retraining_held: None,
 ) -> None:
 
     # Raise the thresholds this traffic would cross: the shifted feature's, the prediction
@@ -370,12 +378,12 @@ def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
         counts = dict(traffic.counts)
         assert counts["failed"] <= counts["ok"] * 0.01, counts
         assert counts["rejected"] == 5, counts
-        run_alert_path(stack, prom, thresholds_restored, competing, retraining_held, version)
+        run_alert_path(stack, prom, thresholds_restored, competing, version)
     assert traffic.counts["failed"] <= traffic.counts["ok"] * 0.01, traffic.counts
 
 
 def run_alert_path(
-    stack: Any, prom: Prom, store: redis.Redis, competing: str, triggered: set[str], version: str
+    stack: Any, prom: Prom, store: redis.Redis, competing: str, version: str
 ) -> None:
     labels = {"feature": SHIFTED, "statistic": STATISTIC}
     default = DEFAULT_THRESHOLDS[STATISTIC]
@@ -427,7 +435,6 @@ def run_alert_path(
     stages["bridge triggered"] = time.time() - changed
     assert decision["dag_id"] == DAG_ID
     run_id = decision["dag_run_id"]
-    triggered.add(run_id)
     airflow = observe.Airflow(endpoints(stack.settings))
     dag_run = poll(f"DAG run {run_id} in Airflow", lambda: airflow.dag_run(run_id), 60)
     stages["DAG run seen in Airflow"] = time.time() - changed
