@@ -280,3 +280,24 @@ def test_unknown_route_is_404_json(harness: AppHarness) -> None:
 
 def test_wrong_method_is_405(harness: AppHarness) -> None:
     assert harness.client.get("/predict").status_code == 405
+
+
+async def test_client_gone_mid_body_is_a_client_error_not_a_500() -> None:
+    """A client that disconnects mid-body (a stopped load generator) gets no traceback."""
+    from starlette.requests import Request
+
+    from driftloop_model_api.errors import ClientDisconnected, ClientError
+    from driftloop_model_api.inputs import read_body
+
+    messages = iter(
+        [{"type": "http.request", "body": b'{"request_id": ', "more_body": True},
+         {"type": "http.disconnect"}]
+    )  # fmt: skip
+
+    async def receive() -> dict:
+        return next(messages)
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    with pytest.raises(ClientDisconnected) as caught:
+        await read_body(request, 1024)
+    assert isinstance(caught.value, ClientError) and caught.value.status_code < 500

@@ -122,6 +122,15 @@ class UnsupportedMediaType(ClientError):
         )
 
 
+class ClientDisconnected(ClientError):
+    """The client went away before sending its whole body: nothing was done with it."""
+
+    code = "client_disconnected"
+
+    def __init__(self) -> None:
+        super().__init__("the client disconnected before the body was complete")
+
+
 class ModelNotReady(ModelApiError):
     """No model is loaded yet; the replica is alive but not ready."""
 

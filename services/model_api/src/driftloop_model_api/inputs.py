@@ -13,8 +13,15 @@ from typing import TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
-from .errors import BODY, InvalidInput, PayloadTooLarge, UnsupportedMediaType
+from .errors import (
+    BODY,
+    ClientDisconnected,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from .schemas import REQUEST_ID_PATTERN
 
 M = TypeVar("M", bound=BaseModel)
@@ -58,11 +65,14 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise InvalidInput.one("Content-Length", "integer", "must be an integer") from None
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:  # e.g. a load generator stopped mid-request: not a server fault
+        raise ClientDisconnected() from None
     body = b"".join(chunks)
     if not body.strip():
         raise InvalidInput.one(BODY, "required", "the body is empty; send a JSON object")
