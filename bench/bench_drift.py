@@ -44,12 +44,12 @@ from driftloop_contracts import (  # noqa: E402
     SERIES_NAMES,
     SERIES_STATISTICS,
 )
+from driftloop_contracts.thresholds import ThresholdSet  # noqa: E402
 from driftloop_drift_consumer.drift import (  # noqa: E402
     CompiledReference,
     compute_statistics,
     decide,
 )
-from driftloop_drift_consumer.thresholds import ThresholdSet  # noqa: E402
 
 SHIFT_FEATURE = FEATURE_BY_NAME["median_income_in_block"].name  # KeyError if renamed
 

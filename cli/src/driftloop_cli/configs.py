@@ -16,6 +16,7 @@ import yaml
 
 from driftloop_contracts import HOST
 
+from . import nginx_config
 from .settings import REPO_ROOT, StackSettings
 
 
@@ -127,10 +128,8 @@ def alertmanager_conf(s: StackSettings) -> Path:
 
 
 def nginx_conf(s: StackSettings) -> Path:
-    from driftloop_model_api.nginx_config import render
-
     (s.state_dir / "nginx").mkdir(parents=True, exist_ok=True)
-    text = render(
+    text = nginx_config.render(
         REPO_ROOT / "nginx" / "nginx.conf.template",
         listen_port=s.ports.nginx,
         replica_ports=[s.ports.model_api(i) for i in range(s.replicas)],

@@ -48,7 +48,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Every effective threshold and where it comes from (default or override)."""
-    from driftloop_drift_consumer.thresholds import show_thresholds
+    from driftloop_contracts.threshold_store import show_thresholds
 
     try:
         rows = show_thresholds(_redis_url(ctx))
@@ -73,7 +73,7 @@ def set_(
     feature: Annotated[str | None, typer.Option(help="Only for this feature")] = None,
 ) -> None:
     """Override a threshold for every feature, or for one with --feature."""
-    from driftloop_drift_consumer.thresholds import set_threshold
+    from driftloop_contracts.threshold_store import set_threshold
 
     try:
         row = set_threshold(_redis_url(ctx), statistic, value, feature)
@@ -91,7 +91,7 @@ def reset(
     feature: Annotated[str | None, typer.Option(help="Only this feature's override")] = None,
 ) -> None:
     """Drop overrides (all, one statistic's, or one feature's) so defaults apply again."""
-    from driftloop_drift_consumer.thresholds import reset_thresholds
+    from driftloop_contracts.threshold_store import reset_thresholds
 
     try:
         removed = reset_thresholds(_redis_url(ctx), statistic, feature)
