@@ -120,7 +120,7 @@ def alertmanager_conf(s: StackSettings) -> Path:
     for receiver in doc.get("receivers", []):
         for hook in receiver.get("webhook_configs", []):
             path = hook["url"].split("/", 3)[3]
-            hook["url"] = f"http://{HOST}:{s.ports.bridge}/{path}"
+            hook["url"] = f"{s.urls.bridge}/{path}"
             auth = hook.get("http_config", {}).get("authorization")
             if auth and "credentials_file" in auth:
                 auth["credentials_file"] = token_file

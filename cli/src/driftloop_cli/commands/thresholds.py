@@ -13,8 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from driftloop_contracts import HOST
-
 from ..settings import StackSettings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
@@ -24,7 +22,7 @@ err = Console(stderr=True)
 
 def _redis_url(ctx: typer.Context) -> str:
     s: StackSettings = ctx.obj
-    return f"redis://{HOST}:{s.ports.redis}/0"
+    return s.urls.redis
 
 
 def _fail(exc: Exception, ctx: typer.Context) -> typer.Exit:

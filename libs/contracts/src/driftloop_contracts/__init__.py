@@ -32,7 +32,7 @@ from .features import (
     HouseFeatures,
 )
 from .labelled_log import LABELLED_LOG_COLUMNS, part_file_name, partition_dir
-from .ports import DEFAULT_BASE_PORT, DOCKER_BASE_PORT, HOST, TEST_BASE_PORT, PortPlan
+from .ports import DEFAULT_BASE_PORT, DOCKER_BASE_PORT, HOST, TEST_BASE_PORT, PortPlan, StackUrls
 from .profile import ReferenceProfile, SeriesProfile
 from .registry import (
     CHAMPION_ALIAS,
@@ -104,6 +104,7 @@ __all__ = [
     "ReferenceProfile",
     "SeriesProfile",
     "SettingsError",
+    "StackUrls",
     "ThresholdError",
     "ThresholdRow",
     "ThresholdSet",
