@@ -34,6 +34,7 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scikit_
 os.environ.setdefault("SCIKIT_LEARN_DATA", str(SHARED_DATA))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from driftloop_cli.observe import metric_total, scrape_metrics  # noqa: E402
 from driftloop_contracts import (  # noqa: E402
     DEFAULT_THRESHOLDS,
     FEATURE_BY_NAME,
@@ -44,12 +45,12 @@ from driftloop_contracts import (  # noqa: E402
     SERIES_NAMES,
     SERIES_STATISTICS,
 )
+from driftloop_contracts.thresholds import ThresholdSet  # noqa: E402
 from driftloop_drift_consumer.drift import (  # noqa: E402
     CompiledReference,
     compute_statistics,
     decide,
 )
-from driftloop_drift_consumer.thresholds import ThresholdSet  # noqa: E402
 
 SHIFT_FEATURE = FEATURE_BY_NAME["median_income_in_block"].name  # KeyError if renamed
 
@@ -396,25 +397,6 @@ def wait_until(check, timeout_s: float, what: str, every_s: float = 0.2) -> None
         time.sleep(every_s)
 
 
-def scrape(url: str) -> dict[str, float]:
-    """``/metrics`` as {series: value} (series = name plus its label text)."""
-    import httpx
-
-    out: dict[str, float] = {}
-    try:
-        text = httpx.get(f"{url}/metrics", timeout=2).text
-    except httpx.HTTPError:
-        return out
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            try:
-                out[key] = float(value)
-            except ValueError:
-                continue
-    return out
-
-
 async def produce_events(
     bootstrap: str, rows: np.ndarray, *, version: str, topics: dict[str, str]
 ) -> None:
@@ -529,19 +511,20 @@ def bench_e2e(s: Setup, *, events: int, base_port: int) -> dict[str, float]:
             stderr=subprocess.STDOUT,
         )
         wait_until(lambda: _http_ok(f"{url}/health/live"), 60, "drift consumer")
-        consumed_key_p = f'driftloop_events_consumed_total{{topic="{PREDICTIONS_TOPIC}"}}'
-        consumed_key_f = f'driftloop_events_consumed_total{{topic="{FEEDBACK_TOPIC}"}}'
         rss = 0.0
         first = None
         done = None
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
-            m = scrape(url)
-            rss = max(rss, m.get("process_resident_memory_bytes", 0.0))
-            consumed = m.get(consumed_key_p, 0.0) + m.get(consumed_key_f, 0.0)
+            m = scrape_metrics([url])
+            rss = max(rss, metric_total(m, "process_resident_memory_bytes"))
+            consumed = metric_total(
+                m, "driftloop_events_consumed_total", topic=PREDICTIONS_TOPIC
+            ) + metric_total(m, "driftloop_events_consumed_total", topic=FEEDBACK_TOPIC)
             if consumed > 0 and first is None:
                 first = (time.perf_counter(), consumed)
-            if m.get("driftloop_labelled_rows_total", 0) >= events and consumed >= 2 * events:
+            labelled = metric_total(m, "driftloop_labelled_rows_total")
+            if labelled >= events and consumed >= 2 * events:
                 done = (time.perf_counter(), m)
                 break
             time.sleep(0.25)
@@ -550,7 +533,7 @@ def bench_e2e(s: Setup, *, events: int, base_port: int) -> dict[str, float]:
         elapsed = done[0] - first[0]
         total = 2 * events - first[1]
         m = done[1]
-        windows = sum(v for k, v in m.items() if k.startswith("driftloop_windows_total"))
+        windows = metric_total(m, "driftloop_windows_total")
         print("\n## Drift consumer end to end (Tansu -> consumer -> Redis, InfluxDB, Parquet)")
         print(
             f"{events:,} predictions + {events:,} feedback produced in {produce_s:.1f} s; "
@@ -560,7 +543,7 @@ def bench_e2e(s: Setup, *, events: int, base_port: int) -> dict[str, float]:
         print("|---:|---:|---:|---:|---:|---:|")
         print(
             f"| {int(total):,} | {elapsed:.1f} | {total / elapsed:,.0f} | {int(windows)} "
-            f"| {int(m.get('driftloop_labelled_rows_total', 0)):,} | {rss / 2**20:.0f} MiB |"
+            f"| {int(metric_total(m, 'driftloop_labelled_rows_total')):,} | {rss / 2**20:.0f} MiB |"
         )
         return {"records_per_s": total / elapsed, "rss_mib": rss / 2**20}
     finally:

@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from driftloop_contracts import FEATURE_NAMES, FEATURE_SPECS, HOST, PortPlan
+from driftloop_contracts import FEATURE_NAMES, FEATURE_SPECS, HOST, PortPlan, StackUrls
 
 BENCH_DIR = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -240,10 +240,10 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk not found: apt-get install wrk")
 
-    plan = PortPlan(args.base_port) if args.base_port else PortPlan()
-    nginx = args.nginx_url or f"http://{HOST}:{plan.nginx}"
-    replicas = args.replica_url or [f"http://{HOST}:{plan.model_api(i)}" for i in range(2)]
-    mlflow_url = args.mlflow_url or f"http://{HOST}:{plan.mlflow}"
+    urls = StackUrls(PortPlan(args.base_port) if args.base_port else PortPlan())
+    nginx = args.nginx_url or urls.nginx
+    replicas = args.replica_url or urls.model_apis(2)
+    mlflow_url = args.mlflow_url or urls.mlflow
     workers = len(replicas)
     info = httpx.get(f"{replicas[0]}/model", timeout=5).json()
     model_uri = f"models:/{info['model_name']}/{info['model_version']}"
@@ -280,11 +280,11 @@ def main() -> None:
     targets = [
         ("a) driftloop via nginx", f"{nginx}/predict", "api"),
         ("b) one replica direct", f"{replicas[0]}/predict", "api"),
-        (f"c) bare FastAPI x{workers}", f"http://{HOST}:{bare_n}/predict", "api"),
-        ("c1) bare FastAPI x1", f"http://{HOST}:{bare_1}/predict", "api"),
+        (f"c) bare FastAPI x{workers}", f"{urls.http(bare_n)}/predict", "api"),
+        ("c1) bare FastAPI x1", f"{urls.http(bare_1)}/predict", "api"),
         (
             f"d) mlflow models serve x{workers}",
-            f"http://{HOST}:{mlflow_port}/invocations",
+            f"{urls.http(mlflow_port)}/invocations",
             "mlflow",
         ),
     ]
@@ -309,12 +309,12 @@ def main() -> None:
             (
                 [*uvicorn, "--port", str(bare_n), "--workers", str(workers)],
                 "bare.log",
-                f"http://{HOST}:{bare_n}/docs",
+                f"{urls.http(bare_n)}/docs",
             ),
             (
                 [*uvicorn, "--port", str(bare_1), "--workers", "1"],
                 "bare1.log",
-                f"http://{HOST}:{bare_1}/docs",
+                f"{urls.http(bare_1)}/docs",
             ),
             (
                 [
@@ -333,7 +333,7 @@ def main() -> None:
                     "local",
                 ],
                 "mlflow-serve.log",
-                f"http://{HOST}:{mlflow_port}/ping",
+                f"{urls.http(mlflow_port)}/ping",
             ),
         ):
             proc = stack.enter_context(process(cmd, env, work / log, cwd=BENCH_DIR))

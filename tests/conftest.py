@@ -20,7 +20,7 @@ import pytest
 from driftloop_cli import stack as stack_ops
 from driftloop_cli import supervisor
 from driftloop_cli.settings import REPO_ROOT, StackSettings
-from driftloop_contracts import HOST, TEST_BASE_PORT, PortPlan
+from driftloop_contracts import TEST_BASE_PORT, PortPlan
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "scikit_learn_data"
 os.environ.setdefault("SCIKIT_LEARN_DATA", str(SHARED_DATA))
@@ -73,26 +73,25 @@ class StackInfo:
 
 
 def make_info(s: StackSettings) -> StackInfo:
-    p = s.ports
-    http = lambda port: f"http://{HOST}:{port}"  # noqa: E731
+    urls = s.urls
     return StackInfo(
         settings=s,
-        ports=p,
+        ports=s.ports,
         state_dir=s.state_dir,
-        kafka_bootstrap=f"{HOST}:{p.kafka}",
-        redis_url=f"redis://{HOST}:{p.redis}/0",
-        influx_url=http(p.influxdb),
+        kafka_bootstrap=urls.kafka,
+        redis_url=urls.redis,
+        influx_url=urls.influxdb,
         influx_db=s.influx_db,
-        prometheus_url=http(p.prometheus),
-        alertmanager_url=http(p.alertmanager),
-        mlflow_url=http(p.mlflow),
-        airflow_url=http(p.airflow),
+        prometheus_url=urls.prometheus,
+        alertmanager_url=urls.alertmanager,
+        mlflow_url=urls.mlflow,
+        airflow_url=urls.airflow,
         airflow_username=s.airflow_username,
         airflow_password=s.airflow_password.get_secret_value(),
-        nginx_url=http(p.nginx),
-        model_api_urls=[http(p.model_api(i)) for i in range(s.replicas)],
-        drift_consumer_url=http(p.drift_consumer),
-        bridge_url=http(p.bridge),
+        nginx_url=urls.nginx,
+        model_api_urls=urls.model_apis(s.replicas),
+        drift_consumer_url=urls.drift_consumer,
+        bridge_url=urls.bridge,
         webhook_token=s.bridge_webhook_token.get_secret_value(),
     )
 

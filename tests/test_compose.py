@@ -855,7 +855,7 @@ def _directives(text: str) -> list[str]:
 def test_docker_nginx_config_mirrors_the_local_template(services: dict[str, Any]) -> None:
     """Every directive of nginx/nginx.conf.template that is not about paths, the listen
     address or the upstream servers appears unchanged in docker/nginx/nginx.conf."""
-    from driftloop_model_api.nginx_config import DEFAULT_BODY_LIMIT
+    from driftloop_cli.nginx_config import DEFAULT_BODY_LIMIT
 
     template = Template((REPO / "nginx" / "nginx.conf.template").read_text()).substitute(
         listen_port="@LISTEN@",

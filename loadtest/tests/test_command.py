@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from command import LOCUSTFILE, locust_command, report_paths
 from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
-from options import add_arguments, run_config
-from scenarios import ScheduleError
+
+from driftloop_loadtest.command import LOCUSTFILE, locust_command, report_paths
+from driftloop_loadtest.options import add_arguments, run_config
+from driftloop_loadtest.scenarios import ScheduleError
 
 
 def build(tmp_path: Path, **overrides: object) -> list[str]:

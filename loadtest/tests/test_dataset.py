@@ -6,9 +6,9 @@ import random
 from pathlib import Path
 
 import pytest
-from dataset import HousingRows, load_rows
 
 from driftloop_contracts import FEATURE_NAMES
+from driftloop_loadtest.dataset import HousingRows, load_rows
 
 
 @pytest.fixture(scope="module")

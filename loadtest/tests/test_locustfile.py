@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,13 +16,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from command import locust_command, report_paths
-from dataset import load_rows
 from pydantic import ValidationError
-from results import AGGREGATED, read_failures, read_schedule_log, read_stats
-from scenarios import LATITUDE_FEATURE
 
 from driftloop_contracts import TARGET_SCALE_USD, HouseFeatures
+from driftloop_loadtest.command import locust_command, report_paths
+from driftloop_loadtest.dataset import load_rows
+from driftloop_loadtest.results import AGGREGATED, read_failures, read_schedule_log, read_stats
+from driftloop_loadtest.scenarios import LATITUDE_FEATURE
 
 schemas = pytest.importorskip("driftloop_model_api.schemas")
 
@@ -144,3 +145,19 @@ def test_headless_run_against_a_fake_api(fake_api: tuple[str, Seen], tmp_path: P
     assert all(round(a / TARGET_SCALE_USD, 5) in targets for a in pre)
     assert all(round(a / (TARGET_SCALE_USD * 1.3), 5) in targets for a in post)
     assert any(round(a / TARGET_SCALE_USD, 5) not in targets for a in post)
+
+
+def test_the_entry_point_for_locust_f_offers_the_packaged_user() -> None:
+    """``locust -f loadtest/locustfile.py`` (people, Docker) finds the package's user class."""
+    shim = Path(__file__).resolve().parents[1] / "locustfile.py"
+    env = {k: v for k, v in os.environ.items() if k != "LOCUST_SKIP_MONKEY_PATCH"}
+    result = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", str(shim), "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "DriftloopUser" in result.stdout

@@ -7,8 +7,9 @@ import argparse
 
 import pytest
 from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
-from options import add_arguments, run_config
-from scenarios import ScheduleError
+
+from driftloop_loadtest.options import add_arguments, run_config
+from driftloop_loadtest.scenarios import ScheduleError
 
 
 def parser() -> argparse.ArgumentParser:

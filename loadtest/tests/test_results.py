@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from results import AGGREGATED, read_failures, read_schedule_log, read_stats
+from driftloop_loadtest.results import AGGREGATED, read_failures, read_schedule_log, read_stats
 
 STATS = """\
 Type,Name,Request Count,Failure Count,Median Response Time,Average Response Time

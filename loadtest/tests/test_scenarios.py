@@ -9,7 +9,16 @@ import random
 
 import pytest
 from pydantic import ValidationError
-from scenarios import (
+
+from driftloop_contracts import (
+    EXAMPLE_FEATURES,
+    FEATURE_BY_NAME,
+    FEATURE_NAMES,
+    FEATURE_SPECS,
+    TARGET_SCALE_USD,
+    HouseFeatures,
+)
+from driftloop_loadtest.scenarios import (
     BAD_FEEDBACK_CASES,
     BAD_PREDICT_CASES,
     FEEDBACK_ROUTE,
@@ -31,15 +40,6 @@ from scenarios import (
     plan_prediction,
     resolve_schedule,
     true_value_usd,
-)
-
-from driftloop_contracts import (
-    EXAMPLE_FEATURES,
-    FEATURE_BY_NAME,
-    FEATURE_NAMES,
-    FEATURE_SPECS,
-    TARGET_SCALE_USD,
-    HouseFeatures,
 )
 
 SETTINGS = DriftSettings()

@@ -40,6 +40,7 @@ import redis
 import yaml
 
 from driftloop_bridge.auth import sign
+from driftloop_cli.observe import metric_total, scrape_metrics
 from driftloop_contracts import DAG_ID, HOST
 
 pytestmark = pytest.mark.integration
@@ -506,15 +507,13 @@ def test_bad_auth_is_401_with_no_run_and_no_redis_writes(bridge: Harness) -> Non
     assert bridge.our_keys() == keys_before
     assert bridge.redis.llen(f"{bridge.prefix}:decisions") == decisions_before
     assert bridge.airflow.runs_for(fingerprint) == []
-    metrics = httpx.get(f"{bridge.bridge.url}/metrics").text
-    line = next(
-        m
-        for m in metrics.splitlines()
-        if m.startswith(
-            'driftloop_bridge_decisions_total{decision="unauthorized",source="grafana"}'
-        )
+    unauthorized = metric_total(
+        scrape_metrics([bridge.bridge.url]),
+        "driftloop_bridge_decisions_total",
+        decision="unauthorized",
+        source="grafana",
     )
-    assert float(line.split()[-1]) >= 5
+    assert unauthorized >= 5
 
 
 def test_stack_bridge_refuses_bad_auth_and_malformed(stack_bridge: Any) -> None:

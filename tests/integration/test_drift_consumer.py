@@ -501,7 +501,7 @@ def test_promotion_switches_the_reference(world: World) -> None:
 
 
 def test_threshold_change_is_visible_in_metrics_within_a_scrape(world: World) -> None:
-    from driftloop_drift_consumer.thresholds import reset_thresholds, set_threshold
+    from driftloop_contracts.threshold_store import reset_thresholds, set_threshold
 
     try:
         set_threshold(world.redis_url, "psi", 0.77, feature="average_rooms")

@@ -12,34 +12,29 @@ import importlib.util
 import os
 import random
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
+from driftloop_cli.observe import metric_total, scrape_metrics
 from driftloop_cli.settings import REPO_ROOT
 from driftloop_contracts import EXAMPLE_FEATURES
+from driftloop_loadtest.command import locust_command, report_paths
+from driftloop_loadtest.results import AGGREGATED, read_failures, read_schedule_log, read_stats
+from driftloop_loadtest.scenarios import (
+    BAD_FEEDBACK_CASES,
+    BAD_PREDICT_CASES,
+    bad_feedback,
+    bad_predict,
+)
 
 pytestmark = pytest.mark.integration
 
 if importlib.util.find_spec("driftloop_model_api.__main__") is None:
     pytest.skip("driftloop_model_api has no __main__ yet", allow_module_level=True)
 
-LOADTEST_DIR = REPO_ROOT / "loadtest"
-if str(LOADTEST_DIR) not in sys.path:
-    sys.path.insert(0, str(LOADTEST_DIR))
-
-from command import locust_command, report_paths  # noqa: E402
-from results import AGGREGATED, read_failures, read_schedule_log, read_stats  # noqa: E402
-from scenarios import (  # noqa: E402
-    BAD_FEEDBACK_CASES,
-    BAD_PREDICT_CASES,
-    bad_feedback,
-    bad_predict,
-)
 
 RUN_TIME_S = 20
 STEADY_S = 8
@@ -66,17 +61,10 @@ def wait_serving(stack, timeout_s: float = 120.0) -> None:
 
 def predict_counts(urls: list[str]) -> dict[str, float]:
     """``driftloop_http_requests_total{route="/predict"}`` summed over statuses, per replica."""
-    out: dict[str, float] = {}
-    for url in urls:
-        text = httpx.get(f"{url}/metrics", timeout=5).text
-        out[url] = sum(
-            sample.value
-            for fam in text_string_to_metric_families(text)
-            for sample in fam.samples
-            if sample.name == "driftloop_http_requests_total"
-            and sample.labels.get("route") == "/predict"
-        )
-    return out
+    return {
+        url: metric_total(scrape_metrics([url]), "driftloop_http_requests_total", route="/predict")
+        for url in urls
+    }
 
 
 def test_every_planned_bad_request_gets_a_422_naming_the_field(stack, champion) -> None:

@@ -35,10 +35,6 @@ class Component:
     group: str = "infra"
 
 
-def _http(port: int) -> str:
-    return f"http://{HOST}:{port}"
-
-
 def service_available(module: str) -> bool:
     return importlib.util.find_spec(f"{module}.__main__") is not None
 
@@ -48,9 +44,9 @@ def build_components(s: StackSettings) -> list[Component]:
     py = sys.executable
     state = s.state_dir
     common = {"PYTHONUNBUFFERED": "1", "SCIKIT_LEARN_DATA": str(s.scikit_learn_data)}
-    mlflow_uri = _http(p.mlflow)
-    kafka = f"{HOST}:{p.kafka}"
-    redis_url = f"redis://{HOST}:{p.redis}/0"
+    mlflow_uri = s.urls.mlflow
+    kafka = s.urls.kafka
+    redis_url = s.urls.redis
     comps = [
         Component(
             "kafka",
@@ -74,7 +70,7 @@ def build_components(s: StackSettings) -> list[Component]:
             "influxdb",
             ["influxd", "-config", str(configs.influxdb_conf(s))],
             p.influxdb,
-            _http(p.influxdb),
+            s.urls.influxdb,
             "influxdb",
             priority=10,
         ),
@@ -117,7 +113,7 @@ def build_components(s: StackSettings) -> list[Component]:
                 "--web.enable-lifecycle",
             ],
             p.prometheus,
-            _http(p.prometheus),
+            s.urls.prometheus,
             "prometheus",
             priority=30,
         ),
@@ -131,7 +127,7 @@ def build_components(s: StackSettings) -> list[Component]:
                 "--cluster.listen-address=",
             ],
             p.alertmanager,
-            _http(p.alertmanager),
+            s.urls.alertmanager,
             "alertmanager",
             priority=30,
         ),
@@ -157,7 +153,7 @@ def airflow_env(s: StackSettings) -> dict[str, str]:
         "AIRFLOW__API__HOST": HOST,
         "AIRFLOW__API__PORT": str(p.airflow),
         "AIRFLOW__API__WORKERS": "1",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{_http(p.airflow)}/execution/",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.urls.airflow}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": configs.airflow_jwt_secret(s),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
@@ -182,7 +178,7 @@ def airflow_components(
         "MLFLOW_TRACKING_URI": mlflow_uri,
     }
     airflow = str(bin_dir / "airflow")
-    url = _http(s.ports.airflow)
+    url = s.urls.airflow
     return [
         Component(
             "airflow-api-server",
@@ -258,7 +254,7 @@ def service_components(
                     f"model-api-{i}",
                     [py, "-m", "driftloop_model_api"],
                     p.model_api(i),
-                    _http(p.model_api(i)),
+                    s.urls.model_api(i),
                     "http:/health/live",
                     env=env,
                     priority=60,
@@ -278,7 +274,7 @@ def service_components(
                     "daemon off;",
                 ],
                 p.nginx,
-                _http(p.nginx),
+                s.urls.nginx,
                 "tcp",
                 priority=70,
                 group="services",
@@ -295,7 +291,7 @@ def service_components(
                     "PORT": str(p.drift_consumer),
                     "KAFKA_BOOTSTRAP": kafka,
                     "REDIS_URL": redis_url,
-                    "INFLUX_URL": _http(p.influxdb),
+                    "INFLUX_URL": s.urls.influxdb,
                     "INFLUX_DB": s.influx_db,
                     "MLFLOW_TRACKING_URI": mlflow_uri,
                     "LABELLED_LOG_DIR": str(s.state_dir / "labelled"),
@@ -310,7 +306,7 @@ def service_components(
                 "drift-consumer",
                 [py, "-m", "driftloop_drift_consumer"],
                 p.drift_consumer,
-                _http(p.drift_consumer),
+                s.urls.drift_consumer,
                 "http:/health/live",
                 env=env,
                 priority=60,
@@ -326,7 +322,7 @@ def service_components(
                     "HOST": HOST,
                     "PORT": str(p.bridge),
                     "REDIS_URL": redis_url,
-                    "AIRFLOW_URL": _http(p.airflow),
+                    "AIRFLOW_URL": s.urls.airflow,
                     "AIRFLOW_USERNAME": s.airflow_username,
                     "AIRFLOW_PASSWORD": s.airflow_password.get_secret_value(),
                     "WEBHOOK_TOKEN": s.bridge_webhook_token.get_secret_value(),
@@ -342,7 +338,7 @@ def service_components(
                 "bridge",
                 [py, "-m", "driftloop_bridge"],
                 p.bridge,
-                _http(p.bridge),
+                s.urls.bridge,
                 "http:/health/live",
                 env=env,
                 priority=60,

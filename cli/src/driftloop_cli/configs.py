@@ -16,6 +16,7 @@ import yaml
 
 from driftloop_contracts import HOST
 
+from . import nginx_config
 from .settings import REPO_ROOT, StackSettings
 
 
@@ -119,7 +120,7 @@ def alertmanager_conf(s: StackSettings) -> Path:
     for receiver in doc.get("receivers", []):
         for hook in receiver.get("webhook_configs", []):
             path = hook["url"].split("/", 3)[3]
-            hook["url"] = f"http://{HOST}:{s.ports.bridge}/{path}"
+            hook["url"] = f"{s.urls.bridge}/{path}"
             auth = hook.get("http_config", {}).get("authorization")
             if auth and "credentials_file" in auth:
                 auth["credentials_file"] = token_file
@@ -127,10 +128,8 @@ def alertmanager_conf(s: StackSettings) -> Path:
 
 
 def nginx_conf(s: StackSettings) -> Path:
-    from driftloop_model_api.nginx_config import render
-
     (s.state_dir / "nginx").mkdir(parents=True, exist_ok=True)
-    text = render(
+    text = nginx_config.render(
         REPO_ROOT / "nginx" / "nginx.conf.template",
         listen_port=s.ports.nginx,
         replica_ports=[s.ports.model_api(i) for i in range(s.replicas)],

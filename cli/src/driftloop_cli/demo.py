@@ -7,20 +7,19 @@ timeline prints each stage with its time since drift onset; the run ends with a 
 
 from __future__ import annotations
 
-import csv
 import json
 import signal
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 
-from driftloop_contracts import FEEDBACK_TOPIC, HOST, PREDICTIONS_TOPIC
+from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
+from driftloop_loadtest import command as loadtest_command
+from driftloop_loadtest.results import AGGREGATED, read_schedule_log, read_stats
 
 from . import observe, timeline
 from .settings import REPO_ROOT, StackSettings
@@ -54,26 +53,22 @@ class DemoSummary:
 
 
 def endpoints(s: StackSettings) -> observe.Endpoints:
-    p = s.ports
-    http = lambda port: f"http://{HOST}:{port}"  # noqa: E731
+    urls = s.urls
     return observe.Endpoints(
-        prometheus=http(p.prometheus),
-        alertmanager=http(p.alertmanager),
-        bridge=http(p.bridge),
-        airflow=http(p.airflow),
+        prometheus=urls.prometheus,
+        alertmanager=urls.alertmanager,
+        bridge=urls.bridge,
+        airflow=urls.airflow,
         airflow_username=s.airflow_username,
         airflow_password=s.airflow_password.get_secret_value(),
-        mlflow=http(p.mlflow),
-        replicas=[http(p.model_api(i)) for i in range(s.replicas)],
-        nginx=http(p.nginx),
+        mlflow=urls.mlflow,
+        replicas=urls.model_apis(s.replicas),
+        nginx=urls.nginx,
     )
 
 
 def locust_command(host: str, opts: DemoOptions, report_dir: Path) -> list[str]:
-    sys.path.insert(0, str(REPO_ROOT / "loadtest"))
-    from command import locust_command as build  # loadtest/command.py
-
-    return build(
+    return loadtest_command.locust_command(
         host=host,
         users=opts.users,
         spawn_rate=opts.spawn_rate,
@@ -85,52 +80,30 @@ def locust_command(host: str, opts: DemoOptions, report_dir: Path) -> list[str]:
     )
 
 
-def scrape(urls: list[str]) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Sum every sample across the given /metrics endpoints, keyed by (name, labels-without-replica)."""
-    out: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-    for url in urls:
-        try:
-            text = httpx.get(f"{url}/metrics", timeout=5).text
-        except httpx.HTTPError:
-            continue
-        for fam in text_string_to_metric_families(text):
-            for sample in fam.samples:
-                labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "replica"))
-                key = (sample.name, labels)
-                out[key] = out.get(key, 0.0) + sample.value
-    return out
-
-
-def metric(scraped: dict, name: str, **labels: str) -> float:
-    want = set(labels.items())
-    return sum(v for (n, lab), v in scraped.items() if n == name and want <= set(lab))
-
-
 def event_counts(s: StackSettings) -> dict[str, float]:
-    p = s.ports
-    replicas = scrape([f"http://{HOST}:{p.model_api(i)}" for i in range(s.replicas)])
-    consumer = scrape([f"http://{HOST}:{p.drift_consumer}"])
+    replicas = observe.scrape_metrics(s.urls.model_apis(s.replicas))
+    consumer = observe.scrape_metrics([s.urls.drift_consumer])
     return {
-        "predictions_published": metric(
+        "predictions_published": observe.metric_total(
             replicas, "driftloop_events_published_total", topic=PREDICTIONS_TOPIC
         ),
-        "predictions_dropped": metric(
+        "predictions_dropped": observe.metric_total(
             replicas, "driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC
         ),
-        "predictions_failed": metric(
+        "predictions_failed": observe.metric_total(
             replicas, "driftloop_events_failed_total", topic=PREDICTIONS_TOPIC
         ),
-        "predictions_buffered": metric(replicas, "driftloop_events_buffered"),
-        "feedback_published": metric(
+        "predictions_buffered": observe.metric_total(replicas, "driftloop_events_buffered"),
+        "feedback_published": observe.metric_total(
             replicas, "driftloop_events_published_total", topic=FEEDBACK_TOPIC
         ),
-        "predictions_consumed": metric(
+        "predictions_consumed": observe.metric_total(
             consumer, "driftloop_events_consumed_total", topic=PREDICTIONS_TOPIC
         ),
-        "feedback_consumed": metric(
+        "feedback_consumed": observe.metric_total(
             consumer, "driftloop_events_consumed_total", topic=FEEDBACK_TOPIC
         ),
-        "invalid_events": metric(consumer, "driftloop_events_invalid_total"),
+        "invalid_events": observe.metric_total(consumer, "driftloop_events_invalid_total"),
     }
 
 
@@ -156,17 +129,9 @@ def wait_consumed(
 
 
 def locust_totals(report_dir: Path) -> tuple[int, int]:
-    sys.path.insert(0, str(REPO_ROOT / "loadtest"))
-    from command import report_paths  # loadtest/command.py
-
-    path = report_paths(report_dir).stats_csv
-    if not path.exists():
-        return 0, 0
-    with path.open() as fh:
-        for row in csv.DictReader(fh):
-            if row.get("Name") == "Aggregated":
-                return int(row["Request Count"]), int(row["Failure Count"])
-    return 0, 0
+    path = loadtest_command.report_paths(report_dir).stats_csv
+    total = read_stats(path).get(AGGREGATED) if path.exists() else None
+    return (total.requests, total.failures) if total else (0, 0)
 
 
 def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
@@ -255,11 +220,7 @@ def wait_for_onset(
     proc: subprocess.Popen, report_dir: Path, opts: DemoOptions, printer: Any
 ) -> float:
     """The wall time locust switched to the drift scenario (from its schedule log)."""
-    sys.path.insert(0, str(REPO_ROOT / "loadtest"))
-    from command import report_paths
-    from results import read_schedule_log
-
-    log_path = report_paths(report_dir).schedule_log
+    log_path = loadtest_command.report_paths(report_dir).schedule_log
     deadline = time.monotonic() + opts.steady_s + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from driftloop_contracts import CHAMPION_ALIAS, DAG_ID, MODEL_NAME
 
@@ -19,6 +20,10 @@ DRIFT_OVER_THRESHOLD = (
     "max by (feature, statistic) (driftloop_drift_value{{{sel}}})"
     " > on(feature, statistic) group_left() max by (feature, statistic) (driftloop_drift_threshold)"
 )
+
+
+#: ``(sample name, sorted (label, value) pairs)``: one series of a scrape.
+SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True)
@@ -182,5 +187,29 @@ def replica_versions(ep: Endpoints) -> dict[str, str | None]:
     return out
 
 
-def counter_sum(ep: Endpoints, expr: str) -> float:
-    return prom_scalar(ep, f"sum({expr})") or 0.0
+def scrape_metrics(
+    urls: list[str], *, ignore_labels: tuple[str, ...] = ("replica",)
+) -> dict[SeriesKey, float]:
+    """Every sample of the given ``/metrics`` endpoints (parsed by ``prometheus_client``),
+    summed across them; ``ignore_labels`` (the replica id) are dropped first, so one series
+    per replica becomes one total. An endpoint that does not answer contributes nothing."""
+    out: dict[SeriesKey, float] = {}
+    for url in urls:
+        try:
+            text = httpx.get(f"{url}/metrics", timeout=TIMEOUT).text
+        except httpx.HTTPError:
+            continue
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                labels = tuple(
+                    sorted((k, v) for k, v in sample.labels.items() if k not in ignore_labels)
+                )
+                key = (sample.name, labels)
+                out[key] = out.get(key, 0.0) + sample.value
+    return out
+
+
+def metric_total(scraped: dict[SeriesKey, float], name: str, **labels: str) -> float:
+    """The sum of sample ``name`` over every series that carries (at least) ``labels``."""
+    want = set(labels.items())
+    return sum(v for (n, lab), v in scraped.items() if n == name and want <= set(lab))

@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from driftloop_contracts import DEFAULT_BASE_PORT, PortPlan
+from driftloop_contracts import DEFAULT_BASE_PORT, PortPlan, StackUrls
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -35,6 +35,11 @@ class StackSettings(BaseSettings):
     @property
     def ports(self) -> PortPlan:
         return PortPlan(self.base_port)
+
+    @property
+    def urls(self) -> StackUrls:
+        """Every component's URL on this stack (the one place URLs are built from ports)."""
+        return StackUrls(self.ports)
 
     @property
     def logs_dir(self) -> Path:

@@ -96,8 +96,8 @@ def up(
 
 def reload_monitoring(s: StackSettings) -> None:
     """Make Prometheus and Alertmanager re-read their files (rules may have changed since start)."""
-    for name, port in (("prometheus", s.ports.prometheus), ("alertmanager", s.ports.alertmanager)):
-        r = httpx.post(f"http://127.0.0.1:{port}/-/reload", timeout=30)
+    for name, url in (("prometheus", s.urls.prometheus), ("alertmanager", s.urls.alertmanager)):
+        r = httpx.post(f"{url}/-/reload", timeout=30)
         if r.status_code != 200:
             raise StackError(
                 f"{name} refused its configuration: {r.text.strip()} — log: {s.logs_dir}/{name}.log"
@@ -131,7 +131,7 @@ def wait_healthy(
 def create_influx_database(s: StackSettings) -> bool:
     try:
         r = httpx.post(
-            f"http://127.0.0.1:{s.ports.influxdb}/query",
+            f"{s.urls.influxdb}/query",
             data={"q": f'CREATE DATABASE "{s.influx_db}"'},
             timeout=5,
         )

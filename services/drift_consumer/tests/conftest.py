@@ -5,7 +5,6 @@ records commits, and event builders. No network."""
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -182,35 +181,6 @@ class FakeAsyncRedis:
 
     async def aclose(self) -> None:
         return None
-
-
-class FakeSyncRedis:
-    """The subset of ``redis.Redis`` the thresholds API uses."""
-
-    def __init__(self, state: FakeRedisState | None = None) -> None:
-        self.state = state or FakeRedisState()
-
-    def hgetall(self, key: str) -> dict[bytes, bytes]:
-        return {k.encode(): v for k, v in self.state.hashes.get(key, {}).items()}
-
-    def hset(self, key: str, field: str, value: Any) -> int:
-        h = self.state.hashes.setdefault(key, {})
-        new = field not in h
-        h[field] = _b(value)
-        return int(new)
-
-    def hdel(self, key: str, *fields: str) -> int:
-        h = self.state.hashes.get(key, {})
-        return sum(1 for f in fields if h.pop(f, None) is not None)
-
-    def hkeys(self, key: str) -> list[bytes]:
-        return [k.encode() for k in self.state.hashes.get(key, {})]
-
-    def delete(self, key: str) -> int:
-        return int(self.state.hashes.pop(key, None) is not None)
-
-    def keys(self, pattern: str) -> list[str]:
-        return [k for k in self.state.kv if fnmatch.fnmatch(k, pattern)]
 
 
 # --- fake Kafka ---------------------------------------------------------------------------

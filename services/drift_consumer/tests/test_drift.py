@@ -8,6 +8,7 @@ import pytest
 from scipy import stats
 
 from driftloop_contracts import FEATURE_NAMES, SERIES_NAMES
+from driftloop_contracts.thresholds import ThresholdSet
 from driftloop_drift_consumer.drift import (
     compute_statistics,
     decide,
@@ -15,7 +16,6 @@ from driftloop_drift_consumer.drift import (
     ks_pvalue,
     psi_from_fractions,
 )
-from driftloop_drift_consumer.thresholds import ThresholdSet
 from driftloop_training.profile import bin_fractions
 
 from .conftest import ReferenceData, matrix, synthetic_frame

@@ -7,10 +7,10 @@ import httpx
 import numpy as np
 import pytest
 
+from driftloop_contracts.thresholds import ThresholdSet
 from driftloop_drift_consumer.drift import decide
 from driftloop_drift_consumer.errors import InfluxWriteError
 from driftloop_drift_consumer.sinks.influx import InfluxSink, online_error_line, window_lines
-from driftloop_drift_consumer.thresholds import ThresholdSet
 from driftloop_drift_consumer.windows import EventBatch, WindowManager, WindowPolicy
 
 from .conftest import ReferenceData

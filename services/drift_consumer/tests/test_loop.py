@@ -419,7 +419,7 @@ async def test_restart_without_mlflow_uses_the_cached_reference(
 
 
 async def test_thresholds_reach_the_gauges(tmp_path: Path, reference: ReferenceData) -> None:
-    from driftloop_drift_consumer.thresholds import ThresholdSet
+    from driftloop_contracts.thresholds import ThresholdSet
 
     h = Harness(tmp_path, reference)
     loop = h.make_loop()

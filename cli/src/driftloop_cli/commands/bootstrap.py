@@ -15,8 +15,8 @@ def run_bootstrap(s: StackSettings, *, force: bool, console: Console) -> int:
 
     os.environ.setdefault("SCIKIT_LEARN_DATA", str(s.scikit_learn_data))
     training = TrainingSettings(
-        mlflow_tracking_uri=f"http://127.0.0.1:{s.ports.mlflow}",
-        kafka_bootstrap=f"127.0.0.1:{s.ports.kafka}",
+        mlflow_tracking_uri=s.urls.mlflow,
+        kafka_bootstrap=s.urls.kafka,
         labelled_log_dir=s.state_dir / "labelled",
         work_dir=s.state_dir / "work",
     )

@@ -13,8 +13,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from driftloop_contracts import HOST
-
 from ..settings import StackSettings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__)
@@ -24,7 +22,7 @@ err = Console(stderr=True)
 
 def _redis_url(ctx: typer.Context) -> str:
     s: StackSettings = ctx.obj
-    return f"redis://{HOST}:{s.ports.redis}/0"
+    return s.urls.redis
 
 
 def _fail(exc: Exception, ctx: typer.Context) -> typer.Exit:
@@ -48,7 +46,7 @@ def show(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
     """Every effective threshold and where it comes from (default or override)."""
-    from driftloop_drift_consumer.thresholds import show_thresholds
+    from driftloop_contracts.threshold_store import show_thresholds
 
     try:
         rows = show_thresholds(_redis_url(ctx))
@@ -73,7 +71,7 @@ def set_(
     feature: Annotated[str | None, typer.Option(help="Only for this feature")] = None,
 ) -> None:
     """Override a threshold for every feature, or for one with --feature."""
-    from driftloop_drift_consumer.thresholds import set_threshold
+    from driftloop_contracts.threshold_store import set_threshold
 
     try:
         row = set_threshold(_redis_url(ctx), statistic, value, feature)
@@ -91,7 +89,7 @@ def reset(
     feature: Annotated[str | None, typer.Option(help="Only this feature's override")] = None,
 ) -> None:
     """Drop overrides (all, one statistic's, or one feature's) so defaults apply again."""
-    from driftloop_drift_consumer.thresholds import reset_thresholds
+    from driftloop_contracts.threshold_store import reset_thresholds
 
     try:
         removed = reset_thresholds(_redis_url(ctx), statistic, feature)

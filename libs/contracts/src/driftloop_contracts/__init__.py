@@ -1,4 +1,9 @@
-"""driftloop's contracts: the one definition of features, events, topics, names and ports."""
+"""driftloop's contracts: the one definition of features, events, topics, names, ports and
+thresholds.
+
+Everything here imports without Redis; the Redis-backed threshold store is
+:mod:`driftloop_contracts.threshold_store` (extra ``driftloop-contracts[redis]``).
+"""
 
 from .events import (
     SCHEMA_VERSION,
@@ -27,7 +32,7 @@ from .features import (
     HouseFeatures,
 )
 from .labelled_log import LABELLED_LOG_COLUMNS, part_file_name, partition_dir
-from .ports import DEFAULT_BASE_PORT, DOCKER_BASE_PORT, HOST, TEST_BASE_PORT, PortPlan
+from .ports import DEFAULT_BASE_PORT, DOCKER_BASE_PORT, HOST, TEST_BASE_PORT, PortPlan, StackUrls
 from .profile import ReferenceProfile, SeriesProfile
 from .registry import (
     CHAMPION_ALIAS,
@@ -41,7 +46,16 @@ from .registry import (
     PROFILE_ARTIFACT_PATH,
 )
 from .settings import SettingsError, load_settings
-from .thresholds import DEFAULT_THRESHOLDS, SERIES_STATISTICS, STATISTICS, THRESHOLDS_REDIS_KEY
+from .thresholds import (
+    DEFAULT_THRESHOLDS,
+    GLOBAL_STATISTICS,
+    SERIES_STATISTICS,
+    STATISTICS,
+    THRESHOLDS_REDIS_KEY,
+    ThresholdError,
+    ThresholdRow,
+    ThresholdSet,
+)
 from .topics import FEEDBACK_TOPIC, MODEL_EVENTS_TOPIC, PREDICTIONS_TOPIC, TOPICS, TopicSpec
 
 __all__ = [
@@ -56,6 +70,7 @@ __all__ = [
     "FEATURE_NAMES",
     "FEATURE_SPECS",
     "FEEDBACK_TOPIC",
+    "GLOBAL_STATISTICS",
     "HOLDOUT_MAE_METRIC",
     "HOLDOUT_R2_METRIC",
     "HOLDOUT_RMSE_METRIC",
@@ -89,6 +104,10 @@ __all__ = [
     "ReferenceProfile",
     "SeriesProfile",
     "SettingsError",
+    "StackUrls",
+    "ThresholdError",
+    "ThresholdRow",
+    "ThresholdSet",
     "TopicSpec",
     "UnknownSchemaVersion",
     "decode_event",

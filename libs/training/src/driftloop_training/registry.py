@@ -42,7 +42,6 @@ from .errors import RegistryError
 
 SERIALIZATION_FORMAT = "cloudpickle"
 #: Tag keys written by this package (on runs and model versions).
-TAG_PREFIX = "driftloop."
 TAG_ROLE = "driftloop.role"
 TAG_RUN_KEY = "driftloop.run_key"
 TAG_MODEL_URI = "driftloop.model_uri"

@@ -40,7 +40,7 @@ from .settings import DriftConsumerSettings
 from .sinks.influx import InfluxSink
 from .sinks.labelled_log import LabelledLogWriter
 from .sinks.prometheus import ConsumerMetrics
-from .thresholds import ThresholdWatcher
+from .threshold_watcher import ThresholdWatcher
 from .windows import WindowManager, WindowPolicy
 
 log = structlog.get_logger(__name__)

@@ -57,7 +57,7 @@ KS_MAX_EXACT_N = 10_000
 WASSERSTEIN_MIN_NORM = 0.001
 
 KsMethod = Literal["auto", "exact", "asymp"]
-#: ``(statistic, series) -> threshold``; supplied by :mod:`.thresholds`.
+#: ``(statistic, series) -> threshold``; supplied by :class:`driftloop_contracts.thresholds.ThresholdSet`.
 ThresholdLookup = Callable[[str, str], float]
 
 

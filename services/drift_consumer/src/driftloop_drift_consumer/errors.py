@@ -7,8 +7,10 @@
      │    ├── InfluxWriteError      InfluxDB refused or did not answer a /write
      │    ├── JoinStoreError        Redis (join state) failed
      │    └── LabelledLogError      a Parquet part file could not be written
-     ├── ReferenceUnavailable       no usable champion profile (none yet, MLflow down, bad file)
-     └── ThresholdError             a threshold name or value is invalid (a ValueError too)
+     └── ReferenceUnavailable       no usable champion profile (none yet, MLflow down, bad file)
+
+An invalid threshold name or value is :class:`driftloop_contracts.ThresholdError`, raised by
+the threshold store the CLI and this service share.
 
 Callers wrap library exceptions (httpx, redis, pyarrow, mlflow) into these at the call site,
 so the loop decides retry-or-skip on one small vocabulary. ``SinkError.sink`` is the metric
@@ -42,7 +44,3 @@ class LabelledLogError(SinkError):
 
 class ReferenceUnavailable(DriftConsumerError):
     """No usable reference profile (no champion yet, MLflow down, or a malformed artifact)."""
-
-
-class ThresholdError(DriftConsumerError, ValueError):
-    """An unknown statistic/feature or a value that is not a finite non-negative number."""

@@ -52,6 +52,7 @@ from driftloop_contracts import (
     PredictionEvent,
     decode_event,
 )
+from driftloop_contracts.thresholds import ThresholdSet
 
 from .drift import decide
 from .errors import ReferenceUnavailable, SinkError
@@ -69,7 +70,6 @@ from .settings import DriftConsumerSettings
 from .sinks.influx import InfluxSink, online_error_line, window_lines
 from .sinks.labelled_log import LabelledLogWriter
 from .sinks.prometheus import ConsumerMetrics
-from .thresholds import ThresholdSet
 from .windows import ClosedWindow, EventBatch, WindowManager
 
 log = structlog.get_logger(__name__)

@@ -1,7 +1,8 @@
 """driftloop's serving replica: validated predictions, non-blocking events, hot reload.
 
 Imports are lazy so ``python -m driftloop_model_api`` can pin OpenMP threads before numpy and
-scikit-learn load, and so the CLI can import :mod:`.nginx_config` without the web stack.
+scikit-learn load. (The nginx config in front of the replicas is rendered by the CLI,
+:mod:`driftloop_cli.nginx_config`.)
 """
 
 from __future__ import annotations

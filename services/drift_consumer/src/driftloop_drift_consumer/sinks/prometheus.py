@@ -22,9 +22,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 
+from driftloop_contracts.thresholds import ThresholdSet
+
 from ..drift import DriftDecision
 from ..feedback_join import ErrorSummary
-from ..thresholds import ThresholdSet
 from ..windows import ClosedWindow
 
 disable_created_metrics()

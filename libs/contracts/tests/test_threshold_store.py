@@ -1,24 +1,27 @@
-"""thresholds.py: the CLI's show/set/reset functions and the consumer's watcher."""
+"""threshold_store.py: the CLI's show/set/reset and the consumer's fetch, against a faked Redis."""
 
 from __future__ import annotations
 
+import fakeredis
 import pytest
 
 from driftloop_contracts import DEFAULT_THRESHOLDS, SERIES_NAMES, THRESHOLDS_REDIS_KEY
-from driftloop_drift_consumer.errors import ThresholdError
-from driftloop_drift_consumer.thresholds import (
-    ThresholdSet,
-    ThresholdWatcher,
+from driftloop_contracts.threshold_store import (
+    fetch_thresholds,
     reset_thresholds,
     set_threshold,
     show_thresholds,
 )
+from driftloop_contracts.thresholds import ThresholdError, ThresholdSet
 
-from .conftest import FakeAsyncRedis, FakeRedisState, FakeSyncRedis
+
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
 
 
-def test_show_lists_every_series_and_statistic_with_defaults() -> None:
-    rows = show_thresholds(FakeSyncRedis())
+def test_show_lists_every_series_and_statistic_with_defaults(client: fakeredis.FakeRedis) -> None:
+    rows = show_thresholds(client)
     assert len(rows) == 3 * len(SERIES_NAMES) + 2
     assert {(r.statistic, r.value) for r in rows if r.feature == ""} == {
         ("drift_share", DEFAULT_THRESHOLDS["drift_share"]),
@@ -27,8 +30,9 @@ def test_show_lists_every_series_and_statistic_with_defaults() -> None:
     assert all(r.source == "default" for r in rows)
 
 
-def test_feature_override_beats_statistic_override_beats_default() -> None:
-    client = FakeSyncRedis()
+def test_feature_override_beats_statistic_override_beats_default(
+    client: fakeredis.FakeRedis,
+) -> None:
     set_threshold(client, "psi", 0.4)
     row = set_threshold(client, "psi", "0.9", feature="median_income_in_block")
     assert row.value == 0.9 and row.source == "feature override"
@@ -43,7 +47,7 @@ def test_feature_override_beats_statistic_override_beats_default() -> None:
     set_threshold(client, "psi", 0.5, feature="prediction")
     set_threshold(client, "ks", 0.5)
     assert reset_thresholds(client, "psi") == 2
-    assert set(client.state.hashes[THRESHOLDS_REDIS_KEY]) == {"ks"}
+    assert set(client.hkeys(THRESHOLDS_REDIS_KEY)) == {b"ks"}
     assert reset_thresholds(client) == 1
     assert all(r.source == "default" for r in show_thresholds(client))
 
@@ -59,30 +63,22 @@ def test_feature_override_beats_statistic_override_beats_default() -> None:
         (("psi", float("nan")), "finite number >= 0"),
     ],
 )
-def test_invalid_input_names_the_problem(args: tuple, message: str) -> None:
+def test_invalid_input_names_the_problem(
+    client: fakeredis.FakeRedis, args: tuple, message: str
+) -> None:
     with pytest.raises(ThresholdError, match=message):
-        set_threshold(FakeSyncRedis(), *args)
+        set_threshold(client, *args)
+    assert client.hgetall(THRESHOLDS_REDIS_KEY) == {}
 
 
-def test_bad_fields_in_redis_are_ignored_not_fatal() -> None:
-    t, problems = ThresholdSet.from_hash({b"psi": b"0.3", b"bogus": b"1", b"ks": b"x"})
-    assert t.overrides == {"psi": 0.3}
-    assert len(problems) == 2
+def test_reset_of_a_feature_needs_its_statistic(client: fakeredis.FakeRedis) -> None:
+    with pytest.raises(ThresholdError, match="name the statistic"):
+        reset_thresholds(client, feature="block_latitude")
 
 
-async def test_watcher_reports_changes_and_survives_outages() -> None:
-    state = FakeRedisState()
-    seen: list[ThresholdSet] = []
-    errors: list[Exception] = []
-    watcher = ThresholdWatcher(FakeAsyncRedis(state), seen.append, on_error=errors.append)
-    await watcher.refresh()
-    assert seen == []  # nothing changed from the defaults
-    FakeSyncRedis(state).hset(THRESHOLDS_REDIS_KEY, "ks", "0.33")
-    await watcher.refresh()
-    assert seen[-1]("ks", "block_latitude") == 0.33
-    await watcher.refresh()
-    assert len(seen) == 1
-    state.fail = True
-    with pytest.raises(ConnectionError):
-        await watcher.refresh()
-    assert watcher.current("ks", "x") == 0.33  # keeps the last known values
+async def test_fetch_reads_the_same_hash_asynchronously() -> None:
+    server = fakeredis.FakeServer()
+    set_threshold(fakeredis.FakeRedis(server=server), "ks", 0.33)
+    async_client = fakeredis.FakeAsyncRedis(server=server)
+    thresholds, problems = await fetch_thresholds(async_client)
+    assert thresholds("ks", "block_latitude") == 0.33 and problems == []

@@ -16,9 +16,7 @@ from driftloop_contracts import FEATURE_NAMES, SOURCE_TO_FEATURE, TARGET_SOURCE_
 __all__ = ["HousingRows", "default_data_home", "load_rows"]
 
 #: Where this workspace keeps the offline scikit-learn cache (as driftloop_cli's settings do).
-_SHARED_DATA = (
-    Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "scikit_learn_data"
-)
+_SHARED_DATA = Path(__file__).resolve().parents[4] / "shared" / "data" / "scikit_learn_data"
 
 
 def default_data_home() -> Path | None:

@@ -11,13 +11,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dataset import default_data_home
-from scenarios import SCENARIO_CHOICES, DriftSettings, Schedule, ScheduleError, resolve_schedule
+from .dataset import default_data_home
+from .scenarios import SCENARIO_CHOICES, DriftSettings, Schedule, ScheduleError, resolve_schedule
 
 __all__ = ["DEFAULT_REPORT_DIR", "RunConfig", "add_arguments", "run_config"]
 
 #: Where headless runs write ``locust_stats.csv`` & co. and ``locust.html`` unless told otherwise.
-DEFAULT_REPORT_DIR = Path(__file__).resolve().parent / "reports"
+DEFAULT_REPORT_DIR = Path(__file__).resolve().parents[2] / "reports"
 #: File-name prefix of the CSV reports inside a report directory (``<prefix>_stats.csv``).
 CSV_PREFIX = "locust"
 HTML_NAME = "locust.html"

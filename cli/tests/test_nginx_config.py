@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from driftloop_model_api.nginx_config import render
+from driftloop_cli.nginx_config import render
 
-TEMPLATE = Path(__file__).resolve().parents[3] / "nginx" / "nginx.conf.template"
+TEMPLATE = Path(__file__).resolve().parents[2] / "nginx" / "nginx.conf.template"
 
 
 def test_render_fills_every_placeholder(tmp_path: Path) -> None:

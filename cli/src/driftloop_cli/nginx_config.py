@@ -1,4 +1,5 @@
-"""Renders ``nginx/nginx.conf.template`` for the local stack (the CLI calls :func:`render`).
+"""Renders ``nginx/nginx.conf.template`` for the local stack (``configs.nginx_conf`` calls
+:func:`render`; the CLI renders every config of the stack it supervises).
 
 The template uses :class:`string.Template` placeholders: ``$listen_port``,
 ``$upstream_servers``, ``$state_dir`` and ``$body_limit``. nginx's own variables are written

@@ -3,7 +3,7 @@
 ``driftloop demo`` and the integration test use it, so the option names live here and in
 :mod:`options` only::
 
-    from command import locust_command, report_paths   # with loadtest/ on sys.path
+    from driftloop_loadtest.command import locust_command, report_paths
     argv = locust_command(host=nginx_url, users=8, spawn_rate=8, run_time_s=300,
                           schedule="steady:30,sudden+concept", report_dir=Path("out"))
     subprocess.run(argv, check=False)
@@ -20,17 +20,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from .dataset import default_data_home
+from .options import CSV_PREFIX, HTML_NAME, SCHEDULE_LOG_NAME
+from .scenarios import parse_schedule
+
 __all__ = ["LOCUSTFILE", "ReportPaths", "locust_command", "report_paths"]
 
-_HERE = Path(__file__).resolve().parent
-LOCUSTFILE = _HERE / "locustfile.py"
+#: The package's locustfile (locust loads it by path; it imports this package normally).
+LOCUSTFILE = Path(__file__).resolve().with_name("locustfile.py")
 #: Seconds users get to finish their current request when --run-time ends.
 STOP_TIMEOUT_S = 5
-
-if str(_HERE) not in sys.path:
-    # The lazy imports below need loadtest/ importable however this module was loaded
-    # (as `command` with loadtest/ on sys.path, as `loadtest.command`, or by file path).
-    sys.path.insert(0, str(_HERE))
 
 
 @dataclass(frozen=True)
@@ -47,8 +46,6 @@ class ReportPaths:
 
 
 def report_paths(report_dir: Path) -> ReportPaths:
-    from options import CSV_PREFIX, HTML_NAME, SCHEDULE_LOG_NAME
-
     prefix = report_dir / CSV_PREFIX
     return ReportPaths(
         directory=report_dir,
@@ -93,8 +90,6 @@ def locust_command(
 
     Raises :class:`ValueError` naming the bad argument.
     """
-    from scenarios import parse_schedule
-
     parse_schedule(schedule)
     if users < 1:
         raise ValueError(f"users must be >= 1, got {users}")
@@ -130,8 +125,6 @@ def locust_command(
     for flag, value in optional:
         if value is not None:
             argv += [flag, _num(value)]
-    from dataset import default_data_home
-
     home = data_home if data_home is not None else default_data_home()
     if home is not None:
         argv += ["--data-home", str(home)]
