@@ -287,14 +287,15 @@ async def test_feedback_waits_while_its_predictions_are_still_queued(
     tasks = await start(loop)
     await until(
         lambda: (
-            len(h.labelled()) == 400
-            and metric(
+            metric(
                 loop,
                 "driftloop_events_invalid_total",
                 topic=FEEDBACK_TOPIC,
                 reason="unmatched_feedback",
             )
             == 2
+            and metric(loop, "driftloop_labelled_rows_total") >= 400  # cheap: before reading
+            and len(h.labelled()) == 400
         )
     )
     assert sorted(h.labelled()["request_id"]) == sorted(ids)
