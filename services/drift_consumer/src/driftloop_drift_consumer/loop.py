@@ -326,9 +326,13 @@ class DriftLoop:
         return predictions, feedback
 
     async def _final_commit(self, consumer: Any) -> None:
-        """At shutdown: write what is finished (once), then commit it."""
+        """At shutdown: write what is finished (once), then commit it. If a write fails,
+        commit nothing: rows taken for a part file that was not written must be replayed."""
         async with self._lock:
-            with contextlib.suppress(Stopping):
+            try:
                 lines = await self.labelled_rows.flush(time.monotonic(), force=True)
                 await self.sinks.write_points_once(lines)
+            except Stopping:
+                log.warning("final_flush_failed_nothing_committed")
+                return
             await self.committer.commit(consumer)
