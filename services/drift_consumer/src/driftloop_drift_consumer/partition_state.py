@@ -98,7 +98,8 @@ class PartitionState:
 
     def predictions_settled(self, partition: int, consumer: Any) -> Callable[[datetime], bool]:
         """Whether a prediction made before a given time can still show up in the
-        co-partitioned predictions partition (False while we are behind it)."""
+        co-partitioned predictions partition (False while we are behind it). Reads only the
+        consumer's assignment and high watermark (local metadata, no I/O)."""
         tp = TopicPartition(self.predictions_topic, partition)
         if consumer is None or tp not in consumer.assignment():
             return lambda _ts: True  # not ours (should not happen with range assignment)
