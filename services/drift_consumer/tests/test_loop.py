@@ -287,14 +287,15 @@ async def test_feedback_waits_while_its_predictions_are_still_queued(
     tasks = await start(loop)
     await until(
         lambda: (
-            len(h.labelled()) == 400
-            and metric(
+            metric(
                 loop,
                 "driftloop_events_invalid_total",
                 topic=FEEDBACK_TOPIC,
                 reason="unmatched_feedback",
             )
             == 2
+            and metric(loop, "driftloop_labelled_rows_total") >= 400  # cheap: before reading
+            and len(h.labelled()) == 400
         )
     )
     assert sorted(h.labelled()["request_id"]) == sorted(ids)
@@ -426,3 +427,27 @@ async def test_thresholds_reach_the_gauges(tmp_path: Path, reference: ReferenceD
     loop.set_thresholds(ThresholdSet({"psi:prediction": 0.7}))
     assert metric(loop, "driftloop_drift_threshold", feature="prediction", statistic="psi") == 0.7
     assert metric(loop, "driftloop_drift_threshold", feature="", statistic="rmse_ratio") > 0
+
+
+async def test_a_labelled_log_outage_at_shutdown_commits_no_feedback(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    """Rows that could not be written at shutdown stay uncommitted, so the next run writes
+    them: none is lost, none is written twice."""
+    h = Harness(tmp_path, reference, labelled_flush_seconds=3600.0, labelled_flush_rows=10_000)
+    ids = h.predictions(20)
+    h.feedback(ids, actual=lambda i: 1.0)
+    loop = h.make_loop()
+    tasks = await start(loop)
+    await until(lambda: sum(b.ready()[0] for b in loop.state.buffers.values()) == 20)
+    (tmp_path / "not-a-directory").write_text("")
+    loop.sinks.labelled = LabelledLogWriter(tmp_path / "not-a-directory" / "labelled")
+    await stop(loop, tasks)  # the final flush fails: nothing of the feedback is committed
+    assert {committed(h, FEEDBACK_TOPIC, p) for p in (0, 1)} <= {None, 0}
+    again = h.make_loop()
+    tasks = await start(again)
+    await until(lambda: sum(b.ready()[0] for b in again.state.buffers.values()) == 20)
+    await stop(again, tasks)  # the final flush writes them
+    log = h.labelled()
+    assert sorted(log["request_id"]) == sorted(ids) and log["request_id"].is_unique
+    assert committed(h, FEEDBACK_TOPIC, 0) == 10 and committed(h, FEEDBACK_TOPIC, 1) == 10

@@ -28,13 +28,10 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .feedback_join import JoinStore
-from .loop import ConsumerFactory, DriftLoop, data_consumer_factory
-from .reference import (
-    MlflowReferenceSource,
-    ReferenceManager,
-    ReferenceSource,
-    model_events_consumer_factory,
-)
+from .kafka_consumer import ConsumerFactory, data_consumer_factory
+from .loop import DriftLoop
+from .reference import MlflowReferenceSource, ReferenceManager, ReferenceSource
+from .reference_watcher import model_events_consumer_factory
 from .reports import ReportScheduler, ReportStore
 from .settings import DriftConsumerSettings
 from .sinks.influx import InfluxSink

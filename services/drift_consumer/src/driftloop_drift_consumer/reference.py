@@ -7,11 +7,9 @@ consumer needs no scikit-learn. The last profile used is also kept under ``STATE
 restart while MLflow is down still measures drift against the right baseline (it is replaced
 as soon as MLflow answers with a different champion).
 
-Switching is driven from two sides, like the model API's reloader: a ``ModelPromoted`` event
-on ``model-events`` (read group-less from the end: a broadcast, every instance sees it) asks
-for an immediate alias check, and a periodic alias check is the safety net for a missed event
-(broker restarted, topic recreated). Either way the alias is the truth, not the event body,
-so a stale or replayed event can never move the baseline backwards.
+When to look is :mod:`.reference_watcher`'s job (start-up, ``ModelPromoted`` events, a
+periodic check). Either way the alias is the truth, not the event body, so a stale or replayed
+event can never move the baseline backwards.
 """
 
 from __future__ import annotations
@@ -21,7 +19,6 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +28,6 @@ import structlog
 from driftloop_contracts import (
     CHAMPION_ALIAS,
     HOLDOUT_RMSE_METRIC,
-    MODEL_EVENTS_TOPIC,
     MODEL_NAME,
     PROFILE_ARTIFACT_PATH,
     ReferenceProfile,
@@ -260,26 +256,3 @@ class ReferenceManager:
             log.warning("holdout_rmse_unavailable", version=version, error=str(exc))
             return
         self._rmse[version] = (ref.holdout_rmse_usd, time.monotonic())
-
-
-def model_events_consumer_factory(
-    bootstrap: str, *, client_id: str, session_timeout_ms: int, topic: str = MODEL_EVENTS_TOPIC
-) -> Callable[[], Any]:
-    """A group-less consumer of ``model-events`` from the end: every instance sees every event."""
-
-    def make() -> Any:
-        from aiokafka import AIOKafkaConsumer
-
-        return AIOKafkaConsumer(
-            topic,
-            bootstrap_servers=bootstrap,
-            client_id=client_id,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            session_timeout_ms=session_timeout_ms,
-            request_timeout_ms=max(session_timeout_ms + 1_000, 10_000),
-            metadata_max_age_ms=10_000,
-        )
-
-    return make

@@ -21,7 +21,6 @@ Offsets to commit: a partition may be committed up to the first offset of its op
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import numpy as np
 
@@ -160,10 +159,6 @@ class ClosedWindow:
         in the nanoseconds, so two windows whose events share a microsecond stay distinct
         while a replay of the same window lands on the same point."""
         return self.end_us * 1000 + self.last_offset % 1000
-
-    @property
-    def end_time(self) -> datetime:
-        return datetime.fromtimestamp(self.end_us / 1e6, UTC)
 
 
 class WindowManager:

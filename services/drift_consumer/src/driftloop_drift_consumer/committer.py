@@ -1,0 +1,50 @@
+"""Offset commits: only what the sinks have safely written, per :class:`PartitionState`'s rule.
+
+Used by the loop after each batch and at shutdown, and by the rebalance listener before
+partitions move. A failed commit is not an error: the group membership changed or the broker
+is away, the next commit covers the same offsets, and anything left uncommitted is replayed
+into idempotent sinks.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+from aiokafka.structs import TopicPartition
+
+from .partition_state import PartitionState
+from .sinks.prometheus import ConsumerMetrics
+from .status import LoopStatus
+
+log = structlog.get_logger(__name__)
+
+
+class Committer:
+    """Commits the safe offsets of one instance's partitions."""
+
+    def __init__(
+        self, state: PartitionState, *, metrics: ConsumerMetrics, status: LoopStatus
+    ) -> None:
+        self.state = state
+        self.metrics = metrics
+        self.status = status
+
+    async def commit(self, consumer: Any, only: set[TopicPartition] | None = None) -> None:
+        """Commit every assigned partition (or ``only`` these) that has new safe offsets."""
+        offsets = self.state.offsets_to_commit(consumer.assignment(), only)
+        if not offsets:
+            return
+        try:
+            await consumer.commit(offsets)
+        except Exception as exc:  # membership changed or broker away: the next commit covers it
+            self.status.last_error = f"commit: {exc}"
+            log.warning(
+                "commit_failed",
+                error=str(exc),
+                offsets={f"{tp.topic}-{tp.partition}": o for tp, o in offsets.items()},
+            )
+            return
+        self.state.mark_committed(offsets)
+        self.metrics.last_commit.set(time.time())

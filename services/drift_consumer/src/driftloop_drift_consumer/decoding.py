@@ -1,0 +1,128 @@
+"""Decoding: a record's bytes become an event, or the reason it is invalid. Pure: no I/O, no
+metrics, no logging.
+
+The caller counts each :class:`Invalid` under ``driftloop_events_invalid_total{topic,reason}``,
+logs it with topic/partition/offset and skips it; a bad record never stops the loop. Records
+are decoded by the contracts' canonical topic names (the actual topic names may differ, see
+``settings.predictions_topic``).
+
+Reasons: those of :class:`driftloop_contracts.EventError` (``malformed``,
+``unknown_schema_version``), plus for predictions ``unknown_model`` (another registered model),
+``missing_feature`` and ``non_finite`` (NaN or infinity in a feature or the prediction).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+from driftloop_contracts import (
+    FEEDBACK_TOPIC,
+    MODEL_EVENTS_TOPIC,
+    PREDICTIONS_TOPIC,
+    EventError,
+    FeedbackEvent,
+    ModelPromoted,
+    PredictionEvent,
+    decode_event,
+)
+
+
+class RawRecord(Protocol):
+    """The part of aiokafka's ``ConsumerRecord`` decoding reads."""
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class Invalid:
+    """A record that is skipped: ``reason`` is the metric label, ``error`` says why."""
+
+    offset: int
+    reason: str
+    error: str
+
+
+@dataclass(frozen=True)
+class DecodedPrediction:
+    """A valid prediction of our model, with its ``(features..., prediction)`` row."""
+
+    offset: int
+    event: PredictionEvent
+    row: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class DecodedFeedback:
+    """A feedback record in offset order; ``event`` is ``None`` when it was invalid (it still
+    takes its place in the partition's buffer, so commits can pass it)."""
+
+    offset: int
+    event: FeedbackEvent | None
+
+
+def decode_prediction(record: RawRecord, *, model_name: str) -> DecodedPrediction | Invalid:
+    """A prediction of ``model_name`` whose features and prediction are all finite."""
+    try:
+        event = decode_event(PREDICTIONS_TOPIC, record.value)
+    except EventError as exc:
+        return Invalid(record.offset, exc.reason, str(exc))
+    assert isinstance(event, PredictionEvent)
+    if event.model_name != model_name:
+        return Invalid(record.offset, "unknown_model", event.model_name)
+    try:
+        row = (*event.feature_row(), event.prediction)
+    except KeyError as exc:
+        return Invalid(record.offset, "missing_feature", str(exc))
+    if not all(math.isfinite(v) for v in row):
+        return Invalid(record.offset, "non_finite", "NaN or infinite value")
+    return DecodedPrediction(record.offset, event, row)
+
+
+def decode_predictions(
+    records: list[RawRecord], *, model_name: str
+) -> tuple[list[DecodedPrediction], list[Invalid]]:
+    """The valid predictions of ``records`` (in offset order) and the invalid ones."""
+    valid: list[DecodedPrediction] = []
+    invalid: list[Invalid] = []
+    for record in records:
+        decoded = decode_prediction(record, model_name=model_name)
+        if isinstance(decoded, Invalid):
+            invalid.append(decoded)
+        else:
+            valid.append(decoded)
+    return valid, invalid
+
+
+def decode_feedback(
+    records: list[RawRecord],
+) -> tuple[list[DecodedFeedback], list[Invalid]]:
+    """Every record as :class:`DecodedFeedback` (invalid ones with ``event=None``), and the
+    invalid ones."""
+    out: list[DecodedFeedback] = []
+    invalid: list[Invalid] = []
+    for record in records:
+        try:
+            event = decode_event(FEEDBACK_TOPIC, record.value)
+        except EventError as exc:
+            invalid.append(Invalid(record.offset, exc.reason, str(exc)))
+            out.append(DecodedFeedback(record.offset, None))
+            continue
+        assert isinstance(event, FeedbackEvent)
+        out.append(DecodedFeedback(record.offset, event))
+    return out, invalid
+
+
+def decode_model_event(record: RawRecord) -> ModelPromoted | Invalid:
+    """A ``model-events`` record (any model: the caller checks the name)."""
+    try:
+        event = decode_event(MODEL_EVENTS_TOPIC, record.value)
+    except EventError as exc:
+        return Invalid(record.offset, exc.reason, str(exc))
+    assert isinstance(event, ModelPromoted)
+    return event

@@ -1,0 +1,39 @@
+"""The data consumer's Kafka configuration: one group over predictions + feedback, manual
+commits, and an assignment that keeps co-partitioned partitions together."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .settings import DriftConsumerSettings
+
+#: Builds a fresh (not yet started) consumer; tests pass a fake.
+ConsumerFactory = Callable[[], Any]
+
+
+def data_consumer_factory(settings: DriftConsumerSettings) -> ConsumerFactory:
+    """The group consumer over predictions + feedback (manual commits)."""
+
+    def make() -> Any:
+        from aiokafka import AIOKafkaConsumer
+        from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+
+        return AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            # Range, not aiokafka's default round robin: partition p of predictions and of
+            # feedback (co-partitioned by request_id) must land on the same instance.
+            partition_assignment_strategy=(RangePartitionAssignor,),
+            group_id=settings.consumer_group,
+            client_id=f"driftloop-drift-consumer-{settings.instance_id}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.kafka_session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka_heartbeat_interval_ms,
+            max_poll_interval_ms=settings.kafka_max_poll_interval_ms,
+            max_poll_records=settings.max_poll_records,
+            request_timeout_ms=max(settings.kafka_session_timeout_ms + 5_000, 40_000),
+            metadata_max_age_ms=10_000,
+        )
+
+    return make

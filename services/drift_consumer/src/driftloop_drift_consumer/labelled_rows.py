@@ -1,0 +1,128 @@
+"""The labelled-rows pipeline: feedback joins its prediction, joined rows go to the labelled-data
+log, and the log's new rows update the online error.
+
+::
+
+    feedback records -> per-partition buffers        (PartitionState.add_feedback)
+    waiting records  -> joined from Redis            (resolve_waiting; or given up on once the
+                                                      predictions partition is past their time)
+    decided prefix   -> part file, then online error (flush; InfluxDB lines returned)
+
+Only the champion's online error is exported (alerts follow the champion); the error of
+other versions is kept until the reference moves past them. See :mod:`.feedback_join` for the
+exactly-once argument.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+from .decoding import Invalid
+from .feedback_join import LabelledRow, OnlineError
+from .partition_state import PartitionState
+from .reference import ReferenceManager
+from .settings import DriftConsumerSettings
+from .sinks.facade import Sinks
+from .sinks.influx import online_error_line
+
+
+class LabelledRows:
+    """Joins, flushes and measures the feedback of the partitions in :class:`PartitionState`."""
+
+    def __init__(
+        self,
+        settings: DriftConsumerSettings,
+        *,
+        state: PartitionState,
+        sinks: Sinks,
+        references: ReferenceManager,
+    ) -> None:
+        self.settings = settings
+        self.state = state
+        self.sinks = sinks
+        self.references = references
+        self.online = OnlineError(settings.online_error_rows)
+
+    async def resolve_waiting(self, now: float, consumer: Any) -> None:
+        """Join waiting feedback whose prediction is in the store; give up on feedback whose
+        prediction can no longer arrive (counted as ``unmatched_feedback``)."""
+        buffers = self.state.buffers
+        waiting = sorted({rid for b in buffers.values() for rid in b.waiting_ids()})
+        if waiting:
+            found = await self.sinks.find_predictions(waiting)
+            for buffer in buffers.values():
+                buffer.resolve(found)
+        for buffer in buffers.values():
+            settled = self.state.predictions_settled(buffer.partition, consumer)
+            for offset in buffer.expire(now, self.settings.feedback_wait_seconds, settled):
+                self.sinks.skip(
+                    TopicPartition(self.state.feedback_topic, buffer.partition),
+                    Invalid(offset, "unmatched_feedback", "no prediction for this request_id"),
+                )
+
+    async def flush(
+        self, now: float, *, force: bool, partitions: set[int] | None = None
+    ) -> list[str]:
+        """Write due part files (all of them if ``force``); returns InfluxDB lines for the
+        online error they changed."""
+        fresh_rows: list[LabelledRow] = []
+        for partition, buffer in self.state.buffers.items():
+            if partitions is not None and partition not in partitions:
+                continue
+            rows, oldest = buffer.ready()
+            if oldest is None:
+                continue
+            due = (
+                force
+                or rows >= self.settings.labelled_flush_rows
+                or now - oldest >= self.settings.labelled_flush_seconds
+            )
+            if not due:
+                continue
+            for flush in buffer.take():
+                if flush.already_logged:
+                    continue
+                await self.sinks.write_labelled(flush)
+                fresh_rows += flush.rows
+        return self._update_online_error(fresh_rows)
+
+    def keep_only(self, version: str) -> None:
+        """The reference moved to ``version``: forget every other version's online error."""
+        for other in self.online.versions():
+            if other != version:
+                self.online.forget(other)
+
+    def _update_online_error(self, rows: list[LabelledRow]) -> list[str]:
+        if not rows:
+            return []
+        by_version: dict[str, list[float]] = {}
+        for row in rows:
+            by_version.setdefault(row.model_version, []).append(row.error)
+        current = self.references.current
+        lines = []
+        now_ns = time.time_ns()
+        for version, errors in by_version.items():
+            self.online.add(version, errors)
+            if current is not None and version != current.version:
+                continue  # only the champion's error is exported (alerts follow the champion)
+            summary = self.online.summary(version)
+            if summary is None:
+                continue
+            baseline = self.references.baseline_rmse(version)
+            ratio = summary.rmse / baseline if baseline else None
+            self.sinks.metrics.set_online_error(version, summary, ratio)
+            lines.append(
+                online_error_line(
+                    version,
+                    rmse=summary.rmse,
+                    mae=summary.mae,
+                    bias=summary.bias,
+                    ratio=ratio,
+                    rows=summary.n,
+                    time_ns=now_ns,
+                )
+            )
+        return lines

@@ -1,0 +1,221 @@
+"""What one instance holds per partition, in memory and without I/O: read and committed offsets,
+the prediction watermark, the open windows and the feedback buffers.
+
+Everything here can be rebuilt by reading a partition again from its committed offset, which
+is what happens after a crash, a consumer restart or a rebalance (:meth:`PartitionState.forget`
+and :meth:`PartitionState.reset` drop it). Two replay guards deliberately survive both, so a
+replay is not counted twice in Prometheus: ``counted_through`` (records counted as consumed;
+cleared only when the group has no commit for the partition, i.e. a new group or a broker
+that restarted its log) and the last window counted per ``(model version, partition)``.
+
+Commit rule (see :meth:`offsets_to_commit`): a predictions partition up to the first offset of
+its open window, a feedback partition up to its first record not yet in the labelled log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+from aiokafka.structs import TopicPartition
+
+from .decoding import DecodedFeedback, DecodedPrediction, RawRecord
+from .drift import CompiledReference
+from .feedback_join import FeedbackBuffer
+from .windows import ClosedWindow, EventBatch, WindowManager
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _us(ts: datetime) -> int:
+    return (ts - _EPOCH) // _US
+
+
+def _newer(candidate: str, current: str) -> bool:
+    try:
+        return int(candidate) > int(current)
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class WindowUpdate:
+    """What adding one partition's predictions to the windows did."""
+
+    closed: list[ClosedWindow]
+    #: Valid predictions not windowed because no reference is loaded yet.
+    no_reference: int = 0
+    #: Valid predictions of another model version than the reference's.
+    other_version: int = 0
+    #: Some prediction came from a version newer than the reference (a replica already
+    #: serves a new champion): worth an immediate alias check.
+    newer_version_seen: bool = False
+
+
+class PartitionState:
+    """Per-partition state of the data consumer (one instance; the loop's lock guards it)."""
+
+    def __init__(
+        self, windows: WindowManager, *, predictions_topic: str, feedback_topic: str
+    ) -> None:
+        self.windows = windows
+        self.predictions_topic = predictions_topic
+        self.feedback_topic = feedback_topic
+        #: Next offset to read per partition (the last record handed to us + 1).
+        self.next_offset: dict[TopicPartition, int] = {}
+        #: Last offset committed by us (or found committed on assignment).
+        self.committed: dict[TopicPartition, int] = {}
+        #: Feedback buffers per feedback partition.
+        self.buffers: dict[int, FeedbackBuffer] = {}
+        self._counted_through: dict[TopicPartition, int] = {}
+        #: Latest prediction event time read per partition (for feedback that waits).
+        self._watermark: dict[int, datetime] = {}
+        self._windows_counted: dict[tuple[str, int], int] = {}
+
+    # --- reading ------------------------------------------------------------------------
+
+    def read(self, tp: TopicPartition, records: list[RawRecord]) -> int:
+        """Note that ``records`` were read; returns how many are read for the first time (a
+        replay after a restart is counted once)."""
+        through = self._counted_through.get(tp, -1)
+        fresh = sum(1 for r in records if r.offset > through)
+        if fresh:
+            self._counted_through[tp] = max(through, records[-1].offset)
+        self.next_offset[tp] = records[-1].offset + 1
+        return fresh
+
+    def advance_watermark(self, partition: int, predictions: list[DecodedPrediction]) -> None:
+        """The predictions partition has been read up to these predictions' event time."""
+        if not predictions:
+            return
+        latest = max(p.event.timestamp for p in predictions)
+        previous = self._watermark.get(partition)
+        self._watermark[partition] = latest if previous is None else max(previous, latest)
+
+    def predictions_settled(self, partition: int, consumer: Any) -> Callable[[datetime], bool]:
+        """Whether a prediction made before a given time can still show up in the
+        co-partitioned predictions partition (False while we are behind it). Reads only the
+        consumer's assignment and high watermark (local metadata, no I/O)."""
+        tp = TopicPartition(self.predictions_topic, partition)
+        if consumer is None or tp not in consumer.assignment():
+            return lambda _ts: True  # not ours (should not happen with range assignment)
+        high = None
+        try:
+            high = consumer.highwater(tp)
+        except Exception:
+            high = None
+        position = self.next_offset.get(tp)
+        caught_up = high is None or (position is not None and position >= high)
+        watermark = self._watermark.get(partition)
+        return lambda ts: caught_up or (watermark is not None and watermark >= ts)
+
+    # --- windows ------------------------------------------------------------------------
+
+    def add_predictions(self, partition: int, predictions: list[DecodedPrediction]) -> WindowUpdate:
+        """Window the predictions of the reference's model version; returns closed windows."""
+        ref = self.windows.reference
+        if ref is None:
+            return WindowUpdate([], no_reference=len(predictions))
+        mine = [p for p in predictions if p.event.model_version == ref.model_version]
+        other = len(predictions) - len(mine)
+        newer = other > 0 and any(
+            _newer(p.event.model_version, ref.model_version) for p in predictions
+        )
+        if not mine:
+            return WindowUpdate([], other_version=other, newer_version_seen=newer)
+        n = len(mine)
+        batch = EventBatch(
+            offsets=np.fromiter((p.offset for p in mine), dtype=np.int64, count=n),
+            timestamps_us=np.fromiter((_us(p.event.timestamp) for p in mine), np.int64, n),
+            values=np.array([p.row for p in mine], dtype="float64"),
+        )
+        closed = self.windows.add(partition, batch)
+        return WindowUpdate(closed, other_version=other, newer_version_seen=newer)
+
+    def first_count(self, window: ClosedWindow) -> bool:
+        """True the first time a window is seen (a replayed window is counted once: InfluxDB
+        overwrote its points, Prometheus must not count it again)."""
+        key = (window.model_version, window.partition)
+        if self._windows_counted.get(key, -1) >= window.last_offset:
+            return False
+        self._windows_counted[key] = window.last_offset
+        return True
+
+    def switch_reference(self, reference: CompiledReference) -> None:
+        """New baseline: open windows of the previous one are discarded (never written)."""
+        self.windows.switch(reference)
+
+    # --- feedback -----------------------------------------------------------------------
+
+    def buffer(self, partition: int) -> FeedbackBuffer:
+        buffer = self.buffers.get(partition)
+        if buffer is None:
+            buffer = self.buffers[partition] = FeedbackBuffer(partition)
+        return buffer
+
+    def add_feedback(self, partition: int, records: list[DecodedFeedback], now: float) -> None:
+        """Feedback into its partition's buffer, in offset order (invalid ones as skipped)."""
+        buffer = self.buffer(partition)
+        for record in records:
+            if record.event is None:
+                buffer.add_skipped(record.offset, now)
+            else:
+                buffer.add(record.offset, record.event, now)
+
+    # --- commits and ownership ----------------------------------------------------------
+
+    def offsets_to_commit(
+        self, assignment: set[TopicPartition], only: set[TopicPartition] | None = None
+    ) -> dict[TopicPartition, int]:
+        """Offsets that are safe and new to commit, for the assigned partitions (or ``only``)."""
+        offsets: dict[TopicPartition, int] = {}
+        for tp in assignment:
+            if only is not None and tp not in only:
+                continue
+            next_offset = self.next_offset.get(tp)
+            if next_offset is None:
+                continue
+            if tp.topic == self.predictions_topic:
+                offset = self.windows.commit_offset(tp.partition, next_offset)
+            else:
+                buffer = self.buffers.get(tp.partition)
+                offset = buffer.commit_offset(next_offset) if buffer else next_offset
+            if offset > self.committed.get(tp, -1):
+                offsets[tp] = offset
+        return offsets
+
+    def mark_committed(self, offsets: dict[TopicPartition, int]) -> None:
+        self.committed.update(offsets)
+
+    def assign(self, tp: TopicPartition, committed: int | None, logged_through: int | None) -> None:
+        """Start clean on a partition we got; ``committed`` is the group's offset (``None``
+        for a new group or a restarted broker log), ``logged_through`` the last feedback offset
+        already in the labelled log beyond it."""
+        if committed is None:
+            self._counted_through.pop(tp, None)  # new group or new broker epoch
+        else:
+            self.committed[tp] = committed
+        if tp.topic == self.feedback_topic:
+            self.buffers[tp.partition] = FeedbackBuffer(tp.partition, logged_through)
+
+    def forget(self, tps: set[TopicPartition]) -> None:
+        """Drop what we hold for partitions that move (their new owner replays them)."""
+        for tp in tps:
+            self.next_offset.pop(tp, None)
+            self.committed.pop(tp, None)
+            if tp.topic == self.predictions_topic:
+                self.windows.drop([tp.partition])
+                self._watermark.pop(tp.partition, None)
+            elif tp.topic == self.feedback_topic:
+                self.buffers.pop(tp.partition, None)
+
+    def reset(self) -> None:
+        """Drop everything uncommitted (the consumer restarts and replays from the commits)."""
+        self.windows.drop(self.windows.open_partitions())
+        self.buffers.clear()
+        self.next_offset.clear()
+        self.committed.clear()

@@ -1,0 +1,163 @@
+"""One facade over every write the consumer makes: the join store (Redis), the labelled-data
+log (Parquet), InfluxDB, Prometheus and the report scheduler.
+
+Retry policy: a write that must succeed before offsets are committed (join store, labelled
+log, InfluxDB during a batch) is retried with capped exponential backoff until it succeeds,
+so an outage pauses commits (and consumption) instead of losing data. While a sink fails it
+shows as ``driftloop_sink_up{sink}=0``, ``driftloop_sink_failures_total{sink}`` and an entry in
+``LoopStatus.failing_sinks`` (``/health/ready`` answers 503); recovery needs nothing by hand.
+Shutdown interrupts the retry with :class:`~driftloop_drift_consumer.shutdown.Stopping`.
+Every sink is idempotent, so a replay overwrites rather than duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+from aiokafka.structs import TopicPartition
+
+from ..decoding import Invalid
+from ..drift import DriftDecision
+from ..errors import SinkError
+from ..feedback_join import Flush, JoinStore, StoredPrediction
+from ..reference import LoadedReference
+from ..reports import ReportScheduler
+from ..settings import DriftConsumerSettings
+from ..shutdown import Stopping, sleep_unless_stopping
+from ..windows import ClosedWindow
+from .influx import InfluxSink
+from .labelled_log import LabelledLogWriter
+from .prometheus import ConsumerMetrics
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+class Sinks:
+    """The consumer's writes, each named for what it writes; retried ones say so."""
+
+    def __init__(
+        self,
+        settings: DriftConsumerSettings,
+        *,
+        metrics: ConsumerMetrics,
+        join_store: JoinStore,
+        labelled: LabelledLogWriter,
+        influx: InfluxSink | None,
+        reports: ReportScheduler | None,
+        stopping: asyncio.Event,
+        failing: dict[str, str],
+    ) -> None:
+        """``failing`` is the dict ``/health/ready`` reads (sink name -> last error)."""
+        self.settings = settings
+        self.metrics = metrics
+        self.join_store = join_store
+        self.labelled = labelled
+        self.influx = influx
+        self.reports = reports
+        self._stopping = stopping
+        self._failing = failing
+
+    # --- Redis: the join store ----------------------------------------------------------
+
+    async def store_predictions(self, predictions: list[StoredPrediction]) -> None:
+        """Predictions wait in Redis for their feedback (retried)."""
+        if predictions:
+            await self._until_ok("redis", lambda: self.join_store.put(predictions))
+
+    async def find_predictions(self, request_ids: list[str]) -> dict[str, StoredPrediction]:
+        """The stored predictions of these requests, where present (retried)."""
+        return await self._until_ok("redis", lambda: self.join_store.get_many(request_ids))
+
+    # --- the labelled-data log ----------------------------------------------------------
+
+    async def write_labelled(self, flush: Flush) -> None:
+        """One part file (per hour partition of its rows), retried; counts the rows."""
+        await self._until_ok("labelled_log", lambda: asyncio.to_thread(self.labelled.write, flush))
+        self.metrics.labelled_rows.inc(len(flush.rows))
+
+    async def logged_through(self, partition: int, committed: int | None) -> int | None:
+        """Last feedback offset already in the log beyond ``committed`` (part files written
+        but not committed before a crash or a rebalance)."""
+        return await asyncio.to_thread(
+            self.labelled.logged_through,
+            partition,
+            committed,
+            hours=self.settings.labelled_scan_hours,
+        )
+
+    # --- InfluxDB -----------------------------------------------------------------------
+
+    async def write_points(self, lines: list[str]) -> None:
+        """Line-protocol points, retried until InfluxDB takes them (no-op when disabled)."""
+        influx = self.influx
+        if lines and influx is not None:
+            await self._until_ok("influxdb", lambda: influx.write(lines))
+
+    async def write_points_once(self, lines: list[str]) -> None:
+        """Points written once, without the retry (on revoke and at shutdown: a failure
+        leaves the offsets uncommitted and the next owner replays them)."""
+        if lines and self.influx is not None:
+            await self.influx.write(lines)
+
+    # --- Prometheus, logs and reports ---------------------------------------------------
+
+    def skip(self, tp: TopicPartition, invalid: Invalid) -> None:
+        """Count and log a record that is skipped."""
+        self.metrics.events_invalid.labels(tp.topic, invalid.reason).inc()
+        log.warning(
+            "invalid_event",
+            topic=tp.topic,
+            partition=tp.partition,
+            offset=invalid.offset,
+            reason=invalid.reason,
+            error=invalid.error[:300],
+        )
+
+    def record_window(self, window: ClosedWindow, decision: DriftDecision) -> None:
+        """A champion window closed (counted once): gauges, counters, and a log on drift."""
+        self.metrics.record_window(window, decision)
+        if decision.any_drift:
+            log.info(
+                "drift_declared",
+                model_version=window.model_version,
+                partition=window.partition,
+                first_offset=window.first_offset,
+                crossed={k: v for k, v in decision.crossed.items() if v},
+                drift_share=decision.drift_share,
+            )
+
+    def offer_report(self, window: ClosedWindow, reference: LoadedReference) -> None:
+        """The newest champion window, for the next Evidently report (if reports are on)."""
+        if self.reports is not None:
+            self.reports.offer(window, reference)
+
+    # --- retry --------------------------------------------------------------------------
+
+    async def _until_ok(self, sink: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Run ``op`` until it succeeds, backing off; raise :class:`Stopping` on shutdown."""
+        delay = self.settings.sink_retry_initial_seconds
+        while True:
+            try:
+                result = await op()
+            except SinkError as exc:
+                self.metrics.sink_failures.labels(sink).inc()
+                self.metrics.set_sink_ok(sink, False)
+                if sink not in self._failing:
+                    log.warning("sink_failing", sink=sink, error=str(exc))
+                self._failing[sink] = str(exc)
+                if self._stopping.is_set():
+                    raise Stopping from exc
+                await sleep_unless_stopping(self._stopping, delay)
+                if self._stopping.is_set():
+                    raise Stopping from exc
+                delay = min(delay * 2, self.settings.sink_retry_max_seconds)
+                continue
+            if self._failing.pop(sink, None) is not None:
+                log.info("sink_recovered", sink=sink)
+            self.metrics.set_sink_ok(sink, True)
+            return result

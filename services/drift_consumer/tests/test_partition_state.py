@@ -1,0 +1,119 @@
+"""partition_state.py: what is held per partition, the commit rule, and what survives a
+rebalance or a restart (only the replay guards)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from aiokafka.structs import TopicPartition
+
+from driftloop_drift_consumer.decoding import DecodedFeedback, DecodedPrediction
+from driftloop_drift_consumer.partition_state import PartitionState
+from driftloop_drift_consumer.windows import WindowManager, WindowPolicy
+
+from .conftest import T0, FakeConsumer, FakeLog, Record, ReferenceData, prediction_event
+
+P0 = TopicPartition("predictions", 0)
+F0 = TopicPartition("feedback", 0)
+
+
+def state(reference: ReferenceData | None = None, events: int = 10) -> PartitionState:
+    windows = WindowManager(
+        WindowPolicy(events, 0.0, events), reference.compiled if reference else None
+    )
+    return PartitionState(windows, predictions_topic="predictions", feedback_topic="feedback")
+
+
+def predictions(
+    reference: ReferenceData, offsets: range, version: str = "1"
+) -> list[DecodedPrediction]:
+    out = []
+    for i in offsets:
+        row = tuple(float(v) for v in reference.values[i])
+        event = prediction_event(f"r{i}", row, version=version, ts=T0 + timedelta(seconds=i))
+        out.append(DecodedPrediction(i, event, row))
+    return out
+
+
+def records(tp: TopicPartition, offsets: range) -> list[Record]:
+    return [Record(tp.topic, tp.partition, o, b"") for o in offsets]
+
+
+def test_a_replay_is_counted_once() -> None:
+    s = state()
+    assert s.read(P0, records(P0, range(0, 5))) == 5
+    assert s.next_offset[P0] == 5
+    s.reset()  # the consumer restarts and reads again from 0
+    assert s.read(P0, records(P0, range(0, 8))) == 3
+    s.assign(P0, committed=None, logged_through=None)  # a new group: counting starts again
+    assert s.read(P0, records(P0, range(0, 2))) == 2
+
+
+def test_predictions_commit_up_to_the_open_window(reference: ReferenceData) -> None:
+    s = state(reference)
+    s.read(P0, records(P0, range(0, 25)))
+    update = s.add_predictions(0, predictions(reference, range(0, 25)))
+    assert [(w.first_offset, w.last_offset) for w in update.closed] == [(0, 9), (10, 19)]
+    assert s.offsets_to_commit({P0}) == {P0: 20}
+    s.mark_committed({P0: 20})
+    assert s.offsets_to_commit({P0}) == {}  # nothing new
+    assert s.offsets_to_commit({P0}, only=set()) == {}
+
+
+def test_feedback_commits_up_to_the_first_unflushed_record() -> None:
+    s = state()
+    s.read(F0, records(F0, range(0, 3)))
+    s.add_feedback(0, [DecodedFeedback(0, None), DecodedFeedback(1, None)], now=0.0)
+    s.buffers[0].add_skipped(2, 0.0)
+    assert s.offsets_to_commit({F0}) == {F0: 0}  # decided but not flushed yet
+    s.buffers[0].take()
+    assert s.offsets_to_commit({F0}) == {F0: 3}
+
+
+def test_predictions_of_other_versions_are_not_windowed(reference: ReferenceData) -> None:
+    s = state(reference)
+    update = s.add_predictions(0, predictions(reference, range(0, 4), version="0"))
+    assert (update.closed, update.other_version, update.newer_version_seen) == ([], 4, False)
+    update = s.add_predictions(0, predictions(reference, range(4, 6), version="2"))
+    assert update.other_version == 2 and update.newer_version_seen
+    assert state().add_predictions(0, predictions(reference, range(0, 3))).no_reference == 3
+
+
+def test_a_replayed_window_is_counted_once(reference: ReferenceData) -> None:
+    s = state(reference)
+    (window,) = s.add_predictions(0, predictions(reference, range(0, 10))).closed
+    assert s.first_count(window)
+    s.reset()
+    (again,) = s.add_predictions(0, predictions(reference, range(0, 10))).closed
+    assert not s.first_count(again)
+
+
+def test_forget_drops_a_partition_and_assign_starts_it_clean(reference: ReferenceData) -> None:
+    s = state(reference)
+    s.read(P0, records(P0, range(0, 5)))
+    s.add_predictions(0, predictions(reference, range(0, 5)))
+    s.read(F0, records(F0, range(0, 1)))
+    s.add_feedback(0, [DecodedFeedback(0, None)], now=0.0)
+    s.forget({P0, F0})
+    assert s.next_offset == {} and s.buffers == {}
+    assert s.windows.open_window(0) is None
+    s.assign(F0, committed=40, logged_through=44)
+    assert s.committed[F0] == 40 and s.buffers[0].logged_through == 44
+
+
+def test_feedback_waits_while_the_predictions_partition_is_behind(
+    reference: ReferenceData,
+) -> None:
+    log = FakeLog()
+    for _ in range(10):
+        log.append("predictions", 0, b"")
+    consumer = FakeConsumer(log, [P0])
+    s = state(reference)
+    s.read(P0, records(P0, range(0, 5)))
+    s.advance_watermark(0, predictions(reference, range(0, 5)))
+    settled = s.predictions_settled(0, consumer)
+    assert settled(T0 + timedelta(seconds=4))  # read past that time
+    assert not settled(T0 + timedelta(seconds=5))  # behind: it may still come
+    s.read(P0, records(P0, range(5, 10)))
+    assert s.predictions_settled(0, consumer)(T0 + timedelta(days=1))  # caught up
+    assert s.predictions_settled(1, consumer)(T0 + timedelta(days=1))  # not ours

@@ -1,0 +1,147 @@
+"""reference_watcher.py: the champion's reference is applied at start-up and on a requested
+check; consuming may start even while MLflow is down; a promotion on ``model-events`` asks for
+a check, other records are counted and skipped."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aiokafka.structs import TopicPartition
+
+from driftloop_contracts import MODEL_NAME, ModelPromoted
+from driftloop_drift_consumer.reference import LoadedReference, ReferenceManager, VersionRef
+from driftloop_drift_consumer.reference_watcher import ReferenceWatcher, follow_model_events
+from driftloop_drift_consumer.settings import DriftConsumerSettings
+from driftloop_drift_consumer.sinks.prometheus import ConsumerMetrics
+
+from .conftest import FakeSource, Record, ReferenceData, make_reference
+
+EVENTS = TopicPartition("model-events", 0)
+
+
+async def until(predicate: Callable[[], bool], within_s: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not predicate():
+        assert loop.time() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.01)
+
+
+async def test_start_up_applies_the_champion_and_a_check_follows_a_promotion(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    source = FakeSource({"1": reference.profile, "2": make_reference(seed=3, n=4000).profile})
+    references = ReferenceManager(source, tmp_path)
+    applied: list[str] = []
+
+    async def apply(loaded: LoadedReference) -> None:
+        references.accept(loaded)
+        applied.append(loaded.version)
+
+    stopping = asyncio.Event()
+    settings = DriftConsumerSettings(reference_check_interval_seconds=3600, state_dir=tmp_path)
+    watcher = ReferenceWatcher(references, settings=settings, stopping=stopping, apply=apply)
+    task = asyncio.create_task(watcher.run())
+    await asyncio.wait_for(watcher.ready.wait(), 10)
+    assert applied == ["1"]
+    source.champion_version = "2"
+    watcher.request_check()  # long before the periodic check
+    await until(lambda: applied == ["1", "2"])
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_consuming_may_start_while_mlflow_is_down(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    class Down(FakeSource):
+        def champion(self) -> VersionRef:
+            raise ConnectionError("mlflow down")
+
+    source = Down({"1": reference.profile})
+    applied: list[str] = []
+
+    async def apply(loaded: LoadedReference) -> None:
+        applied.append(loaded.version)
+
+    stopping = asyncio.Event()
+    watcher = ReferenceWatcher(
+        ReferenceManager(source, tmp_path),
+        settings=DriftConsumerSettings(state_dir=tmp_path),
+        stopping=stopping,
+        apply=apply,
+    )
+    task = asyncio.create_task(watcher.run())
+    await asyncio.wait_for(watcher.ready.wait(), 10)
+    assert applied == []
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
+class FakeEventsConsumer:
+    """Hands out its records once; fails ``start`` while ``fail_start`` is positive."""
+
+    def __init__(self, records: list[Record], fail_start: list[int]) -> None:
+        self.records = records
+        self.fail_start = fail_start
+
+    async def start(self) -> None:
+        if self.fail_start[0] > 0:
+            self.fail_start[0] -= 1
+            raise ConnectionError("broker away")
+
+    async def stop(self) -> None:
+        return None
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
+        records, self.records = self.records, []
+        if not records:
+            await asyncio.sleep(0.01)
+            return {}
+        return {EVENTS: records}
+
+
+async def test_model_events_ask_for_a_check_on_our_promotions() -> None:
+    def promoted(model_name: str) -> bytes:
+        return ModelPromoted(model_name=model_name, version="2", run_id="r2").to_bytes()
+
+    records = [
+        Record("model-events", 0, 0, b"not json"),
+        Record("model-events", 0, 1, promoted("another-model")),
+        Record("model-events", 0, 2, promoted(MODEL_NAME)),
+    ]
+    fail_start = [1]
+    made: list[FakeEventsConsumer] = []
+
+    def factory() -> FakeEventsConsumer:
+        made.append(FakeEventsConsumer(records if made else [], fail_start))
+        return made[-1]
+
+    metrics = ConsumerMetrics()
+    stopping = asyncio.Event()
+    checks: list[int] = []
+    task = asyncio.create_task(
+        follow_model_events(
+            factory,
+            model_name=MODEL_NAME,
+            metrics=metrics,
+            stopping=stopping,
+            on_promoted=lambda: checks.append(1),
+        )
+    )
+    await until(lambda: checks == [1])
+    assert len(made) == 2  # the first consumer failed to start and was replaced
+
+    def value(name: str, **labels: str) -> float:
+        return metrics.registry.get_sample_value(name, labels) or 0.0
+
+    assert value("driftloop_events_invalid_total", topic="model-events", reason="malformed") == 1
+    assert (
+        value("driftloop_events_invalid_total", topic="model-events", reason="unknown_model") == 1
+    )
+    assert value("driftloop_events_consumed_total", topic="model-events") == 2
+    stopping.set()
+    await asyncio.wait_for(task, 5)
