@@ -40,7 +40,8 @@ def round_trip(data: dict[str, Any]) -> dict[str, Any]:
     """``data`` decoded by the SDK's models and encoded again."""
     register_default_plugins()
     register_influx_query()
-    return json.loads(json.dumps(Dashboard.from_json(data), cls=JSONEncoder))
+    decoded: dict[str, Any] = json.loads(json.dumps(Dashboard.from_json(data), cls=JSONEncoder))
+    return decoded
 
 
 def _lost(before: Any, after: Any, path: str) -> Iterator[str]:

@@ -12,7 +12,7 @@ a Prometheus annotation (``titleFormat``, ``tagKeys``, ... which Grafana reads a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Self, TypeVar
+from typing import Any, Protocol, Self, TypeVar
 
 from grafana_foundation_sdk.builders import common as common_builders
 from grafana_foundation_sdk.builders import dashboard as db
@@ -153,6 +153,7 @@ def threshold_line() -> list[dm.DynamicConfigValue]:
 
 
 def _legend() -> common_builders.VizLegendOptions:
+    """Grafana's default legend, spelt out: the SDK's default options object hides it."""
     return (
         common_builders.VizLegendOptions()
         .display_mode(common.LegendDisplayMode.LIST)
@@ -173,7 +174,35 @@ def _datasource_of(targets: list[Query]) -> dm.DataSourceRef:
     return ref({"type": "datasource", "uid": "-- Mixed --"})
 
 
+class _DataPanel(Protocol):
+    """The builder methods every SDK data panel has (each panel type is its own class)."""
+
+    def id(self, id_val: int) -> Self: ...
+    def title(self, title: str) -> Self: ...
+    def description(self, description: str) -> Self: ...
+    def datasource(self, datasource: dm.DataSourceRef) -> Self: ...
+    def targets(self, targets: list[Query]) -> Self: ...
+    def thresholds(self, thresholds: cogbuilder.Builder[dm.ThresholdsConfig]) -> Self: ...
+
+
+P = TypeVar("P", bound=_DataPanel)
+
+
+def _common(panel: P, panel_id: int, title: str, description: str, targets: list[Query]) -> P:
+    """What every data panel sets: id, title, queries and their datasource, green thresholds.
+
+    Thresholds are always explicit: Grafana's default adds a red step at 80, which would
+    colour a stat or state of 80 or more red.
+    """
+    panel = panel.id(panel_id).title(title).datasource(_datasource_of(targets)).targets(targets)
+    panel = panel.thresholds(default_thresholds())
+    return panel.description(description) if description else panel
+
+
 # --- panels -----------------------------------------------------------------------------------
+# Only what differs from Grafana's panel defaults is set (lines, stat reductions, heatmap
+# colours ... are Grafana's own), except where the SDK writes a default of its own that is not
+# Grafana's (an options object it creates hides the legend): those are spelt out.
 
 
 def timeseries(
@@ -191,36 +220,26 @@ def timeseries(
     threshold_steps: db.ThresholdsConfig | None = None,
 ) -> timeseries_builders.Panel:
     """A time series; ``threshold_ref`` draws that target as a dashed threshold line."""
+    panel = _common(timeseries_builders.Panel(), panel_id, title, description, targets)
     panel = (
-        timeseries_builders.Panel()
-        .id(panel_id)
-        .title(title)
-        .datasource(_datasource_of(targets))
-        .targets(targets)
-        .unit(unit)
-        .thresholds(threshold_steps or default_thresholds())
-        .draw_style(common.GraphDrawStyle.BARS if bars else common.GraphDrawStyle.LINE)
-        .line_width(1)
+        panel.unit(unit)
         .fill_opacity(10)
         .show_points(common.VisibilityMode.NEVER)
-        .span_nulls(False)
-        .stacking(
-            common_builders.StackingConfig()
-            .mode(common.StackingMode.NORMAL if stack else common.StackingMode.NONE)
-            .group("A")
-        )
         .legend(_legend())
         .tooltip(_tooltip(common.TooltipDisplayMode.MULTI, common.SortOrder.DESCENDING))
-        .overrides([])
     )
-    if description:
-        panel = panel.description(description)
     if minimum is not None:
         panel = panel.min(minimum)
     if maximum is not None:
         panel = panel.max(maximum)
+    if bars:
+        panel = panel.draw_style(common.GraphDrawStyle.BARS)
+    if stack:
+        panel = panel.stacking(
+            common_builders.StackingConfig().mode(common.StackingMode.NORMAL).group("A")
+        )
     if threshold_steps:
-        panel = panel.thresholds_style(
+        panel = panel.thresholds(threshold_steps).thresholds_style(
             common_builders.GraphThresholdsStyleConfig().mode(
                 common.GraphThresholdsStyleMode.LINE_AND_AREA
             )
@@ -238,25 +257,10 @@ def stat(
     unit: str = "short",
     description: str = "",
     steps: db.ThresholdsConfig | None = None,
-    calc: str = "lastNotNull",
 ) -> stat_builders.Panel:
-    panel = (
-        stat_builders.Panel()
-        .id(panel_id)
-        .title(title)
-        .datasource(_datasource_of(targets))
-        .targets(targets)
-        .unit(unit)
-        .thresholds(steps or default_thresholds())
-        .overrides([])
-        .reduce_options(common_builders.ReduceDataOptions().calcs([calc]).fields("").values(False))
-        .color_mode(common.BigValueColorMode.VALUE)
-        .graph_mode(common.BigValueGraphMode.AREA)
-        .text_mode(common.BigValueTextMode.AUTO)
-        .orientation(common.VizOrientation.AUTO)
-        .justify_mode(common.BigValueJustifyMode.AUTO)
-    )
-    return panel.description(description) if description else panel
+    """The last non-null value, coloured by ``steps`` (green unless given)."""
+    panel = _common(stat_builders.Panel(), panel_id, title, description, targets).unit(unit)
+    return panel.thresholds(steps) if steps else panel
 
 
 def state_timeline(
@@ -268,25 +272,14 @@ def state_timeline(
     mappings: dict[str, tuple[str, str]] | None = None,
 ) -> statetimeline.Panel:
     """``mappings``: raw value -> (text, colour), e.g. ``{"1": ("up", "green")}``."""
+    panel = _common(statetimeline.Panel(), panel_id, title, description, targets)
     panel = (
-        statetimeline.Panel()
-        .id(panel_id)
-        .title(title)
-        .datasource(_datasource_of(targets))
-        .targets(targets)
-        .unit("short")
-        .thresholds(default_thresholds())
-        .fill_opacity(70)
-        .overrides([])
+        panel.unit("short")
         .show_value(common.VisibilityMode.NEVER)
-        .merge_values(True)
         .row_height(0.8)
-        .align_value(common.TimelineValueAlignment.LEFT)
         .legend(_legend())
         .tooltip(_tooltip(common.TooltipDisplayMode.SINGLE, common.SortOrder.NONE))
     )
-    if description:
-        panel = panel.description(description)
     if mappings:
         results = {
             raw: dm.ValueMappingResult(text=label, color=colour, index=i)
@@ -299,49 +292,27 @@ def state_timeline(
 def heatmap(
     panel_id: int, title: str, target: Query, *, unit: str, description: str = ""
 ) -> heatmap_builders.Panel:
-    """A heatmap of pre-bucketed (Prometheus histogram) data."""
-    panel = (
-        heatmap_builders.Panel()
-        .id(panel_id)
-        .title(title)
-        .datasource(_datasource_of([target]))
-        .targets([target])
-        .overrides([])
-        .calculate(False)
-        .cell_gap(1)
-        .color(
+    """A heatmap of pre-bucketed (Prometheus histogram) data, with a y-histogram tooltip."""
+    panel = _common(heatmap_builders.Panel(), panel_id, title, description, [target])
+    return (
+        panel.calculate(False)
+        .color(  # all of it: the SDK's colour builder starts from zeros (0 steps, no scheme)
             heatmap_builders.HeatmapColorOptions()
             .mode(heatmap_models.HeatmapColorMode.SCHEME)
             .scheme("Oranges")
+            .fill("dark-orange")
             .steps(64)
             .exponent(0.5)
         )
-        .y_axis(heatmap_builders.YAxisConfig().axis_placement(common.AxisPlacement.LEFT).unit(unit))
-        .rows_frame(heatmap_builders.RowsHeatmapOptions().layout(common.HeatmapCellLayout.AUTO))
-        .mode(common.TooltipDisplayMode.SINGLE)
+        .y_axis(heatmap_builders.YAxisConfig().unit(unit))
         .show_y_histogram()
-        .show_legend()
     )
-    return panel.description(description) if description else panel
 
 
 def table(
     panel_id: int, title: str, targets: list[Query], *, description: str = ""
 ) -> table_builders.Panel:
-    panel = (
-        table_builders.Panel()
-        .id(panel_id)
-        .title(title)
-        .datasource(_datasource_of(targets))
-        .targets(targets)
-        .unit("short")
-        .thresholds(default_thresholds())
-        .overrides([])
-        .show_header(True)
-        .cell_height(common.TableCellHeight.SM)
-        .footer(common_builders.TableFooterOptions().show(False))
-    )
-    return panel.description(description) if description else panel
+    return _common(table_builders.Panel(), panel_id, title, description, targets).unit("short")
 
 
 def alertlist(panel_id: int, title: str, *, description: str = "") -> db.Panel:

@@ -90,8 +90,11 @@ def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from iter_panels(panel.get("panels", []))
 
 
+_KINDS: dict[str, Kind] = {names.PROMETHEUS_UID: "prometheus", names.INFLUXDB_UID: "influxdb"}
+
+
 def datasource_kind(uid: str | None) -> Kind | None:
-    return {names.PROMETHEUS_UID: "prometheus", names.INFLUXDB_UID: "influxdb"}.get(uid or "")
+    return _KINDS.get(uid or "")
 
 
 def dashboard_queries(dash: Dashboard) -> list[Query]:
