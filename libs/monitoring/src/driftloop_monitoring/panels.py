@@ -1,4 +1,4 @@
-"""The handful of panel, query and dashboard shapes the three dashboards use, on grafana-foundation-sdk.
+"""The panel, query and dashboard shapes of the three dashboards, on grafana-foundation-sdk.
 
 The SDK's typed builders (generated from Grafana's own schema) write the JSON; this module only
 fixes driftloop's house style (legend at the bottom, zero-based axes, dashed threshold lines,
@@ -36,7 +36,6 @@ from . import names
 GRID_WIDTH = 24
 T = TypeVar("T")
 Query = cogbuilder.Builder[cogvariants.Dataquery]
-PanelBuilder = cogbuilder.Builder[dm.Panel]
 
 
 def ref(datasource: dict[str, Any]) -> dm.DataSourceRef:
@@ -162,7 +161,9 @@ def _legend() -> common_builders.VizLegendOptions:
     )
 
 
-def _tooltip(mode: common.TooltipDisplayMode, sort: common.SortOrder) -> Any:
+def _tooltip(
+    mode: common.TooltipDisplayMode, sort: common.SortOrder
+) -> common_builders.VizTooltipOptions:
     return common_builders.VizTooltipOptions().mode(mode).sort(sort)
 
 
