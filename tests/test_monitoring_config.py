@@ -6,10 +6,13 @@
   check-config`` and ``amtool config routes test`` (retraining alerts reach the bridge, nothing
   else does).
 * Grafana provisioning files validate against strict models of what Grafana reads
-  (grafana/driftloop_grafana/schema.py); every datasource uid a panel, annotation, variable or
-  rule references exists; dashboard uids are unique; rule links point at existing panels.
+  (driftloop_monitoring.provisioning_models); dashboards against grafana-foundation-sdk's model
+  of Grafana's dashboard schema (driftloop_monitoring.dashboard_schema); every datasource uid a
+  panel, annotation, variable or rule references exists; dashboard uids are unique; rule links
+  point at existing panels.
 * The two alert paths are the same rules: same names, same expressions, same routing label.
-* Every metric a query reads is one the services define (their own metric registries).
+* Every metric a query reads is one the services define (their own metric registries); every
+  PromQL query parses (promql-parser).
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,15 @@ import yaml
 
 from driftloop_cli import configs
 from driftloop_cli.settings import REPO_ROOT, StackSettings
-
-sys.path.insert(0, str(REPO_ROOT / "grafana"))
-
-from driftloop_grafana import alerts, names, promql, queries, render, schema
+from driftloop_monitoring import (
+    alerts,
+    dashboard_schema,
+    names,
+    promql,
+    provisioning_models,
+    queries,
+    render,
+)
 
 GRAFANA = REPO_ROOT / "grafana"
 PROVISIONING = GRAFANA / "provisioning"
@@ -78,7 +85,7 @@ def test_generated_files_are_current() -> None:
         for rel, text in render.files().items()
         if not (REPO_ROOT / rel).exists() or (REPO_ROOT / rel).read_text() != text
     ]
-    assert not stale, f"regenerate with `uv run python grafana/generate.py`: {stale}"
+    assert not stale, f"regenerate with `uv run python -m driftloop_monitoring`: {stale}"
 
 
 # --- Prometheus and Alertmanager tools -----------------------------------------------------------
@@ -194,18 +201,19 @@ def test_grafana_and_prometheus_rules_are_the_same_expression(title: str) -> Non
     graf = grafana_rules_by_title()[title]
     prom = prometheus_rules_by_name()[title]
     nodes = {n["refId"]: n["model"] for n in graf["data"]}
-    cut = promql.split(prom["expr"])
-    assert cut is not None and len(cut.operands) == 2, prom["expr"]
-    assert promql.strip_parens(cut.operands[0]) == nodes["A"]["expr"]
+    cut = promql.comparison(prom["expr"])
+    assert cut is not None, prom["expr"]
+    assert promql.text(cut.lhs) == promql.canonical(nodes["A"]["expr"])
     condition = nodes[graf["condition"]]
     if condition["type"] == "math":
-        assert condition["expression"] == f"$A {cut.operators[0]} $B"
-        assert promql.strip_parens(cut.operands[1]) == nodes["B"]["expr"]
+        assert condition["expression"] == f"$A {cut.op} $B"
+        assert promql.text(cut.rhs) == promql.canonical(nodes["B"]["expr"])
     else:
         assert condition["type"] == "threshold" and condition["expression"] == "A"
         evaluator = condition["conditions"][0]["evaluator"]
-        assert {"gt": ">", "lt": "<"}[evaluator["type"]] == cut.operators[0]
-        assert evaluator["params"] == [float(cut.operands[1])]
+        assert {"gt": ">", "lt": "<"}[evaluator["type"]] == cut.op
+        assert promql.is_number(cut.rhs)
+        assert evaluator["params"] == [float(promql.text(cut.rhs))]
     # Grafana evaluates every query as an instant vector, as Prometheus evaluates a rule
     assert all(m.get("instant") for m in nodes.values() if "expr" in m)
 
@@ -214,18 +222,18 @@ def test_drift_rules_compare_with_the_threshold_gauge_for_every_statistic() -> N
     """No statistic or number is hard-coded in a drift rule: the gauge carries the threshold."""
     for name in RETRAIN_ALERTS:
         expr = prometheus_rules_by_name()[name]["expr"]
-        cut = promql.split(expr)
+        cut = promql.comparison(expr)
         assert cut is not None
-        assert "driftloop_drift_threshold" in cut.operands[1], expr
+        assert "driftloop_drift_threshold" in promql.metric_names(promql.text(cut.rhs)), expr
         assert not re.search(r'statistic=~?"(psi|ks|wasserstein)', expr), expr
-        assert not promql.is_number(cut.operands[1])
+        assert not promql.is_number(cut.rhs)
 
 
 # --- Grafana provisioning structure ------------------------------------------------------------
 
 
 def test_datasources_file_is_valid_with_fixed_uids() -> None:
-    doc = schema.DataSourcesFile.model_validate(
+    doc = provisioning_models.DataSourcesFile.model_validate(
         yaml.safe_load((PROVISIONING / "datasources" / "datasources.yml").read_text())
     )
     uids = {ds.uid: ds.type for ds in doc.datasources}
@@ -237,7 +245,7 @@ def test_datasources_file_is_valid_with_fixed_uids() -> None:
 
 
 def test_dashboard_provider_is_valid() -> None:
-    doc = schema.DashboardProvidersFile.model_validate(
+    doc = provisioning_models.DashboardProvidersFile.model_validate(
         yaml.safe_load((PROVISIONING / "dashboards" / "driftloop.yml").read_text())
     )
     assert [p.options.path for p in doc.providers] == [names.DASHBOARDS_CONTAINER_PATH]
@@ -245,15 +253,17 @@ def test_dashboard_provider_is_valid() -> None:
 
 @pytest.mark.parametrize("name", sorted(alerting_docs()))
 def test_alerting_files_are_valid(name: str) -> None:
-    schema.AlertingFile.model_validate(alerting_docs()[name])
+    provisioning_models.AlertingFile.model_validate(alerting_docs()[name])
 
 
 @pytest.mark.parametrize("path", sorted(DASHBOARDS.glob("*.json")), ids=lambda p: p.name)
 def test_dashboards_are_valid(path: Path) -> None:
-    model = schema.DashboardModel.model_validate(json.loads(path.read_text()))
-    ids = [p["id"] for p in queries.iter_panels(json.loads(path.read_text())["panels"])]
+    """Every key and value survives grafana-foundation-sdk's model of the dashboard schema."""
+    model = json.loads(path.read_text())
+    assert dashboard_schema.problems(model) == []
+    ids = [p["id"] for p in queries.iter_panels(model["panels"])]
     assert len(ids) == len(set(ids)), f"duplicate panel ids in {path.name}"
-    assert model.schemaVersion >= 36
+    assert model["schemaVersion"] >= 36
 
 
 def test_invalid_provisioning_is_rejected() -> None:
@@ -262,23 +272,27 @@ def test_invalid_provisioning_is_rejected() -> None:
     bad = json.loads(json.dumps(rules))
     bad["groups"][0]["rules"][0]["dashboardUID"] = "x"
     with pytest.raises(ValueError, match="dashboardUID"):
-        schema.AlertingFile.model_validate(bad)
+        provisioning_models.AlertingFile.model_validate(bad)
     bad = json.loads(json.dumps(rules))
     bad["groups"][0]["rules"][0]["condition"] = "Z"
     with pytest.raises(ValueError, match="condition Z"):
-        schema.AlertingFile.model_validate(bad)
+        provisioning_models.AlertingFile.model_validate(bad)
     bad = json.loads(json.dumps(rules))
     bad["groups"][0]["rules"][0]["noDataState"] = "Ok"
     with pytest.raises(ValueError):
-        schema.AlertingFile.model_validate(bad)
+        provisioning_models.AlertingFile.model_validate(bad)
     bad = json.loads(json.dumps(rules))
     bad["groups"][0]["interval"] = "15s"
     with pytest.raises(ValueError, match="multiple of 10s"):
-        schema.AlertingFile.model_validate(bad)
+        provisioning_models.AlertingFile.model_validate(bad)
     dash = json.loads((DASHBOARDS / "drift.json").read_text())
     dash["panels"][1]["gridpos"] = dash["panels"][1].pop("gridPos")
-    with pytest.raises(ValueError, match="gridpos"):
-        schema.DashboardModel.model_validate(dash)
+    dash["panels"][1]["fieldConfig"]["defaults"]["custom"]["lineWidht"] = 2
+    dash["panels"][1]["targets"][0]["editorMode"] = "cod"
+    dash["panels"][2]["targets"][0]["datasource"] = {"type": "loki", "uid": "x"}
+    found = "\n".join(dashboard_schema.problems(dash))
+    for expected in ("gridpos", "lineWidht", "editorMode='cod'", "unknown datasource type"):
+        assert expected in found, found
 
 
 def test_every_referenced_datasource_uid_exists() -> None:
@@ -417,22 +431,30 @@ def test_every_metric_read_is_defined_by_a_service() -> None:
     defined = service_metric_names() | {"up", "ALERTS"}
     texts = [r["expr"] for r in queries.prometheus_rules(RULES_DIR)]
     texts += [
-        q.text for d in dashboards() for q in queries.dashboard_queries(d) if q.kind == "prometheus"
+        text
+        for d in dashboards()
+        for q in queries.dashboard_queries(d)
+        if (text := queries.offline_promql(q, d))
     ]
-    used = set().union(*(promql.metric_names(t) for t in texts))
+    used = set().union(*(promql.metric_names(t) for t in texts))  # each one parses, too
     unknown = {m for m in used if promql.base_metric(m) not in defined and m not in defined}
     assert used and not unknown, unknown
 
 
 def test_promql_operands() -> None:
-    """Self-test of the splitter the live test relies on."""
+    """Self-test of the operand helpers the live test relies on."""
     expr = '(time() - max(x) and on() (sum(rate(y{a!="b"}[2m])) > 0)) > 30'
-    assert promql.operands_needing_data(expr) == ["time() - max(x)", 'sum(rate(y{a!="b"}[2m]))']
-    assert promql.operands_needing_data("a or b * 0") == ["a or b * 0"]
+    assert promql.operands_needing_data(expr) == [
+        promql.canonical("time() - max(x)"),
+        promql.canonical('sum(rate(y{a!="b"}[2m]))'),
+    ]
+    assert promql.operands_needing_data("a or b * 0") == [promql.canonical("a or b * 0")]
     assert promql.operands_needing_data("a unless b") == ["a"]
-    cut = promql.split("max by (m) (x) > on() group_left() max(y)")
-    assert cut and cut.modifiers == ["on() group_left()"] and cut.operands[1] == "max(y)"
+    cut = promql.comparison("max by (m) (x) > on() group_left() max(y)")
+    assert cut and cut.modifier == "on () group_left ()" and promql.text(cut.rhs) == "max(y)"
     assert promql.metric_names('sum(driftloop_a_total{x="driftloop_b"}) / up') == {
         "driftloop_a_total",
         "up",
     }
+    with pytest.raises(ValueError, match="not PromQL"):
+        promql.parse("rate(x[$__rate_interval])")

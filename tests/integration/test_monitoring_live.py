@@ -52,10 +52,7 @@ from driftloop_contracts import (
     TARGET_SOURCE_COLUMN,
     THRESHOLDS_REDIS_KEY,
 )
-
-sys.path.insert(0, str(REPO_ROOT / "grafana"))
-
-from driftloop_grafana import promql, queries
+from driftloop_monitoring import promql, queries
 
 pytestmark = pytest.mark.integration
 

@@ -10,17 +10,17 @@ relies on:
 
 from __future__ import annotations
 
-from typing import Any
+from grafana_foundation_sdk.models.dashboard import Dashboard
 
 from driftloop_contracts import DEFAULT_BASE_PORT, PREDICTION_SERIES, PortPlan
 
 from . import names
 from .panels import (
-    Layout,
     alertlist,
     dashboard,
     heatmap,
     influx,
+    link,
     prom,
     query_variable,
     stat,
@@ -43,7 +43,7 @@ def _rate(selector: str) -> str:
 # --- Model service ------------------------------------------------------------------------
 
 
-def model_service() -> dict[str, Any]:
+def model_service() -> Dashboard:
     rep = 'replica=~"$replica"'
     req = f"driftloop_http_requests_total{{{rep}}}"
     lat = f'driftloop_http_request_duration_seconds_bucket{{route=~"/predict.*", {rep}}}'
@@ -64,7 +64,17 @@ def model_service() -> dict[str, Any]:
     cache = f"driftloop_cache_requests_total{{{rep}}}"
     hits = f'driftloop_cache_requests_total{{result="hit", {rep}}}'
     predict = f'driftloop_http_requests_total{{route=~"/predict.*", {rep}}}'
-    lay = Layout()
+    lay = dashboard(
+        names.MODEL_SERVICE_DASHBOARD_UID,
+        "driftloop · Model service",
+        "The serving replicas behind nginx: traffic, latency, errors, model versions, event "
+        "publishing to Kafka and the prediction cache.",
+        variables=[
+            query_variable(
+                "replica", "Replica", "label_values(driftloop_http_requests_total, replica)"
+            ),
+        ],
+    )
     lay.row(100, "Traffic")
     lay.add(
         state_timeline(
@@ -219,27 +229,52 @@ def model_service() -> dict[str, Any]:
         ),
         w=12,
     )
-    return dashboard(
-        names.MODEL_SERVICE_DASHBOARD_UID,
-        "driftloop · Model service",
-        "The serving replicas behind nginx: traffic, latency, errors, model versions, event "
-        "publishing to Kafka and the prediction cache.",
-        lay.panels,
-        variables=[
-            query_variable(
-                "replica", "Replica", "label_values(driftloop_http_requests_total, replica)"
-            ),
-        ],
-    )
+    return lay.dashboard.build()
 
 
 # --- Drift ---------------------------------------------------------------------------------
 
 
-def drift() -> dict[str, Any]:
+def drift() -> Dashboard:
     feat = 'feature=~"$feature"'
     ver = 'model_version=~"$model_version"'
-    lay = Layout()
+    lay = dashboard(
+        names.DRIFT_DASHBOARD_UID,
+        "driftloop · Drift",
+        "Per-feature and prediction drift of the champion against its reference profile, with "
+        "the live thresholds; online error from feedback; window history from InfluxDB.",
+        variables=[
+            query_variable(
+                "statistic",
+                "Statistic",
+                'label_values(driftloop_drift_threshold{feature!=""}, statistic)',
+            ),
+            query_variable(
+                "feature",
+                "Feature",
+                f'label_values(driftloop_drift_value{{feature!="{PREDICTION_SERIES}"}}, feature)',
+            ),
+            query_variable(
+                "model_version",
+                "Model version",
+                "label_values(driftloop_drift_value, model_version)",
+            ),
+            textbox_variable(
+                "drift_consumer_url",
+                "Drift consumer URL",
+                f"http://localhost:{_LOCAL.drift_consumer}",
+            ),
+        ],
+        links=[
+            link(
+                "Latest Evidently report",
+                url="${drift_consumer_url}/reports/latest",
+                icon="doc",
+                tooltip="Evidently DataDriftPreset of the latest window vs the reference",
+                new_tab=True,
+            )
+        ],
+    )
     lay.row(200, "Feature drift vs the champion's reference (latest window)")
     panel = timeseries(
         2,
@@ -261,7 +296,7 @@ def drift() -> dict[str, Any]:
         "set`). DriftFeatureHigh fires while a solid line is above its dashed line.",
         threshold_ref="B",
     )
-    panel.update({"repeat": "statistic", "repeatDirection": "h", "maxPerRow": 3})
+    panel = panel.repeat("statistic").repeat_direction("h").max_per_row(3)
     lay.add(panel, w=8, h=9)
     lay.newline()
     lay.add(
@@ -544,49 +579,7 @@ def drift() -> dict[str, Any]:
         ),
         w=8,
     )
-    return dashboard(
-        names.DRIFT_DASHBOARD_UID,
-        "driftloop · Drift",
-        "Per-feature and prediction drift of the champion against its reference profile, with "
-        "the live thresholds; online error from feedback; window history from InfluxDB.",
-        lay.panels,
-        variables=[
-            query_variable(
-                "statistic",
-                "Statistic",
-                'label_values(driftloop_drift_threshold{feature!=""}, statistic)',
-            ),
-            query_variable(
-                "feature",
-                "Feature",
-                f'label_values(driftloop_drift_value{{feature!="{PREDICTION_SERIES}"}}, feature)',
-            ),
-            query_variable(
-                "model_version",
-                "Model version",
-                "label_values(driftloop_drift_value, model_version)",
-            ),
-            textbox_variable(
-                "drift_consumer_url",
-                "Drift consumer URL",
-                f"http://localhost:{_LOCAL.drift_consumer}",
-            ),
-        ],
-        links=[
-            {
-                "title": "Latest Evidently report",
-                "type": "link",
-                "url": "${drift_consumer_url}/reports/latest",
-                "targetBlank": True,
-                "icon": "doc",
-                "tooltip": "Evidently DataDriftPreset of the latest window vs the reference",
-                "tags": [],
-                "asDropdown": False,
-                "includeVars": False,
-                "keepTime": False,
-            }
-        ],
-    )
+    return lay.dashboard.build()
 
 
 # --- Loop ----------------------------------------------------------------------------------
@@ -595,8 +588,16 @@ def drift() -> dict[str, Any]:
 SERVED_VERSION = "count by (model_version) (driftloop_model_info)"
 
 
-def loop() -> dict[str, Any]:
-    lay = Layout()
+def loop() -> Dashboard:
+    lay = dashboard(
+        names.LOOP_DASHBOARD_UID,
+        "driftloop · Loop",
+        "The closed loop: alert states, what the bridge decided, DAG runs requested, promotions.",
+        variables=[
+            textbox_variable("airflow_url", "Airflow URL", f"http://localhost:{_LOCAL.airflow}"),
+        ],
+        time_from="now-3h",
+    )
     lay.row(300, "Alerts")
     lay.add(
         state_timeline(
@@ -743,19 +744,10 @@ def loop() -> dict[str, Any]:
         w=24,
         h=4,
     )
-    return dashboard(
-        names.LOOP_DASHBOARD_UID,
-        "driftloop · Loop",
-        "The closed loop: alert states, what the bridge decided, DAG runs requested, promotions.",
-        lay.panels,
-        variables=[
-            textbox_variable("airflow_url", "Airflow URL", f"http://localhost:{_LOCAL.airflow}"),
-        ],
-        time_from="now-3h",
-    )
+    return lay.dashboard.build()
 
 
-def all_dashboards() -> dict[str, dict[str, Any]]:
+def all_dashboards() -> dict[str, Dashboard]:
     """File name (without directory) -> dashboard JSON model."""
     return {
         "model-service.json": model_service(),

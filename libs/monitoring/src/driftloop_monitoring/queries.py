@@ -90,8 +90,11 @@ def iter_panels(panels: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         yield from iter_panels(panel.get("panels", []))
 
 
+_KINDS: dict[str, Kind] = {names.PROMETHEUS_UID: "prometheus", names.INFLUXDB_UID: "influxdb"}
+
+
 def datasource_kind(uid: str | None) -> Kind | None:
-    return {names.PROMETHEUS_UID: "prometheus", names.INFLUXDB_UID: "influxdb"}.get(uid or "")
+    return _KINDS.get(uid or "")
 
 
 def dashboard_queries(dash: Dashboard) -> list[Query]:
@@ -225,3 +228,21 @@ def parse_label_values(query: str) -> tuple[str | None, str] | None:
     if not match:
         return None
     return match.group("selector"), match.group("label")
+
+
+def offline_promql(query: Query, dash: Dashboard) -> str | None:
+    """A Prometheus query of ``dash`` as PromQL a parser accepts, without a stack.
+
+    Variables get stand-in values (query variables ``placeholder``, textboxes their default,
+    built-ins a short range); a ``label_values(selector, label)`` variable gives its selector
+    (None when it has none).
+    """
+    if query.kind != "prometheus":
+        return None
+    if query.role == "variable":
+        parsed = parse_label_values(query.text)
+        return parsed[0] if parsed else query.text
+    values = {v.name: ["placeholder"] for v in dash.variables if v.type == "query"}
+    multi = {v.name: v.multi or v.include_all for v in dash.variables}
+    extra = {**builtins(60), **{v.name: v.default for v in dash.variables if v.type != "query"}}
+    return substitute(query.text, query.kind, values, multi, extra)
