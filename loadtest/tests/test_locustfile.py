@@ -129,8 +129,12 @@ def test_headless_run_against_a_fake_api(fake_api: tuple[str, Seen], tmp_path: P
     switches = read_schedule_log(paths.schedule_log)
     assert [s["segment"] for s in switches] == ["steady", "sudden+concept"]
     onset = switches[1]["wall_time"]
-    assert 2.9 <= switches[1]["elapsed_s"] <= 3.5
-    margin = 0.3
+    assert switches[1]["elapsed_s"] == 3.0  # the schedule's own switch time ...
+    assert switches[1]["logged_elapsed_s"] >= 3.0  # ... announced once it had happened
+    assert switches[1]["wall_time"] == pytest.approx(switches[0]["wall_time"] + 3.0)
+    # The fake API stamps a request when it arrives, after the client chose its phase: on a
+    # loaded machine that can be a fair fraction of a second later, so leave a second each side.
+    margin = 1.0
     before = [f for t, f in seen.predictions.values() if t < onset - margin]
     after = [f for t, f in seen.predictions.values() if t > onset + margin]
     assert before and after

@@ -123,7 +123,8 @@ def test_locust_steady_then_sudden_through_nginx_has_no_failures(
 
     switches = read_schedule_log(paths.schedule_log)
     assert [s["segment"] for s in switches] == ["steady", "sudden"], switches
-    assert STEADY_S - 0.5 <= switches[1]["elapsed_s"] <= STEADY_S + 1.0, switches
+    assert switches[1]["elapsed_s"] == STEADY_S, switches  # the schedule's switch time
+    assert switches[1]["logged_elapsed_s"] >= STEADY_S, switches  # announced once it happened
 
     after = predict_counts(stack.model_api_urls)
     served = {url: after[url] - before[url] for url in stack.model_api_urls}

@@ -64,6 +64,7 @@ class _Run:
     config: RunConfig | None = None
     rows: HousingRows | None = None
     started: float = 0.0  # time.monotonic() at test start
+    started_wall: float = 0.0  # time.time() at the same moment
     announcer: gevent.Greenlet | None = None
 
     def elapsed(self) -> float:
@@ -125,7 +126,7 @@ def _on_test_start(environment: Environment, **_: Any) -> None:
         if environment.runner is not None:
             gevent.spawn_later(0, environment.runner.stop)
         return
-    RUN.started = time.monotonic()
+    RUN.started, RUN.started_wall = time.monotonic(), time.time()
     RUN.announcer = gevent.spawn(_announce, RUN.config.schedule, RUN.config.schedule_log)
     log.info("schedule: %s", RUN.config.schedule)
 
@@ -138,25 +139,29 @@ def _on_test_stop(**_: Any) -> None:
 
 
 def _announce(schedule: Schedule, path: str) -> None:
-    """Log each scenario switch as it happens (and append it to ``path`` as JSON lines)."""
+    """Log each scenario switch once it has happened (and append it to ``path`` as JSON lines)."""
     for index, (start_s, segment) in enumerate(schedule.switches()):
         delay = start_s - RUN.elapsed()
         if delay > 0:
             gevent.sleep(delay)
-        _record_switch(index, segment, path)
+        _record_switch(index, start_s, segment, path)
 
 
-def _record_switch(index: int, segment: Segment, path: str) -> None:
-    now = time.time()
-    elapsed = RUN.elapsed()
-    log.info("scenario -> %s (segment %d, t=%.1fs)", segment.label, index + 1, elapsed)
+def _record_switch(index: int, start_s: float, segment: Segment, path: str) -> None:
+    """Record when the segment began: every request picks its phase from the schedule by its own
+    elapsed time, so the switch happened at ``start_s`` exactly, however late this greenlet woke
+    (a loaded machine delays it); ``logged_*`` say when the line was written."""
+    at = RUN.started_wall + start_s
+    logged_elapsed = RUN.elapsed()
+    log.info("scenario -> %s (segment %d, t=%.1fs)", segment.label, index + 1, start_s)
     if not path:
         return
     line = {
-        "wall_time": now,
-        "iso_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
-        + f".{int(now % 1 * 1000):03d}Z",
-        "elapsed_s": round(elapsed, 3),
+        "wall_time": at,
+        "iso_time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at))
+        + f".{int(at % 1 * 1000):03d}Z",
+        "elapsed_s": round(start_s, 3),
+        "logged_elapsed_s": round(logged_elapsed, 3),
         "segment_index": index,
         "segment": segment.label,
         "duration_s": segment.duration_s,
