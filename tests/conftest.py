@@ -113,7 +113,14 @@ def stack() -> Iterator[StackInfo]:
         # champions (whose profiles already contain drifted rows) would change what the
         # tests measure, so a second `make test` would not test what the first one did.
         shutil.rmtree(s.state_dir)
-    statuses = stack_ops.up(s)
+    try:
+        statuses = stack_ops.up(s)
+    except BaseException:
+        # A stack that did not come up in time is still half running: stop what did start, or
+        # it outlives the run (and a second run would reuse a broken stack).
+        if not reused:
+            stack_ops.down(s)
+        raise
     info = make_info(s)
     info.started_pids = [st.pid for st in statuses if st.pid]
     yield info

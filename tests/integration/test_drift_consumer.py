@@ -505,16 +505,14 @@ def test_threshold_change_is_visible_in_metrics_within_a_scrape(world: World) ->
 
     try:
         set_threshold(world.redis_url, "psi", 0.77, feature="average_rooms")
-        t0 = time.monotonic()
         poll(
             "threshold gauge",
             lambda: (
                 world.metric("driftloop_drift_threshold", feature="average_rooms", statistic="psi")
                 == 0.77
             ),
-            15,
+            15,  # Prometheus scrapes every 15 s: the change must show within one scrape
         )
-        assert time.monotonic() - t0 < 15  # Prometheus scrapes every 15 s
         assert (
             world.metric("driftloop_drift_threshold", feature="block_latitude", statistic="psi")
             != 0.77
