@@ -85,9 +85,9 @@ class FakeConsumer:
         self.position_ = 0
 
 
-async def until(condition: Callable[[], bool], what: str, timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], what: str, within: float = 5.0) -> None:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not condition():
         assert loop.time() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.002)

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-__all__ = ["LiveBody", "ReadyBody", "Readiness", "health_router"]
+__all__ = ["LiveBody", "Readiness", "ReadyBody", "health_router"]
 
 
 class LiveBody(BaseModel):

@@ -53,6 +53,9 @@ __all__ = [
 
 log = structlog.get_logger(__name__)
 
+#: Waits between reconnects: 0.5 s doubling up to 10 s.
+DEFAULT_BACKOFF = Backoff(0.5, 10.0)
+
 
 class ModelEventsConsumer(Protocol):
     """The slice of :class:`aiokafka.AIOKafkaConsumer` the subscriber uses (fakes in tests)."""
@@ -111,7 +114,7 @@ class ModelEventsSubscriber:
         on_connected: Callable[[], object] | None = None,
         on_invalid: Callable[[str, EventError], object] | None = None,
         on_retry: RetryHook | None = None,
-        backoff: Backoff = Backoff(0.5, 10.0),
+        backoff: Backoff = DEFAULT_BACKOFF,
         poll_timeout_ms: int = 1_000,
         reset_check_s: float = 5.0,
     ) -> None:
