@@ -14,16 +14,20 @@ import structlog
 from fastapi import FastAPI
 
 from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
+from driftloop_service import (
+    install_error_handlers,
+    metrics_router,
+    model_events_consumer_factory,
+)
 
 from .batching import MicroBatcher
 from .cache import PredictionCache, RedisLike, redis_client
 from .deps import Runtime
-from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
 from .model_holder import ModelHolder
 from .model_source import MlflowModelSource, ModelSource
 from .publisher import EventPublisher, ProducerFactory, aiokafka_producer_factory
-from .reloader import ConsumerFactory, Reloader, aiokafka_consumer_factory
+from .reloader import ConsumerFactory, Reloader
 from .routes import api_router
 from .serving import PredictionService
 from .settings import ModelApiSettings
@@ -94,7 +98,7 @@ def create_app(
         if consumer_factory is not _NOT_SET:
             make_consumer = consumer_factory  # type: ignore[assignment]
         elif settings.kafka_enabled:
-            make_consumer = aiokafka_consumer_factory(
+            make_consumer = model_events_consumer_factory(
                 settings.kafka_bootstrap,
                 client_id=client_id,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
@@ -123,6 +127,7 @@ def create_app(
             batch_size=settings.publish_batch_size,
             retry_max_s=settings.publish_retry_max_seconds,
             ack_timeout_s=settings.publish_ack_timeout_seconds,
+            drain_timeout_s=settings.publish_drain_seconds,
         )
         reloader = Reloader(
             holder,
@@ -170,5 +175,6 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(metrics_router(lambda request: metrics.registry))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
