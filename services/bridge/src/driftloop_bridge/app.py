@@ -53,8 +53,9 @@ def create_app(
         own_redis = redis is None
         client = redis or make_redis(settings.redis_url)
         airflow: AirflowTrigger | None = None
+        calls: Trigger
         if trigger is None:
-            airflow = AirflowTrigger(
+            calls = airflow = AirflowTrigger(
                 settings.airflow_url,
                 settings.airflow_username,
                 settings.airflow_password,
@@ -62,12 +63,14 @@ def create_app(
                 clock=clock,
                 metrics=bridge_metrics,
             )
+        else:
+            calls = trigger
         keys = RedisKeys(settings.redis_prefix)
         decisions = DecisionLog(client, keys, keep=settings.decisions_keep, clock=clock)
         queue = RetryQueue(
             client,
             keys,
-            trigger or airflow,  # type: ignore[arg-type]
+            calls,
             clock=clock,
             backoff=Backoff(settings.retry_initial_seconds, settings.retry_max_backoff_seconds),
             max_age_seconds=settings.retry_max_age_seconds,

@@ -7,8 +7,10 @@ registry, a recording producer) so tests run without a network.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final, Literal
 
 import structlog
 from fastapi import FastAPI
@@ -34,7 +36,14 @@ from .settings import ModelApiSettings
 
 log = structlog.get_logger(__name__)
 
-_NOT_SET = object()
+
+class _Default(enum.Enum):
+    """Marks "not passed" apart from an explicit ``None`` (which disables the component)."""
+
+    NOT_SET = enum.auto()
+
+
+_NOT_SET: Final = _Default.NOT_SET
 
 
 class _NullProducer:
@@ -64,8 +73,8 @@ def create_app(
     *,
     source: ModelSource | None = None,
     producer_factory: ProducerFactory | None = None,
-    consumer_factory: ConsumerFactory | object | None = _NOT_SET,
-    redis: RedisLike | object | None = _NOT_SET,
+    consumer_factory: ConsumerFactory | Literal[_Default.NOT_SET] | None = _NOT_SET,
+    redis: RedisLike | Literal[_Default.NOT_SET] | None = _NOT_SET,
     metrics: Metrics | None = None,
 ) -> FastAPI:
     """The model API for one replica.
@@ -95,8 +104,9 @@ def create_app(
             )
         else:
             make_producer = _NullProducer
+        make_consumer: ConsumerFactory | None
         if consumer_factory is not _NOT_SET:
-            make_consumer = consumer_factory  # type: ignore[assignment]
+            make_consumer = consumer_factory
         elif settings.kafka_enabled:
             make_consumer = model_events_consumer_factory(
                 settings.kafka_bootstrap,
@@ -105,6 +115,7 @@ def create_app(
             )
         else:
             make_consumer = None
+        redis_conn: RedisLike | None
         if redis is not _NOT_SET:
             redis_conn = redis
         elif settings.cache_enabled and settings.redis_url:
@@ -116,7 +127,7 @@ def create_app(
         cache = PredictionCache(
             redis_conn,
             metrics,
-            ttl_s=settings.cache_ttl_seconds,  # type: ignore[arg-type]
+            ttl_s=settings.cache_ttl_seconds,
             timeout_s=settings.cache_timeout_seconds,
             retry_after_s=settings.cache_retry_after_seconds,
         )
@@ -134,7 +145,7 @@ def create_app(
             model_source,
             metrics,
             alias=settings.model_alias,
-            consumer_factory=make_consumer,  # type: ignore[arg-type]
+            consumer_factory=make_consumer,
             check_interval_s=settings.alias_check_interval_seconds,
             retry_initial_s=settings.load_retry_initial_seconds,
             retry_max_s=settings.load_retry_max_seconds,
