@@ -408,9 +408,9 @@ def test_dashboard_queries_use_only_defined_variables() -> None:
 
 def service_metric_names() -> set[str]:
     """Every metric family the three services register (from their own metric modules)."""
-    from prometheus_client import REGISTRY, CollectorRegistry
+    from prometheus_client import CollectorRegistry
 
-    import driftloop_bridge.metrics  # noqa: F401  (module-level metrics on the default registry)
+    from driftloop_bridge.metrics import BridgeMetrics
     from driftloop_drift_consumer.sinks.prometheus import ConsumerMetrics
     from driftloop_model_api.metrics import Metrics
 
@@ -418,7 +418,7 @@ def service_metric_names() -> set[str]:
     for registry in (
         Metrics("t", CollectorRegistry()).registry,
         ConsumerMetrics(CollectorRegistry()).registry,
-        REGISTRY,
+        BridgeMetrics(CollectorRegistry()).registry,
     ):
         for family in registry.collect():
             out.add(family.name)

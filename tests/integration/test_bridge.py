@@ -516,6 +516,13 @@ def test_bad_auth_is_401_with_no_run_and_no_redis_writes(bridge: Harness) -> Non
     assert unauthorized >= 5
 
 
+def _problems(r: httpx.Response) -> list[str]:
+    """The shared error body's field problems as ``field: message`` lines."""
+    body = r.json()
+    assert set(body) == {"error", "message", "detail"}, body
+    return [f"{d['field']}: {d['message']}" for d in body["detail"]]
+
+
 def test_stack_bridge_refuses_bad_auth_and_malformed(stack_bridge: Any) -> None:
     url = f"{stack_bridge.bridge_url}/webhooks/alertmanager"
     raw = json.dumps(fixture_json("alertmanager_resolved.json")).encode()
@@ -523,7 +530,8 @@ def test_stack_bridge_refuses_bad_auth_and_malformed(stack_bridge: Any) -> None:
     assert httpx.post(url, content=raw, headers={"Authorization": "Bearer x"}).status_code == 401
     auth = {"Authorization": f"Bearer {stack_bridge.webhook_token}"}
     r = httpx.post(url, content=b"{nope", headers=auth)
-    assert r.status_code == 422 and r.json()["problems"] == ["body: not valid JSON"]
+    assert r.status_code == 422 and r.json()["error"] == "invalid_payload"
+    assert _problems(r) == ["body: not valid JSON"]
     r = httpx.post(url, content=raw, headers=auth)
     assert r.status_code == 202
     assert r.json()["decisions"][0]["decision"] == "resolved"
@@ -570,7 +578,7 @@ def test_malformed_bodies_are_422_naming_the_problem(
     keys_before = bridge.our_keys()
     r = bridge.post("alertmanager", raw)
     assert r.status_code == 422, r.text
-    assert problem in r.json()["problems"], r.json()
+    assert problem in _problems(r), r.json()
     assert bridge.our_keys() == keys_before
 
 

@@ -414,6 +414,7 @@ def test_bad_inputs_through_nginx_are_4xx_naming_the_field_and_emit_nothing(
             )
             assert response.status_code == status, (name, response.status_code, response.text)
             assert field_name in response.json()["message"], (name, response.text)
+            assert set(response.json()) == {"error", "message", "detail"}, response.text
         sentinel = f"{prefix}-good"
         ok = client.post(
             f"{stack.nginx_url}/predict", json=EXAMPLE_FEATURES, headers={"X-Request-ID": sentinel}

@@ -104,7 +104,7 @@ def test_non_finite_grafana_values_become_null(payload) -> None:
 def _problems(parse, raw: bytes) -> list[str]:
     with pytest.raises(PayloadError) as info:
         parse(raw)
-    return info.value.problems
+    return [f"{p.field}: {p.message}" for p in info.value.problems]
 
 
 def test_malformed_json_is_named() -> None:

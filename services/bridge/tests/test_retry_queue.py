@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
-from driftloop_bridge.retry_queue import Attempt, Backoff, PendingTrigger, RetryQueue
+from driftloop_bridge.retry_queue import Attempt, PendingTrigger, RetryQueue
 from driftloop_bridge.store import RedisKeys
+from driftloop_service import Backoff
 
 KEYS = RedisKeys("q")
 
@@ -50,8 +51,8 @@ def _item(clock, run_id: str = "run-1") -> PendingTrigger:
 
 def test_backoff_is_exponential_and_capped() -> None:
     backoff = Backoff(1.0, 30.0)
-    assert [backoff(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
-    assert Backoff(0.5, 60)(3) == 2.0
+    assert [backoff.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+    assert Backoff(0.5, 60).delay(3) == 2.0
 
 
 async def test_success_removes_the_item(redis, clock, fake_trigger) -> None:

@@ -4,18 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
-from prometheus_client import REGISTRY
+import httpx
 
 from driftloop_bridge.auth import sign
 from driftloop_contracts import DAG_ID
 
 
-def _count(source: str, decision: str) -> float:
-    value = REGISTRY.get_sample_value(
+def _count(harness: Any, source: str, decision: str) -> float:
+    """The app's own counter (each app has its own registry)."""
+    value = harness.bridge.metrics.registry.get_sample_value(
         "driftloop_bridge_decisions_total", {"source": source, "decision": decision}
     )
     return value or 0.0
+
+
+def _problems(resp: httpx.Response) -> list[str]:
+    """The error body's field problems as ``field: message`` lines."""
+    body = resp.json()
+    assert set(body) == {"error", "message", "detail"}, body
+    return [f"{d['field']}: {d['message']}" for d in body["detail"]]
 
 
 async def test_grafana_firing_triggers_once_with_conf(harness, payload, fake_trigger) -> None:
@@ -113,12 +122,13 @@ async def test_cooldown_then_after_window(harness, payload, clock, fake_trigger)
 
 async def test_bad_auth_is_401_and_writes_nothing(harness, payload, redis, fake_trigger) -> None:
     raw = payload("grafana_firing.json")
-    before = _count("grafana", "unauthorized")
+    before = _count(harness, "grafana", "unauthorized")
     for token in (None, "wrong-token", ""):
         resp = await harness.post("grafana", raw, token=token)
         assert resp.status_code == 401, resp.text
         assert resp.headers["www-authenticate"] == "Bearer"
-    assert _count("grafana", "unauthorized") == before + 3
+        assert resp.json()["error"] == "unauthorized"
+    assert _count(harness, "grafana", "unauthorized") == before + 3
     assert await redis.dbsize() == 0
     assert fake_trigger.calls == []
 
@@ -160,13 +170,14 @@ async def test_malformed_bodies_are_422_naming_the_problem(harness, payload, red
     for raw, problem in cases.items():
         resp = await harness.post("alertmanager", raw)
         assert resp.status_code == 422, resp.text
-        assert problem in resp.json()["problems"]
+        assert problem in _problems(resp)
+        assert resp.json()["error"] == "invalid_payload"
     body = payload.json("alertmanager_firing.json")
     body["alerts"][1]["startsAt"] = 12
     body["alerts"][0]["labels"] = ["alertname"]
     resp = await harness.post("alertmanager", body)
     assert resp.status_code == 422
-    problems = resp.json()["problems"]
+    problems = _problems(resp)
     assert any(p.startswith("alerts.1.startsAt") for p in problems)
     assert any(p.startswith("alerts.0.labels") for p in problems)
     assert await redis.dbsize() == 0
@@ -175,6 +186,8 @@ async def test_malformed_bodies_are_422_naming_the_problem(harness, payload, red
 async def test_oversize_body_is_413(harness) -> None:
     resp = await harness.post("alertmanager", b"{" + b" " * 2_000_000 + b"}")
     assert resp.status_code == 413
+    assert resp.json()["error"] == "payload_too_large"
+    assert resp.json()["detail"][0]["field"] == "body"
 
 
 async def test_redis_down_is_503_not_500(
@@ -187,8 +200,11 @@ async def test_redis_down_is_503_not_500(
         resp = await h.post("grafana", payload("grafana_firing.json"))
         assert resp.status_code == 503
         assert resp.headers["retry-after"] == "5"
+        assert resp.json()["error"] == "store_unavailable"
         ready = await h.http.get("/health/ready")
         assert ready.status_code == 503
+        assert ready.json()["status"] == "not_ready"
+        assert ready.json()["problems"][0].startswith("redis unavailable")
         assert (await h.http.get("/health/live")).status_code == 200
     await dead.aclose()
 
@@ -196,6 +212,7 @@ async def test_redis_down_is_503_not_500(
 async def test_health_metrics_and_decisions_limit(harness, payload) -> None:
     ready = await harness.http.get("/health/ready")
     assert ready.status_code == 200 and ready.json()["redis"] == "ok"
+    assert ready.json()["status"] == "ready" and ready.json()["problems"] == []
     await harness.post("grafana", payload("grafana_resolved.json"))
     await harness.post("grafana", payload("grafana_nodata.json"))
     decisions = (await harness.http.get("/decisions", params={"limit": 1})).json()

@@ -47,7 +47,7 @@ def test_online_error_line_skips_unknown_ratio() -> None:
     assert line == "online_error,model_version=4 bias_usd=-0.1,mae_usd=0.5,rmse_usd=1,rows=10i 5"
 
 
-def make_sink(handler) -> tuple[InfluxSink, list[httpx.Request]]:
+def make_sink(handler, on_retry=None) -> tuple[InfluxSink, list[httpx.Request]]:
     seen: list[httpx.Request] = []
 
     def record(request: httpx.Request) -> httpx.Response:
@@ -56,7 +56,12 @@ def make_sink(handler) -> tuple[InfluxSink, list[httpx.Request]]:
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(record))
     return InfluxSink(
-        "http://influx:8086/", "driftloop", client=client, batch_lines=2, retry_initial_s=0.001
+        "http://influx:8086/",
+        "driftloop",
+        client=client,
+        batch_lines=2,
+        retry_initial_s=0.001,
+        on_retry=on_retry,
     ), seen
 
 
@@ -80,8 +85,12 @@ async def test_transient_failures_are_retried_then_raised() -> None:
         calls["n"] += 1
         return httpx.Response(503 if calls["n"] < 3 else 204)
 
-    sink, _ = make_sink(flaky)
+    retries: list[tuple[int, str]] = []
+    sink, _ = make_sink(
+        flaky, on_retry=lambda attempt, error, delay: retries.append((attempt, str(error)[:8]))
+    )
     assert await sink.write(["a v=1 1"]) == 1
+    assert retries == [(1, "HTTP 503"), (2, "HTTP 503")]  # each retry reaches the metrics hook
     down, _ = make_sink(
         lambda r: (
             httpx.Response(200) if r.url.path == "/query" else httpx.Response(500, text="boom")

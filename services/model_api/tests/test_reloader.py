@@ -102,3 +102,58 @@ async def test_replayed_events_are_ignored_after_a_newer_one() -> None:
     assert reloader.handle_event(first) and reloader.handle_event(second)
     assert not reloader.handle_event(first)  # re-read after a rewind
     await reloader.stop()
+
+
+class _TP:
+    topic, partition = "model-events", 0
+
+
+class _Record:
+    def __init__(self, value: bytes, offset: int) -> None:
+        self.value, self.offset = value, offset
+
+
+class FakeEventsConsumer:
+    """A group-less model-events consumer whose log a test appends to."""
+
+    def __init__(self, log: list[bytes]) -> None:
+        self.log = log
+        self.position = len(log)  # starts at the end, like auto_offset_reset="latest"
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def getmany(self, *, timeout_ms: int) -> dict[object, list[_Record]]:
+        await asyncio.sleep(0.005)
+        new = [_Record(v, self.position + i) for i, v in enumerate(self.log[self.position :])]
+        self.position += len(new)
+        return {_TP(): new} if new else {}
+
+    def assignment(self) -> set[object]:
+        return set()
+
+
+async def test_a_promotion_on_the_topic_reloads_through_the_shared_subscriber() -> None:
+    source = FakeSource(versions={"1": 1.0, "2": 2.0})
+    log: list[bytes] = []
+    holder, metrics = ModelHolder(), Metrics("r")
+    reloader = Reloader(
+        holder,
+        source,
+        metrics,
+        alias="champion",
+        consumer_factory=lambda: FakeEventsConsumer(log),
+        check_interval_s=3600,
+        retry_initial_s=0.01,
+        retry_max_s=0.05,
+    )
+    await reloader.start()
+    await until(lambda: holder.current is not None and reloader.consumer_connected)
+    log.append(b"not an event")  # counted and skipped by the subscriber, never fatal
+    log.append(promoted("2").model_dump_json().encode())
+    await until(lambda: holder.current is not None and holder.current.version == "2")
+    await reloader.stop()
+    assert not reloader.consumer_connected

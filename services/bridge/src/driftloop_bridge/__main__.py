@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import sys
 
-import uvicorn
-
-from driftloop_contracts import SettingsError, load_settings
 from driftloop_contracts.logs import configure_logging
+from driftloop_service import serve, settings_or_exit
 
 from .app import create_app
 from .errors import RulesError
@@ -20,25 +18,18 @@ from .settings import BridgeSettings
 
 
 def main() -> int:
-    try:
-        settings = load_settings(BridgeSettings)
-    except SettingsError as exc:
-        print(f"driftloop-bridge: {exc}", file=sys.stderr)
-        return 2
+    settings = settings_or_exit(BridgeSettings, "driftloop-bridge")
     configure_logging(settings.log_format, settings.log_level)
     try:
         rules = load_rules(settings.rules_file)
     except RulesError as exc:
         print(f"driftloop-bridge: DRIFTLOOP_BRIDGE_RULES_FILE: {exc}", file=sys.stderr)
         return 2
-    app = create_app(settings, rules=rules)
-    uvicorn.run(
-        app,
+    serve(
+        create_app(settings, rules=rules),
         host=settings.host,
         port=settings.port,
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=15,
+        graceful_shutdown_seconds=settings.graceful_shutdown_seconds,
     )
     return 0
 

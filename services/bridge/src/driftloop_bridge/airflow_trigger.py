@@ -40,8 +40,8 @@ from airflow_client.client.exceptions import (
 from airflow_client.client.models.trigger_dag_run_post_body import TriggerDAGRunPostBody
 from pydantic import SecretStr
 
-from . import metrics
 from .errors import TriggerRejected, TriggerUnavailable
+from .metrics import BridgeMetrics
 from .retry_queue import TriggerResult
 from .store import Clock
 
@@ -85,7 +85,9 @@ class AirflowTrigger:
         *,
         default_timeout: float = 10.0,
         clock: Clock = time.time,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or BridgeMetrics()
         self._base_url = base_url.rstrip("/")
         self._username = username
         self._password = password
@@ -144,7 +146,7 @@ class AirflowTrigger:
         except urllib3.exceptions.HTTPError as exc:
             raise TriggerUnavailable(f"Airflow unreachable at {url}: {exc}") from None
         finally:
-            metrics.AIRFLOW_CALL_SECONDS.observe(time.perf_counter() - started)
+            self._metrics.airflow_call_seconds.observe(time.perf_counter() - started)
         if resp.status >= 500:
             raise TriggerUnavailable(f"Airflow token endpoint answered {resp.status}", resp.status)
         if resp.status not in (200, 201):
@@ -160,7 +162,7 @@ class AirflowTrigger:
             raise TriggerUnavailable(
                 "Airflow token endpoint answered without access_token"
             ) from None
-        log.info("airflow.token_refreshed", user=self._username)
+        log.info("airflow_token_refreshed", user=self._username)
         return str(token)
 
     # --- trigger ---------------------------------------------------------------------------
@@ -202,7 +204,7 @@ class AirflowTrigger:
             except urllib3.exceptions.HTTPError as exc:
                 raise TriggerUnavailable(f"Airflow unreachable: {exc}") from None
             finally:
-                metrics.AIRFLOW_CALL_SECONDS.observe(time.perf_counter() - started)
+                self._metrics.airflow_call_seconds.observe(time.perf_counter() - started)
             state = getattr(run.state, "value", run.state)
             return TriggerResult("created", str(state) if state is not None else None)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -12,11 +12,11 @@ from typing import Annotated
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
-from . import metrics
 from .auth import AuthConfig, verify_request
 from .decisions import DecisionLog
 from .dispatcher import Dispatcher
 from .errors import AuthError, BodyTooLarge
+from .metrics import BridgeMetrics
 from .retry_queue import RetryQueue
 from .settings import BridgeSettings
 from .store import Clock
@@ -33,10 +33,12 @@ class Bridge:
     queue: RetryQueue
     decisions: DecisionLog
     clock: Clock
+    metrics: BridgeMetrics
 
 
 def get_bridge(request: Request) -> Bridge:
-    return request.app.state.bridge
+    bridge: Bridge = request.app.state.bridge
+    return bridge
 
 
 BridgeDep = Annotated[Bridge, Depends(get_bridge)]
@@ -67,7 +69,7 @@ async def _authenticated_body(request: Request, bridge: Bridge, source: str) -> 
             clock=bridge.clock,
         )
     except AuthError:
-        metrics.DECISIONS.labels(source=source, decision="unauthorized").inc()
+        bridge.metrics.decided(source, "unauthorized")
         raise
     return body
 

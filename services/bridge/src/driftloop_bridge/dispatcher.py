@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import structlog
 
-from . import metrics
 from .decisions import Decision, DecisionLog
 from .dedupe import Deduper, dag_run_id_for
 from .errors import StoreUnavailable
+from .metrics import BridgeMetrics
 from .payloads import Alert, Source
 from .retry_queue import Attempt, PendingTrigger, RetryQueue
 from .rules import RuleSet
@@ -37,7 +37,9 @@ class Dispatcher:
         decisions: DecisionLog,
         clock: Clock,
         inline_timeout_seconds: float,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or BridgeMetrics()
         self._rules = rules
         self._deduper = deduper
         self._queue = queue
@@ -52,11 +54,11 @@ class Dispatcher:
             await self._decisions.record(*decided)
         except StoreUnavailable as exc:
             # The decisions themselves are durable (claims/queue); only the audit line is lost.
-            log.warning("decisions.record_failed", error=str(exc))
+            log.warning("decisions_record_failed", error=str(exc))
         for d in decided:
-            metrics.DECISIONS.labels(source=source, decision=d.decision).inc()
+            self._metrics.decided(source, d.decision)
             log.info(
-                "alert.decided",
+                "alert_decided",
                 source=source,
                 alertname=d.alertname,
                 fingerprint=d.fingerprint,
@@ -165,5 +167,5 @@ class Dispatcher:
         try:
             await self._decisions.record(decision)
         except StoreUnavailable as exc:
-            log.warning("decisions.record_failed", error=str(exc))
-        metrics.DECISIONS.labels(source=item.source, decision=decision.decision).inc()
+            log.warning("decisions_record_failed", error=str(exc))
+        self._metrics.decided(item.source, decision.decision)

@@ -37,6 +37,8 @@ from pydantic import (
     ValidationError,
 )
 
+from driftloop_service import BODY, FieldProblem, validation_problems
+
 from .errors import PayloadError
 
 Source = Literal["grafana", "alertmanager"]
@@ -138,22 +140,18 @@ class GrafanaWebhook(_Envelope):
     message: StrictStr = ""
 
 
-def _describe(exc: ValidationError) -> list[str]:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"]) or "body"
-        problems.append(f"{where}: {err['msg']}")
-    return problems
-
-
 def _decode(body: bytes) -> dict[str, Any]:
     try:
         raw = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
-        raise PayloadError(f"body is not valid JSON: {exc}", ["body: not valid JSON"]) from None
-    if not isinstance(raw, dict):
         raise PayloadError(
-            "body must be a JSON object", [f"body: expected an object, got {type(raw).__name__}"]
+            f"body is not valid JSON: {exc}", [FieldProblem(BODY, "json", "not valid JSON")]
+        ) from None
+    if not isinstance(raw, dict):
+        got = type(raw).__name__
+        raise PayloadError(
+            "body must be a JSON object",
+            [FieldProblem(BODY, "object_type", f"expected an object, got {got}")],
         )
     return raw
 
@@ -180,7 +178,13 @@ def _check_version(found: str | None, expected: str, sender: str) -> None:
     if found is not None and found != expected:
         raise PayloadError(
             f"unsupported {sender} webhook version",
-            [f"version: expected {expected!r} for the {sender} format, got {found!r}"],
+            [
+                FieldProblem(
+                    "version",
+                    "supported_version",
+                    f"expected {expected!r} for the {sender} format, got {found!r}",
+                )
+            ],
         )
 
 
@@ -205,7 +209,7 @@ def _parse(
     try:
         msg = model.model_validate(raw)
     except ValidationError as exc:
-        raise PayloadError(f"invalid {sender} webhook payload", _describe(exc)) from None
+        raise PayloadError(f"invalid {sender} webhook payload", validation_problems(exc)) from None
     _check_version(msg.version, version, sender)
     return [
         Alert(
@@ -223,6 +227,3 @@ def _parse(
         )
         for a in msg.alerts
     ]
-
-
-PARSERS = {"grafana": parse_grafana, "alertmanager": parse_alertmanager}

@@ -5,8 +5,9 @@ Airflow is called, so neither an Airflow outage nor a bridge crash or restart lo
 webhook then tries Airflow once inline; the background :meth:`RetryQueue.run` loop picks up
 whatever is due (a Redis sorted set scored by next-attempt time), *leases* it by pushing its
 score forward (so a second bridge instance, or the inline attempt, is not raced), and calls
-Airflow again. Waits grow exponentially (tenacity's ``wait_exponential``, computed from the
-attempt count stored with the item, since the retry state must outlive the process). A
+Airflow again. Waits grow exponentially: the shared :class:`driftloop_service.Backoff` (the
+one every in-process retry uses) asked for the wait after the attempt count stored with the
+item, since the retry state must outlive the process. A
 trigger older than ``max_age`` or rejected by Airflow as invalid moves to the dead letters:
 kept in Redis, counted in ``driftloop_bridge_dead_letters``, listed on ``GET /dead-letters``.
 
@@ -22,11 +23,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
 import structlog
-import tenacity
 from redis.asyncio import Redis
 
-from . import metrics
+from driftloop_service import Backoff
+
 from .errors import StoreUnavailable, TriggerRejected, TriggerUnavailable
+from .metrics import BridgeMetrics
 from .store import Clock, RedisKeys, guarded, ms
 
 log = structlog.get_logger(__name__)
@@ -104,18 +106,6 @@ return out
 """
 
 
-class Backoff:
-    """Exponential wait after the n-th failed attempt, capped (tenacity's wait_exponential)."""
-
-    def __init__(self, initial: float, maximum: float) -> None:
-        self._wait = tenacity.wait_exponential(multiplier=initial, max=maximum)
-
-    def __call__(self, attempts: int) -> float:
-        state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
-        state.attempt_number = max(1, attempts)
-        return float(self._wait(state))
-
-
 class RetryQueue:
     def __init__(
         self,
@@ -130,7 +120,9 @@ class RetryQueue:
         call_timeout_seconds: float,
         on_final: FinalHook | None = None,
         batch: int = 20,
+        metrics: BridgeMetrics | None = None,
     ) -> None:
+        self._metrics = metrics or BridgeMetrics()
         self._redis = redis
         self._keys = keys
         self._trigger = trigger
@@ -161,10 +153,10 @@ class RetryQueue:
         except TriggerUnavailable as exc:
             return await self._retry_later(item, exc.message)
         await guarded("completing a trigger", self._complete(item.dag_run_id))
-        metrics.TRIGGERS.labels(outcome=result.outcome).inc()
+        self._metrics.triggered(result.outcome)
         attempt = Attempt(result.outcome, result.state or "")
         log.info(
-            "trigger.done",
+            "trigger_done",
             dag_id=item.dag_id,
             dag_run_id=item.dag_run_id,
             outcome=result.outcome,
@@ -185,14 +177,14 @@ class RetryQueue:
             return await self._dead_letter(
                 item, f"gave up after {item.attempts} attempts over max age: {error}"
             )
-        next_at = now + self._backoff(item.attempts)
+        next_at = now + self._backoff.delay(item.attempts)
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.hset(self._keys.pending_items, item.dag_run_id, item.to_json())
             pipe.zadd(self._keys.pending_schedule, {item.dag_run_id: ms(next_at)})
             await guarded("rescheduling a trigger", pipe.execute())
-        metrics.TRIGGERS.labels(outcome="retry").inc()
+        self._metrics.triggered("retry")
         log.warning(
-            "trigger.retry",
+            "trigger_retry",
             dag_id=item.dag_id,
             dag_run_id=item.dag_run_id,
             attempts=item.attempts,
@@ -209,8 +201,8 @@ class RetryQueue:
             pipe.zrem(self._keys.pending_schedule, item.dag_run_id)
             pipe.hdel(self._keys.pending_items, item.dag_run_id)
             await guarded("dead-lettering a trigger", pipe.execute())
-        metrics.TRIGGERS.labels(outcome="dead_letter").inc()
-        log.error("trigger.dead_letter", dag_run_id=item.dag_run_id, reason=reason)
+        self._metrics.triggered("dead_letter")
+        log.error("trigger_dead_letter", dag_run_id=item.dag_run_id, reason=reason)
         return Attempt("dead_letter", reason)
 
     # --- the worker ------------------------------------------------------------------------
@@ -238,16 +230,16 @@ class RetryQueue:
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Retry loop; survives Redis and Airflow outages, ends when ``stopping`` is set."""
-        log.info("retry_queue.start")
+        log.info("retry_queue_start")
         while not stopping.is_set():
             tried = 0
             try:
                 tried = await self.process_due()
                 await self.refresh_gauges()
             except StoreUnavailable as exc:
-                log.warning("retry_queue.redis_unavailable", error=str(exc))
+                log.warning("retry_queue_redis_unavailable", error=str(exc))
             except Exception:  # a bug must not kill the worker silently
-                log.exception("retry_queue.unexpected_error")
+                log.exception("retry_queue_unexpected_error")
             if tried:
                 continue
             self._wake.clear()
@@ -260,7 +252,7 @@ class RetryQueue:
             )
             for task in pending:
                 task.cancel()
-        log.info("retry_queue.stop")
+        log.info("retry_queue_stop")
 
     # --- visibility ------------------------------------------------------------------------
     async def counts(self) -> tuple[int, int]:
@@ -272,8 +264,8 @@ class RetryQueue:
 
     async def refresh_gauges(self) -> tuple[int, int]:
         pending, dead = await self.counts()
-        metrics.PENDING.set(pending)
-        metrics.DEAD_LETTERS.set(dead)
+        self._metrics.pending.set(pending)
+        self._metrics.dead_letters.set(dead)
         return pending, dead
 
     async def pending(self, limit: int = 100) -> list[PendingTrigger]:

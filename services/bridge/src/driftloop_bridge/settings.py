@@ -71,6 +71,9 @@ class BridgeSettings(BaseSettings):
     retry_poll_seconds: float = Field(default=0.5, gt=0)
     decisions_keep: int = Field(default=1000, ge=10)
 
+    #: On SIGTERM: uvicorn lets requests finish, and the retry worker its attempt, this long.
+    graceful_shutdown_seconds: float = Field(default=15.0, ge=0)
+
     log_format: Literal["json", "console"] = "console"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -14,30 +14,20 @@ os.environ.setdefault("MKL_NUM_THREADS", "1")
 
 
 def main() -> None:
-    import sys
-
-    import uvicorn
-
-    from driftloop_contracts import SettingsError, load_settings
     from driftloop_contracts.logs import configure_logging
+    from driftloop_service import serve, settings_or_exit
 
     from .app import create_app
     from .settings import DriftConsumerSettings
 
-    try:
-        settings = load_settings(DriftConsumerSettings)
-    except SettingsError as exc:
-        print(f"driftloop-drift-consumer: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    settings = settings_or_exit(DriftConsumerSettings, "driftloop-drift-consumer")
     configure_logging(settings.log_format, settings.log_level)
-    uvicorn.run(
+    serve(
         create_app(settings),
         host=settings.host,
         port=settings.port,
+        graceful_shutdown_seconds=settings.graceful_shutdown_seconds,
         workers=1,
-        access_log=False,
-        log_config=None,
-        timeout_graceful_shutdown=15,
     )
 
 

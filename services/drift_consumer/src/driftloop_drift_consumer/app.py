@@ -1,10 +1,9 @@
 """``create_app(settings)``: the HTTP face of one consumer instance and the lifespan that runs it.
 
-Routes: ``/metrics`` (Prometheus), ``/health/live`` (the process answers), ``/health/ready``
-(consuming, a reference loaded, every sink writing; 503 with the reasons otherwise),
-``/reports`` (JSON list of Evidently reports), ``/reports/latest`` and ``/reports/{name}``
-(the HTML), ``/thresholds`` (the effective thresholds, read-only; change them with
-``driftloop thresholds``).
+Routes (in ``routes/``): ``/health/live`` and ``/health/ready`` (the shared vocabulary; ready =
+consuming, a reference loaded, every sink writing), ``/reports``, ``/reports/latest`` and
+``/reports/{name}``, ``/thresholds`` (read-only); ``/metrics`` serves this app's own registry.
+Errors answer in the shared body (:mod:`driftloop_service.http_errors`).
 
 The lifespan builds the collaborators (which tests may inject: a fake registry, a consumer
 factory, a Redis client), starts the consumer loop, the reference and model-events tasks, the
@@ -19,13 +18,12 @@ import contextlib
 import importlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import asdict
 from typing import Any
 
 import structlog
-from fastapi import FastAPI, HTTPException
-from fastapi.responses import FileResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi import FastAPI
+
+from driftloop_service import install_error_handlers, metrics_router, stop_tasks
 
 from .feedback_join import JoinStore
 from .kafka_consumer import ConsumerFactory, data_consumer_factory
@@ -33,6 +31,7 @@ from .loop import DriftLoop
 from .reference import MlflowReferenceSource, ReferenceManager, ReferenceSource
 from .reference_watcher import model_events_consumer_factory
 from .reports import ReportScheduler, ReportStore
+from .routes import api_router
 from .settings import DriftConsumerSettings
 from .sinks.influx import InfluxSink
 from .sinks.labelled_log import LabelledLogWriter
@@ -79,6 +78,9 @@ def create_app(
                 settings.influx_db,
                 timeout_s=settings.influx_timeout_seconds,
                 batch_lines=settings.influx_batch_lines,
+                retry_initial_s=settings.sink_retry_initial_seconds,
+                retry_max_s=settings.sink_retry_max_seconds,
+                on_retry=metrics.retries.hook("influx_write"),
             )
             if settings.influx_enabled
             else None
@@ -148,12 +150,7 @@ def create_app(
             yield
         finally:
             loop.stopping.set()
-            _, pending = await asyncio.wait(tasks, timeout=15)
-            for task in pending:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop_tasks(tasks, settings.graceful_shutdown_seconds)
             if reports is not None:
                 reports.close()
             if influx is not None:
@@ -164,58 +161,8 @@ def create_app(
             log.info("drift_consumer_stopped")
 
     app = FastAPI(title="driftloop drift consumer", lifespan=lifespan)
-
-    @app.get("/metrics", include_in_schema=False)
-    async def prometheus_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.get("/health/live")
-    async def live() -> dict[str, str]:
-        return {"status": "alive"}
-
-    @app.get("/health/ready")
-    async def ready() -> JSONResponse:
-        loop: DriftLoop | None = getattr(app.state, "loop", None)
-        problems: list[str] = []
-        if loop is None:
-            problems.append("starting")
-        else:
-            if not loop.status.consumer_started:
-                problems.append(
-                    "kafka consumer not running"
-                    + (f" ({loop.status.last_error})" if loop.status.last_error else "")
-                )
-            if loop.reference_version is None:
-                problems.append(
-                    "no reference profile"
-                    + (f" ({loop.references.last_error})" if loop.references.last_error else "")
-                )
-            for sink, error in loop.status.failing_sinks.items():
-                problems.append(f"sink {sink} failing: {error}")
-        body = {
-            "status": "ready" if not problems else "not_ready",
-            "problems": problems,
-            "model_version": loop.reference_version if loop else None,
-            "assigned": loop.status.assigned if loop else [],
-        }
-        return JSONResponse(body, status_code=200 if not problems else 503)
-
-    @app.get("/thresholds")
-    async def thresholds() -> dict[str, Any]:
-        loop: DriftLoop | None = getattr(app.state, "loop", None)
-        rows = loop.thresholds.rows() if loop else []
-        return {"thresholds": [asdict(r) for r in rows]}
-
-    @app.get("/reports")
-    async def list_reports() -> dict[str, Any]:
-        items = [{**asdict(r), "url": f"/reports/{r.name}"} for r in store.list()]
-        return {"latest": "/reports/latest" if items else None, "reports": items}
-
-    @app.get("/reports/{name}", include_in_schema=False)
-    async def get_report(name: str) -> FileResponse:
-        path = store.path(name)
-        if path is None:
-            raise HTTPException(status_code=404, detail=f"no report named {name!r}")
-        return FileResponse(path, media_type="text/html")
-
+    app.state.report_store = store
+    install_error_handlers(app)
+    app.include_router(api_router)
+    app.include_router(metrics_router(lambda request: metrics.registry))
     return app

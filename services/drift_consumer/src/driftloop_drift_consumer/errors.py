@@ -15,6 +15,11 @@ the threshold store the CLI and this service share.
 Callers wrap library exceptions (httpx, redis, pyarrow, mlflow) into these at the call site,
 so the loop decides retry-or-skip on one small vocabulary. ``SinkError.sink`` is the metric
 label of ``driftloop_sink_failures_total``.
+
+None of these reaches HTTP: the few HTTP failures (an unknown report, a bad query parameter, a
+bug) answer in the one error body of every driftloop service, ``{"error", "message",
+"detail": [{"field", "rule", "message"}]}``, through
+:func:`driftloop_service.install_error_handlers` (registered in :mod:`.app`).
 """
 
 from __future__ import annotations

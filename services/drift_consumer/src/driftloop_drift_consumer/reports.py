@@ -32,6 +32,7 @@ from pathlib import Path
 import structlog
 
 from driftloop_contracts import SERIES_NAMES
+from driftloop_service import wait_or_stop
 
 from .reference import LoadedReference
 from .windows import ClosedWindow
@@ -205,11 +206,7 @@ class ReportScheduler:
         return name
 
     async def run(self, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stopping.wait(), self.interval_s)
-            if stopping.is_set():
-                break
+        while not await wait_or_stop(stopping, self.interval_s):
             try:
                 name = await self.render_pending()
                 if name is not None and self._on_outcome is not None:

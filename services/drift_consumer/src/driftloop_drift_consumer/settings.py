@@ -112,6 +112,8 @@ class DriftConsumerSettings(BaseSettings):
     state_dir: Path = Path(".driftloop/drift-consumer")
     sink_retry_initial_seconds: float = Field(default=0.2, gt=0)
     sink_retry_max_seconds: float = Field(default=5.0, gt=0)
+    #: On SIGTERM: uvicorn lets requests finish, and the loop flushes and commits, this long.
+    graceful_shutdown_seconds: float = Field(default=15.0, ge=0)
 
     @model_validator(mode="after")
     def _windows_consistent(self) -> DriftConsumerSettings:

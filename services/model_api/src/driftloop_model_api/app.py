@@ -7,30 +7,43 @@ registry, a recording producer) so tests run without a network.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Final, Literal
 
 import structlog
 from fastapi import FastAPI
 
 from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
+from driftloop_service import (
+    install_error_handlers,
+    metrics_router,
+    model_events_consumer_factory,
+)
 
 from .batching import MicroBatcher
 from .cache import PredictionCache, RedisLike, redis_client
 from .deps import Runtime
-from .errors import install_error_handlers
 from .metrics import Metrics, MetricsMiddleware
 from .model_holder import ModelHolder
 from .model_source import MlflowModelSource, ModelSource
 from .publisher import EventPublisher, ProducerFactory, aiokafka_producer_factory
-from .reloader import ConsumerFactory, Reloader, aiokafka_consumer_factory
+from .reloader import ConsumerFactory, Reloader
 from .routes import api_router
 from .serving import PredictionService
 from .settings import ModelApiSettings
 
 log = structlog.get_logger(__name__)
 
-_NOT_SET = object()
+
+class _Default(enum.Enum):
+    """Marks "not passed" apart from an explicit ``None`` (which disables the component)."""
+
+    NOT_SET = enum.auto()
+
+
+_NOT_SET: Final = _Default.NOT_SET
 
 
 class _NullProducer:
@@ -60,8 +73,8 @@ def create_app(
     *,
     source: ModelSource | None = None,
     producer_factory: ProducerFactory | None = None,
-    consumer_factory: ConsumerFactory | object | None = _NOT_SET,
-    redis: RedisLike | object | None = _NOT_SET,
+    consumer_factory: ConsumerFactory | Literal[_Default.NOT_SET] | None = _NOT_SET,
+    redis: RedisLike | Literal[_Default.NOT_SET] | None = _NOT_SET,
     metrics: Metrics | None = None,
 ) -> FastAPI:
     """The model API for one replica.
@@ -91,16 +104,18 @@ def create_app(
             )
         else:
             make_producer = _NullProducer
+        make_consumer: ConsumerFactory | None
         if consumer_factory is not _NOT_SET:
-            make_consumer = consumer_factory  # type: ignore[assignment]
+            make_consumer = consumer_factory
         elif settings.kafka_enabled:
-            make_consumer = aiokafka_consumer_factory(
+            make_consumer = model_events_consumer_factory(
                 settings.kafka_bootstrap,
                 client_id=client_id,
                 session_timeout_ms=settings.kafka_session_timeout_ms,
             )
         else:
             make_consumer = None
+        redis_conn: RedisLike | None
         if redis is not _NOT_SET:
             redis_conn = redis
         elif settings.cache_enabled and settings.redis_url:
@@ -112,7 +127,7 @@ def create_app(
         cache = PredictionCache(
             redis_conn,
             metrics,
-            ttl_s=settings.cache_ttl_seconds,  # type: ignore[arg-type]
+            ttl_s=settings.cache_ttl_seconds,
             timeout_s=settings.cache_timeout_seconds,
             retry_after_s=settings.cache_retry_after_seconds,
         )
@@ -123,13 +138,14 @@ def create_app(
             batch_size=settings.publish_batch_size,
             retry_max_s=settings.publish_retry_max_seconds,
             ack_timeout_s=settings.publish_ack_timeout_seconds,
+            drain_timeout_s=settings.publish_drain_seconds,
         )
         reloader = Reloader(
             holder,
             model_source,
             metrics,
             alias=settings.model_alias,
-            consumer_factory=make_consumer,  # type: ignore[arg-type]
+            consumer_factory=make_consumer,
             check_interval_s=settings.alias_check_interval_seconds,
             retry_initial_s=settings.load_retry_initial_seconds,
             retry_max_s=settings.load_retry_max_seconds,
@@ -170,5 +186,6 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(api_router)
+    app.include_router(metrics_router(lambda request: metrics.registry))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -11,7 +11,8 @@ nothing a client sends can produce a 500 or a traceback::
      ├── ModelNotReady              503: no champion loaded yet (nginx tries another replica)
      └── ModelLoadError             a version could not be fetched or does not fit the schema
 
-Body shape of every error answer::
+Every answer uses the one error body of all driftloop services
+(:mod:`driftloop_service.http_errors`)::
 
     {"error": "invalid_input",
      "message": "average_rooms: greater_than_equal: Input should be greater than or equal to 0.1",
@@ -22,51 +23,28 @@ Body shape of every error answer::
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
-from typing import Any
 
-import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
-log = structlog.get_logger(__name__)
+from driftloop_service import BODY, ApiError, FieldProblem, problems_from_errors
 
-#: Field name used when the problem is the body as a whole (empty, not JSON, not an object).
-BODY = "body"
-
-
-@dataclass(frozen=True)
-class FieldProblem:
-    """One broken rule: which field (dotted path), which rule (a stable code), and why."""
-
-    field: str
-    rule: str
-    message: str
-
-    def render(self) -> str:
-        return f"{self.field}: {self.rule}: {self.message}"
+__all__ = [
+    "BODY",
+    "ClientDisconnected",
+    "ClientError",
+    "FieldProblem",
+    "InvalidInput",
+    "ModelApiError",
+    "ModelLoadError",
+    "ModelNotReady",
+    "PayloadTooLarge",
+    "UnsupportedMediaType",
+    "problems_from_errors",
+]
 
 
-class ModelApiError(Exception):
-    """Base of every error the model API raises on purpose."""
-
-    status_code = 500
-    code = "internal_error"
-
-    def __init__(self, message: str, problems: Iterable[FieldProblem] = ()) -> None:
-        super().__init__(message)
-        self.message = message
-        self.problems = tuple(problems)
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "error": self.code,
-            "message": self.message,
-            "detail": [asdict(p) for p in self.problems],
-        }
+class ModelApiError(ApiError):
+    """Base of every error the model API raises on purpose (answered in the shared shape)."""
 
 
 class ClientError(ModelApiError):
@@ -136,6 +114,7 @@ class ModelNotReady(ModelApiError):
 
     status_code = 503
     code = "model_not_ready"
+    headers = {"Retry-After": "1"}
 
     def __init__(self) -> None:
         super().__init__("no model is loaded yet; try again shortly")
@@ -145,64 +124,3 @@ class ModelLoadError(ModelApiError):
     """A model version could not be fetched, deserialised, or does not take our features."""
 
     code = "model_load_error"
-
-
-def _field_path(loc: Iterable[Any], prefix: str) -> str:
-    parts = [str(p) for p in loc if p != "body"]
-    if prefix:
-        parts.insert(0, prefix)
-    return ".".join(parts) or BODY
-
-
-def problems_from_errors(errors: Iterable[Any], prefix: str = "") -> list[FieldProblem]:
-    return [
-        FieldProblem(
-            _field_path(err.get("loc", ()), prefix),
-            str(err.get("type", "invalid")),
-            str(err.get("msg", "invalid value")),
-        )
-        for err in errors
-    ]
-
-
-def _json(exc: ModelApiError) -> JSONResponse:
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
-    return JSONResponse(exc.body(), status_code=exc.status_code, headers=headers)
-
-
-async def _handle_model_api_error(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ModelApiError)
-    return _json(exc)
-
-
-async def _handle_request_validation(_: Request, exc: Exception) -> JSONResponse:
-    # FastAPI's own validation (query/path/header parameters): same shape as ours.
-    assert isinstance(exc, RequestValidationError)
-    return _json(InvalidInput(problems_from_errors(exc.errors())))
-
-
-async def _handle_http_exception(_: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, StarletteHTTPException)
-    body = {"error": "http_error", "message": str(exc.detail), "detail": []}
-    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
-
-
-async def _handle_unexpected(request: Request, exc: Exception) -> JSONResponse:
-    # A bug, not bad input: log it with the request id, answer without a traceback.
-    log.error(
-        "unhandled_error",
-        path=request.url.path,
-        request_id=request.headers.get("x-request-id"),
-        exc_info=exc,
-    )
-    return JSONResponse(
-        {"error": "internal_error", "message": "internal error", "detail": []}, status_code=500
-    )
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Register the handlers; called once by :func:`driftloop_model_api.app.create_app`."""
-    app.add_exception_handler(ModelApiError, _handle_model_api_error)
-    app.add_exception_handler(RequestValidationError, _handle_request_validation)
-    app.add_exception_handler(StarletteHTTPException, _handle_http_exception)
-    app.add_exception_handler(Exception, _handle_unexpected)

@@ -1,6 +1,7 @@
 """Prometheus metrics of one replica; the names are the ones the monitoring config reads.
 
-Each app builds its own :class:`Metrics` on its own registry (tests build many apps). Every
+Each app builds its own :class:`Metrics` on its own registry
+(:func:`driftloop_service.new_registry`; tests build many apps). Every
 series carries ``replica``, so several replicas scraped into one Prometheus stay apart.
 """
 
@@ -9,23 +10,14 @@ from __future__ import annotations
 from time import perf_counter
 from typing import Any
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from driftloop_service import RetryCounter, new_registry
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: USD; the training data is capped at 500,001.
 PREDICTION_BUCKETS = tuple(float(v) for v in range(50_000, 650_001, 50_000))
-
-# ``*_created`` series double the exposition size and nothing here reads them.
-disable_created_metrics()
 
 
 class Metrics:
@@ -33,10 +25,10 @@ class Metrics:
 
     def __init__(self, replica_id: str, registry: CollectorRegistry | None = None) -> None:
         self.replica_id = replica_id
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.registry = registry or new_registry()
         r = self.registry
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
+        #: ``driftloop_retries_total{replica,operation}``: one hook per retried operation.
+        self.retries = RetryCounter(r, {"replica": replica_id})
         self._http_requests = Counter(
             "driftloop_http_requests_total",
             "HTTP requests answered, by route template and status",

@@ -12,7 +12,8 @@ Delivery policy (documented in the service README):
   the buffer, in order. The producer is then *aborted*: its internal retries are abandoned, so
   it never re-sends old batches into a broker that restarted empty (Tansu acknowledges records
   sent to a topic that does not exist yet and then loses them). A fresh producer is started
-  with capped exponential backoff, and only once the broker lists every topic it must write to
+  with capped exponential backoff (:func:`driftloop_service.retrying`, counted in
+  ``driftloop_retries_total{operation="publish"}``), and only once the broker lists every topic it must write to
   (checked with an all-topics metadata request, which cannot auto-create them).
 * **Drop**: the buffer holds at most ``buffer_size`` waiting events (plus one batch in flight).
   When full, the **oldest** waiting event is dropped and counted in
@@ -37,6 +38,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import structlog
+
+from driftloop_service import Backoff, RetryStopped, retrying
 
 from .metrics import Metrics
 
@@ -187,8 +190,7 @@ class EventPublisher:
         self._metrics = metrics
         self._capacity = buffer_size
         self._batch_size = batch_size
-        self._retry_initial = retry_initial_s
-        self._retry_max = retry_max_s
+        self._backoff = Backoff(retry_initial_s, retry_max_s)
         self._ack_timeout = ack_timeout_s
         self._drain_timeout = drain_timeout_s
         self._buffer: deque[OutgoingEvent] = deque()
@@ -196,7 +198,8 @@ class EventPublisher:
         self._wakeup = asyncio.Event()
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._stopping = asyncio.Event()
+        self._failures = 0
         self.connected = False
         self.last_error: str | None = None
 
@@ -204,7 +207,7 @@ class EventPublisher:
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
         """Accept one event; never blocks, never raises. Drops the oldest if the buffer is full."""
-        if self._stopping:
+        if self._stopping.is_set():
             self._metrics.dropped(topic)
             return
         buffer = self._buffer
@@ -226,7 +229,7 @@ class EventPublisher:
 
     async def stop(self) -> None:
         """Drain for up to ``drain_timeout_s``, then count what is left as dropped."""
-        self._stopping = True
+        self._stopping.set()
         self._wakeup.set()
         if self._task is not None:
             with contextlib.suppress(TimeoutError, asyncio.CancelledError):
@@ -247,42 +250,63 @@ class EventPublisher:
     # --- sender ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        failures = 0
+        policy = retrying(
+            backoff=self._backoff,
+            retry_on=_DeliveryFailed,
+            stopping=self._stopping,
+            on_retry=self._delivery_failed,
+        )
         while True:
             if not self._buffer:
-                if self._stopping:
+                if self._stopping.is_set():
                     return
                 self._wakeup.clear()
                 await self._wakeup.wait()
                 continue
             try:
-                producer = await self._ensure_producer()
-            except Exception as exc:
-                failures += 1
-                await self._backoff(failures, f"producer start failed: {exc}")
-                continue
-            batch = [
-                self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))
-            ]
-            self._in_flight = len(batch)
-            try:
-                failed = await self._deliver(producer, batch)
-            except asyncio.CancelledError:
-                # Unconfirmed: back in the buffer, where stop() counts them as dropped.
-                self._requeue(batch)
-                raise
-            finally:
-                self._in_flight = 0
-            if failed:
-                self._requeue(failed)
-                failures += 1
-                await self._close_producer(abort=True)
-                await self._backoff(failures, self.last_error or "delivery failed")
-            else:
-                if failures:
-                    log.info("event_delivery_recovered", after_failures=failures)
-                failures = 0
+                await policy(self._send_next_batch)
+            except RetryStopped:
+                # Shutting down with the broker away: stop() counts the rest as dropped.
+                return
+            if self._failures:
+                log.info("event_delivery_recovered", after_failures=self._failures)
+                self._failures = 0
             self._update_gauge()
+
+    async def _send_next_batch(self) -> None:
+        """Deliver the oldest batch; on failure put it back and raise :class:`_DeliveryFailed`."""
+        try:
+            producer = await self._ensure_producer()
+        except Exception as exc:
+            raise _DeliveryFailed(f"producer start failed: {exc}") from exc
+        batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
+        self._in_flight = len(batch)
+        try:
+            failed = await self._deliver(producer, batch)
+        except asyncio.CancelledError:
+            # Unconfirmed: back in the buffer, where stop() counts them as dropped.
+            self._requeue(batch)
+            raise
+        finally:
+            self._in_flight = 0
+        if failed:
+            self._requeue(failed)
+            await self._close_producer(abort=True)
+            self._update_gauge()
+            raise _DeliveryFailed(self.last_error or "delivery failed")
+
+    def _delivery_failed(self, attempt: int, error: BaseException, delay: float) -> None:
+        self._failures = attempt
+        self._metrics.retries.hook("publish")(attempt, error, delay)
+        self.connected = False
+        self.last_error = str(error)
+        log.warning(
+            "event_delivery_failed",
+            reason=self.last_error,
+            buffered=self.buffered,
+            retry_in_s=round(delay, 2),
+            consecutive_failures=attempt,
+        )
 
     async def _deliver(self, producer: Producer, batch: list[OutgoingEvent]) -> list[OutgoingEvent]:
         """Send a batch and wait for its acks; returns the events that were not acknowledged."""
@@ -345,24 +369,12 @@ class EventPublisher:
             else:
                 await asyncio.wait_for(producer.stop(), 5)
 
-    async def _backoff(self, failures: int, reason: str) -> None:
-        self.connected = False
-        self.last_error = reason
-        delay = min(self._retry_max, self._retry_initial * 2 ** min(failures - 1, 16))
-        log.warning(
-            "event_delivery_failed",
-            reason=reason,
-            buffered=self.buffered,
-            retry_in_s=round(delay, 2),
-            consecutive_failures=failures,
-        )
-        if self._stopping:
-            # Shutting down with the broker away: give up now, stop() counts the rest as dropped.
-            raise asyncio.CancelledError
-        await asyncio.sleep(delay)
-
     def _update_gauge(self) -> None:
         self._metrics.events_buffered.set(self.buffered)
+
+
+class _DeliveryFailed(Exception):
+    """A batch (or the producer start) failed; its events are back in the buffer."""
 
 
 def _retrieve(future: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from driftloop_contracts import EXAMPLE_FEATURES, TARGET_SCALE_USD, HouseFeatures
+from driftloop_service import ErrorBody
 
 #: Request ids we accept from clients (and nginx): printable, header-safe, bounded.
 REQUEST_ID_PATTERN = r"^[A-Za-z0-9._:\-]{1,128}$"
@@ -97,25 +98,11 @@ class ModelInfoResponse(BaseModel):
     replica_id: str
 
 
-class ErrorDetail(BaseModel):
-    field: str
-    rule: str
-    message: str
-
-
-class ErrorResponse(BaseModel):
-    """Every 4xx/5xx body: ``message`` names the field and the rule."""
-
-    error: str
-    message: str
-    detail: list[ErrorDetail]
-
-
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    413: {"model": ErrorResponse, "description": "body over the size limit"},
-    415: {"model": ErrorResponse, "description": "body is not JSON"},
-    422: {"model": ErrorResponse, "description": "a field breaks a rule; the message names it"},
-    503: {"model": ErrorResponse, "description": "no model loaded yet"},
+    413: {"model": ErrorBody, "description": "body over the size limit"},
+    415: {"model": ErrorBody, "description": "body is not JSON"},
+    422: {"model": ErrorBody, "description": "a field breaks a rule; the message names it"},
+    503: {"model": ErrorBody, "description": "no model loaded yet"},
 }
 
 

@@ -54,6 +54,9 @@ class ModelApiSettings(BaseSettings):
     publish_retry_max_seconds: float = Field(default=5.0, gt=0)
     #: A batch not acknowledged this fast counts as failed; the producer is rebuilt.
     publish_ack_timeout_seconds: float = Field(default=2.0, gt=0)
+    #: On shutdown, how long buffered events may take to be acknowledged before they count
+    #: as dropped (part of the shutdown grace below).
+    publish_drain_seconds: float = Field(default=5.0, ge=0)
     #: Session timeout of the model-events consumer (Tansu joins wait about half of it).
     kafka_session_timeout_ms: int = Field(default=6_000, ge=1_000)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
-from .. import metrics
 from ..decisions import Decision
 from ..deps import AlertmanagerBody, BridgeDep, GrafanaBody
 from ..errors import PayloadError
@@ -38,7 +37,7 @@ async def _handle(bridge: BridgeDep, source: Source, body: bytes) -> WebhookResp
     try:
         alerts = parse(body)
     except PayloadError:
-        metrics.DECISIONS.labels(source=source, decision="invalid").inc()
+        bridge.metrics.decided(source, "invalid")
         raise
     decisions = await bridge.dispatcher.handle(source, alerts)
     return WebhookResponse(source=source, alerts=len(alerts), decisions=decisions)

@@ -25,12 +25,13 @@ A Grafana panel's query, e.g.::
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Iterable
 
 import httpx
 import structlog
+
+from driftloop_service import Backoff, RetryHook, retrying
 
 from ..drift import DriftDecision
 from ..errors import InfluxWriteError
@@ -125,6 +126,8 @@ class InfluxSink:
         batch_lines: int = 5_000,
         attempts: int = 3,
         retry_initial_s: float = 0.2,
+        retry_max_s: float = 5.0,
+        on_retry: RetryHook | None = None,
     ) -> None:
         self._url = url.rstrip("/")
         self._db = db
@@ -132,7 +135,8 @@ class InfluxSink:
         self._own_client = client is None
         self._batch = batch_lines
         self._attempts = attempts
-        self._retry_initial = retry_initial_s
+        self._backoff = Backoff(retry_initial_s, retry_max_s)
+        self._on_retry = on_retry
         self._db_ready = False
 
     async def close(self) -> None:
@@ -156,8 +160,9 @@ class InfluxSink:
     async def write(self, lines: Iterable[str]) -> int:
         """Write all lines (in chunks); returns how many were accepted.
 
-        Transient failures (connection, 5xx, timeouts) are retried ``attempts`` times and then
-        raised as :class:`InfluxWriteError` (the caller keeps the batch and retries later). A
+        Transient failures (connection, 5xx, timeouts) are tried ``attempts`` times with the
+        shared backoff (:func:`driftloop_service.retrying`) and then raised as
+        :class:`InfluxWriteError` (the caller keeps the batch and retries later). A
         400 means the lines themselves are bad: logged and dropped, never retried forever.
         """
         batch = [line for line in lines if line]
@@ -172,27 +177,35 @@ class InfluxSink:
         return written
 
     async def _write_chunk(self, body: bytes) -> int:
+        policy = retrying(
+            backoff=self._backoff,
+            attempts=self._attempts,
+            retry_on=_Transient,
+            on_retry=self._on_retry,
+        )
+        try:
+            return await policy(self._post_chunk, body)
+        except _Transient as exc:
+            raise InfluxWriteError(f"InfluxDB write to {self._url} failed: {exc}") from None
+
+    async def _post_chunk(self, body: bytes) -> int:
+        """One ``/write``: the number of lines accepted, or :class:`_Transient` to try again."""
         params = {"db": self._db, "precision": "ns"}
-        delay = self._retry_initial
-        last: str = ""
-        for attempt in range(1, self._attempts + 1):
-            try:
-                r = await self._client.post(f"{self._url}/write", params=params, content=body)
-            except httpx.HTTPError as exc:
-                last = repr(exc)
-            else:
-                if r.status_code in (200, 204):
-                    return body.count(b"\n") + 1
-                if r.status_code == 404 and "database not found" in r.text:
-                    self._db_ready = False
-                    await self.ensure_database()
-                    last = "database not found (created)"
-                elif r.status_code == 400:
-                    log.error("influx_lines_rejected", status=400, body=r.text[:300])
-                    return 0
-                else:
-                    last = f"HTTP {r.status_code}: {r.text[:200]}"
-            if attempt < self._attempts:
-                await asyncio.sleep(delay)
-                delay *= 2
-        raise InfluxWriteError(f"InfluxDB write to {self._url} failed: {last}")
+        try:
+            r = await self._client.post(f"{self._url}/write", params=params, content=body)
+        except httpx.HTTPError as exc:
+            raise _Transient(repr(exc)) from exc
+        if r.status_code in (200, 204):
+            return body.count(b"\n") + 1
+        if r.status_code == 404 and "database not found" in r.text:
+            self._db_ready = False
+            await self.ensure_database()  # InfluxWriteError if it cannot: not retried here
+            raise _Transient("database not found (created)")
+        if r.status_code == 400:
+            log.error("influx_lines_rejected", status=400, body=r.text[:300])
+            return 0
+        raise _Transient(f"HTTP {r.status_code}: {r.text[:200]}")
+
+
+class _Transient(Exception):
+    """A failed ``/write`` worth another try (connection, timeout, 5xx, database missing)."""

@@ -1,6 +1,7 @@
 """Prometheus sink: every series ``/metrics`` shows; names are the ones the alert rules read.
 
-Each app builds its own :class:`ConsumerMetrics` on its own registry (tests build many apps).
+Each app builds its own :class:`ConsumerMetrics` on its own registry
+(:func:`driftloop_service.new_registry`; tests build many apps).
 Drift gauges carry ``model_version``; when the champion changes the previous version's drift
 and online-error series are removed, so an alert on the old baseline resolves instead of
 sticking at its last value.
@@ -13,32 +14,24 @@ sticking at its last value.
 
 from __future__ import annotations
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    PlatformCollector,
-    ProcessCollector,
-    disable_created_metrics,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from driftloop_contracts.thresholds import ThresholdSet
+from driftloop_service import RetryCounter, new_registry
 
 from ..drift import DriftDecision
 from ..feedback_join import ErrorSummary
 from ..windows import ClosedWindow
-
-disable_created_metrics()
 
 
 class ConsumerMetrics:
     """All series of one drift-consumer instance."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry(auto_describe=True)
+        self.registry = registry or new_registry()
         r = self.registry
-        ProcessCollector(registry=r)
-        PlatformCollector(registry=r)
+        #: ``driftloop_retries_total{operation}``: hooks for the retry helper.
+        self.retries = RetryCounter(r)
         self.drift_value = Gauge(
             "driftloop_drift_value",
             "Drift statistic of the latest closed window vs the champion's reference",

@@ -1,4 +1,4 @@
-"""Liveness, readiness and the Prometheus endpoint.
+"""``/health/live`` and ``/health/ready`` in the shared vocabulary (:mod:`driftloop_service.health`).
 
 Ready means "a model is loaded": Kafka and Redis outages degrade (events wait in the buffer,
 the cache is bypassed) but never stop predictions, so they show in the details, not the status.
@@ -6,48 +6,41 @@ the cache is bypassed) but never stop predictions, so they show in the details, 
 
 from __future__ import annotations
 
-from typing import Any
+from fastapi import Request
 
-from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from driftloop_service import Readiness, health_router
 
-from ..deps import RuntimeDep
-
-router = APIRouter(tags=["health"])
+from ..deps import get_runtime
 
 
-@router.get("/health/live")
-async def live() -> dict[str, str]:
-    """The process answers (supervisors restart it otherwise)."""
-    return {"status": "alive"}
-
-
-@router.get("/health/ready", responses={503: {"description": "no model loaded yet"}})
-async def ready(runtime: RuntimeDep) -> JSONResponse:
-    """200 with a model loaded, 503 before; details on the broker and the cache."""
+async def readiness(request: Request) -> Readiness:
+    """Not ready until a champion is loaded; details on the broker and the cache."""
+    runtime = get_runtime(request)
     model = runtime.service.holder.current
     cache = runtime.service.cache
-    body: dict[str, Any] = {
-        "status": "ready" if model else "loading",
-        "replica_id": runtime.settings.replica_id,
-        "model_version": model.version if model else None,
-        "model_error": runtime.reloader.last_error,
-        "events": {
-            "connected": runtime.publisher.connected,
-            "buffered": runtime.publisher.buffered,
-            "last_error": runtime.publisher.last_error,
+    problems = []
+    if model is None:
+        error = runtime.reloader.last_error
+        problems.append("no model loaded yet" + (f" ({error})" if error else ""))
+    return Readiness(
+        problems,
+        {
+            "replica_id": runtime.settings.replica_id,
+            "model_version": model.version if model else None,
+            "model_error": runtime.reloader.last_error,
+            "events": {
+                "connected": runtime.publisher.connected,
+                "buffered": runtime.publisher.buffered,
+                "last_error": runtime.publisher.last_error,
+            },
+            "model_events_consumer": runtime.reloader.consumer_connected,
+            "cache": {
+                "enabled": cache.enabled,
+                "available": cache.available,
+                "last_error": cache.last_error,
+            },
         },
-        "model_events_consumer": runtime.reloader.consumer_connected,
-        "cache": {
-            "enabled": cache.enabled,
-            "available": cache.available,
-            "last_error": cache.last_error,
-        },
-    }
-    return JSONResponse(body, status_code=200 if model else 503)
+    )
 
 
-@router.get("/metrics", include_in_schema=False)
-async def metrics(runtime: RuntimeDep) -> Response:
-    return Response(generate_latest(runtime.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+router = health_router(readiness)

@@ -1,0 +1,60 @@
+"""The service skeleton every driftloop service shares, written once.
+
+* :mod:`.retry` — the one retry policy (tenacity ``AsyncRetrying``, stop-aware, counted).
+* :mod:`.subscriber` — the one ``model-events`` subscriber (with log-reset handling).
+* :mod:`.http_errors` — the one error body ``{error, message, detail: [{field, rule, message}]}``.
+* :mod:`.health` — ``/health/live`` and ``/health/ready`` with one vocabulary.
+* :mod:`.metrics` — per-instance Prometheus registries, ``/metrics``, the retry counter.
+* :mod:`.server` — settings-or-exit, uvicorn with the shutdown grace from settings.
+"""
+
+from .health import LiveBody, Readiness, ReadyBody, health_router
+from .http_errors import (
+    BODY,
+    ApiError,
+    ErrorBody,
+    FieldProblem,
+    ProblemDetail,
+    error_body,
+    error_response,
+    install_error_handlers,
+    invalid_input_response,
+    problems_from_errors,
+    validation_problems,
+)
+from .metrics import RetryCounter, metrics_router, new_registry
+from .retry import Backoff, RetryHook, RetryStopped, retrying, wait_or_stop
+from .server import serve, settings_or_exit, stop_tasks
+from .subscriber import ModelEventsConsumer, ModelEventsSubscriber, model_events_consumer_factory
+
+__all__ = [
+    "BODY",
+    "ApiError",
+    "Backoff",
+    "ErrorBody",
+    "FieldProblem",
+    "LiveBody",
+    "ModelEventsConsumer",
+    "ModelEventsSubscriber",
+    "ProblemDetail",
+    "Readiness",
+    "ReadyBody",
+    "RetryCounter",
+    "RetryHook",
+    "RetryStopped",
+    "error_body",
+    "error_response",
+    "health_router",
+    "install_error_handlers",
+    "invalid_input_response",
+    "metrics_router",
+    "model_events_consumer_factory",
+    "new_registry",
+    "problems_from_errors",
+    "retrying",
+    "serve",
+    "settings_or_exit",
+    "stop_tasks",
+    "validation_problems",
+    "wait_or_stop",
+]
