@@ -488,8 +488,8 @@ def test_cache_hit_then_recompute_after_promotion(
 
 
 def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -> None:
-    """Kafka stopped: predictions still succeed at normal latency (p95 within 2x + 50 ms of
-    before) while events pile up in the buffers. Kafka back (topics recreated): every event of
+    """Kafka stopped: predictions still succeed, none waiting on the broker, while events pile
+    up in the buffers. Kafka back (topics recreated): every event of
     the outage is on ``predictions``, and on each replica published + dropped (+ still
     buffered) equals the predictions it served, read from one scrape (other traffic may be
     flowing, so a few requests may sit between publishing their event and being counted)."""
@@ -540,7 +540,10 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
     try:
         outage, outage_ids = timed_requests(300, f"outage-{uuid.uuid4().hex[:8]}")
         print(f"outage: p95 {p95(outage) * 1000:.1f} ms vs {p95(baseline) * 1000:.1f} ms before")
-        assert p95(outage) <= 2 * p95(baseline) + 0.05, (p95(outage), p95(baseline))
+        # A request that waited on the broker would take the publisher's ack timeout (2 s) or
+        # the producer's request timeout (5 s); the latency figures themselves are measured by
+        # bench/bench_serving.py, not asserted here (they depend on the machine's load).
+        assert max(outage) < 1.0, f"a request waited on the stopped broker: {max(outage):.2f}s"
         assert metric_sum(urls, "driftloop_events_buffered") > 0
     finally:
         stack.start("kafka")

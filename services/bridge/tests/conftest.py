@@ -18,7 +18,9 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from driftloop_bridge.app import create_app
 from driftloop_bridge.errors import TriggerRejected, TriggerUnavailable
@@ -101,8 +103,9 @@ def redis_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    # The socket file appears before Redis accepts connections: wait for a PING.
     deadline = time.monotonic() + 10
-    while not sock.exists():
+    while not _answers_ping(sock):
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
             pytest.fail("redis-server did not start")
@@ -110,6 +113,15 @@ def redis_socket(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield sock
     proc.terminate()
     proc.wait(timeout=10)
+
+
+def _answers_ping(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    try:
+        return bool(SyncRedis(unix_socket_path=str(sock), socket_timeout=1).ping())
+    except RedisError:
+        return False
 
 
 @pytest.fixture

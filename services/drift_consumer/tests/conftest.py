@@ -202,6 +202,9 @@ class FakeLog:
     records: dict[TopicPartition, list[Record]] = field(default_factory=dict)
     committed: dict[TopicPartition, int] = field(default_factory=dict)
     commits: list[dict[TopicPartition, int]] = field(default_factory=list)
+    #: Offsets acknowledged but not stored yet: a fetch skips them and reads on, as Tansu's
+    #: memory storage does when two producers append to one partition at once.
+    unstored: set[tuple[TopicPartition, int]] = field(default_factory=set)
 
     def append(self, topic: str, partition: int, value: bytes | None) -> Record:
         tp = TopicPartition(topic, partition)
@@ -230,6 +233,7 @@ class FakeConsumer:
         self.position: dict[TopicPartition, int] = {}
         self.fail_commits = False
         self.stopped = False
+        self.seeks: list[tuple[TopicPartition, int]] = []
 
     def subscribe(self, topics: list[str], listener: Any = None) -> None:
         self.listener = listener
@@ -258,11 +262,17 @@ class FakeConsumer:
             start = self.position[tp]
             chunk = records[start : start + self.batch_by_topic.get(tp.topic, self.batch)]
             if chunk:
-                out[tp] = chunk
                 self.position[tp] = start + len(chunk)
+                chunk = [r for r in chunk if (tp, r.offset) not in self.log.unstored]
+            if chunk:
+                out[tp] = chunk
         if not out:
             await asyncio.sleep(min(timeout_ms, 20) / 1000)
         return out
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        self.seeks.append((tp, offset))
+        self.position[tp] = offset
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if self.fail_commits:

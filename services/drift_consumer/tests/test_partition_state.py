@@ -117,3 +117,72 @@ def test_feedback_waits_while_the_predictions_partition_is_behind(
     s.read(P0, records(P0, range(5, 10)))
     assert s.predictions_settled(0, consumer)(T0 + timedelta(days=1))  # caught up
     assert s.predictions_settled(1, consumer)(T0 + timedelta(days=1))  # not ours
+
+
+# --- gaps: a fetch that skipped an offset (Tansu stores a batch after it reserved its offset) ---
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def gap_state(clock: Clock) -> PartitionState:
+    windows = WindowManager(WindowPolicy(10, 0.0, 10), None)
+    return PartitionState(
+        windows,
+        predictions_topic="predictions",
+        feedback_topic="feedback",
+        gap_patience_s=5.0,
+        clock=clock,
+    )
+
+
+def test_a_fetch_without_gaps_is_taken_whole() -> None:
+    s = gap_state(Clock())
+    s.assign(F0, committed=3, logged_through=None)
+    check = s.gap_free(F0, records(F0, range(3, 8)))
+    assert [r.offset for r in check.records] == [3, 4, 5, 6, 7]
+    assert check.refetch_from is None and not check.new_gap and not check.accepted_gap
+
+
+def test_a_skipped_offset_stops_the_fetch_there_and_is_read_again() -> None:
+    clock = Clock()
+    s = gap_state(clock)
+    s.read(F0, records(F0, range(0, 4)))  # next offset: 4
+    fetched = records(F0, [4, 5, 7, 8])  # 6 acknowledged but not yet stored
+    check = s.gap_free(F0, fetched)
+    assert [r.offset for r in check.records] == [4, 5]
+    assert check.refetch_from == 6 and check.new_gap
+    s.read(F0, check.records)
+    clock.now += 1.0
+    again = s.gap_free(F0, records(F0, [7, 8]))  # still missing: wait, counted once
+    assert again.records == [] and again.refetch_from == 6 and not again.new_gap
+    stored = s.gap_free(F0, records(F0, range(6, 9)))  # stored now: read on
+    assert [r.offset for r in stored.records] == [6, 7, 8] and stored.refetch_from is None
+
+
+def test_a_gap_outlasting_the_patience_is_read_past_and_reported() -> None:
+    clock = Clock()
+    s = gap_state(clock)
+    s.assign(P0, committed=10, logged_through=None)
+    assert s.gap_free(P0, records(P0, [11, 12])).refetch_from == 10
+    clock.now += 4.9
+    assert s.gap_free(P0, records(P0, [11, 12])).refetch_from == 10
+    clock.now += 0.2
+    past = s.gap_free(P0, records(P0, [11, 12]))
+    assert past.accepted_gap and [r.offset for r in past.records] == [11, 12]
+    s.read(P0, past.records)
+    assert s.gap_free(P0, records(P0, [13])).records  # and the partition reads on
+
+
+def test_without_a_known_position_the_fetch_itself_must_be_contiguous() -> None:
+    s = gap_state(Clock())
+    check = s.gap_free(P0, records(P0, [5, 6]))  # new group: starts wherever the log starts
+    assert [r.offset for r in check.records] == [5, 6] and check.refetch_from is None
+    other = gap_state(Clock())
+    check = other.gap_free(P0, records(P0, [0, 1, 3]))
+    assert [r.offset for r in check.records] == [0, 1] and check.refetch_from == 2

@@ -52,10 +52,8 @@ async def test_full_buffer_drops_the_oldest_and_counts_it() -> None:
         retry_max_s=0.02,
     )
     await publisher.start()
-    started = time.perf_counter()
-    for i in range(12):
+    for i in range(12):  # publish is synchronous: it cannot wait for the broker
         publisher.publish(TOPIC, str(i).encode(), b"v")
-    assert time.perf_counter() - started < 0.05  # publish never waits for the broker
     assert publisher.buffered == 5
     assert counts(metrics)["dropped"] == 7
     producer.fail_start = False

@@ -247,6 +247,24 @@ ALERTS: tuple[AlertSpec, ...] = (
         panel=(names.DRIFT_DASHBOARD_UID, 42),
     ),
     AlertSpec(
+        name="DriftConsumerRecordsLost",
+        uid="driftloop-drift-consumer-records-lost",
+        group="operations",
+        a=(
+            'sum by (topic) (increase(driftloop_fetch_gaps_total{outcome="lost"}[1h]))'
+            " or sum by (topic) (driftloop_consumer_lag_events) * 0"
+        ),
+        op=">",
+        b=0,
+        severity="critical",
+        summary_prometheus="The drift consumer read past missing {{ $labels.topic }} records",
+        summary_grafana="The drift consumer read past missing {{ $labels.topic }} records",
+        description="A fetch kept skipping an offset past the patience "
+        "(DRIFTLOOP_DRIFT_CONSUMER_FETCH_GAP_PATIENCE_SECONDS): those events never reached the "
+        "windows or the labelled-data log. See the consumer's fetch_gap_accepted_records_lost log.",
+        panel=(names.DRIFT_DASHBOARD_UID, 42),
+    ),
+    AlertSpec(
         name="KafkaPublishFailures",
         uid="driftloop-kafka-publish-failures",
         group="operations",

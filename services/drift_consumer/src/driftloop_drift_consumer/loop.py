@@ -98,6 +98,7 @@ class DriftLoop:
             windows,
             predictions_topic=settings.predictions_topic,
             feedback_topic=settings.feedback_topic,
+            gap_patience_s=settings.fetch_gap_patience_seconds,
         )
         self.sinks = Sinks(
             settings,
@@ -295,6 +296,30 @@ class DriftLoop:
         # 6. commit
         await self.committer.commit(consumer)
 
+    def _without_gaps(self, consumer: Any, tp: TopicPartition, records: list[Any]) -> list[Any]:
+        """The records before an offset the fetch skipped; the partition is read again from
+        there (see :meth:`PartitionState.gap_free` for why a fetch can skip one)."""
+        check = self.state.gap_free(tp, records)
+        if check.refetch_from is not None:
+            consumer.seek(tp, check.refetch_from)
+            if check.new_gap:
+                self.metrics.fetch_gaps.labels(tp.topic, "refetched").inc()
+                log.info(
+                    "fetch_skipped_offset_refetching",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    offset=check.refetch_from,
+                )
+        if check.accepted_gap:
+            self.metrics.fetch_gaps.labels(tp.topic, "lost").inc()
+            log.error(
+                "fetch_gap_accepted_records_lost",
+                topic=tp.topic,
+                partition=tp.partition,
+                patience_s=self.settings.fetch_gap_patience_seconds,
+            )
+        return check.records
+
     def _read(
         self, consumer: Any, batches: dict[TopicPartition, list[Any]]
     ) -> tuple[dict[int, list[DecodedPrediction]], dict[int, list[DecodedFeedback]]]:
@@ -305,6 +330,9 @@ class DriftLoop:
         for tp, records in batches.items():
             if tp not in assigned or not records:
                 continue  # revoked while the batch was in flight: the new owner replays it
+            records = self._without_gaps(consumer, tp, records)
+            if not records:
+                continue
             fresh = self.state.read(tp, records)
             if fresh:
                 self.metrics.events_consumed.labels(tp.topic).inc(fresh)

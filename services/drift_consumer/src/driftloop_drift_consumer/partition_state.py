@@ -10,10 +10,19 @@ that restarted its log) and the last window counted per ``(model version, partit
 
 Commit rule (see :meth:`offsets_to_commit`): a predictions partition up to the first offset of
 its open window, a feedback partition up to its first record not yet in the labelled log.
+
+Gaps (see :meth:`gap_free`): our topics are neither compacted nor transactional, so a fetch
+that jumps over an offset skipped a record. The local broker (Tansu 0.6, memory storage) does
+this when two producers append to one partition at once: it reserves offsets before it stores
+the batch, and a fetch in between returns the later batch without the earlier one. Reading on
+past it would lose that record for good (and commit past it), so the partition is read again
+from the missing offset; only a gap that outlasts ``gap_patience_s`` is accepted (an
+Apache Kafka log may hold one legitimately, e.g. a transaction marker), and counted.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -56,13 +65,37 @@ class WindowUpdate:
     newer_version_seen: bool = False
 
 
+@dataclass(frozen=True)
+class GapCheck:
+    """What :meth:`PartitionState.gap_free` found in one partition's fetch."""
+
+    #: The records to process now: all of them, or those before a gap.
+    records: list[RawRecord]
+    #: Read the partition again from here (the first missing offset), or ``None``.
+    refetch_from: int | None = None
+    #: True the first time a gap is seen (count it once, however often it is re-read).
+    new_gap: bool = False
+    #: True when a gap outlasted the patience and is read past (the missing records are lost).
+    accepted_gap: bool = False
+
+
 class PartitionState:
     """Per-partition state of the data consumer (one instance; the loop's lock guards it)."""
 
     def __init__(
-        self, windows: WindowManager, *, predictions_topic: str, feedback_topic: str
+        self,
+        windows: WindowManager,
+        *,
+        predictions_topic: str,
+        feedback_topic: str,
+        gap_patience_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.windows = windows
+        self.gap_patience_s = gap_patience_s
+        self._clock = clock
+        #: Per partition: the offset missing from a fetch and when it was first missed.
+        self._gaps: dict[TopicPartition, tuple[int, float]] = {}
         self.predictions_topic = predictions_topic
         self.feedback_topic = feedback_topic
         #: Next offset to read per partition (the last record handed to us + 1).
@@ -77,6 +110,26 @@ class PartitionState:
         self._windows_counted: dict[tuple[str, int], int] = {}
 
     # --- reading ------------------------------------------------------------------------
+
+    def gap_free(self, tp: TopicPartition, records: list[RawRecord]) -> GapCheck:
+        """The records of a fetch up to the first offset it skipped (see the module doc)."""
+        expected = self.next_offset.get(tp, self.committed.get(tp))
+        if expected is None and records:  # a new group: the log starts where the fetch does
+            expected = records[0].offset
+        for i, record in enumerate(records):
+            if record.offset > expected:
+                missing_since = self._gaps.get(tp)
+                now = self._clock()
+                if missing_since is None or missing_since[0] != expected:
+                    self._gaps[tp] = (expected, now)
+                    return GapCheck(records[:i], refetch_from=expected, new_gap=True)
+                if now - missing_since[1] < self.gap_patience_s:
+                    return GapCheck(records[:i], refetch_from=expected)
+                del self._gaps[tp]
+                return GapCheck(records, accepted_gap=True)
+            expected = max(expected or 0, record.offset + 1)
+        self._gaps.pop(tp, None)
+        return GapCheck(records)
 
     def read(self, tp: TopicPartition, records: list[RawRecord]) -> int:
         """Note that ``records`` were read; returns how many are read for the first time (a
@@ -205,6 +258,7 @@ class PartitionState:
     def forget(self, tps: set[TopicPartition]) -> None:
         """Drop what we hold for partitions that move (their new owner replays them)."""
         for tp in tps:
+            self._gaps.pop(tp, None)
             self.next_offset.pop(tp, None)
             self.committed.pop(tp, None)
             if tp.topic == self.predictions_topic:
@@ -219,3 +273,4 @@ class PartitionState:
         self.buffers.clear()
         self.next_offset.clear()
         self.committed.clear()
+        self._gaps.clear()

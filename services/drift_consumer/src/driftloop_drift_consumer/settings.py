@@ -54,6 +54,9 @@ class DriftConsumerSettings(BaseSettings):
     kafka_max_poll_interval_ms: int = Field(default=300_000, ge=10_000)
     max_poll_records: int = Field(default=2_000, ge=1)
     poll_timeout_ms: int = Field(default=500, ge=10)
+    #: How long a fetch may keep skipping the same offset before it is read past (and counted as
+    #: lost): the local broker stores a record a moment after it acknowledged it.
+    fetch_gap_patience_seconds: float = Field(default=10.0, gt=0)
 
     # --- windows and statistics -----------------------------------------------------------
     #: Tumbling window size per (partition, model version), in events.

@@ -80,6 +80,13 @@ class ConsumerMetrics:
             ["topic"],
             registry=r,
         )
+        self.fetch_gaps = Counter(
+            "driftloop_fetch_gaps_total",
+            "Fetches that skipped an offset: re-read from it (refetched), or read past it after "
+            "the patience ran out (lost: those records are missing)",
+            ["topic", "outcome"],
+            registry=r,
+        )
         self.events_invalid = Counter(
             "driftloop_events_invalid_total",
             "Records skipped as invalid, by reason",
