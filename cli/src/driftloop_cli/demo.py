@@ -107,10 +107,37 @@ def event_counts(s: StackSettings) -> dict[str, float]:
     }
 
 
+def _caught_up(counts: dict[str, float]) -> bool:
+    return (
+        counts["predictions_consumed"] == counts["predictions_published"]
+        and counts["feedback_consumed"] == counts["feedback_published"]
+        and counts["predictions_buffered"] == 0
+    )
+
+
+def quiet_counts(s: StackSettings, timeout_s: float = 60) -> dict[str, float]:
+    """The counters once nothing is in flight: two scrapes in a row agree and nothing is buffered.
+
+    A baseline taken while events are in flight skews this run's share: the consumer may count
+    an event before the replica that sent it has counted its acknowledgement.
+    """
+    deadline = time.monotonic() + timeout_s
+    previous = event_counts(s)
+    while True:
+        time.sleep(0.5)
+        now = event_counts(s)
+        if now == previous and now["predictions_buffered"] == 0:
+            return now
+        if time.monotonic() > deadline:
+            return now  # still busy (someone else's traffic): the best baseline there is
+        previous = now
+
+
 def wait_consumed(
     s: StackSettings, baseline: dict[str, float], timeout_s: float = 60
 ) -> dict[str, float]:
-    """Poll until the consumer has seen every event published since ``baseline`` (or time is up)."""
+    """Poll until the consumer has counted exactly the events published since ``baseline`` and
+    nothing is buffered (or time is up: the counts then show what is missing or extra)."""
     deadline = time.monotonic() + timeout_s
     while True:
         now = event_counts(s)
@@ -118,12 +145,7 @@ def wait_consumed(
             k: v - baseline.get(k, 0.0) if k != "predictions_buffered" else v
             for k, v in now.items()
         }
-        caught_up = (
-            counts["predictions_consumed"] >= counts["predictions_published"]
-            and counts["feedback_consumed"] >= counts["feedback_published"]
-            and counts["predictions_buffered"] == 0
-        )
-        if caught_up or time.monotonic() > deadline:
+        if _caught_up(counts) or time.monotonic() > deadline:
             return counts
         time.sleep(0.5)
 
@@ -143,7 +165,7 @@ def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
     wait_replicas_ready(ep, printer)
     report_dir = opts.report_dir or s.state_dir / "demo" / time.strftime("%Y%m%dT%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
-    baseline = event_counts(s)  # counters are cumulative: the summary reports this run's share
+    baseline = quiet_counts(s)  # counters are cumulative: the summary reports this run's share
     started = time.time()
     log = (report_dir / "locust.log").open("w")
     proc = subprocess.Popen(
