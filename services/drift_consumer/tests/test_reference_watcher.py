@@ -81,6 +81,48 @@ async def test_consuming_may_start_while_mlflow_is_down(
     await asyncio.wait_for(task, 5)
 
 
+async def test_a_requested_check_cuts_a_start_up_wait_short(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    class Flaky(FakeSource):
+        down = True
+
+        def champion(self) -> VersionRef:
+            if self.down:
+                raise ConnectionError("mlflow down")
+            return super().champion()
+
+    source = Flaky({"1": reference.profile})
+    applied: list[str] = []
+    waits: list[float] = []
+
+    async def apply(loaded: LoadedReference) -> None:
+        applied.append(loaded.version)
+
+    def retried(attempt: int, error: BaseException, delay: float) -> None:
+        waits.append(delay)
+        if attempt == 2:  # the coming wait is 2 s: a promotion is announced meanwhile
+            source.down = False
+            watcher.request_check()
+
+    stopping = asyncio.Event()
+    watcher = ReferenceWatcher(
+        ReferenceManager(source, tmp_path),
+        settings=DriftConsumerSettings(state_dir=tmp_path, reference_retry_max_seconds=60),
+        stopping=stopping,
+        apply=apply,
+        on_retry=retried,
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.create_task(watcher.run())
+    await until(lambda: applied == ["1"])
+    assert waits == [1.0, 2.0]
+    assert loop.time() - started < 1.0 + 2.0  # the second wait did not run out
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
 class FakeEventsConsumer:
     """Hands out its records once; fails ``start`` while ``fail_start`` is positive."""
 
