@@ -411,7 +411,7 @@ def service_metric_names() -> set[str]:
     from prometheus_client import CollectorRegistry
 
     from driftloop_bridge.metrics import BridgeMetrics
-    from driftloop_drift_consumer.sinks.prometheus import ConsumerMetrics
+    from driftloop_drift_consumer.metrics import ConsumerMetrics
     from driftloop_model_api.metrics import Metrics
 
     out: set[str] = set()

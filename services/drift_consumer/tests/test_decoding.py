@@ -7,17 +7,16 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from driftloop_contracts import MODEL_NAME, ModelPromoted
+from driftloop_contracts import MODEL_NAME
 from driftloop_drift_consumer.decoding import (
     DecodedPrediction,
     Invalid,
     decode_feedback,
-    decode_model_event,
     decode_prediction,
     decode_predictions,
 )
 
-from .conftest import T0, Record, feedback_event, prediction_event
+from .conftest import Record, feedback_event, prediction_event
 
 ROW = [3.0, 20.0, 5.0, 1.0, 900.0, 3.0, 37.0, -122.0, 210_000.0]
 
@@ -82,12 +81,3 @@ def test_invalid_feedback_keeps_its_place() -> None:
     decoded, invalid = decode_feedback(records)
     assert [(d.offset, d.event is None) for d in decoded] == [(5, False), (6, True)]
     assert [(i.offset, i.reason) for i in invalid] == [(6, "malformed")]
-
-
-def test_model_events_decode_to_a_promotion() -> None:
-    event = ModelPromoted(
-        model_name=MODEL_NAME, version="3", run_id="r3", timestamp=T0, reason="retrained"
-    )
-    assert decode_model_event(record(event.to_bytes())) == event
-    bad = decode_model_event(record(b"[]", 9))
-    assert isinstance(bad, Invalid) and (bad.offset, bad.reason) == (9, "malformed")

@@ -22,11 +22,11 @@ from aiokafka.structs import TopicPartition
 from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
 from driftloop_drift_consumer.feedback_join import JoinStore
 from driftloop_drift_consumer.loop import DriftLoop
+from driftloop_drift_consumer.metrics import ConsumerMetrics
 from driftloop_drift_consumer.reference import ReferenceManager, VersionRef
 from driftloop_drift_consumer.settings import DriftConsumerSettings
 from driftloop_drift_consumer.sinks.influx import InfluxSink
 from driftloop_drift_consumer.sinks.labelled_log import LabelledLogWriter
-from driftloop_drift_consumer.sinks.prometheus import ConsumerMetrics
 from driftloop_drift_consumer.windows import WindowManager, WindowPolicy
 
 from .conftest import (

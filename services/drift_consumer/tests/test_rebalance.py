@@ -13,13 +13,13 @@ from aiokafka.structs import TopicPartition
 from driftloop_drift_consumer.committer import Committer
 from driftloop_drift_consumer.feedback_join import Flush, JoinStore, StoredPrediction
 from driftloop_drift_consumer.labelled_rows import LabelledRows
+from driftloop_drift_consumer.metrics import ConsumerMetrics
 from driftloop_drift_consumer.partition_state import PartitionState
 from driftloop_drift_consumer.rebalance import DriftRebalanceListener
 from driftloop_drift_consumer.reference import ReferenceManager
 from driftloop_drift_consumer.settings import DriftConsumerSettings
 from driftloop_drift_consumer.sinks.facade import Sinks
 from driftloop_drift_consumer.sinks.labelled_log import LabelledLogWriter
-from driftloop_drift_consumer.sinks.prometheus import ConsumerMetrics
 from driftloop_drift_consumer.status import LoopStatus
 from driftloop_drift_consumer.windows import WindowManager, WindowPolicy
 

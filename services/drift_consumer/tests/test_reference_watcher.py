@@ -1,6 +1,6 @@
 """reference_watcher.py: the champion's reference is applied at start-up and on a requested
 check; consuming may start even while MLflow is down; a promotion on ``model-events`` asks for
-a check, other records are counted and skipped."""
+a check, other records are counted and skipped (through the shared subscriber)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from typing import Any
 from aiokafka.structs import TopicPartition
 
 from driftloop_contracts import MODEL_NAME, ModelPromoted
+from driftloop_drift_consumer.metrics import ConsumerMetrics
 from driftloop_drift_consumer.reference import LoadedReference, ReferenceManager, VersionRef
-from driftloop_drift_consumer.reference_watcher import ReferenceWatcher, follow_model_events
+from driftloop_drift_consumer.reference_watcher import ReferenceWatcher, promotions_subscriber
 from driftloop_drift_consumer.settings import DriftConsumerSettings
-from driftloop_drift_consumer.sinks.prometheus import ConsumerMetrics
 
 from .conftest import FakeSource, Record, ReferenceData, make_reference
 
@@ -81,6 +81,48 @@ async def test_consuming_may_start_while_mlflow_is_down(
     await asyncio.wait_for(task, 5)
 
 
+async def test_a_requested_check_cuts_a_start_up_wait_short(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    class Flaky(FakeSource):
+        down = True
+
+        def champion(self) -> VersionRef:
+            if self.down:
+                raise ConnectionError("mlflow down")
+            return super().champion()
+
+    source = Flaky({"1": reference.profile})
+    applied: list[str] = []
+    waits: list[float] = []
+
+    async def apply(loaded: LoadedReference) -> None:
+        applied.append(loaded.version)
+
+    def retried(attempt: int, error: BaseException, delay: float) -> None:
+        waits.append(delay)
+        if attempt == 2:  # the coming wait is 2 s: a promotion is announced meanwhile
+            source.down = False
+            watcher.request_check()
+
+    stopping = asyncio.Event()
+    watcher = ReferenceWatcher(
+        ReferenceManager(source, tmp_path),
+        settings=DriftConsumerSettings(state_dir=tmp_path, reference_retry_max_seconds=60),
+        stopping=stopping,
+        apply=apply,
+        on_retry=retried,
+    )
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    task = asyncio.create_task(watcher.run())
+    await until(lambda: applied == ["1"])
+    assert waits == [1.0, 2.0]
+    assert loop.time() - started < 1.0 + 2.0  # the second wait did not run out
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
 class FakeEventsConsumer:
     """Hands out its records once; fails ``start`` while ``fail_start`` is positive."""
 
@@ -103,6 +145,18 @@ class FakeEventsConsumer:
             return {}
         return {EVENTS: records}
 
+    def assignment(self) -> set[TopicPartition]:
+        return {EVENTS}
+
+    async def end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: 3 for tp in partitions}
+
+    async def position(self, partition: TopicPartition) -> int:
+        return 3
+
+    async def seek_to_beginning(self, *partitions: TopicPartition) -> None:
+        return None
+
 
 async def test_model_events_ask_for_a_check_on_our_promotions() -> None:
     def promoted(model_name: str) -> bytes:
@@ -123,15 +177,14 @@ async def test_model_events_ask_for_a_check_on_our_promotions() -> None:
     metrics = ConsumerMetrics()
     stopping = asyncio.Event()
     checks: list[int] = []
-    task = asyncio.create_task(
-        follow_model_events(
-            factory,
-            model_name=MODEL_NAME,
-            metrics=metrics,
-            stopping=stopping,
-            on_promoted=lambda: checks.append(1),
-        )
+    subscriber = promotions_subscriber(
+        factory,
+        model_name=MODEL_NAME,
+        topic="model-events",
+        metrics=metrics,
+        on_promoted=lambda: checks.append(1),
     )
+    task = asyncio.create_task(subscriber.run(stopping))
     await until(lambda: checks == [1])
     assert len(made) == 2  # the first consumer failed to start and was replaced
 
@@ -143,5 +196,6 @@ async def test_model_events_ask_for_a_check_on_our_promotions() -> None:
         value("driftloop_events_invalid_total", topic="model-events", reason="unknown_model") == 1
     )
     assert value("driftloop_events_consumed_total", topic="model-events") == 2
+    assert value("driftloop_retries_total", operation="model_events_consumer") == 1
     stopping.set()
     await asyncio.wait_for(task, 5)

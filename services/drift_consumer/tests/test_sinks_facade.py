@@ -1,5 +1,5 @@
 """sinks/facade.py: a failing sink is retried until it recovers, visible while it fails, and
-abandoned (``Stopping``) on shutdown."""
+abandoned (``RetryStopped``) on shutdown; every failure is counted as a retry."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from aiokafka.structs import TopicPartition
 
 from driftloop_drift_consumer.decoding import Invalid
 from driftloop_drift_consumer.feedback_join import JoinStore, StoredPrediction
+from driftloop_drift_consumer.metrics import ConsumerMetrics
 from driftloop_drift_consumer.settings import DriftConsumerSettings
-from driftloop_drift_consumer.shutdown import Stopping
 from driftloop_drift_consumer.sinks.facade import Sinks
 from driftloop_drift_consumer.sinks.influx import InfluxSink
 from driftloop_drift_consumer.sinks.labelled_log import LabelledLogWriter
-from driftloop_drift_consumer.sinks.prometheus import ConsumerMetrics
+from driftloop_service import RetryStopped
 
 from .conftest import FakeAsyncRedis, FakeRedisState, prediction_event
 
@@ -73,6 +73,9 @@ async def test_a_failing_sink_is_retried_until_it_recovers(tmp_path: Path) -> No
     redis.fail = False
     await asyncio.wait_for(write, 5)
     assert failing == {} and metric(s, "driftloop_sink_up", sink="redis") == 1
+    assert metric(s, "driftloop_retries_total", operation="sink_redis") == metric(
+        s, "driftloop_sink_failures_total", sink="redis"
+    )
     assert set(await s.find_predictions(["a", "b"])) == {"a"}
 
 
@@ -83,7 +86,7 @@ async def test_shutdown_abandons_the_retry(tmp_path: Path) -> None:
     write = asyncio.create_task(s.find_predictions(["a"]))
     await until(lambda: metric(s, "driftloop_sink_failures_total", sink="redis") >= 1)
     stopping.set()
-    with pytest.raises(Stopping):
+    with pytest.raises(RetryStopped):
         await asyncio.wait_for(write, 5)
 
 

@@ -16,26 +16,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import structlog
 from fastapi import FastAPI
 
-from driftloop_service import install_error_handlers, metrics_router, stop_tasks
+from driftloop_service import (
+    ModelEventsConsumer,
+    install_error_handlers,
+    metrics_router,
+    model_events_consumer_factory,
+    stop_tasks,
+)
 
 from .feedback_join import JoinStore
 from .kafka_consumer import ConsumerFactory, data_consumer_factory
 from .loop import DriftLoop
+from .metrics import ConsumerMetrics
 from .reference import MlflowReferenceSource, ReferenceManager, ReferenceSource
-from .reference_watcher import model_events_consumer_factory
 from .reports import ReportScheduler, ReportStore
 from .routes import api_router
 from .settings import DriftConsumerSettings
 from .sinks.influx import InfluxSink
 from .sinks.labelled_log import LabelledLogWriter
-from .sinks.prometheus import ConsumerMetrics
 from .threshold_watcher import ThresholdWatcher
 from .windows import WindowManager, WindowPolicy
 
@@ -49,7 +54,7 @@ def create_app(
     *,
     reference_source: ReferenceSource | None = None,
     consumer_factory: ConsumerFactory | None = None,
-    model_events_factory: ConsumerFactory | None = _NOT_SET,
+    model_events_factory: Callable[[], ModelEventsConsumer] | None = _NOT_SET,
     redis: Any = None,
     metrics: ConsumerMetrics | None = None,
 ) -> FastAPI:

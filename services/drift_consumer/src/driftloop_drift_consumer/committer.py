@@ -14,8 +14,8 @@ from typing import Any
 import structlog
 from aiokafka.structs import TopicPartition
 
+from .metrics import ConsumerMetrics
 from .partition_state import PartitionState
-from .sinks.prometheus import ConsumerMetrics
 from .status import LoopStatus
 
 log = structlog.get_logger(__name__)

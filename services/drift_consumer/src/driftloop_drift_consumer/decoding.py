@@ -19,11 +19,9 @@ from typing import Protocol
 
 from driftloop_contracts import (
     FEEDBACK_TOPIC,
-    MODEL_EVENTS_TOPIC,
     PREDICTIONS_TOPIC,
     EventError,
     FeedbackEvent,
-    ModelPromoted,
     PredictionEvent,
     decode_event,
 )
@@ -116,13 +114,3 @@ def decode_feedback(
         assert isinstance(event, FeedbackEvent)
         out.append(DecodedFeedback(record.offset, event))
     return out, invalid
-
-
-def decode_model_event(record: RawRecord) -> ModelPromoted | Invalid:
-    """A ``model-events`` record (any model: the caller checks the name)."""
-    try:
-        event = decode_event(MODEL_EVENTS_TOPIC, record.value)
-    except EventError as exc:
-        return Invalid(record.offset, exc.reason, str(exc))
-    assert isinstance(event, ModelPromoted)
-    return event

@@ -34,12 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Callable
 from typing import Any
 
 import structlog
 from aiokafka.structs import TopicPartition
 
 from driftloop_contracts.thresholds import ThresholdSet
+from driftloop_service import Backoff, ModelEventsConsumer, RetryStopped, retrying
 
 from .committer import Committer
 from .decoding import DecodedFeedback, DecodedPrediction, decode_feedback, decode_predictions
@@ -47,21 +49,28 @@ from .drift import decide
 from .feedback_join import JoinStore, StoredPrediction
 from .kafka_consumer import ConsumerFactory
 from .labelled_rows import LabelledRows
+from .metrics import ConsumerMetrics
 from .partition_state import PartitionState
 from .rebalance import DriftRebalanceListener
 from .reference import LoadedReference, ReferenceManager
-from .reference_watcher import ReferenceWatcher, follow_model_events
+from .reference_watcher import ReferenceWatcher, promotions_subscriber
 from .reports import ReportScheduler
 from .settings import DriftConsumerSettings
-from .shutdown import Stopping, sleep_unless_stopping
 from .sinks.facade import Sinks
 from .sinks.influx import InfluxSink, window_lines
 from .sinks.labelled_log import LabelledLogWriter
-from .sinks.prometheus import ConsumerMetrics
 from .status import LoopStatus
 from .windows import ClosedWindow, WindowManager
 
 log = structlog.get_logger(__name__)
+
+#: Waits before recreating a consumer that failed to start or whose batch failed: 0.5 s
+#: doubling up to 10 s. Not reset by a session that worked: a batch that keeps failing is
+#: retried ever more slowly.
+RESTART_BACKOFF = Backoff(0.5, 10.0)
+#: Waits between fetches while the broker is away: 0.5 s doubling up to 10 s, from 0.5 s
+#: again after every successful fetch.
+FETCH_BACKOFF = Backoff(0.5, 10.0)
 
 
 class DriftLoop:
@@ -80,7 +89,7 @@ class DriftLoop:
         influx: InfluxSink | None,
         reports: ReportScheduler | None,
         consumer_factory: ConsumerFactory,
-        model_events_factory: ConsumerFactory | None,
+        model_events_factory: Callable[[], ModelEventsConsumer] | None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
@@ -89,11 +98,12 @@ class DriftLoop:
         self.stopping = asyncio.Event()
         self.status = LoopStatus()
         self._consumer_factory = consumer_factory
-        self._model_events_factory = model_events_factory
         #: Held around processing + committing a batch and by the rebalance listener; never
         #: around ``getmany``.
         self._lock = asyncio.Lock()
         self._abandoned = False
+        self._count_restart = metrics.retries.hook("consumer_restart")
+        self._count_fetch_retry = metrics.retries.hook("kafka_fetch")
         self.state = PartitionState(
             windows,
             predictions_topic=settings.predictions_topic,
@@ -115,7 +125,22 @@ class DriftLoop:
         )
         self.committer = Committer(self.state, metrics=metrics, status=self.status)
         self.watcher = ReferenceWatcher(
-            references, settings=settings, stopping=self.stopping, apply=self.apply_reference
+            references,
+            settings=settings,
+            stopping=self.stopping,
+            apply=self.apply_reference,
+            on_retry=metrics.retries.hook("reference_load"),
+        )
+        self.model_events = (
+            promotions_subscriber(
+                model_events_factory,
+                model_name=settings.model_name,
+                topic=settings.model_events_topic,
+                metrics=metrics,
+                on_promoted=self.watcher.request_check,
+            )
+            if model_events_factory is not None
+            else None
         )
 
     # --- thresholds and reference --------------------------------------------------------
@@ -153,99 +178,115 @@ class DriftLoop:
 
     async def model_events_task(self) -> None:
         """Read ``model-events`` (broadcast) and ask for an alias check on a promotion."""
-        if self._model_events_factory is None:
-            return
-        await follow_model_events(
-            self._model_events_factory,
-            model_name=self.settings.model_name,
-            metrics=self.metrics,
-            stopping=self.stopping,
-            on_promoted=self.watcher.request_check,
-        )
+        if self.model_events is not None:
+            await self.model_events.run(self.stopping)
 
     # --- the data consumer ----------------------------------------------------------------
 
     async def run(self) -> None:
         """Consume until :attr:`stopping` is set (then flush what is finished and commit).
 
-        An unexpected error in a batch drops all in-memory state and recreates the consumer
-        without committing, so the uncommitted records are simply replayed.
+        A consumer that fails to start, or an unexpected error in a batch, drops all
+        in-memory state and recreates the consumer without committing (the uncommitted
+        records are simply replayed), after the shared capped backoff
+        (:data:`RESTART_BACKOFF`, ``driftloop_retries_total{operation="consumer_restart"}``).
         """
         with contextlib.suppress(TimeoutError):  # joins and the log work without a reference
             await asyncio.wait_for(self.watcher.ready.wait(), 30.0)
-        delay = 0.5
-        while not self.stopping.is_set():
-            consumer = self._consumer_factory()
-            self._abandoned = False
-            try:
-                consumer.subscribe(
-                    [self.settings.predictions_topic, self.settings.feedback_topic],
-                    listener=DriftRebalanceListener(
-                        consumer,
-                        lock=self._lock,
-                        state=self.state,
-                        labelled_rows=self.labelled_rows,
-                        sinks=self.sinks,
-                        committer=self.committer,
-                        status=self.status,
-                    ),
-                )
-                await consumer.start()
-            except Exception as exc:
-                self.status.last_error = f"kafka: {exc}"
-                log.warning("consumer_start_failed", error=str(exc), retry_in_s=delay)
+        policy = retrying(
+            backoff=RESTART_BACKOFF, stopping=self.stopping, on_retry=self._restarting
+        )
+        with contextlib.suppress(RetryStopped):
+            async for attempt in policy:
+                with attempt:
+                    await self._session()
+
+    def _restarting(self, attempt: int, error: BaseException, delay: float) -> None:
+        self._count_restart(attempt, error, delay)
+        log.warning("consumer_restarting", attempt=attempt, retry_in_s=round(delay, 2))
+
+    async def _session(self) -> None:
+        """One consumer from start to stop: consume until :attr:`stopping`, then commit what
+        is written. Raises (for :meth:`run` to restart it) when it fails to start or a batch
+        fails; a failed batch leaves everything uncommitted."""
+        consumer = self._consumer_factory()
+        self._abandoned = False
+        try:
+            consumer.subscribe(
+                [self.settings.predictions_topic, self.settings.feedback_topic],
+                listener=DriftRebalanceListener(
+                    consumer,
+                    lock=self._lock,
+                    state=self.state,
+                    labelled_rows=self.labelled_rows,
+                    sinks=self.sinks,
+                    committer=self.committer,
+                    status=self.status,
+                ),
+            )
+            await consumer.start()
+        except Exception as exc:
+            self.status.last_error = f"kafka: {exc}"
+            log.warning("consumer_start_failed", error=str(exc))
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
+        self.status.consumer_started = True
+        try:
+            await self._consume(consumer)
+        except asyncio.CancelledError:
+            self._abandoned = True
+            raise
+        except Exception as exc:
+            self._abandoned = True
+            self.status.last_error = f"loop: {exc!r}"
+            log.exception("batch_failed_restarting_consumer", error=repr(exc))
+            raise
+        finally:
+            self.status.consumer_started = False
+            if not self._abandoned:
                 with contextlib.suppress(Exception):
-                    await consumer.stop()
-                await sleep_unless_stopping(self.stopping, delay)
-                delay = min(delay * 2, 10.0)
-                continue
-            self.status.consumer_started = True
-            try:
-                await self._consume(consumer)
-            except asyncio.CancelledError:
-                self._abandoned = True
-                raise
-            except Exception as exc:
-                self._abandoned = True
-                self.status.last_error = f"loop: {exc!r}"
-                log.exception("batch_failed_restarting_consumer", error=repr(exc))
-            finally:
-                self.status.consumer_started = False
-                if not self._abandoned:
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self._final_commit(consumer), 10.0)
-                with contextlib.suppress(Exception):
-                    await consumer.stop()
-                self.state.reset()
-                self.status.assigned = []
-            if not self.stopping.is_set():
-                await sleep_unless_stopping(self.stopping, delay)
-                delay = min(delay * 2, 10.0)
+                    await asyncio.wait_for(self._final_commit(consumer), 10.0)
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            self.state.reset()
+            self.status.assigned = []
 
     async def _consume(self, consumer: Any) -> None:
-        backoff = 0.5
         while not self.stopping.is_set():
             try:
+                batches = await self._fetch(consumer)
+            except RetryStopped:
+                return  # stopped while the broker was away: the final commit follows
+            try:
+                async with self._lock:
+                    await self.step(consumer, batches)
+            except RetryStopped:
+                # Stopping cut a sink retry short: the batch's closed windows were not
+                # written, so commit nothing.
+                self._abandoned = True
+                log.info("batch_abandoned_on_shutdown")
+                return
+
+    async def _fetch(self, consumer: Any) -> dict[TopicPartition, list[Any]]:
+        """The next fetch; while the broker is away (aiokafka reconnects on its own) the
+        fetch is retried with the shared backoff, which starts over after every success."""
+        policy = retrying(
+            backoff=FETCH_BACKOFF, stopping=self.stopping, on_retry=self._fetch_failed
+        )
+        batches: dict[TopicPartition, list[Any]] = {}
+        async for attempt in policy:
+            with attempt:
                 batches = await consumer.getmany(
                     timeout_ms=self.settings.poll_timeout_ms,
                     max_records=self.settings.max_poll_records,
                 )
-                backoff = 0.5
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # broker gone: aiokafka reconnects; we back off
-                self.status.last_error = f"kafka: {exc}"
-                log.warning("getmany_failed", error=str(exc), retry_in_s=backoff)
-                await sleep_unless_stopping(self.stopping, backoff)
-                backoff = min(backoff * 2, 10.0)
-                continue
-            try:
-                async with self._lock:
-                    await self.step(consumer, batches)
-            except Stopping:
-                self._abandoned = True  # closed windows were not written: commit nothing
-                log.info("batch_abandoned_on_shutdown")
-                return
+        return batches
+
+    def _fetch_failed(self, attempt: int, error: BaseException, delay: float) -> None:
+        self._count_fetch_retry(attempt, error, delay)
+        self.status.last_error = f"kafka: {error}"
+        log.warning("getmany_failed", error=str(error), retry_in_s=round(delay, 2))
 
     async def step(self, consumer: Any, batches: dict[TopicPartition, list[Any]]) -> None:
         """Process one fetch and commit what is safely written. Holds the lock (caller)."""
@@ -361,7 +402,7 @@ class DriftLoop:
             try:
                 lines = await self.labelled_rows.flush(time.monotonic(), force=True)
                 await self.sinks.write_points_once(lines)
-            except Stopping:
+            except RetryStopped:
                 log.warning("final_flush_failed_nothing_committed")
                 return
             await self.committer.commit(consumer)

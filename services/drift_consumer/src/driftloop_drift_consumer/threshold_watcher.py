@@ -9,7 +9,6 @@ hand every change to ``on_change`` (the loop, which exports the values as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +16,7 @@ import structlog
 
 from driftloop_contracts.threshold_store import fetch_thresholds
 from driftloop_contracts.thresholds import ThresholdSet
+from driftloop_service import wait_or_stop
 
 log = structlog.get_logger(__name__)
 
@@ -72,12 +72,4 @@ class ThresholdWatcher:
                 if not failing:  # once per outage, not once per poll
                     log.warning("thresholds_refresh_failed", error=str(exc))
                 failing = True
-            await _sleep_or_stop(self._interval, stopping)
-
-
-async def _sleep_or_stop(seconds: float, stopping: asyncio.Event | None) -> None:
-    if stopping is None:
-        await asyncio.sleep(seconds)
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stopping.wait(), seconds)
+            await wait_or_stop(stopping, self._interval)

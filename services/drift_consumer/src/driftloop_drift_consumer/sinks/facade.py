@@ -2,12 +2,15 @@
 log (Parquet), InfluxDB, Prometheus and the report scheduler.
 
 Retry policy: a write that must succeed before offsets are committed (join store, labelled
-log, InfluxDB during a batch) is retried with capped exponential backoff until it succeeds,
-so an outage pauses commits (and consumption) instead of losing data. While a sink fails it
-shows as ``driftloop_sink_up{sink}=0``, ``driftloop_sink_failures_total{sink}`` and an entry in
-``LoopStatus.failing_sinks`` (``/health/ready`` answers 503); recovery needs nothing by hand.
-Shutdown interrupts the retry with :class:`~driftloop_drift_consumer.shutdown.Stopping`.
-Every sink is idempotent, so a replay overwrites rather than duplicates.
+log, InfluxDB during a batch) is retried until it succeeds by the shared policy
+(:func:`driftloop_service.retrying`: capped exponential backoff from
+``SINK_RETRY_INITIAL_SECONDS`` to ``SINK_RETRY_MAX_SECONDS``, counted in
+``driftloop_retries_total{operation="sink_<name>"}``), so an outage pauses commits (and
+consumption) instead of losing data. While a sink fails it shows as ``driftloop_sink_up{sink}=0``,
+``driftloop_sink_failures_total{sink}`` and an entry in ``LoopStatus.failing_sinks``
+(``/health/ready`` answers 503); recovery needs nothing by hand. Shutdown cuts the wait short
+and ends the retry with :class:`driftloop_service.RetryStopped`: the caller abandons the batch
+and commits nothing. Every sink is idempotent, so a replay overwrites rather than duplicates.
 """
 
 from __future__ import annotations
@@ -19,18 +22,19 @@ from typing import TypeVar
 import structlog
 from aiokafka.structs import TopicPartition
 
+from driftloop_service import Backoff, retrying
+
 from ..decoding import Invalid
 from ..drift import DriftDecision
 from ..errors import SinkError
 from ..feedback_join import Flush, JoinStore, StoredPrediction
+from ..metrics import ConsumerMetrics
 from ..reference import LoadedReference
 from ..reports import ReportScheduler
 from ..settings import DriftConsumerSettings
-from ..shutdown import Stopping, sleep_unless_stopping
 from ..windows import ClosedWindow
 from .influx import InfluxSink
 from .labelled_log import LabelledLogWriter
-from .prometheus import ConsumerMetrics
 
 log = structlog.get_logger(__name__)
 
@@ -61,6 +65,9 @@ class Sinks:
         self.reports = reports
         self._stopping = stopping
         self._failing = failing
+        self._backoff = Backoff(
+            settings.sink_retry_initial_seconds, settings.sink_retry_max_seconds
+        )
 
     # --- Redis: the join store ----------------------------------------------------------
 
@@ -139,25 +146,24 @@ class Sinks:
     # --- retry --------------------------------------------------------------------------
 
     async def _until_ok(self, sink: str, op: Callable[[], Awaitable[T]]) -> T:
-        """Run ``op`` until it succeeds, backing off; raise :class:`Stopping` on shutdown."""
-        delay = self.settings.sink_retry_initial_seconds
-        while True:
-            try:
+        """Run ``op`` until it succeeds, backing off; raise ``RetryStopped`` on shutdown."""
+        count_retry = self.metrics.retries.hook(f"sink_{sink}")
+
+        def failed(attempt: int, error: BaseException, delay: float) -> None:
+            count_retry(attempt, error, delay)
+            self.metrics.sink_failures.labels(sink).inc()
+            self.metrics.set_sink_ok(sink, False)
+            if sink not in self._failing:
+                log.warning("sink_failing", sink=sink, error=str(error))
+            self._failing[sink] = str(error)
+
+        policy = retrying(
+            backoff=self._backoff, retry_on=SinkError, stopping=self._stopping, on_retry=failed
+        )
+        async for attempt in policy:  # ``op`` returns an awaitable: not a coroutine function
+            with attempt:
                 result = await op()
-            except SinkError as exc:
-                self.metrics.sink_failures.labels(sink).inc()
-                self.metrics.set_sink_ok(sink, False)
-                if sink not in self._failing:
-                    log.warning("sink_failing", sink=sink, error=str(exc))
-                self._failing[sink] = str(exc)
-                if self._stopping.is_set():
-                    raise Stopping from exc
-                await sleep_unless_stopping(self._stopping, delay)
-                if self._stopping.is_set():
-                    raise Stopping from exc
-                delay = min(delay * 2, self.settings.sink_retry_max_seconds)
-                continue
-            if self._failing.pop(sink, None) is not None:
-                log.info("sink_recovered", sink=sink)
-            self.metrics.set_sink_ok(sink, True)
-            return result
+        if self._failing.pop(sink, None) is not None:
+            log.info("sink_recovered", sink=sink)
+        self.metrics.set_sink_ok(sink, True)
+        return result

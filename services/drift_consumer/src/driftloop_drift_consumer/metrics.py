@@ -1,7 +1,11 @@
-"""Prometheus sink: every series ``/metrics`` shows; names are the ones the alert rules read.
+"""``ConsumerMetrics``: every series ``/metrics`` shows; the names the alert rules read.
 
 Each app builds its own :class:`ConsumerMetrics` on its own registry
-(:func:`driftloop_service.new_registry`; tests build many apps).
+(:func:`driftloop_service.new_registry`; tests build many apps). The writes that feed these
+series live in :mod:`.sinks.facade` (and the loop's parts); this module only declares them.
+``driftloop_retries_total{operation}`` counts every retry the consumer makes (sink writes,
+consumer restarts, fetches, the reference load, the ``model-events`` connection).
+
 Drift gauges carry ``model_version``; when the champion changes the previous version's drift
 and online-error series are removed, so an alert on the old baseline resolves instead of
 sticking at its last value.
@@ -19,9 +23,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from driftloop_contracts.thresholds import ThresholdSet
 from driftloop_service import RetryCounter, new_registry
 
-from ..drift import DriftDecision
-from ..feedback_join import ErrorSummary
-from ..windows import ClosedWindow
+from .drift import DriftDecision
+from .feedback_join import ErrorSummary
+from .windows import ClosedWindow
 
 
 class ConsumerMetrics:
