@@ -107,3 +107,21 @@ async def test_wait_or_stop() -> None:
     assert await wait_or_stop(None, 0.001) is False
     stopping.set()
     assert await asyncio.wait_for(wait_or_stop(stopping, 60), 5) is True
+
+
+async def test_a_cancel_that_arrives_with_the_stop_is_not_swallowed() -> None:
+    """A shutdown sets ``stopping`` and cancels the task in the same tick: the task must end."""
+    stopping = asyncio.Event()
+    ran_on = asyncio.Event()
+
+    async def sleeper() -> None:
+        await wait_or_stop(stopping, 30)
+        ran_on.set()  # only reached if the cancellation was lost
+        await asyncio.Event().wait()
+
+    task = asyncio.create_task(sleeper())
+    await asyncio.sleep(0.01)  # it is waiting now
+    stopping.set()
+    task.cancel()
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done and task.cancelled() and not ran_on.is_set()

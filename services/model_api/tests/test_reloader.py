@@ -157,3 +157,12 @@ async def test_a_promotion_on_the_topic_reloads_through_the_shared_subscriber() 
     await until(lambda: holder.current is not None and holder.current.version == "2")
     await reloader.stop()
     assert not reloader.consumer_connected
+
+
+async def test_stop_ends_a_start_up_still_waiting_for_the_registry() -> None:
+    source = FakeSource(unavailable=True)
+    reloader, holder, _ = make(source)
+    await reloader.start()
+    await until(lambda: reloader.last_error is not None)
+    await asyncio.wait_for(reloader.stop(), 5)  # a replica that cannot stop is killed, not shut down
+    assert holder.current is None

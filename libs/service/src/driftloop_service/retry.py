@@ -75,11 +75,14 @@ async def wait_or_stop(stopping: asyncio.Event | None, seconds: float) -> bool:
         return False
     if stopping.is_set():
         return True
+    # Not ``asyncio.wait_for``: on Python 3.11 it swallows a cancellation that arrives as the
+    # event is set (a shutdown does both), and the cancelled task then runs on.
+    waiter = asyncio.ensure_future(stopping.wait())
     try:
-        await asyncio.wait_for(stopping.wait(), seconds)
-    except TimeoutError:
-        return False
-    return True
+        done, _ = await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
+    return bool(done)
 
 
 class _StopAwareSleep:

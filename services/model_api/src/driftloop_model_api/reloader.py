@@ -157,7 +157,7 @@ class Reloader:
 
     async def _worker(self) -> None:
         await self._initial_load()
-        while True:
+        while not self._stopping.is_set():
             command = await self._queue.get()
             try:
                 if command.kind == "alias":
