@@ -164,5 +164,7 @@ async def test_stop_ends_a_start_up_still_waiting_for_the_registry() -> None:
     reloader, holder, _ = make(source)
     await reloader.start()
     await until(lambda: reloader.last_error is not None)
-    await asyncio.wait_for(reloader.stop(), 5)  # a replica that cannot stop is killed, not shut down
+    await asyncio.wait_for(
+        reloader.stop(), 5
+    )  # a replica that cannot stop is killed, not shut down
     assert holder.current is None
