@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable
 from datetime import timedelta
@@ -68,6 +69,25 @@ class FakeInflux:
         return {k for k in self.points if k[0].startswith("drift_window,")}
 
 
+class TrackedLogWriter(LabelledLogWriter):
+    """Counts writes in progress: a cancelled task's write goes on in its worker thread, which a
+    real SIGKILL would have ended; a test that "kills" a loop waits for it before replaying."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.in_flight = 0
+        self._lock = threading.Lock()
+
+    def write(self, flush: Any, *, now: Any = None) -> Any:
+        with self._lock:
+            self.in_flight += 1
+        try:
+            return super().write(flush, now=now)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
 class Harness:
     def __init__(self, tmp_path: Path, reference: ReferenceData, **overrides: Any) -> None:
         self.reference = reference
@@ -90,11 +110,20 @@ class Harness:
         self.consumers: list[FakeConsumer] = []
         self._n = 0
         self.batch_by_topic: dict[str, int] = {}
+        self.writers: list[TrackedLogWriter] = []
 
     def consumer(self) -> FakeConsumer:
         c = FakeConsumer(self.log, PARTITIONS, batch=37, batch_by_topic=self.batch_by_topic)
         self.consumers.append(c)
         return c
+
+    def writer(self) -> TrackedLogWriter:
+        w = TrackedLogWriter(self.settings.labelled_log_dir)
+        self.writers.append(w)
+        return w
+
+    def writes_finished(self) -> bool:
+        return all(w.in_flight == 0 for w in self.writers)
 
     def make_loop(self) -> DriftLoop:
         s = self.settings
@@ -107,7 +136,7 @@ class Harness:
             ),
             references=ReferenceManager(self.source, s.state_dir),
             join_store=JoinStore(FakeAsyncRedis(self.redis), s.join_ttl_seconds),
-            labelled=LabelledLogWriter(s.labelled_log_dir),
+            labelled=self.writer(),
             influx=InfluxSink(
                 "http://influx", "driftloop", client=client, retry_initial_s=0.001, attempts=1
             ),
@@ -174,7 +203,8 @@ async def stop(loop: DriftLoop, tasks: list[asyncio.Task[None]], *, kill: bool =
             await asyncio.wait_for(t, 10)
 
 
-async def until(predicate: Callable[[], bool], within_s: float = 15.0) -> None:
+async def until(predicate: Callable[[], bool], within_s: float = 60.0) -> None:
+    """Poll ``predicate``; the deadline only guards against a hang (a loaded machine is slow)."""
     deadline = time.monotonic() + within_s
     while not predicate():
         if time.monotonic() > deadline:
@@ -315,6 +345,7 @@ async def test_crash_and_replay_lose_and_duplicate_nothing(
         c.fail_commits = True  # files and points written, offsets not committed ...
     await until(lambda: len(h.labelled()) >= 600)
     await stop(first, tasks, kill=True)  # ... and then the process dies
+    await until(h.writes_finished)  # with it, any write its threads were doing
     windows_before = set(h.influx.windows())
     second = h.make_loop()
     tasks = await start(second)
