@@ -14,6 +14,7 @@ Reasons: those of :class:`driftloop_contracts.EventError` (``malformed``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -72,7 +73,6 @@ def decode_prediction(record: RawRecord, *, model_name: str) -> DecodedPredictio
         event = decode_event(PREDICTIONS_TOPIC, record.value)
     except EventError as exc:
         return Invalid(record.offset, exc.reason, str(exc))
-    assert isinstance(event, PredictionEvent)
     if event.model_name != model_name:
         return Invalid(record.offset, "unknown_model", event.model_name)
     try:
@@ -85,7 +85,7 @@ def decode_prediction(record: RawRecord, *, model_name: str) -> DecodedPredictio
 
 
 def decode_predictions(
-    records: list[RawRecord], *, model_name: str
+    records: Sequence[RawRecord], *, model_name: str
 ) -> tuple[list[DecodedPrediction], list[Invalid]]:
     """The valid predictions of ``records`` (in offset order) and the invalid ones."""
     valid: list[DecodedPrediction] = []
@@ -100,7 +100,7 @@ def decode_predictions(
 
 
 def decode_feedback(
-    records: list[RawRecord],
+    records: Sequence[RawRecord],
 ) -> tuple[list[DecodedFeedback], list[Invalid]]:
     """Every record as :class:`DecodedFeedback` (invalid ones with ``event=None``), and the
     invalid ones."""
@@ -113,7 +113,6 @@ def decode_feedback(
             invalid.append(Invalid(record.offset, exc.reason, str(exc)))
             out.append(DecodedFeedback(record.offset, None))
             continue
-        assert isinstance(event, FeedbackEvent)
         out.append(DecodedFeedback(record.offset, event))
     return out, invalid
 
@@ -124,5 +123,4 @@ def decode_model_event(record: RawRecord) -> ModelPromoted | Invalid:
         event = decode_event(MODEL_EVENTS_TOPIC, record.value)
     except EventError as exc:
         return Invalid(record.offset, exc.reason, str(exc))
-    assert isinstance(event, ModelPromoted)
     return event

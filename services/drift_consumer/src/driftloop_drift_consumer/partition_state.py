@@ -14,7 +14,7 @@ its open window, a feedback partition up to its first record not yet in the labe
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -78,7 +78,7 @@ class PartitionState:
 
     # --- reading ------------------------------------------------------------------------
 
-    def read(self, tp: TopicPartition, records: list[RawRecord]) -> int:
+    def read(self, tp: TopicPartition, records: Sequence[RawRecord]) -> int:
         """Note that ``records`` were read; returns how many are read for the first time (a
         replay after a restart is counted once)."""
         through = self._counted_through.get(tp, -1)
