@@ -229,7 +229,7 @@ def wait_replicas_ready(ep: observe.Endpoints, printer: Progress, timeout_s: flo
 
 
 def wait_for_onset(
-    proc: subprocess.Popen, report_dir: Path, opts: DemoOptions, printer: Progress
+    proc: subprocess.Popen[bytes], report_dir: Path, opts: DemoOptions, printer: Progress
 ) -> float:
     """The wall time locust switched to the drift scenario (from its schedule log)."""
     log_path = loadtest_command.report_paths(report_dir).schedule_log

@@ -47,7 +47,9 @@ def log_of(
 ) -> Callable[..., pd.DataFrame]:
     """Writes N labelled rows from the base *holdout* (unseen by every model) into the log."""
 
-    def make(n: int = N_LABELLED, price_factor: Callable | None = None) -> pd.DataFrame:
+    def make(
+        n: int = N_LABELLED, price_factor: Callable[[pd.DataFrame], np.ndarray] | None = None
+    ) -> pd.DataFrame:
         rows = base_split[1].sample(n=n, random_state=3).reset_index(drop=True)
         frame = labelled_rows(
             rows,
