@@ -27,6 +27,7 @@ from typing import Any
 
 import gevent
 from locust import events, task
+from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
@@ -79,7 +80,7 @@ _user_numbers = itertools.count(1)
 
 
 @events.init_command_line_parser.add_listener
-def _add_options(parser: Any, **_: Any) -> None:
+def _add_options(parser: LocustArgumentParser, **_: object) -> None:
     add_arguments(parser)
     # Reports go to loadtest/reports/ unless --csv/--html say otherwise (web-UI runs too: the
     # CSV is written while running, the HTML when locust stops).
