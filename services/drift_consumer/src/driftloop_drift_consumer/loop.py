@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 import structlog
 from aiokafka.structs import TopicPartition
@@ -42,10 +42,16 @@ from aiokafka.structs import TopicPartition
 from driftloop_contracts.thresholds import ThresholdSet
 
 from .committer import Committer
-from .decoding import DecodedFeedback, DecodedPrediction, decode_feedback, decode_predictions
+from .decoding import (
+    DecodedFeedback,
+    DecodedPrediction,
+    RawRecord,
+    decode_feedback,
+    decode_predictions,
+)
 from .drift import decide
 from .feedback_join import JoinStore, StoredPrediction
-from .kafka_consumer import ConsumerFactory
+from .kafka_consumer import ConsumerFactory, DataConsumer
 from .labelled_rows import LabelledRows
 from .partition_state import PartitionState
 from .rebalance import DriftRebalanceListener
@@ -221,7 +227,7 @@ class DriftLoop:
                 await sleep_unless_stopping(self.stopping, delay)
                 delay = min(delay * 2, 10.0)
 
-    async def _consume(self, consumer: Any) -> None:
+    async def _consume(self, consumer: DataConsumer) -> None:
         backoff = 0.5
         while not self.stopping.is_set():
             try:
@@ -246,7 +252,9 @@ class DriftLoop:
                 log.info("batch_abandoned_on_shutdown")
                 return
 
-    async def step(self, consumer: Any, batches: dict[TopicPartition, list[Any]]) -> None:
+    async def step(
+        self, consumer: DataConsumer, batches: Mapping[TopicPartition, Sequence[RawRecord]]
+    ) -> None:
         """Process one fetch and commit what is safely written. Holds the lock (caller)."""
         now = time.monotonic()
         predictions, feedback = self._read(consumer, batches)
@@ -296,7 +304,7 @@ class DriftLoop:
         await self.committer.commit(consumer)
 
     def _read(
-        self, consumer: Any, batches: dict[TopicPartition, list[Any]]
+        self, consumer: DataConsumer, batches: Mapping[TopicPartition, Sequence[RawRecord]]
     ) -> tuple[dict[int, list[DecodedPrediction]], dict[int, list[DecodedFeedback]]]:
         """Decode a fetch per partition; count what is read, the lag and what is skipped."""
         assigned = consumer.assignment()
@@ -326,7 +334,7 @@ class DriftLoop:
                 self.sinks.skip(tp, skipped)
         return predictions, feedback
 
-    async def _final_commit(self, consumer: Any) -> None:
+    async def _final_commit(self, consumer: DataConsumer) -> None:
         """At shutdown: write what is finished (once), then commit it. If a write fails,
         commit nothing: rows taken for a part file that was not written must be replayed."""
         async with self._lock:

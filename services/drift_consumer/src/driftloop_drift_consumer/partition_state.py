@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 from aiokafka.structs import TopicPartition
@@ -25,6 +24,7 @@ from aiokafka.structs import TopicPartition
 from .decoding import DecodedFeedback, DecodedPrediction, RawRecord
 from .drift import CompiledReference
 from .feedback_join import FeedbackBuffer
+from .kafka_consumer import DataConsumer
 from .windows import ClosedWindow, EventBatch, WindowManager
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -96,7 +96,9 @@ class PartitionState:
         previous = self._watermark.get(partition)
         self._watermark[partition] = latest if previous is None else max(previous, latest)
 
-    def predictions_settled(self, partition: int, consumer: Any) -> Callable[[datetime], bool]:
+    def predictions_settled(
+        self, partition: int, consumer: DataConsumer
+    ) -> Callable[[datetime], bool]:
         """Whether a prediction made before a given time can still show up in the
         co-partitioned predictions partition (False while we are behind it). Reads only the
         consumer's assignment and high watermark (local metadata, no I/O)."""
