@@ -15,4 +15,4 @@ demo: setup
 test: setup
 	./scripts/test.sh
 lint:
-	uv run ruff check . && uv run ruff format --check .
+	uv run ruff check . && uv run ruff format --check . && uv run mypy

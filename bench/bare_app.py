@@ -27,6 +27,6 @@ app = FastAPI()
 
 
 @app.post("/predict")
-async def predict(features: HouseFeatures) -> dict[str, float]:  # type: ignore[valid-type]
-    row = np.asarray([features.as_row()], dtype=np.float64)  # type: ignore[attr-defined]
+async def predict(features: HouseFeatures) -> dict[str, float]:
+    row = np.asarray([features.as_row()], dtype=np.float64)
     return {"median_house_value": float(model.predict(row)[0]) * TARGET_SCALE_USD}

@@ -24,11 +24,16 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "scikit_learn_data"
 os.environ.setdefault("SCIKIT_LEARN_DATA", str(SHARED_DATA))
@@ -44,6 +49,7 @@ from driftloop_contracts import (  # noqa: E402
     PREDICTIONS_TOPIC,
     SERIES_NAMES,
     SERIES_STATISTICS,
+    ReferenceProfile,
 )
 from driftloop_contracts.thresholds import ThresholdSet  # noqa: E402
 from driftloop_drift_consumer.drift import (  # noqa: E402
@@ -59,11 +65,11 @@ SHIFT_FEATURE = FEATURE_BY_NAME["median_income_in_block"].name  # KeyError if re
 class Setup:
     train: pd.DataFrame
     holdout: pd.DataFrame
-    model: object
+    model: Pipeline
     train_values: np.ndarray
     holdout_values: np.ndarray
     reference: CompiledReference
-    profile: object
+    profile: ReferenceProfile
 
 
 def setup() -> Setup:
@@ -189,7 +195,7 @@ def evidently_default_declares(stats: np.ndarray) -> np.ndarray:
 def propose(stats: np.ndarray, target: float) -> dict[str, float]:
     """Per statistic, the (1 - target/3) quantile of its maximum over the series, rounded up
     to 0.01: the three statistics share the false-alarm budget ``target`` equally."""
-    out = {}
+    out: dict[str, float] = {}
     for i, stat in enumerate(SERIES_STATISTICS):
         q = float(np.quantile(stats[:, i, :].max(axis=1), 1 - target / len(SERIES_STATISTICS)))
         out[stat] = math.ceil(q * 100) / 100
@@ -237,7 +243,9 @@ def bench_calibrate(s: Setup, *, windows: int, size: int, target: float) -> dict
     test_hold = null_statistics(s, s.holdout_values, windows, size, seed=3)
     shifted = null_statistics(s, shifted_pool(s, 30_000, 0.5, 4), 2_000, size, seed=5)
     current = ThresholdSet()
-    proposed = ThresholdSet({**DEFAULT_THRESHOLDS, **proposal})
+    overrides: dict[str, float] = dict(DEFAULT_THRESHOLDS.items())
+    overrides.update(proposal)  # the defaults with the proposal on top
+    proposed = ThresholdSet(overrides)
     print(
         f"\n## Threshold calibration ({size}-event windows, {windows:,} windows per set, "
         f"{time.perf_counter() - t0:.0f} s)"
@@ -389,7 +397,9 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def wait_until(check, timeout_s: float, what: str, every_s: float = 0.2) -> None:
+def wait_until(
+    check: Callable[[], bool], timeout_s: float, what: str, every_s: float = 0.2
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not check():
         if time.monotonic() > deadline:

@@ -19,20 +19,23 @@ from driftloop_cli import observe, stack
 from driftloop_cli.commands.bootstrap import run_bootstrap
 from driftloop_cli.demo import DemoOptions, endpoints, run
 from driftloop_cli.settings import StackSettings
+from driftloop_cli.timeline import Observed, Stage
 
 GOAL_RECOVER_S = 60.0
 
 
 class Quiet:
-    def stage(self, rec) -> None:
+    """Stage lines on stderr; no live status line (stdout keeps the comparison table)."""
+
+    def stage(self, rec: Observed) -> None:
         print(f"  t+{rec.at:6.1f}s  {rec.title}: {rec.detail}", file=sys.stderr, flush=True)
 
     def note(self, message: str) -> None:
         print(f"  {message}", file=sys.stderr, flush=True)
 
-    def waiting(self, *_: object) -> None: ...
+    def waiting(self, what: str, remaining_s: float) -> None: ...
 
-    def waiting_stage(self, *_: object) -> None: ...
+    def waiting_stage(self, stage: Stage, elapsed_s: float) -> None: ...
 
 
 def main() -> int:
@@ -47,7 +50,11 @@ def main() -> int:
     # so an earlier run's adapted champion cannot make the steady phase look drifted.
     run_bootstrap(s, force=True, console=Console(stderr=True))
     ep = endpoints(s)
-    want = str(observe.champion_version(ep)["version"])
+    champion = observe.champion_version(ep)
+    if champion is None:
+        print("no champion registered after the bootstrap", file=sys.stderr)
+        return 1
+    want = str(champion["version"])
     deadline = time.monotonic() + 120
     while set(observe.replica_versions(ep).values()) != {want}:
         if time.monotonic() > deadline:

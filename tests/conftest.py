@@ -158,7 +158,7 @@ def driftloop(stack: StackInfo):
     import subprocess
     import sys
 
-    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    def run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
                 sys.executable,

@@ -1081,7 +1081,7 @@ def test_postgres_init_script_against_a_real_server(services: dict[str, Any]) ->
             as_user = ["runuser", "-u", "nobody", "--"]
         data = root / "data"
 
-        def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+        def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
                 [*as_user, *args], capture_output=True, text=True, timeout=120, env=env
             )

@@ -4,6 +4,7 @@ reports where the caller expects them, and a bad schedule caught before anything
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
@@ -13,8 +14,10 @@ from driftloop_loadtest.options import add_arguments, run_config
 from driftloop_loadtest.scenarios import ScheduleError
 
 
-def build(tmp_path: Path, **overrides: object) -> list[str]:
-    kwargs: dict[str, object] = {
+def build(tmp_path: Path, **overrides: Any) -> list[str]:
+    """``locust_command`` with test defaults; ``overrides`` (any of its keywords, some of them
+    deliberately invalid) replace them."""
+    kwargs: dict[str, Any] = {
         "host": "http://127.0.0.1:18000",
         "users": 8,
         "spawn_rate": 8.0,
@@ -24,7 +27,7 @@ def build(tmp_path: Path, **overrides: object) -> list[str]:
         "python": "/venv/bin/python",
     }
     kwargs.update(overrides)
-    return locust_command(**kwargs)  # type: ignore[arg-type]
+    return locust_command(**kwargs)
 
 
 def flag(argv: list[str], name: str) -> str:

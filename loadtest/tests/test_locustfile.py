@@ -42,7 +42,7 @@ def make_handler(seen: Seen) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def reply(self, status: int, body: dict) -> None:
+        def reply(self, status: int, body: dict[str, object]) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")

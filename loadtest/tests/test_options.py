@@ -6,13 +6,17 @@ from __future__ import annotations
 import argparse
 
 import pytest
-from locust.argument_parser import get_empty_argument_parser, setup_parser_arguments
+from locust.argument_parser import (
+    LocustArgumentParser,
+    get_empty_argument_parser,
+    setup_parser_arguments,
+)
 
 from driftloop_loadtest.options import add_arguments, run_config
 from driftloop_loadtest.scenarios import ScheduleError
 
 
-def parser() -> argparse.ArgumentParser:
+def parser() -> LocustArgumentParser:
     p = get_empty_argument_parser(add_help=False, default_config_files=[])
     setup_parser_arguments(p)
     add_arguments(p)
@@ -70,7 +74,7 @@ def test_scenario_is_used_when_no_schedule_is_given() -> None:
 
 def test_web_ui_shows_the_scenario_options_with_convertible_defaults() -> None:
     p = parser()
-    shown = p.args_included_in_web_ui  # type: ignore[attr-defined]
+    shown = p.args_included_in_web_ui
     for dest in (
         "scenario",
         "schedule",

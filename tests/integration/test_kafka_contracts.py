@@ -59,7 +59,8 @@ async def test_prediction_event_round_trip_through_the_broker(stack) -> None:
         heartbeat_interval_ms=500,
     )
     await consumer.start()
-    parsed, rejected = [], []
+    parsed: list[PredictionEvent] = []
+    rejected: list[str] = []
     try:
         deadline = asyncio.get_running_loop().time() + 30
         while len(parsed) + len(rejected) < 2 and asyncio.get_running_loop().time() < deadline:

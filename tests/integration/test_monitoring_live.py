@@ -36,6 +36,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import redis
+from redis.typing import EncodableT, FieldT
 
 from driftloop_cli import observe
 from driftloop_cli.demo import endpoints
@@ -52,13 +53,14 @@ from driftloop_contracts import (
     TARGET_SOURCE_COLUMN,
     THRESHOLDS_REDIS_KEY,
 )
+from driftloop_contracts.thresholds import Statistic
 from driftloop_monitoring import promql, queries
 
 pytestmark = pytest.mark.integration
 
 SHIFTED = "median_income_in_block"
 SHIFT = 1.5
-STATISTIC = "psi"
+STATISTIC: Statistic = "psi"
 #: Above any drift statistic the consumer computes: nothing fires while it holds.
 SUPPRESSED = "1000"
 #: Sent before looking for the drift: 4 partitions x 200-event windows, with room to spare.
@@ -238,7 +240,8 @@ def prom(stack: Any) -> Prom:
 @pytest.fixture
 def thresholds_restored(stack: Any) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(stack.redis_url)
-    before = client.hgetall(THRESHOLDS_REDIS_KEY)
+    # hset's mapping takes any field/value type redis-py encodes; hgetall answers bytes | str
+    before: dict[FieldT, EncodableT] = dict(client.hgetall(THRESHOLDS_REDIS_KEY).items())
     yield client
     with client.pipeline() as pipe:
         pipe.delete(THRESHOLDS_REDIS_KEY)

@@ -294,6 +294,7 @@ def _run_version(training: TrainingSettings, dag_run_id: str) -> registry.Versio
     """The model version registered by the challenger run of one DAG run."""
     client = registry.client(training.mlflow_tracking_uri)
     experiment = client.get_experiment_by_name("driftloop")
+    assert experiment is not None, "no MLflow experiment 'driftloop'"
     runs = client.search_runs(
         [experiment.experiment_id], filter_string=f"tags.`driftloop.dag_run_id` = '{dag_run_id}'"
     )

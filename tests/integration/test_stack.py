@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+from typing import Any
 
 import pytest
 
 pytestmark = pytest.mark.integration
 
 
-def status_json(driftloop) -> dict:
+def status_json(driftloop) -> dict[str, Any]:
     result = driftloop("status", "--json", timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     return json.loads(result.stdout)

@@ -13,7 +13,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -23,6 +23,18 @@ from driftloop_loadtest.results import AGGREGATED, read_schedule_log, read_stats
 
 from . import observe, timeline
 from .settings import REPO_ROOT, StackSettings
+
+
+class Progress(Protocol):
+    """Where the demo narrates: the CLI's live console, a benchmark's stderr, a test's list."""
+
+    def stage(self, rec: timeline.Observed) -> None: ...
+
+    def note(self, message: str) -> None: ...
+
+    def waiting(self, what: str, remaining_s: float) -> None: ...
+
+    def waiting_stage(self, stage: timeline.Stage, elapsed_s: float) -> None: ...
 
 
 @dataclass
@@ -156,7 +168,7 @@ def locust_totals(report_dir: Path) -> tuple[int, int]:
     return (total.requests, total.failures) if total else (0, 0)
 
 
-def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
+def run(s: StackSettings, opts: DemoOptions, printer: Progress) -> DemoSummary:
     ep = endpoints(s)
     champ = observe.champion_version(ep)
     if not champ:
@@ -216,7 +228,7 @@ def run(s: StackSettings, opts: DemoOptions, printer: Any) -> DemoSummary:
     return summary
 
 
-def wait_replicas_ready(ep: observe.Endpoints, printer: Any, timeout_s: float = 180) -> None:
+def wait_replicas_ready(ep: observe.Endpoints, printer: Progress, timeout_s: float = 180) -> None:
     """Traffic starts only once every replica has loaded a champion (readiness, not liveness)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -239,7 +251,7 @@ def wait_replicas_ready(ep: observe.Endpoints, printer: Any, timeout_s: float = 
 
 
 def wait_for_onset(
-    proc: subprocess.Popen, report_dir: Path, opts: DemoOptions, printer: Any
+    proc: subprocess.Popen[bytes], report_dir: Path, opts: DemoOptions, printer: Progress
 ) -> float:
     """The wall time locust switched to the drift scenario (from its schedule log)."""
     log_path = loadtest_command.report_paths(report_dir).schedule_log

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlparse
 
 import httpx
@@ -23,7 +24,7 @@ class Health:
     detail: str
 
 
-def probe(c: Component, airflow_health: dict | None = None) -> Health:
+def probe(c: Component, airflow_health: dict[str, Any] | None = None) -> Health:
     try:
         kind, _, arg = c.probe.partition(":")
         if kind == "kafka":
@@ -54,7 +55,7 @@ def probe(c: Component, airflow_health: dict | None = None) -> Health:
         return Health(False, f"{type(exc).__name__}: {exc}"[:200])
 
 
-def airflow_status(url: str) -> dict:
+def airflow_status(url: str) -> dict[str, Any]:
     try:
         r = httpx.get(f"{url}/api/v2/monitor/health", timeout=TIMEOUT)
         return r.json() if r.status_code == 200 else {}

@@ -7,7 +7,7 @@ on a component that is down (they return "nothing yet"), so a watcher can poll t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +24,14 @@ DRIFT_OVER_THRESHOLD = (
 
 #: ``(sample name, sorted (label, value) pairs)``: one series of a scrape.
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class TaskInstance(TypedDict):
+    """The fields of an Airflow REST API task instance the timeline reads."""
+
+    task_id: str
+    state: NotRequired[str | None]
+    duration: NotRequired[float | None]
 
 
 @dataclass(frozen=True)
@@ -145,7 +153,7 @@ class Airflow:
         except (httpx.HTTPError, ValueError, KeyError):
             return None
 
-    def task_instances(self, run_id: str) -> list[dict[str, Any]]:
+    def task_instances(self, run_id: str) -> list[TaskInstance]:
         try:
             body = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
         except (httpx.HTTPError, ValueError, KeyError):

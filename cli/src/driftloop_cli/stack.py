@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import httpx
 
@@ -173,5 +174,5 @@ def down(s: StackSettings) -> bool:
     return running
 
 
-def as_json(statuses: list[ComponentStatus]) -> list[dict]:
+def as_json(statuses: list[ComponentStatus]) -> list[dict[str, Any]]:
     return [asdict(st) for st in statuses]

@@ -126,7 +126,7 @@ def _check(
     elif stage == "dag_succeeded":
         assert st.dag_run_id
         for ti in airflow.task_instances(st.dag_run_id):
-            name, state = ti.get("task_id"), ti.get("state")
+            name, state = ti["task_id"], ti.get("state")
             if (
                 state in {"success", "skipped", "failed", "upstream_failed"}
                 and name not in st.tasks_seen

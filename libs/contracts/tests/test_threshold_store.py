@@ -64,7 +64,7 @@ def test_feature_override_beats_statistic_override_beats_default(
     ],
 )
 def test_invalid_input_names_the_problem(
-    client: fakeredis.FakeRedis, args: tuple, message: str
+    client: fakeredis.FakeRedis, args: tuple[str, ...], message: str
 ) -> None:
     with pytest.raises(ThresholdError, match=message):
         set_threshold(client, *args)

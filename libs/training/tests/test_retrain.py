@@ -47,7 +47,9 @@ def log_of(
 ) -> Callable[..., pd.DataFrame]:
     """Writes N labelled rows from the base *holdout* (unseen by every model) into the log."""
 
-    def make(n: int = N_LABELLED, price_factor: Callable | None = None) -> pd.DataFrame:
+    def make(
+        n: int = N_LABELLED, price_factor: Callable[[pd.DataFrame], np.ndarray] | None = None
+    ) -> pd.DataFrame:
         rows = base_split[1].sample(n=n, random_state=3).reset_index(drop=True)
         frame = labelled_rows(
             rows,
@@ -130,6 +132,7 @@ def test_collect_holds_out_the_newest_rows_and_weights_recent(
         settings, run_key="r", window_end=window_end, params=PARAMS, base=base_split[0]
     )
     assert result.ready
+    assert result.train_path is not None and result.holdout_path is not None
     assert result.holdout_rows == int(np.ceil(N_LABELLED * PARAMS.holdout_share))
     assert result.recent_train_rows + result.holdout_rows == N_LABELLED
     assert result.base_rows == 2 * result.recent_train_rows
@@ -159,6 +162,7 @@ def test_collect_uses_only_the_newest_max_labelled_rows(
         settings, run_key="r", window_end=window_end, params=capped, base=base_split[0]
     )
     assert result.ready
+    assert result.train_path is not None and result.holdout_path is not None
     assert (result.labelled_rows, result.older_rows_left_out) == (700, N_LABELLED - 700)
     assert result.recent_train_rows + result.holdout_rows == 700
     train = pd.read_parquet(result.train_path)
@@ -176,11 +180,18 @@ def test_collect_is_rerunnable(
     base_split: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
     log_of()
-    kwargs = {"run_key": "r", "window_end": window_end, "params": PARAMS, "base": base_split[0]}
-    first = retrain.collect(settings, **kwargs)
+
+    def collect() -> retrain.CollectResult:
+        return retrain.collect(
+            settings, run_key="r", window_end=window_end, params=PARAMS, base=base_split[0]
+        )
+
+    first = collect()
+    assert first.train_path is not None
     frame = pd.read_parquet(first.train_path)
-    second = retrain.collect(settings, **kwargs)
+    second = collect()
     assert second == first
+    assert second.train_path is not None
     pd.testing.assert_frame_equal(pd.read_parquet(second.train_path), frame)
 
 
@@ -239,6 +250,7 @@ def test_challenger_worse_is_rejected_and_tagged(
     assert current is not None and current.version == champ.version
     tags = registry.get_version(uri, decision.version).tags
     assert tags[registry.TAG_DECISION] == "rejected"
+    assert evaluated.champion is not None
     assert float(tags["driftloop.champion_rmse_usd"]) == pytest.approx(
         evaluated.champion["rmse_usd"], abs=0.01
     )
@@ -259,6 +271,7 @@ def test_challenger_better_is_promoted_and_announced(
     evaluated, decision = run_until_decision(settings, window_end, fast, base_split[0])
     assert decision.promoted, decision.reason
     assert decision.improvement is not None and decision.improvement > 0.05
+    assert evaluated.champion is not None
     assert evaluated.challenger["rmse_usd"] < evaluated.champion["rmse_usd"]
     uri = settings.mlflow_tracking_uri
     current = registry.get_champion(uri)

@@ -27,6 +27,7 @@ from typing import Any
 
 import gevent
 from locust import events, task
+from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
@@ -79,7 +80,7 @@ _user_numbers = itertools.count(1)
 
 
 @events.init_command_line_parser.add_listener
-def _add_options(parser: Any, **_: Any) -> None:
+def _add_options(parser: LocustArgumentParser, **_: object) -> None:
     add_arguments(parser)
     # Reports go to loadtest/reports/ unless --csv/--html say otherwise (web-UI runs too: the
     # CSV is written while running, the HTML when locust stops).
@@ -266,7 +267,9 @@ class DriftloopUser(FastHttpUser):
         """An invalid body on purpose: a 422 is the right answer, anything else a failure."""
         with self.client.post(
             bad.route,
-            data=bad.body,
+            # locust annotates ``data`` as ``str | dict``, but its docstring and geventhttpclient
+            # take bytes, which an invalid body must stay (sent exactly as built).
+            data=bad.body,  # type: ignore[arg-type]
             headers=JSON_HEADERS,
             name=bad.route + INVALID_SUFFIX,
             catch_response=True,

@@ -7,12 +7,16 @@ web UI converts a submitted value with ``type(default)(value)``.
 
 from __future__ import annotations
 
+from argparse import Namespace
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from .dataset import default_data_home
 from .scenarios import SCENARIO_CHOICES, DriftSettings, Schedule, ScheduleError, resolve_schedule
+
+if TYPE_CHECKING:  # locust is imported by the locustfile that calls us, not at import time
+    from locust.argument_parser import LocustArgumentParser
 
 __all__ = ["DEFAULT_REPORT_DIR", "RunConfig", "add_arguments", "run_config"]
 
@@ -39,7 +43,7 @@ class RunConfig:
     schedule_log: str
 
 
-def add_arguments(parser: Any) -> None:
+def add_arguments(parser: LocustArgumentParser) -> None:
     """Register the options on locust's parser (``init_command_line_parser`` listener)."""
     # On the parser itself, not an argument group: only LocustArgumentParser.add_argument
     # understands include_in_web_ui, and the web UI lists the parser's own actions.
@@ -137,7 +141,7 @@ def _share(name: str, value: float) -> float:
     return value
 
 
-def run_config(options: Any) -> RunConfig:
+def run_config(options: Namespace) -> RunConfig:
     """Validate parsed options (CLI or web UI) into a :class:`RunConfig`.
 
     Raises :class:`ValueError` (or :class:`ScheduleError`) with a message naming the option.

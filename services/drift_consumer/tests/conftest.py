@@ -255,7 +255,9 @@ class FakeConsumer:
     def highwater(self, tp: TopicPartition) -> int:
         return len(self.log.records.get(tp, []))
 
-    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict:
+    async def getmany(
+        self, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Record]]:
         out = {}
         for tp in self.partitions:
             records = self.log.records.get(tp, [])

@@ -110,6 +110,7 @@ def test_online_error_equals_direct_computation_over_the_rolling_window() -> Non
     assert s.rmse == pytest.approx(math.sqrt(np.mean(tail**2)), rel=1e-12)
     assert s.mae == pytest.approx(np.mean(np.abs(tail)), rel=1e-12)
     assert s.bias == pytest.approx(np.mean(tail), rel=1e-12)
-    assert online.summary("2").bias == 0.0  # type: ignore[union-attr]
+    s2 = online.summary("2")
+    assert s2 is not None and s2.bias == 0.0
     online.forget("2")
     assert online.summary("2") is None and online.versions() == ["1"]

@@ -432,7 +432,7 @@ async def test_promotion_switches_the_reference_and_the_labels(
 
 
 async def test_restart_without_mlflow_uses_the_cached_reference(
-    tmp_path: Path, reference: ReferenceData
+    tmp_path: Path, reference: ReferenceData, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = Harness(tmp_path, reference)
     loop = h.make_loop()
@@ -443,7 +443,7 @@ async def test_restart_without_mlflow_uses_the_cached_reference(
     def broken() -> VersionRef:
         raise ConnectionError("mlflow down")
 
-    h.source.champion = broken  # type: ignore[method-assign]
+    monkeypatch.setattr(h.source, "champion", broken)
     again = h.make_loop()
     tasks = await start(again)
     await until(lambda: again.reference_version == "1")

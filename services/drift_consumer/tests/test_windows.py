@@ -124,7 +124,9 @@ def test_merge_is_additive_and_equals_the_concatenation(reference: ReferenceData
         other = make_reference(seed=1, n=2000, version="9")
         wm2 = WindowManager(WindowPolicy(events=300, min_events=300), other.compiled)
         wm2.add(0, batch(sample(other, 10)))
-        merged.merge(wm2.open_window(0))  # type: ignore[arg-type]
+        opened = wm2.open_window(0)
+        assert opened is not None
+        merged.merge(opened)
 
 
 def test_time_ns_is_distinct_per_window_and_stable(reference: ReferenceData) -> None:

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Final, Literal, TypeAlias, overload
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from .features import FEATURE_NAMES
 from .topics import FEEDBACK_TOPIC, MODEL_EVENTS_TOPIC, PREDICTIONS_TOPIC
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 def utcnow() -> datetime:
@@ -89,22 +89,33 @@ class ModelPromoted(_Event):
     timestamp: AwareDatetime = Field(default_factory=utcnow)
 
 
-_SCHEMAS: dict[str, type[_Event]] = {
+#: Any event a topic carries.
+Event: TypeAlias = PredictionEvent | FeedbackEvent | ModelPromoted
+
+_SCHEMAS: dict[str, type[Event]] = {
     PREDICTIONS_TOPIC: PredictionEvent,
     FEEDBACK_TOPIC: FeedbackEvent,
     MODEL_EVENTS_TOPIC: ModelPromoted,
 }
 
 
-def event_type_for(topic: str) -> type[_Event]:
+def event_type_for(topic: str) -> type[Event]:
     try:
         return _SCHEMAS[topic]
     except KeyError:
         raise UnknownTopic(f"no event schema for topic {topic!r}") from None
 
 
-def decode_event(topic: str, value: bytes | str | None) -> Any:
-    """Parse a record value from ``topic`` into its event model.
+@overload
+def decode_event(topic: Literal["predictions"], value: bytes | str | None) -> PredictionEvent: ...
+@overload
+def decode_event(topic: Literal["feedback"], value: bytes | str | None) -> FeedbackEvent: ...
+@overload
+def decode_event(topic: Literal["model-events"], value: bytes | str | None) -> ModelPromoted: ...
+@overload
+def decode_event(topic: str, value: bytes | str | None) -> Event: ...
+def decode_event(topic: str, value: bytes | str | None) -> Event:
+    """Parse a record value from ``topic`` into its event model (typed by the topic's name).
 
     Raises :class:`MalformedEvent` or :class:`UnknownSchemaVersion` with a message that says why.
     """

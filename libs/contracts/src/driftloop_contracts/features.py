@@ -116,11 +116,14 @@ class _FeaturesBase(BaseModel):
         return [float(getattr(self, name)) for name in FEATURE_NAMES]
 
 
-HouseFeatures: type[_FeaturesBase] = create_model(  # type: ignore[call-overload]
+#: ``name -> (type, FieldInfo)`` per feature. Typed ``Any`` because a type checker matches a
+#: ``**mapping`` against every keyword parameter of ``create_model`` (``__config__``...) too.
+_FIELD_DEFINITIONS: dict[str, Any] = {spec.name: (float, _field(spec)) for spec in FEATURE_SPECS}
+HouseFeatures: type[_FeaturesBase] = create_model(
     "HouseFeatures",
     __base__=_FeaturesBase,
     __doc__="The eight inputs of the house-price model, validated against physical bounds.",
-    **{spec.name: (float, _field(spec)) for spec in FEATURE_SPECS},
+    **_FIELD_DEFINITIONS,
 )
 HouseFeatures.model_config["json_schema_extra"] = {
     "examples": [{spec.name: spec.example for spec in FEATURE_SPECS}]

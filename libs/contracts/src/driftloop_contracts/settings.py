@@ -6,7 +6,7 @@ validation failure into one error that names the environment variable to fix.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 from pydantic_settings import BaseSettings
@@ -18,9 +18,11 @@ class SettingsError(RuntimeError):
     """A required setting is missing or invalid; the message names the variable."""
 
 
-def load_settings(cls: type[S], **overrides: object) -> S:
+def load_settings(cls: type[S], **overrides: Any) -> S:
+    """``cls(**overrides)`` (values validated by pydantic, hence ``Any``), reading the
+    environment; a validation failure becomes a :class:`SettingsError`."""
     try:
-        return cls(**overrides)  # type: ignore[arg-type]
+        return cls(**overrides)
     except ValidationError as exc:
         prefix = str(cls.model_config.get("env_prefix", ""))
         problems = []

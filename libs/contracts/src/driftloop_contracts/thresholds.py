@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, SupportsFloat, SupportsIndex
+from typing import Literal, SupportsFloat, SupportsIndex, TypeAlias
 
 from .features import SERIES_NAMES
 
@@ -49,6 +49,9 @@ DEFAULT_THRESHOLDS: dict[Statistic, float] = {
 
 #: Redis hash holding overrides: field "<statistic>" or "<statistic>:<feature>" -> value.
 THRESHOLDS_REDIS_KEY = "driftloop:thresholds"
+#: The hash as read back: redis-py's ``hgetall`` gives ``dict[bytes | str, bytes | str]`` (bytes
+#: unless the client decodes responses); tests and the CLI pass plain bytes or str mappings.
+RawHash: TypeAlias = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]
 
 
 class ThresholdError(ValueError):
@@ -103,9 +106,11 @@ class ThresholdSet:
     def __init__(
         self,
         overrides: Mapping[str, float] | None = None,
-        defaults: Mapping[str, float] | None = None,
+        defaults: Mapping[Statistic, float] | None = None,
     ) -> None:
-        self.defaults: dict[str, float] = dict(defaults or DEFAULT_THRESHOLDS)
+        self.defaults: dict[str, float] = {
+            statistic: value for statistic, value in (defaults or DEFAULT_THRESHOLDS).items()
+        }
         self.overrides: dict[str, float] = dict(overrides or {})
 
     def get(self, statistic: str, feature: str = "") -> float:
@@ -145,9 +150,7 @@ class ThresholdSet:
         return f"ThresholdSet(overrides={self.overrides!r})"
 
     @classmethod
-    def from_hash(
-        cls, raw: Mapping[bytes, bytes] | Mapping[str, str]
-    ) -> tuple[ThresholdSet, list[str]]:
+    def from_hash(cls, raw: RawHash) -> tuple[ThresholdSet, list[str]]:
         """Parse a Redis hash; invalid fields are skipped and reported (never fatal)."""
         overrides: dict[str, float] = {}
         problems: list[str] = []

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Final
 
-PREDICTIONS_TOPIC = "predictions"
-FEEDBACK_TOPIC = "feedback"
-MODEL_EVENTS_TOPIC = "model-events"
+# Final, so a type checker reads each name as its literal (decode_event's overloads use that).
+PREDICTIONS_TOPIC: Final = "predictions"
+FEEDBACK_TOPIC: Final = "feedback"
+MODEL_EVENTS_TOPIC: Final = "model-events"
 
 
 @dataclass(frozen=True)

@@ -186,10 +186,10 @@ def write_labelled_part(
     from driftloop_contracts import part_file_name
 
     labelled_at = pd.to_datetime(rows["labelled_at"], utc=True)
-    hours = labelled_at.dt.floor("h").unique()
+    hours = labelled_at.dt.floor("h").drop_duplicates()
     if len(hours) != 1:
         raise ValueError("all rows of a part file must share one labelled_at hour")
-    directory = root / str(partition_dir(hours[0].to_pydatetime()))
+    directory = root / str(partition_dir(hours.iloc[0].to_pydatetime()))
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / part_file_name(partition, first_offset, first_offset + len(rows) - 1)
     tmp = path.with_name(f".{path.name}.tmp")

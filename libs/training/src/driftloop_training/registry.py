@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -39,6 +39,10 @@ from driftloop_contracts import (
 )
 
 from .errors import RegistryError
+
+if TYPE_CHECKING:  # mlflow is imported on first use: it is slow to import
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 SERIALIZATION_FORMAT = "cloudpickle"
 #: Tag keys written by this package (on runs and model versions).
@@ -68,7 +72,7 @@ class VersionInfo:
     holdout_rmse_usd: float | None = None
 
 
-def client(tracking_uri: str) -> Any:
+def client(tracking_uri: str) -> MlflowClient:
     """An ``MlflowClient`` for ``tracking_uri`` (also the registry), set as the process default.
 
     The fluent API (``start_run``, ``log_model``) reads the process default; each public
@@ -205,7 +209,7 @@ def find_run(tracking_uri: str, tags: dict[str, str]) -> LoggedModel | None:
     return None
 
 
-def _version_info(c: Any, mv: Any) -> VersionInfo:
+def _version_info(c: MlflowClient, mv: ModelVersion) -> VersionInfo:
     rmse: float | None = None
     if mv.run_id:
         try:

@@ -213,11 +213,10 @@ def combine(
     recent_weight = (
         recent_weight_share / (1.0 - recent_weight_share) * n_base / n_recent if n_base else 1.0
     )
+    recent_columns: dict[str, float | str] = {WEIGHT_COLUMN: recent_weight, SOURCE_COLUMN: "recent"}
+    base_columns: dict[str, float | str] = {WEIGHT_COLUMN: 1.0, SOURCE_COLUMN: "base"}
     frame = pd.concat(
-        [
-            recent.assign(**{WEIGHT_COLUMN: recent_weight, SOURCE_COLUMN: "recent"}),
-            base_sample.assign(**{WEIGHT_COLUMN: 1.0, SOURCE_COLUMN: "base"}),
-        ],
+        [recent.assign(**recent_columns), base_sample.assign(**base_columns)],
         ignore_index=True,
     )
     return frame, recent_weight

@@ -9,11 +9,11 @@ into idempotent sinks.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import structlog
 from aiokafka.structs import TopicPartition
 
+from .kafka_consumer import DataConsumer
 from .metrics import ConsumerMetrics
 from .partition_state import PartitionState
 from .status import LoopStatus
@@ -31,7 +31,7 @@ class Committer:
         self.metrics = metrics
         self.status = status
 
-    async def commit(self, consumer: Any, only: set[TopicPartition] | None = None) -> None:
+    async def commit(self, consumer: DataConsumer, only: set[TopicPartition] | None = None) -> None:
         """Commit every assigned partition (or ``only`` these) that has new safe offsets."""
         offsets = self.state.offsets_to_commit(consumer.assignment(), only)
         if not offsets:

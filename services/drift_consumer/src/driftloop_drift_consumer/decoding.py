@@ -14,6 +14,7 @@ Reasons: those of :class:`driftloop_contracts.EventError` (``malformed``,
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -70,7 +71,6 @@ def decode_prediction(record: RawRecord, *, model_name: str) -> DecodedPredictio
         event = decode_event(PREDICTIONS_TOPIC, record.value)
     except EventError as exc:
         return Invalid(record.offset, exc.reason, str(exc))
-    assert isinstance(event, PredictionEvent)
     if event.model_name != model_name:
         return Invalid(record.offset, "unknown_model", event.model_name)
     try:
@@ -83,7 +83,7 @@ def decode_prediction(record: RawRecord, *, model_name: str) -> DecodedPredictio
 
 
 def decode_predictions(
-    records: list[RawRecord], *, model_name: str
+    records: Sequence[RawRecord], *, model_name: str
 ) -> tuple[list[DecodedPrediction], list[Invalid]]:
     """The valid predictions of ``records`` (in offset order) and the invalid ones."""
     valid: list[DecodedPrediction] = []
@@ -98,7 +98,7 @@ def decode_predictions(
 
 
 def decode_feedback(
-    records: list[RawRecord],
+    records: Sequence[RawRecord],
 ) -> tuple[list[DecodedFeedback], list[Invalid]]:
     """Every record as :class:`DecodedFeedback` (invalid ones with ``event=None``), and the
     invalid ones."""
@@ -111,6 +111,5 @@ def decode_feedback(
             invalid.append(Invalid(record.offset, exc.reason, str(exc)))
             out.append(DecodedFeedback(record.offset, None))
             continue
-        assert isinstance(event, FeedbackEvent)
         out.append(DecodedFeedback(record.offset, event))
     return out, invalid

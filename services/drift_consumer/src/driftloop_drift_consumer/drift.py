@@ -31,7 +31,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Literal
+from importlib import import_module
+from typing import Literal, TypeAlias
 
 import numpy as np
 from scipy.stats import kstwo
@@ -43,11 +44,16 @@ from driftloop_contracts import (
     ReferenceProfile,
     SeriesProfile,
 )
+from driftloop_contracts.thresholds import Statistic
 
-try:  # scipy's exact two-sample KS distribution (compiled); public API has no equivalent.
-    from scipy.stats._stats_py import _attempt_exact_2kssamp
-except ImportError:  # pragma: no cover - a future scipy moved it: asymptotic p-values only
-    _attempt_exact_2kssamp = None
+#: ``(n1, n2, gcd, d, alternative) -> (success, d, p-value)``: scipy's private exact two-sample
+#: KS distribution (compiled); the public API has no equivalent, and scipy-stubs omits it.
+_ExactKs: TypeAlias = Callable[[int, int, int, float, str], tuple[bool, float, float]]
+_attempt_exact_2kssamp: _ExactKs | None
+try:
+    _attempt_exact_2kssamp = import_module("scipy.stats._stats_py")._attempt_exact_2kssamp
+except (ImportError, AttributeError):  # pragma: no cover - a future scipy moved it: asymptotic
+    _attempt_exact_2kssamp = None  # p-values only
 
 #: Informational statistic exported next to the others (no threshold: lower means drift).
 KS_PVALUE = "ks_pvalue"
@@ -312,7 +318,7 @@ def compute_statistics(
 class DriftDecision:
     """Which series crossed which threshold, and the dataset-level verdict."""
 
-    crossed: dict[str, tuple[str, ...]]
+    crossed: dict[str, tuple[Statistic, ...]]
     drift_share: float
     drift_share_threshold: float
 

@@ -3,19 +3,47 @@ commits, and an assignment that keeps co-partitioned partitions together."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
+from .decoding import RawRecord
 from .settings import DriftConsumerSettings
 
+if TYPE_CHECKING:
+    from aiokafka import ConsumerRebalanceListener
+    from aiokafka.structs import TopicPartition
+
+
+class DataConsumer(Protocol):
+    """What the drift consumer uses of aiokafka's ``AIOKafkaConsumer`` (tests pass a fake)."""
+
+    def subscribe(self, topics: list[str], *, listener: ConsumerRebalanceListener) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def getmany(
+        self, *, timeout_ms: int = 0, max_records: int | None = None
+    ) -> Mapping[TopicPartition, Sequence[RawRecord]]: ...
+
+    def assignment(self) -> set[TopicPartition]: ...
+
+    def highwater(self, tp: TopicPartition) -> int | None: ...
+
+    async def committed(self, tp: TopicPartition) -> int | None: ...
+
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+
+
 #: Builds a fresh (not yet started) consumer; tests pass a fake.
-ConsumerFactory = Callable[[], Any]
+ConsumerFactory: TypeAlias = Callable[[], DataConsumer]
 
 
 def data_consumer_factory(settings: DriftConsumerSettings) -> ConsumerFactory:
     """The group consumer over predictions + feedback (manual commits)."""
 
-    def make() -> Any:
+    def make() -> Any:  # aiokafka is untyped: its consumer is a DataConsumer by duck typing
         from aiokafka import AIOKafkaConsumer
         from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 

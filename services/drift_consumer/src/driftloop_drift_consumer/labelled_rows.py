@@ -16,12 +16,12 @@ exactly-once argument.
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from aiokafka.structs import TopicPartition
 
 from .decoding import Invalid
 from .feedback_join import LabelledRow, OnlineError
+from .kafka_consumer import DataConsumer
 from .partition_state import PartitionState
 from .reference import ReferenceManager
 from .settings import DriftConsumerSettings
@@ -46,7 +46,7 @@ class LabelledRows:
         self.references = references
         self.online = OnlineError(settings.online_error_rows)
 
-    async def resolve_waiting(self, now: float, consumer: Any) -> None:
+    async def resolve_waiting(self, now: float, consumer: DataConsumer) -> None:
         """Join waiting feedback whose prediction is in the store; give up on feedback whose
         prediction can no longer arrive (counted as ``unmatched_feedback``)."""
         buffers = self.state.buffers

@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -44,10 +44,16 @@ from driftloop_contracts.thresholds import ThresholdSet
 from driftloop_service import Backoff, ModelEventsConsumer, RetryStopped, retrying
 
 from .committer import Committer
-from .decoding import DecodedFeedback, DecodedPrediction, decode_feedback, decode_predictions
+from .decoding import (
+    DecodedFeedback,
+    DecodedPrediction,
+    RawRecord,
+    decode_feedback,
+    decode_predictions,
+)
 from .drift import decide
 from .feedback_join import JoinStore, StoredPrediction
-from .kafka_consumer import ConsumerFactory
+from .kafka_consumer import ConsumerFactory, DataConsumer
 from .labelled_rows import LabelledRows
 from .metrics import ConsumerMetrics
 from .partition_state import PartitionState
@@ -252,7 +258,7 @@ class DriftLoop:
             self.state.reset()
             self.status.assigned = []
 
-    async def _consume(self, consumer: Any) -> None:
+    async def _consume(self, consumer: DataConsumer) -> None:
         while not self.stopping.is_set():
             try:
                 batches = await self._fetch(consumer)
@@ -288,7 +294,9 @@ class DriftLoop:
         self.status.last_error = f"kafka: {error}"
         log.warning("getmany_failed", error=str(error), retry_in_s=round(delay, 2))
 
-    async def step(self, consumer: Any, batches: dict[TopicPartition, list[Any]]) -> None:
+    async def step(
+        self, consumer: DataConsumer, batches: Mapping[TopicPartition, Sequence[RawRecord]]
+    ) -> None:
         """Process one fetch and commit what is safely written. Holds the lock (caller)."""
         now = time.monotonic()
         predictions, feedback = self._read(consumer, batches)
@@ -362,7 +370,7 @@ class DriftLoop:
         return check.records
 
     def _read(
-        self, consumer: Any, batches: dict[TopicPartition, list[Any]]
+        self, consumer: DataConsumer, batches: Mapping[TopicPartition, Sequence[RawRecord]]
     ) -> tuple[dict[int, list[DecodedPrediction]], dict[int, list[DecodedFeedback]]]:
         """Decode a fetch per partition; count what is read, the lag and what is skipped."""
         assigned = consumer.assignment()
@@ -395,7 +403,7 @@ class DriftLoop:
                 self.sinks.skip(tp, skipped)
         return predictions, feedback
 
-    async def _final_commit(self, consumer: Any) -> None:
+    async def _final_commit(self, consumer: DataConsumer) -> None:
         """At shutdown: write what is finished (once), then commit it. If a write fails,
         commit nothing: rows taken for a part file that was not written must be replayed."""
         async with self._lock:

@@ -23,10 +23,9 @@ Apache Kafka log may hold one legitimately, e.g. a transaction marker), and coun
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import numpy as np
 from aiokafka.structs import TopicPartition
@@ -34,6 +33,7 @@ from aiokafka.structs import TopicPartition
 from .decoding import DecodedFeedback, DecodedPrediction, RawRecord
 from .drift import CompiledReference
 from .feedback_join import FeedbackBuffer
+from .kafka_consumer import DataConsumer
 from .windows import ClosedWindow, EventBatch, WindowManager
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -70,7 +70,7 @@ class GapCheck:
     """What :meth:`PartitionState.gap_free` found in one partition's fetch."""
 
     #: The records to process now: all of them, or those before a gap.
-    records: list[RawRecord]
+    records: Sequence[RawRecord]
     #: Read the partition again from here (the first missing offset), or ``None``.
     refetch_from: int | None = None
     #: True the first time a gap is seen (count it once, however often it is re-read).
@@ -111,7 +111,7 @@ class PartitionState:
 
     # --- reading ------------------------------------------------------------------------
 
-    def gap_free(self, tp: TopicPartition, records: list[RawRecord]) -> GapCheck:
+    def gap_free(self, tp: TopicPartition, records: Sequence[RawRecord]) -> GapCheck:
         """The records of a fetch up to the first offset it skipped (see the module doc)."""
         expected = self.next_offset.get(tp, self.committed.get(tp))
         if expected is None and records:  # a new group: the log starts where the fetch does
@@ -131,7 +131,7 @@ class PartitionState:
         self._gaps.pop(tp, None)
         return GapCheck(records)
 
-    def read(self, tp: TopicPartition, records: list[RawRecord]) -> int:
+    def read(self, tp: TopicPartition, records: Sequence[RawRecord]) -> int:
         """Note that ``records`` were read; returns how many are read for the first time (a
         replay after a restart is counted once)."""
         through = self._counted_through.get(tp, -1)
@@ -149,7 +149,9 @@ class PartitionState:
         previous = self._watermark.get(partition)
         self._watermark[partition] = latest if previous is None else max(previous, latest)
 
-    def predictions_settled(self, partition: int, consumer: Any) -> Callable[[datetime], bool]:
+    def predictions_settled(
+        self, partition: int, consumer: DataConsumer
+    ) -> Callable[[datetime], bool]:
         """Whether a prediction made before a given time can still show up in the
         co-partitioned predictions partition (False while we are behind it). Reads only the
         consumer's assignment and high watermark (local metadata, no I/O)."""

@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
 
 import structlog
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.structs import TopicPartition
 
 from .committer import Committer
+from .kafka_consumer import DataConsumer
 from .labelled_rows import LabelledRows
 from .partition_state import PartitionState
 from .sinks.facade import Sinks
@@ -37,7 +37,7 @@ class DriftRebalanceListener(ConsumerRebalanceListener):
 
     def __init__(
         self,
-        consumer: Any,
+        consumer: DataConsumer,
         *,
         lock: asyncio.Lock,
         state: PartitionState,

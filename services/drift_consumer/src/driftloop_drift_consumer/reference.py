@@ -21,7 +21,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import structlog
 
@@ -35,6 +35,10 @@ from driftloop_contracts import (
 
 from .drift import CompiledReference
 from .errors import ReferenceUnavailable
+
+if TYPE_CHECKING:  # mlflow is imported on first use: it is slow to import
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
 
 log = structlog.get_logger(__name__)
 
@@ -97,16 +101,16 @@ class MlflowReferenceSource:
         self._uri = tracking_uri
         self._name = model_name
         self._alias = alias
-        self._client: Any = None
+        self._client: MlflowClient | None = None
 
-    def _mlflow(self) -> Any:
+    def _mlflow(self) -> MlflowClient:
         if self._client is None:
             from mlflow import MlflowClient
 
             self._client = MlflowClient(tracking_uri=self._uri, registry_uri=self._uri)
         return self._client
 
-    def _ref(self, mv: Any) -> VersionRef:
+    def _ref(self, mv: ModelVersion) -> VersionRef:
         rmse: float | None = None
         if mv.run_id:
             try:

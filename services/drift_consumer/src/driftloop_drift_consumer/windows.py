@@ -64,16 +64,18 @@ class WindowState:
     model_version: str
     n_series: int
     n_bins: int
+    #: Events per series and reference bin (``n_series x n_bins``).
+    bin_counts: np.ndarray
     segments: dict[int, tuple[int, int]] = field(default_factory=dict)
     start_us: int = 0
     end_us: int = 0
     count: int = 0
-    bin_counts: np.ndarray = field(default=None)  # type: ignore[assignment]
     chunks: list[np.ndarray] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        if self.bin_counts is None:
-            self.bin_counts = np.zeros((self.n_series, self.n_bins), dtype=np.int64)
+    @classmethod
+    def empty(cls, model_version: str, n_series: int, n_bins: int) -> WindowState:
+        """A window that holds no event yet."""
+        return cls(model_version, n_series, n_bins, np.zeros((n_series, n_bins), dtype=np.int64))
 
     def extend(
         self,
@@ -221,7 +223,7 @@ class WindowManager:
         while i < m:
             window = self._open.get(partition)
             if window is None:
-                window = WindowState(ref.model_version, len(ref.series), ref.n_bins)
+                window = WindowState.empty(ref.model_version, len(ref.series), ref.n_bins)
             end = min(m, i + policy.events - window.count)
             time_close = False
             if policy.seconds > 0:
