@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # The test suite:
+#   0. ruff (lint and format); the import contracts and mypy run as unit tests
+#      (tests/test_architecture.py, tests/test_types.py);
 #   1. the unit part (everything that needs no stack) DRIFTLOOP_TEST_UNIT_RUNS times (default 5),
 #      each in a new random order (pytest-randomly, off unless asked for; the seed is printed:
 #      rerun that order with `uv run pytest -p randomly --randomly-seed=N -m "not integration and
@@ -33,6 +35,8 @@ run_pytest() {
 if [ "$#" -gt 0 ]; then
   run_pytest "$@"
 else
+  echo "[test] lint: ruff check, ruff format --check"
+  uv run --frozen ruff check . && uv run --frozen ruff format --check . || exit 1
   unit='not integration and not e2e and not airflow'
   runs="${DRIFTLOOP_TEST_UNIT_RUNS:-5}"
   for i in $(seq 1 "$runs"); do
