@@ -176,7 +176,8 @@ def _decode(schema: type[_Event], value: bytes | str | None) -> _Event:
             f"record of {len(value)} bytes exceeds {MAX_EVENT_BYTES}", InvalidReason.TOO_LARGE
         )
     try:
-        raw = from_json(value)
+        # Keys repeat in every event, values (request ids) rarely: cache only the keys.
+        raw = from_json(value, cache_strings="keys")
     except ValueError as exc:
         raise _not_json(value, exc) from None
     if not isinstance(raw, dict):
