@@ -156,7 +156,7 @@ def test_the_size_cap_is_checked_before_parsing() -> None:
 
 
 def test_any_unexpected_parser_failure_is_malformed(monkeypatch: pytest.MonkeyPatch) -> None:
-    def explode(value: object) -> object:
+    def explode(*args: object, **kwargs: object) -> object:
         raise MemoryError("a parser failure nobody listed")
 
     monkeypatch.setattr(events, "from_json", explode)
