@@ -4,11 +4,13 @@ the broker-log reset (the topic's end falls behind our position -> rewind)."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from driftloop_contracts import MODEL_EVENTS_TOPIC, EventError, ModelPromoted, utcnow
+from driftloop_contracts.poison import poison_corpus
 from driftloop_service import Backoff, ModelEventsSubscriber
 
 
@@ -193,3 +195,31 @@ async def test_cancelling_the_task_stops_the_consumer() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert consumers[-1].stopped
+
+
+async def test_the_poison_corpus_is_counted_by_reason_and_the_next_event_still_arrives() -> None:
+    log = FakeLog()
+    consumers: list[FakeConsumer] = []
+    got: list[str] = []
+    invalid: list[tuple[str, str]] = []
+
+    def factory() -> FakeConsumer:
+        consumers.append(FakeConsumer(log))
+        return consumers[-1]
+
+    def bad(topic: str, exc: EventError) -> None:
+        invalid.append((topic, exc.reason))
+
+    subscriber = ModelEventsSubscriber(factory, lambda e: got.append(e.version), on_invalid=bad)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(subscriber.run(stopping))
+    await until(lambda: subscriber.connected, "connected")
+    corpus = poison_corpus(json.loads(promoted("0")))
+    for case in corpus:
+        log.append(case.value)
+    log.append(promoted("after"))
+    await until(lambda: got == ["after"], "the event after the poison")
+    assert invalid == [(MODEL_EVENTS_TOPIC, case.reason) for case in corpus]
+    assert len(consumers) == 1 and subscriber.connected and subscriber.last_error is None
+    stopping.set()
+    await asyncio.wait_for(task, 5)

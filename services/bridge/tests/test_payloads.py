@@ -171,3 +171,15 @@ def test_captured_alertmanager_0_25_firing_and_resolved_are_the_same_incident(pa
     assert firing.fingerprint == resolved.fingerprint == "179ad3b413b9d9b2"
     assert firing.ends_at is None and resolved.ends_at is not None
     assert dag_run_id_for("r", firing) == dag_run_id_for("r", resolved)
+
+
+def test_a_utf8_bom_is_tolerated_but_other_encodings_are_not(payload) -> None:
+    (alert,) = parse_grafana(b"\xef\xbb\xbf" + payload("grafana_firing.json"))
+    assert alert.name == "DriftPredictionHigh"
+    utf16 = payload("grafana_firing.json").decode().encode("utf-16")
+    assert _problems(parse_grafana, utf16) == ["body: not valid JSON"]
+
+
+def test_too_deep_json_is_not_valid_json_not_a_crash() -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert _problems(parse_alertmanager, deep) == ["body: not valid JSON"]

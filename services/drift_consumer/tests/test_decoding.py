@@ -7,7 +7,10 @@ import math
 from collections.abc import Callable
 from typing import Any
 
-from driftloop_contracts import MODEL_NAME
+import pytest
+
+from driftloop_contracts import MODEL_NAME, PredictionEvent
+from driftloop_contracts.poison import PoisonCase, feedback_poison, prediction_poison, tolerated
 from driftloop_drift_consumer.decoding import (
     DecodedPrediction,
     Invalid,
@@ -81,3 +84,66 @@ def test_invalid_feedback_keeps_its_place() -> None:
     decoded, invalid = decode_feedback(records)
     assert [(d.offset, d.event is None) for d in decoded] == [(5, False), (6, True)]
     assert [(i.offset, i.reason) for i in invalid] == [(6, "malformed")]
+
+
+# --- the poison corpus: any bytes become an Invalid with its reason, never an exception ------
+
+
+def _valid_prediction() -> dict[str, Any]:
+    return json.loads(prediction_event("p", ROW).to_bytes())
+
+
+def _valid_feedback() -> dict[str, Any]:
+    return json.loads(feedback_event("p", 1.0).to_bytes())
+
+
+@pytest.mark.parametrize("case", prediction_poison(_valid_prediction()), ids=lambda c: c.name)
+def test_poison_prediction_is_invalid_with_its_reason(case: PoisonCase) -> None:
+    decoded = decode_prediction(record(case.value, 11), model_name=MODEL_NAME)
+    assert isinstance(decoded, Invalid), case.name
+    assert (decoded.offset, decoded.reason) == (11, case.reason), decoded.error
+
+
+@pytest.mark.parametrize("case", feedback_poison(_valid_feedback()), ids=lambda c: c.name)
+def test_poison_feedback_is_invalid_with_its_reason(case: PoisonCase) -> None:
+    decoded, invalid = decode_feedback([Record("feedback", 0, 11, case.value)])
+    assert [(d.offset, d.event) for d in decoded] == [(11, None)]
+    assert [(i.offset, i.reason) for i in invalid] == [(11, case.reason)], invalid
+
+
+def test_a_batch_of_poison_then_valid_records_decodes_the_valid_ones() -> None:
+    corpus = prediction_poison(_valid_prediction())
+    records = [record(c.value, i) for i, c in enumerate(corpus)]
+    records.append(record(prediction_event("after", ROW).to_bytes(), len(corpus)))
+    valid, invalid = decode_predictions(records, model_name=MODEL_NAME)
+    assert [(p.offset, p.event.request_id) for p in valid] == [(len(corpus), "after")]
+    assert [i.reason for i in invalid] == [c.reason for c in corpus]
+
+    corpus = feedback_poison(_valid_feedback())
+    records = [Record("feedback", 0, i, c.value) for i, c in enumerate(corpus)]
+    records.append(Record("feedback", 0, len(corpus), feedback_event("after", 2.0).to_bytes()))
+    decoded, invalid = decode_feedback(records)
+    assert [d.offset for d in decoded] == list(range(len(corpus) + 1))
+    assert [d.event.request_id for d in decoded if d.event is not None] == ["after"]
+    assert [i.reason for i in invalid] == [c.reason for c in corpus]
+
+
+def test_an_unexpected_failure_after_decoding_is_still_just_invalid(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def explode(self: PredictionEvent) -> list[float]:
+        raise RecursionError("nobody listed this one")
+
+    monkeypatch.setattr(PredictionEvent, "feature_row", explode)
+    decoded = decode_prediction(
+        record(prediction_event("a", ROW).to_bytes()), model_name=MODEL_NAME
+    )
+    assert isinstance(decoded, Invalid) and decoded.reason == "malformed"
+    assert "RecursionError" in decoded.error
+
+
+def test_tolerated_extra_fields_still_decode() -> None:
+    for name, value in tolerated(_valid_prediction()):
+        decoded = decode_prediction(record(value), model_name=MODEL_NAME)
+        assert isinstance(decoded, DecodedPrediction), name
+        assert decoded.row == tuple(ROW)

@@ -1,14 +1,16 @@
 """loop.py against fakes (Kafka, Redis, InfluxDB, MLflow): commits follow written results,
-bad records are skipped, an outage pauses commits, a crash and replay neither loses nor
+bad records (the whole poison corpus) are skipped, an outage pauses commits, a crash and replay neither loses nor
 duplicates labelled rows or windows, a promotion switches the reference."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
@@ -20,7 +22,8 @@ import pandas as pd
 import pytest
 from aiokafka.structs import TopicPartition
 
-from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
+from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC, InvalidReason
+from driftloop_contracts.poison import feedback_poison, prediction_poison
 from driftloop_drift_consumer.feedback_join import JoinStore
 from driftloop_drift_consumer.loop import DriftLoop
 from driftloop_drift_consumer.metrics import ConsumerMetrics
@@ -267,6 +270,61 @@ async def test_bad_records_are_counted_by_reason_and_skipped(
     # the invalid records precede the open window, which holds the commit at its start
     assert committed(h, PREDICTIONS_TOPIC, 0) in (None, 4)
     await stop(loop, tasks)
+
+
+async def test_the_poison_corpus_is_skipped_and_normal_traffic_after_it_is_consumed(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    """Every record no producer of ours writes (deeply nested, not UTF-8, megabytes long,
+    NaN...) on every partition, then normal traffic: the loop never stops or restarts, counts
+    each poison record under its reason, windows and labels all the normal events, and commits
+    past the poison."""
+    h = Harness(tmp_path, reference)
+    bad_predictions = prediction_poison(json.loads(prediction_event("p", [1.0] * 9).to_bytes()))
+    bad_feedback = feedback_poison(json.loads(feedback_event("p", 1.0).to_bytes()))
+    for partition in (0, 1):
+        for case in bad_predictions:
+            h.log.append(PREDICTIONS_TOPIC, partition, case.value)
+        for case in bad_feedback:
+            h.log.append(FEEDBACK_TOPIC, partition, case.value)
+    ids = h.predictions(900)  # 450 per partition: two windows each, 50 events open
+    h.feedback(ids, actual=lambda i: 100_000.0)
+    loop = h.make_loop()
+    tasks = await start(loop)
+    not_running: list[str | None] = []
+
+    async def watch() -> None:
+        await until(lambda: loop.status.consumer_started)
+        while not loop.stopping.is_set():
+            if not loop.status.consumer_started or loop.status.last_error:
+                not_running.append(loop.status.last_error)
+            await asyncio.sleep(0.005)
+
+    watcher = asyncio.create_task(watch())
+    first, feedback_end = len(bad_predictions), len(bad_feedback) + 450
+    await until(
+        lambda: all(
+            committed(h, PREDICTIONS_TOPIC, p) == first + 400  # the open window starts there
+            and committed(h, FEEDBACK_TOPIC, p) == feedback_end
+            for p in (0, 1)
+        )
+    )
+    assert not_running == [] and len(h.consumers) == 1
+    assert metric(loop, "driftloop_retries_total", operation="consumer_restart") == 0
+    assert metric(loop, "driftloop_windows_total", model_version="1") == 4
+    assert len(h.influx.windows()) == 4
+    assert sorted(h.labelled()["request_id"]) == sorted(ids)
+    assert metric(loop, "driftloop_labelled_rows_total") == 900
+    for topic, corpus in ((PREDICTIONS_TOPIC, bad_predictions), (FEEDBACK_TOPIC, bad_feedback)):
+        assert metric(loop, "driftloop_events_consumed_total", topic=topic) == 900 + 2 * len(corpus)
+        expected = Counter(case.reason for case in corpus for _ in (0, 1))
+        counted = {
+            reason: metric(loop, "driftloop_events_invalid_total", topic=topic, reason=reason)
+            for reason in InvalidReason
+        }
+        assert {r: n for r, n in counted.items() if n} == expected, topic
+    await stop(loop, tasks)
+    await watcher
 
 
 async def test_feedback_joins_into_the_log_and_online_error(

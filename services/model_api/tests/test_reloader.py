@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
+from collections import Counter
 from datetime import timedelta
 
 from driftloop_contracts import MODEL_NAME, ModelPromoted, utcnow
+from driftloop_contracts.poison import poison_corpus
 from driftloop_model_api.metrics import Metrics
 from driftloop_model_api.model_holder import ModelHolder
 from driftloop_model_api.reloader import Reloader
@@ -152,9 +155,16 @@ async def test_a_promotion_on_the_topic_reloads_through_the_shared_subscriber() 
     )
     await reloader.start()
     await until(lambda: holder.current is not None and reloader.consumer_connected)
-    log.append(b"not an event")  # counted and skipped by the subscriber, never fatal
+    corpus = poison_corpus(json.loads(promoted("0").model_dump_json()))
+    for case in corpus:  # each counted by reason and skipped by the subscriber, never fatal
+        log.append(case.value)  # type: ignore[arg-type]
     log.append(promoted("2").model_dump_json().encode())
     await until(lambda: holder.current is not None and holder.current.version == "2")
+    for reason, n in Counter(case.reason for case in corpus).items():
+        counted = metrics.value(
+            "driftloop_events_invalid_total", topic="model-events", reason=reason
+        )
+        assert counted == n, reason
     await reloader.stop()
     assert not reloader.consumer_connected
 

@@ -6,9 +6,12 @@ Everything here imports without Redis; the Redis-backed threshold store is
 """
 
 from .events import (
+    MAX_EVENT_BYTES,
+    MAX_JSON_DEPTH,
     SCHEMA_VERSION,
     EventError,
     FeedbackEvent,
+    InvalidReason,
     MalformedEvent,
     ModelPromoted,
     PredictionEvent,
@@ -76,6 +79,8 @@ __all__ = [
     "HOLDOUT_RMSE_METRIC",
     "HOST",
     "LABELLED_LOG_COLUMNS",
+    "MAX_EVENT_BYTES",
+    "MAX_JSON_DEPTH",
     "MODEL_ARTIFACT_NAME",
     "MODEL_EVENTS_TOPIC",
     "MODEL_NAME",
@@ -97,6 +102,7 @@ __all__ = [
     "FeatureSpec",
     "FeedbackEvent",
     "HouseFeatures",
+    "InvalidReason",
     "MalformedEvent",
     "ModelPromoted",
     "PortPlan",

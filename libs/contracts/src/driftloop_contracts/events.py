@@ -1,21 +1,62 @@
 """Versioned event schemas carried on Kafka, and their one decoder.
 
-Every event is JSON with a ``schema_version``; a consumer that meets a version it does not
-know gets :class:`UnknownSchemaVersion` (counted and skipped by the caller), never a crash.
+Every event is JSON with a ``schema_version``. :func:`decode_event` turns *any* record value
+into an event or raises an :class:`EventError` whose ``reason`` is one of
+:class:`InvalidReason`; no other exception ever leaves it, whatever the bytes (empty, not
+UTF-8, nested 100,000 deep, megabytes long, NaN where a number must be finite...). A consumer
+counts the reason in ``driftloop_events_invalid_total{topic,reason}``, skips the record and
+moves on: one bad record never stops a consumer.
 """
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal, TypeAlias, overload
+from enum import StrEnum
+from typing import Annotated, Final, Literal, TypeAlias, TypeVar, overload
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import from_json
 
 from .features import FEATURE_NAMES
 from .topics import FEEDBACK_TOPIC, MODEL_EVENTS_TOPIC, PREDICTIONS_TOPIC
 
 SCHEMA_VERSION: Final = 1
+
+#: Largest record value :func:`decode_event` parses; a longer one is ``too_large`` unread.
+#: Our events are under 1 KiB, so 64 KiB leaves room for growth while bounding the time and
+#: memory one hostile record can cost a consumer.
+MAX_EVENT_BYTES = 64 * 1024
+
+#: Nesting depth at which the JSON parser (pydantic-core's jiter) gives up: ``too_deep``.
+#: Our events nest two levels.
+MAX_JSON_DEPTH = 200
+
+
+class InvalidReason(StrEnum):
+    """Why a record was skipped: the ``reason`` label of ``driftloop_events_invalid_total``.
+
+    The one list for every consumer. :func:`decode_event` reports the first six; the drift
+    consumer adds the last three once an event has decoded.
+    """
+
+    #: no value, not JSON, not an object, or fields missing / of the wrong type or range
+    MALFORMED = "malformed"
+    #: ``schema_version`` missing or not one this build understands
+    UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+    #: the bytes are not UTF-8 (JSON on Kafka is UTF-8)
+    NOT_UTF8 = "not_utf8"
+    #: longer than :data:`MAX_EVENT_BYTES` (refused before parsing)
+    TOO_LARGE = "too_large"
+    #: JSON nested deeper than :data:`MAX_JSON_DEPTH`
+    TOO_DEEP = "too_deep"
+    #: NaN or infinity (``NaN``, ``Infinity``, ``1e999``) where a finite number is required
+    NON_FINITE = "non_finite"
+    #: a prediction of another registered model (drift consumer)
+    UNKNOWN_MODEL = "unknown_model"
+    #: a prediction without one of the contract's features (drift consumer)
+    MISSING_FEATURE = "missing_feature"
+    #: feedback whose prediction never arrived (drift consumer's join)
+    UNMATCHED_FEEDBACK = "unmatched_feedback"
 
 
 def utcnow() -> datetime:
@@ -25,22 +66,29 @@ def utcnow() -> datetime:
 class EventError(ValueError):
     """A record could not be turned into an event; ``reason`` is a short metric label."""
 
-    reason = "malformed"
+    reason: str = InvalidReason.MALFORMED
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
 
 
 class MalformedEvent(EventError):
-    """Not JSON, or JSON that does not match the schema."""
+    """Not an event: not JSON, or JSON that does not match the schema (``reason`` says how)."""
 
-    reason = "malformed"
+    reason = InvalidReason.MALFORMED
 
 
 class UnknownSchemaVersion(EventError):
     """A ``schema_version`` this build does not understand."""
 
-    reason = "unknown_schema_version"
+    reason = InvalidReason.UNKNOWN_SCHEMA_VERSION
 
 
 class UnknownTopic(EventError):
+    """A caller asked for a topic that has no event schema (a bug, not a bad record)."""
+
     reason = "unknown_topic"
 
 
@@ -89,6 +137,8 @@ class ModelPromoted(_Event):
     timestamp: AwareDatetime = Field(default_factory=utcnow)
 
 
+_E = TypeVar("_E", bound=_Event)
+
 #: Any event a topic carries.
 Event: TypeAlias = PredictionEvent | FeedbackEvent | ModelPromoted
 
@@ -117,27 +167,71 @@ def decode_event(topic: str, value: bytes | str | None) -> Event: ...
 def decode_event(topic: str, value: bytes | str | None) -> Event:
     """Parse a record value from ``topic`` into its event model (typed by the topic's name).
 
-    Raises :class:`MalformedEvent` or :class:`UnknownSchemaVersion` with a message that says why.
+    Raises an :class:`EventError` (:class:`MalformedEvent` or :class:`UnknownSchemaVersion`)
+    whose message says why and whose ``reason`` is an :class:`InvalidReason`, and nothing
+    else, whatever ``value`` holds. One parse on the valid path (pydantic-core's parser, which
+    also bounds the nesting depth instead of recursing until Python's stack runs out).
     """
     schema = event_type_for(topic)
+    try:
+        return _decode(schema, value)
+    except EventError:
+        raise
+    except Exception as exc:  # any other failure on hostile input is a bad record, not a crash
+        raise MalformedEvent(_clip(f"undecodable: {type(exc).__name__}: {exc}", 500)) from None
+
+
+def _decode(schema: type[_E], value: bytes | str | None) -> _E:
     if value is None:
         raise MalformedEvent("empty record value")
+    if len(value) > MAX_EVENT_BYTES:
+        raise MalformedEvent(
+            f"record of {len(value)} bytes exceeds {MAX_EVENT_BYTES}", InvalidReason.TOO_LARGE
+        )
     try:
-        raw = json.loads(value)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise MalformedEvent(f"not JSON: {exc}") from None
+        # Keys repeat in every event, values (request ids) rarely: cache only the keys.
+        raw = from_json(value, cache_strings="keys")
+    except ValueError as exc:
+        raise _not_json(value, exc) from None
     if not isinstance(raw, dict):
         raise MalformedEvent("event is not a JSON object")
     version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
+    # ``type`` check: ``true`` and ``1.0`` equal 1 in Python but are not our version.
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise UnknownSchemaVersion(
-            f"schema_version {version!r} is not supported (expected {SCHEMA_VERSION})"
+            f"schema_version {_clip(repr(version))} is not supported (expected {SCHEMA_VERSION})"
         )
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:
-        fields = ", ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in exc.errors())
-        raise MalformedEvent(f"{schema.__name__} invalid: {fields}") from None
+        errors = exc.errors(include_url=False, include_input=False)
+        fields = ", ".join(".".join(map(str, e["loc"])) + ": " + e["msg"] for e in errors[:5])
+        reason = (
+            InvalidReason.NON_FINITE
+            if any(e["type"] == "finite_number" for e in errors)
+            else InvalidReason.MALFORMED
+        )
+        raise MalformedEvent(f"{schema.__name__} invalid: {_clip(fields, 500)}", reason) from None
+
+
+def _not_json(value: bytes | str, exc: ValueError) -> MalformedEvent:
+    """The reason a value failed to parse (only on the failure path: no cost when valid)."""
+    if isinstance(value, bytes | bytearray):
+        try:
+            value.decode()
+        except UnicodeDecodeError as bad:
+            return MalformedEvent(f"not UTF-8: {bad}", InvalidReason.NOT_UTF8)
+    message = str(exc)
+    if "recursion limit" in message:
+        return MalformedEvent(
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels", InvalidReason.TOO_DEEP
+        )
+    return MalformedEvent(f"not JSON: {message}")
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """``text`` short enough for a log line, whatever a hostile record put there."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def encode_key(request_id: str) -> bytes:

@@ -7,8 +7,10 @@ has read the ``champion`` alias at start-up, so older events are not news.
 
 What the subscriber does, so its users only decide what a promotion means to them:
 
-* decodes each record; a bad one is logged with topic/partition/offset, passed to
-  ``on_invalid`` (to count it per reason) and skipped, never stopping the subscriber;
+* decodes each record; a bad one (any bytes at all: ``decode_event`` raises nothing but an
+  ``EventError``, tested with :mod:`driftloop_contracts.poison`) is logged with
+  topic/partition/offset, passed to ``on_invalid`` (to count it per reason) and skipped, never
+  stopping the subscriber;
 * calls ``on_promoted(event)`` (sync or async) for each valid event, in order;
 * **log reset**: every ``reset_check_s`` it compares its position with the end of each
   partition. An end *behind* the position means the log was reset (Tansu keeps nothing across

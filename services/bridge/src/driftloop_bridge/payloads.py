@@ -20,7 +20,6 @@ An ``endsAt`` of Go's zero time (``0001-01-01T00:00:00Z``) means "not ended" and
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -36,6 +35,7 @@ from pydantic import (
     StrictStr,
     ValidationError,
 )
+from pydantic_core import from_json
 
 from driftloop_service import BODY, FieldProblem, validation_problems
 
@@ -140,10 +140,20 @@ class GrafanaWebhook(_Envelope):
     message: StrictStr = ""
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def _decode(body: bytes) -> dict[str, Any]:
+    """The body as a JSON object, or a :class:`PayloadError` (422) whatever the bytes are.
+
+    pydantic-core's parser, not ``json``: it stops at a fixed nesting depth (``json`` recurses
+    until Python raises RecursionError, which was a 500), accepts only UTF-8 (RFC 8259; a
+    leading BOM is tolerated as before) and refuses lone surrogates, which would fail later
+    when a label is written to Redis or into the response.
+    """
     try:
-        raw = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+        raw = from_json(body.removeprefix(_UTF8_BOM))
+    except Exception as exc:  # whatever the parser raises, the body is bad input, not a bug
         raise PayloadError(
             f"body is not valid JSON: {exc}", [FieldProblem(BODY, "json", "not valid JSON")]
         ) from None

@@ -2,12 +2,14 @@
 metrics, no logging.
 
 The caller counts each :class:`Invalid` under ``driftloop_events_invalid_total{topic,reason}``,
-logs it with topic/partition/offset and skips it; a bad record never stops the loop. Records
-are decoded by the contracts' canonical topic names (the actual topic names may differ, see
-``settings.predictions_topic``).
+logs it with topic/partition/offset and skips it; a bad record never stops the loop: these
+functions return an :class:`Invalid` for *any* record value and raise nothing (tested with the
+contracts' poison corpus). Records are decoded by the contracts' canonical topic names (the
+actual topic names may differ, see ``settings.predictions_topic``).
 
-Reasons: those of :class:`driftloop_contracts.EventError` (``malformed``,
-``unknown_schema_version``), plus for predictions ``unknown_model`` (another registered model),
+Reasons are :class:`driftloop_contracts.InvalidReason`: those of ``decode_event``
+(``malformed``, ``unknown_schema_version``, ``not_utf8``, ``too_large``, ``too_deep``,
+``non_finite``), plus for predictions ``unknown_model`` (another registered model),
 ``missing_feature`` and ``non_finite`` (NaN or infinity in a feature or the prediction).
 """
 
@@ -23,6 +25,7 @@ from driftloop_contracts import (
     PREDICTIONS_TOPIC,
     EventError,
     FeedbackEvent,
+    InvalidReason,
     PredictionEvent,
     decode_event,
 )
@@ -68,17 +71,24 @@ class DecodedFeedback:
 def decode_prediction(record: RawRecord, *, model_name: str) -> DecodedPrediction | Invalid:
     """A prediction of ``model_name`` whose features and prediction are all finite."""
     try:
-        event = decode_event(PREDICTIONS_TOPIC, record.value)
+        return _prediction(record, model_name)
     except EventError as exc:
         return Invalid(record.offset, exc.reason, str(exc))
+    except Exception as exc:  # whatever a record holds, it is skipped, never a crash
+        return Invalid(record.offset, InvalidReason.MALFORMED, f"{type(exc).__name__}: {exc}")
+
+
+def _prediction(record: RawRecord, model_name: str) -> DecodedPrediction | Invalid:
+    event = decode_event(PREDICTIONS_TOPIC, record.value)
+    assert isinstance(event, PredictionEvent)
     if event.model_name != model_name:
-        return Invalid(record.offset, "unknown_model", event.model_name)
+        return Invalid(record.offset, InvalidReason.UNKNOWN_MODEL, event.model_name[:128])
     try:
         row = (*event.feature_row(), event.prediction)
     except KeyError as exc:
-        return Invalid(record.offset, "missing_feature", str(exc))
+        return Invalid(record.offset, InvalidReason.MISSING_FEATURE, str(exc))
     if not all(math.isfinite(v) for v in row):
-        return Invalid(record.offset, "non_finite", "NaN or infinite value")
+        return Invalid(record.offset, InvalidReason.NON_FINITE, "NaN or infinite value")
     return DecodedPrediction(record.offset, event, row)
 
 
@@ -105,11 +115,21 @@ def decode_feedback(
     out: list[DecodedFeedback] = []
     invalid: list[Invalid] = []
     for record in records:
-        try:
-            event = decode_event(FEEDBACK_TOPIC, record.value)
-        except EventError as exc:
-            invalid.append(Invalid(record.offset, exc.reason, str(exc)))
+        decoded = _feedback(record)
+        if isinstance(decoded, Invalid):
+            invalid.append(decoded)
             out.append(DecodedFeedback(record.offset, None))
-            continue
-        out.append(DecodedFeedback(record.offset, event))
+        else:
+            out.append(DecodedFeedback(record.offset, decoded))
     return out, invalid
+
+
+def _feedback(record: RawRecord) -> FeedbackEvent | Invalid:
+    try:
+        event = decode_event(FEEDBACK_TOPIC, record.value)
+    except EventError as exc:
+        return Invalid(record.offset, exc.reason, str(exc))
+    except Exception as exc:  # whatever a record holds, it is skipped, never a crash
+        return Invalid(record.offset, InvalidReason.MALFORMED, f"{type(exc).__name__}: {exc}")
+    assert isinstance(event, FeedbackEvent)
+    return event

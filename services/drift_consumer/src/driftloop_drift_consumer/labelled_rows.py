@@ -19,6 +19,8 @@ import time
 
 from aiokafka.structs import TopicPartition
 
+from driftloop_contracts import InvalidReason
+
 from .decoding import Invalid
 from .feedback_join import LabelledRow, OnlineError
 from .kafka_consumer import DataConsumer
@@ -60,7 +62,11 @@ class LabelledRows:
             for offset in buffer.expire(now, self.settings.feedback_wait_seconds, settled):
                 self.sinks.skip(
                     TopicPartition(self.state.feedback_topic, buffer.partition),
-                    Invalid(offset, "unmatched_feedback", "no prediction for this request_id"),
+                    Invalid(
+                        offset,
+                        InvalidReason.UNMATCHED_FEEDBACK,
+                        "no prediction for this request_id",
+                    ),
                 )
 
     async def flush(

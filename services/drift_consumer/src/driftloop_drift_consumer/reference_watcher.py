@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from driftloop_contracts import EventError, ModelPromoted
+from driftloop_contracts import EventError, InvalidReason, ModelPromoted
 from driftloop_service import (
     Backoff,
     ModelEventsConsumer,
@@ -164,7 +164,7 @@ def promotions_subscriber(
     def promoted(event: ModelPromoted) -> None:
         metrics.events_consumed.labels(topic).inc()
         if event.model_name != model_name:
-            metrics.events_invalid.labels(topic, "unknown_model").inc()
+            metrics.events_invalid.labels(topic, InvalidReason.UNKNOWN_MODEL).inc()
             return
         log.info("model_promoted_received", version=event.version, reason=event.reason)
         on_promoted()

@@ -91,6 +91,12 @@ class Metrics:
             ["replica"],
             registry=r,
         ).labels(replica_id)
+        self._invalid = Counter(
+            "driftloop_events_invalid_total",
+            "Records skipped as invalid (model-events), by reason (driftloop_contracts.InvalidReason)",
+            ["replica", "topic", "reason"],
+            registry=r,
+        )
         self._cache = Counter(
             "driftloop_cache_requests_total",
             "Prediction cache look-ups (hit|miss|error)",
@@ -129,6 +135,9 @@ class Metrics:
 
     def dropped(self, topic: str, n: int = 1) -> None:
         self._child(self._dropped, topic).inc(n)
+
+    def invalid(self, topic: str, reason: str) -> None:
+        self._child(self._invalid, topic, reason).inc()
 
     def cache(self, result: str) -> None:
         self._child(self._cache, result).inc()

@@ -87,6 +87,7 @@ class Reloader:
                 consumer_factory,
                 self.handle_event,
                 on_connected=self._on_subscribed,
+                on_invalid=lambda topic, error: metrics.invalid(topic, error.reason),
                 on_retry=metrics.retries.hook("model_events_consumer"),
                 backoff=self._backoff,
             )
