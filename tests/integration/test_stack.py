@@ -32,9 +32,14 @@ def test_every_component_is_healthy_and_answers_on_its_port(stack, driftloop) ->
         "airflow-dag-processor",
         "airflow-triggerer",
     } <= names
+    services = {"bridge", "drift-consumer"} | {n for n in names if n.startswith("model-api-")}
     for c in components:
         assert c["healthy"], c
         assert c["state"] == "RUNNING", c
+        # our services report readiness too (true or false, with the reason); infrastructure not
+        assert (c["ready"] is None) == (c["name"] not in services), c
+        if c["ready"] is False:
+            assert c["ready_detail"], c
         if c["port"]:
             assert c["port"] >= stack.ports.base
             with socket.create_connection(("127.0.0.1", c["port"]), timeout=2):

@@ -33,6 +33,9 @@ class Component:
     #: Services that need others to be healthy first are only waited for, never ordered:
     #: each retries its dependencies itself.
     group: str = "infra"
+    #: Our services also answer readiness (can it do its job, and why not): `status` shows it;
+    #: `up` waits for liveness only (a replica is not ready before a champion exists).
+    readiness_path: str | None = None
 
 
 def service_available(module: str) -> bool:
@@ -259,6 +262,7 @@ def service_components(
                     env=env,
                     priority=60,
                     group="services",
+                    readiness_path="/health/ready",
                 )
             )
         comps.append(
@@ -311,6 +315,7 @@ def service_components(
                 env=env,
                 priority=60,
                 group="services",
+                readiness_path="/health/ready",
             )
         )
     if service_available("driftloop_bridge"):
@@ -343,6 +348,7 @@ def service_components(
                 env=env,
                 priority=60,
                 group="services",
+                readiness_path="/health/ready",
             )
         )
     return comps

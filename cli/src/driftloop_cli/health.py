@@ -55,6 +55,26 @@ def probe(c: Component, airflow_health: dict[str, Any] | None = None) -> Health:
         return Health(False, f"{type(exc).__name__}: {exc}"[:200])
 
 
+def readiness(c: Component) -> Health | None:
+    """A service's ``/health/ready``: ready, or the problems it names (``None``: not a service).
+
+    Liveness only says the process answers; a consumer that stopped consuming is alive and not
+    ready, and that is what a person looking at ``driftloop status`` needs to see.
+    """
+    if c.readiness_path is None:
+        return None
+    try:
+        r = httpx.get(f"{c.url}{c.readiness_path}", timeout=TIMEOUT)
+        body = r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        return Health(False, f"{c.readiness_path}: {type(exc).__name__}: {exc}"[:200])
+    problems = body.get("problems") if isinstance(body, dict) else None
+    if r.status_code == 200:
+        return Health(True, "ready")
+    why = "; ".join(map(str, problems)) if problems else f"{c.readiness_path} {r.status_code}"
+    return Health(False, why[:300])
+
+
 def airflow_status(url: str) -> dict[str, Any]:
     try:
         r = httpx.get(f"{url}/api/v2/monitor/health", timeout=TIMEOUT)

@@ -51,11 +51,17 @@ def main(
 
 def status_table(statuses: list[stack.ComponentStatus], title: str = "driftloop stack") -> Table:
     table = Table(title=title)
-    for col in ("component", "state", "health", "url", "detail"):
+    for col in ("component", "state", "health", "ready", "url", "detail"):
         table.add_column(col)
     for st in statuses:
         health = "[green]healthy[/]" if st.healthy else "[yellow]waiting[/]"
-        table.add_row(st.name, st.state, health, st.url, st.detail)
+        if st.ready is None:
+            ready, detail = "", st.detail
+        elif st.ready:
+            ready, detail = "[green]ready[/]", st.detail
+        else:
+            ready, detail = "[red]not ready[/]", st.ready_detail
+        table.add_row(st.name, st.state, health, ready, st.url, detail)
     return table
 
 
@@ -93,7 +99,11 @@ def status(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output")] = False,
 ) -> None:
-    """Each component's state, URL and health (exit code 1 unless all are healthy)."""
+    """Each component's state, URL, health and (our services) readiness with the reasons why not.
+
+    Exit code 1 unless every component is healthy (alive); readiness is reported, not required
+    (a replica is not ready before the first champion exists).
+    """
     statuses = stack.status(settings(ctx))
     if as_json:
         print(json.dumps({"components": stack.as_json(statuses)}, indent=2))

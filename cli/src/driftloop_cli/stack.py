@@ -15,7 +15,7 @@ import httpx
 
 from . import configs, supervisor
 from .components import Component, airflow_env, build_components
-from .health import airflow_status, probe
+from .health import airflow_status, probe, readiness
 from .settings import StackSettings
 
 REQUIRED_BINARIES = ("redis-server", "influxd", "prometheus", "prometheus-alertmanager", "nginx")
@@ -35,6 +35,9 @@ class ComponentStatus:
     healthy: bool
     detail: str
     log: str
+    #: Our services only: ready to do their job (``None`` for infrastructure), and why not.
+    ready: bool | None = None
+    ready_detail: str = ""
 
 
 def check_prerequisites(s: StackSettings) -> None:
@@ -151,6 +154,7 @@ def status(s: StackSettings, components: list[Component] | None = None) -> list[
         proc = info.get(c.name)
         state = proc["statename"] if proc else "NOT STARTED"
         h = probe(c, airflow_health=af) if state == "RUNNING" else None
+        r = readiness(c) if h is not None and h.healthy else None
         return ComponentStatus(
             name=c.name,
             state=state,
@@ -160,6 +164,8 @@ def status(s: StackSettings, components: list[Component] | None = None) -> list[
             healthy=bool(h and h.healthy),
             detail=h.detail if h else state.lower(),
             log=str(s.logs_dir / f"{c.name}.log"),
+            ready=None if r is None else r.healthy,
+            ready_detail="" if r is None else r.detail,
         )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
