@@ -3,9 +3,11 @@ app's own registry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI, Request
 from fastapi.testclient import TestClient
-from prometheus_client import Counter
+from prometheus_client import CollectorRegistry, Counter
 
 from driftloop_service import (
     Readiness,
@@ -44,6 +46,11 @@ def test_ready_and_not_ready() -> None:
     }
 
 
+def serving(registry: CollectorRegistry) -> Callable[[Request], CollectorRegistry]:
+    """A ``registry_of`` for :func:`metrics_router` that always answers ``registry``."""
+    return lambda request: registry
+
+
 def test_registries_are_per_instance_and_count_retries() -> None:
     apps = []
     for _ in range(2):
@@ -52,7 +59,7 @@ def test_registries_are_per_instance_and_count_retries() -> None:
         hook = RetryCounter(registry, {"replica": "r0"}).hook("publish")
         hook(1, ConnectionError("x"), 0.1)
         app = FastAPI()
-        app.include_router(metrics_router(lambda request, r=registry: r))
+        app.include_router(metrics_router(serving(registry)))
         apps.append(app)
     for app in apps:  # two registries side by side, each with its own count
         text = TestClient(app).get("/metrics").text

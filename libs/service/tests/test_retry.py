@@ -69,7 +69,7 @@ async def test_stopping_cuts_the_wait_short_and_ends_retrying() -> None:
     stopping = asyncio.Event()
     flaky = Flaky(100)
     policy = retrying(backoff=Backoff(60.0, 60.0), stopping=stopping)
-    task = asyncio.create_task(policy(flaky))
+    task: asyncio.Task[str] = asyncio.create_task(policy(flaky))
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 5
     while flaky.calls < 1:

@@ -21,7 +21,7 @@ from pydantic import SecretStr
 from driftloop_bridge.airflow_trigger import AirflowTrigger, token_expiry
 from driftloop_bridge.errors import TriggerRejected, TriggerUnavailable
 
-RUN_BODY = {
+RUN_BODY: dict[str, Any] = {
     "dag_run_id": "RUN",
     "dag_id": "retrain_house_price",
     "logical_date": None,
@@ -198,3 +198,11 @@ async def test_airflow_down_is_retryable() -> None:
         port = s.getsockname()[1]
     with pytest.raises(TriggerUnavailable, match="unreachable"):
         await _trigger(f"http://127.0.0.1:{port}").trigger("d", "run-1", {})
+
+
+async def test_close_releases_the_connections(stub) -> None:
+    # The bridge's shutdown calls it; the generated ApiClient itself has no close().
+    _, url = stub
+    trigger = _trigger(url)
+    await trigger.trigger("d", "run-1", {})
+    trigger.close()

@@ -6,14 +6,17 @@ import asyncio
 
 import pytest
 
-from driftloop_bridge.retry_queue import Attempt, PendingTrigger, RetryQueue
+from driftloop_bridge.retry_queue import Attempt, AttemptOutcome, PendingTrigger, RetryQueue
 from driftloop_bridge.store import RedisKeys
 from driftloop_service import Backoff
 
 KEYS = RedisKeys("q")
 
+#: What the final-outcome hook saw: (dag_run_id, outcome) per trigger.
+Finals = list[tuple[str, AttemptOutcome]]
 
-def _queue(redis, trigger, clock, finals: list | None = None, max_age: float = 300) -> RetryQueue:
+
+def _queue(redis, trigger, clock, finals: Finals | None = None, max_age: float = 300) -> RetryQueue:
     async def on_final(item: PendingTrigger, attempt: Attempt) -> None:
         if finals is not None:
             finals.append((item.dag_run_id, attempt.outcome))
@@ -98,7 +101,7 @@ async def test_items_survive_a_new_queue_instance(redis, clock, fake_trigger) ->
     await first.process_due()
     # "restart": a brand-new queue object on the same Redis, Airflow back
     fake_trigger.mode = "ok"
-    finals: list = []
+    finals: Finals = []
     second = _queue(redis, fake_trigger, clock, finals)
     clock.advance(1)
     assert await second.process_due() == 1
@@ -109,7 +112,7 @@ async def test_items_survive_a_new_queue_instance(redis, clock, fake_trigger) ->
 
 async def test_max_age_moves_to_dead_letters(redis, clock, fake_trigger) -> None:
     fake_trigger.mode = "down"
-    finals: list = []
+    finals: Finals = []
     queue = _queue(redis, fake_trigger, clock, finals, max_age=10)
     item = _item(clock)
     await _enqueue(redis, item, clock())

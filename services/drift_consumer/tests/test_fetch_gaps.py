@@ -10,6 +10,7 @@ from pathlib import Path
 from aiokafka.structs import TopicPartition
 
 from driftloop_contracts import FEEDBACK_TOPIC
+from driftloop_drift_consumer.loop import DriftLoop
 
 from .conftest import ReferenceData
 from .test_loop import Harness, committed, metric, start, stop, until
@@ -17,7 +18,7 @@ from .test_loop import Harness, committed, metric, start, stop, until
 F0 = TopicPartition(FEEDBACK_TOPIC, 0)
 
 
-def consumed(loop, topic: str) -> float:  # type: ignore[no-untyped-def]
+def consumed(loop: DriftLoop, topic: str) -> float:
     return metric(loop, "driftloop_events_consumed_total", topic=topic)
 
 

@@ -3,6 +3,7 @@ rebalance or a restart (only the replay guards)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
 
 from aiokafka.structs import TopicPartition
@@ -35,7 +36,7 @@ def predictions(
     return out
 
 
-def records(tp: TopicPartition, offsets: range) -> list[Record]:
+def records(tp: TopicPartition, offsets: Iterable[int]) -> list[Record]:
     return [Record(tp.topic, tp.partition, o, b"") for o in offsets]
 
 

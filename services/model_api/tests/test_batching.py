@@ -45,7 +45,7 @@ async def test_a_failing_model_fails_only_its_batch() -> None:
             raise RuntimeError("boom")
 
     batcher = MicroBatcher()
-    bad = batcher.predict(Broken(), ROW)  # type: ignore[arg-type]
+    bad = batcher.predict(Broken(), ROW)
     good = batcher.predict(model, ROW)
     with pytest.raises(RuntimeError):
         await bad

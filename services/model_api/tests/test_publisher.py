@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from driftloop_model_api.metrics import Metrics
 from driftloop_model_api.publisher import EventPublisher
@@ -13,7 +14,7 @@ from .conftest import RecordingProducer
 TOPIC = "predictions"
 
 
-async def until(predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -124,7 +125,9 @@ async def test_unacknowledged_batch_counts_as_failed_and_is_requeued() -> None:
     class Silent(RecordingProducer):
         """A broker that takes the records and never answers (it is restarting)."""
 
-        async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None):  # type: ignore[no-untyped-def]
+        async def send(
+            self, topic: str, value: bytes | None = None, key: bytes | None = None
+        ) -> asyncio.Future[None]:
             if self.fail:
                 return asyncio.get_running_loop().create_future()
             return await super().send(topic, value, key)

@@ -6,6 +6,7 @@ import asyncio
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from datetime import timedelta
 
 from driftloop_contracts import MODEL_NAME, ModelPromoted, utcnow
@@ -17,7 +18,7 @@ from driftloop_model_api.reloader import Reloader
 from .conftest import FakeSource
 
 
-async def until(predicate, timeout_s: float = 5.0) -> None:  # type: ignore[no-untyped-def]
+async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
@@ -40,8 +41,16 @@ def make(source: FakeSource, interval: float = 3600) -> tuple[Reloader, ModelHol
     return reloader, holder, metrics
 
 
-def promoted(version: str, **kw: object) -> ModelPromoted:
-    return ModelPromoted(model_name=MODEL_NAME, version=version, run_id=f"run-{version}", **kw)
+def promoted(version: str, *, age: timedelta = timedelta(0)) -> ModelPromoted:
+    """A promotion of ``version`` announced ``age`` ago."""
+    return ModelPromoted(
+        model_name=MODEL_NAME, version=version, run_id=f"run-{version}", timestamp=utcnow() - age
+    )
+
+
+def served(holder: ModelHolder) -> str | None:
+    """The version ``holder`` serves, None before the first load."""
+    return holder.current.version if holder.current is not None else None
 
 
 async def test_start_up_waits_for_the_registry_then_loads_the_alias() -> None:
@@ -52,7 +61,7 @@ async def test_start_up_waits_for_the_registry_then_loads_the_alias() -> None:
     assert holder.current is None
     source.unavailable = False
     await until(lambda: holder.current is not None)
-    assert holder.current.version == "1"  # type: ignore[union-attr]
+    assert served(holder) == "1"
     assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="1") == 1
     await reloader.stop()
 
@@ -64,12 +73,14 @@ async def test_event_loads_announced_version_and_failed_load_keeps_the_old() -> 
     await until(lambda: holder.current is not None)
     assert reloader.handle_event(promoted("3"))
     await until(lambda: metrics.value("driftloop_model_reloads_total", outcome="failure") == 2)
-    assert holder.current.version == "1"  # type: ignore[union-attr]
+    assert served(holder) == "1"
     assert reloader.handle_event(promoted("2"))
-    await until(lambda: holder.current.version == "2")  # type: ignore[union-attr]
+    await until(lambda: served(holder) == "2")
     assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="1") == 0
     assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="2") == 1
-    loaded_at = holder.current.loaded_at.timestamp()  # type: ignore[union-attr]
+    current = holder.current
+    assert current is not None
+    loaded_at = current.loaded_at.timestamp()
     gauge = "driftloop_model_loaded_timestamp_seconds"
     assert metrics.value(gauge, model_name=MODEL_NAME, model_version="2") == loaded_at
     assert metrics.value(gauge, model_name=MODEL_NAME, model_version="1") == 0
@@ -80,7 +91,7 @@ async def test_stale_and_foreign_events_are_ignored() -> None:
     reloader, holder, _ = make(FakeSource())
     await reloader.start()
     await until(lambda: holder.current is not None)
-    old = promoted("2", timestamp=utcnow() - timedelta(minutes=5))
+    old = promoted("2", age=timedelta(minutes=5))
     assert not reloader.handle_event(old)
     other = ModelPromoted(model_name="someone-else", version="2", run_id="x")
     assert not reloader.handle_event(other)
@@ -93,7 +104,7 @@ async def test_periodic_alias_check_catches_a_missed_event() -> None:
     await reloader.start()
     await until(lambda: holder.current is not None)
     source.alias_version = "2"
-    await until(lambda: holder.current.version == "2")  # type: ignore[union-attr]
+    await until(lambda: served(holder) == "2")
     await reloader.stop()
 
 
@@ -121,7 +132,7 @@ class FakeEventsConsumer:
 
     def __init__(self, log: list[bytes]) -> None:
         self.log = log
-        self.position = len(log)  # starts at the end, like auto_offset_reset="latest"
+        self.next_offset = len(log)  # starts at the end, like auto_offset_reset="latest"
 
     async def start(self) -> None:
         return None
@@ -131,12 +142,22 @@ class FakeEventsConsumer:
 
     async def getmany(self, *, timeout_ms: int) -> dict[object, list[_Record]]:
         await asyncio.sleep(0.005)
-        new = [_Record(v, self.position + i) for i, v in enumerate(self.log[self.position :])]
-        self.position += len(new)
+        start = self.next_offset
+        new = [_Record(v, start + i) for i, v in enumerate(self.log[start:])]
+        self.next_offset += len(new)
         return {_TP(): new} if new else {}
 
     def assignment(self) -> set[object]:
         return set()
+
+    async def end_offsets(self, partitions: list[object]) -> dict[object, int]:
+        return {tp: len(self.log) for tp in partitions}
+
+    async def position(self, partition: object) -> int:
+        return self.next_offset
+
+    async def seek_to_beginning(self, *partitions: object) -> None:
+        self.next_offset = 0
 
 
 async def test_a_promotion_on_the_topic_reloads_through_the_shared_subscriber() -> None:

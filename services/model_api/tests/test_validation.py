@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -285,16 +286,17 @@ def test_wrong_method_is_405(harness: AppHarness) -> None:
 async def test_client_gone_mid_body_is_a_client_error_not_a_500() -> None:
     """A client that disconnects mid-body (a stopped load generator) gets no traceback."""
     from starlette.requests import Request
+    from starlette.types import Message
 
     from driftloop_model_api.errors import ClientDisconnected, ClientError
     from driftloop_model_api.inputs import read_body
 
-    messages = iter(
+    messages: Iterator[Message] = iter(
         [{"type": "http.request", "body": b'{"request_id": ', "more_body": True},
          {"type": "http.disconnect"}]
     )  # fmt: skip
 
-    async def receive() -> dict:
+    async def receive() -> Message:
         return next(messages)
 
     request = Request({"type": "http", "method": "POST", "headers": []}, receive)

@@ -42,7 +42,8 @@ def serve(
         app,
         host=host,
         port=port,
-        timeout_graceful_shutdown=graceful_shutdown_seconds,
+        # uvicorn annotates it int, but only hands it to asyncio.wait_for(timeout=): a float works.
+        timeout_graceful_shutdown=graceful_shutdown_seconds,  # type: ignore[arg-type]
         **options,
     )
 

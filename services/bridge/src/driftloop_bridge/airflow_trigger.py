@@ -114,7 +114,8 @@ class AirflowTrigger:
 
     def close(self) -> None:
         self._http.clear()
-        self._api_client.close()
+        # The generated ApiClient has no close(); its connections live in the REST client's pool.
+        self._api_client.rest_client.pool_manager.clear()
 
     # --- token -----------------------------------------------------------------------------
     def _current_token(self, timeout: float) -> str:

@@ -13,6 +13,9 @@ Per alert, in order:
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import TypedDict
+
 import structlog
 
 from .decisions import Decision, DecisionLog
@@ -25,6 +28,24 @@ from .rules import RuleSet
 from .store import Clock
 
 log = structlog.get_logger(__name__)
+
+
+class _AlertFacts(TypedDict):
+    """The :class:`Decision` fields every decision about one alert shares."""
+
+    at: datetime
+    source: Source
+    alertname: str
+    fingerprint: str
+    status: str
+
+
+class _RoutedFacts(_AlertFacts):
+    """Plus the matched rule's, for an alert some rule routes."""
+
+    rule: str
+    dag_id: str
+    dag_run_id: str
 
 
 class Dispatcher:
@@ -70,13 +91,13 @@ class Dispatcher:
         return decided
 
     async def _decide(self, source: Source, alert: Alert) -> Decision:
-        base = {
-            "at": self._decisions.now(),
-            "source": source,
-            "alertname": alert.name,
-            "fingerprint": alert.fingerprint,
-            "status": alert.status,
-        }
+        base = _AlertFacts(
+            at=self._decisions.now(),
+            source=source,
+            alertname=alert.name,
+            fingerprint=alert.fingerprint,
+            status=alert.status,
+        )
         rule = self._rules.match(alert)
         if rule is None:
             labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
@@ -84,7 +105,7 @@ class Dispatcher:
                 **base, decision="ignored", reason=f"no routing rule matches {{{labels}}}"
             )
         run_id = dag_run_id_for(rule.name, alert)
-        routed = {**base, "rule": rule.name, "dag_id": rule.dag_id, "dag_run_id": run_id}
+        routed = _RoutedFacts(**base, rule=rule.name, dag_id=rule.dag_id, dag_run_id=run_id)
         if alert.status != "firing":
             return Decision(
                 **routed, decision="resolved", reason="resolved alerts are recorded, not triggered"
@@ -123,23 +144,23 @@ class Dispatcher:
         return self._after_attempt(routed, attempt)
 
     @staticmethod
-    def _after_attempt(routed: dict[str, object], attempt: Attempt) -> Decision:
+    def _after_attempt(routed: _RoutedFacts, attempt: Attempt) -> Decision:
         if attempt.outcome in ("created", "exists"):
             return Decision(
-                **routed,  # type: ignore[arg-type]
+                **routed,
                 decision="triggered",
                 outcome=attempt.outcome,
                 reason="DAG run created" if attempt.outcome == "created" else "DAG run existed",
             )
         if attempt.outcome == "dead_letter":
             return Decision(
-                **routed,  # type: ignore[arg-type]
+                **routed,
                 decision="dead_letter",
                 outcome="rejected",
                 reason=attempt.detail,
             )
         return Decision(
-            **routed,  # type: ignore[arg-type]
+            **routed,
             decision="queued",
             outcome="pending",
             reason=f"Airflow unavailable, retrying in the background: {attempt.detail}",

@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
 import structlog
 from aiokafka.structs import TopicPartition
@@ -274,13 +273,13 @@ class DriftLoop:
                 log.info("batch_abandoned_on_shutdown")
                 return
 
-    async def _fetch(self, consumer: Any) -> dict[TopicPartition, list[Any]]:
+    async def _fetch(self, consumer: DataConsumer) -> Mapping[TopicPartition, Sequence[RawRecord]]:
         """The next fetch; while the broker is away (aiokafka reconnects on its own) the
         fetch is retried with the shared backoff, which starts over after every success."""
         policy = retrying(
             backoff=FETCH_BACKOFF, stopping=self.stopping, on_retry=self._fetch_failed
         )
-        batches: dict[TopicPartition, list[Any]] = {}
+        batches: Mapping[TopicPartition, Sequence[RawRecord]] = {}
         async for attempt in policy:
             with attempt:
                 batches = await consumer.getmany(
@@ -345,7 +344,9 @@ class DriftLoop:
         # 6. commit
         await self.committer.commit(consumer)
 
-    def _without_gaps(self, consumer: Any, tp: TopicPartition, records: list[Any]) -> list[Any]:
+    def _without_gaps(
+        self, consumer: DataConsumer, tp: TopicPartition, records: Sequence[RawRecord]
+    ) -> Sequence[RawRecord]:
         """The records before an offset the fetch skipped; the partition is read again from
         there (see :meth:`PartitionState.gap_free` for why a fetch can skip one)."""
         check = self.state.gap_free(tp, records)

@@ -213,4 +213,5 @@ class ConsumerMetrics:
 
 
 def _label_sets(metric: Gauge) -> list[tuple[str, ...]]:
-    return list(metric._metrics.keys())  # prometheus_client keeps children by label tuple
+    # prometheus_client keeps children by label-value tuple (typed as a Sequence of them).
+    return [tuple(labels) for labels in metric._metrics]

@@ -113,9 +113,12 @@ class PartitionState:
 
     def gap_free(self, tp: TopicPartition, records: Sequence[RawRecord]) -> GapCheck:
         """The records of a fetch up to the first offset it skipped (see the module doc)."""
-        expected = self.next_offset.get(tp, self.committed.get(tp))
-        if expected is None and records:  # a new group: the log starts where the fetch does
-            expected = records[0].offset
+        if not records:
+            self._gaps.pop(tp, None)
+            return GapCheck(records)
+        known = self.next_offset.get(tp, self.committed.get(tp))
+        # A new group (nothing read or committed yet): the log starts where the fetch does.
+        expected = known if known is not None else records[0].offset
         for i, record in enumerate(records):
             if record.offset > expected:
                 missing_since = self._gaps.get(tp)
@@ -127,7 +130,7 @@ class PartitionState:
                     return GapCheck(records[:i], refetch_from=expected)
                 del self._gaps[tp]
                 return GapCheck(records, accepted_gap=True)
-            expected = max(expected or 0, record.offset + 1)
+            expected = max(expected, record.offset + 1)
         self._gaps.pop(tp, None)
         return GapCheck(records)
 

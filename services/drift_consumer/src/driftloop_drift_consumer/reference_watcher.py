@@ -105,7 +105,7 @@ class ReferenceWatcher:
                 on_retry=self._unavailable,
             )
             try:
-                loaded = await policy(self.references.load_champion)
+                loaded: LoadedReference | None = await policy(self.references.load_champion)
             except RetryStopped:  # a check was requested, or shutdown
                 self._wake.clear()
                 continue

@@ -7,16 +7,26 @@ the first row of a batch schedules a flush with ``call_soon``; every row that re
 before that callback runs joins it. Nothing waits on a timer, so a lone request pays no extra
 latency, and under load batches grow by themselves.
 
-Each row carries the :class:`LoadedModel` its request read, and a batch is split by model, so a
-swap during a batch still answers every request with the model it started on.
+Each row carries the model (a :class:`~.model_holder.LoadedModel`) its request read, and a
+batch is split by model, so a swap during a batch still answers every request with the model it
+started on.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from typing import Protocol, TypeAlias
 
-from .model_holder import LoadedModel
+
+class Predictor(Protocol):
+    """What the batcher needs of a model: one call for many rows (``LoadedModel`` is one)."""
+
+    def predict_usd(self, rows: Sequence[Sequence[float]]) -> list[float]: ...
+
+
+#: A row waiting for its batch: the model its request read, the row, the caller's future.
+_Pending: TypeAlias = tuple[Predictor, Sequence[float], asyncio.Future[float]]
 
 
 class MicroBatcher:
@@ -24,12 +34,12 @@ class MicroBatcher:
 
     def __init__(self, max_rows: int = 64) -> None:
         self._max_rows = max_rows
-        self._pending: list[tuple[LoadedModel, Sequence[float], asyncio.Future[float]]] = []
+        self._pending: list[_Pending] = []
         self._scheduled = False
         self.batches = 0
         self.rows = 0
 
-    def predict(self, model: LoadedModel, row: Sequence[float]) -> asyncio.Future[float]:
+    def predict(self, model: Predictor, row: Sequence[float]) -> asyncio.Future[float]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[float] = loop.create_future()
         self._pending.append((model, row, future))
@@ -45,7 +55,7 @@ class MicroBatcher:
         pending, self._pending = self._pending, []
         if not pending:
             return
-        groups: dict[int, list[tuple[LoadedModel, Sequence[float], asyncio.Future[float]]]] = {}
+        groups: dict[int, list[_Pending]] = {}
         for item in pending:
             groups.setdefault(id(item[0]), []).append(item)
         for items in groups.values():

@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
 
 import structlog
 
@@ -25,11 +25,11 @@ KEY_PREFIX = "driftloop:prediction"
 
 
 class RedisLike(Protocol):
-    """The slice of ``redis.asyncio.Redis`` used here."""
+    """The slice of ``redis.asyncio.Redis`` used here (which returns awaitables, not coroutines)."""
 
-    async def get(self, name: str) -> Any: ...
+    def get(self, name: str) -> Awaitable[bytes | str | None]: ...
 
-    async def set(self, name: str, value: Any, ex: int | None = None) -> Any: ...
+    def set(self, name: str, value: str, ex: int | None = None) -> Awaitable[object]: ...
 
     async def aclose(self) -> None: ...
 

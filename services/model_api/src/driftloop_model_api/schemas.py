@@ -48,17 +48,25 @@ class BatchPredictResponse(BaseModel):
     predictions: list[BatchPrediction]
 
 
+class BatchPredictRequest(BaseModel):
+    """``{"rows": [<features>, ...]}``; the row limit is a setting (:func:`batch_request_model`)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        json_schema_extra={"examples": [{"rows": [{**EXAMPLE_FEATURES}]}]},
+    )
+
+    rows: list[HouseFeatures] = Field(..., min_length=1)
+
+
 @cache
-def batch_request_model(max_rows: int) -> type[BaseModel]:
-    """``{"rows": [<features>, ...]}`` with at most ``max_rows`` rows (a setting)."""
+def batch_request_model(max_rows: int) -> type[BatchPredictRequest]:
+    """:class:`BatchPredictRequest` with at most ``max_rows`` rows (a setting)."""
     return create_model(
         "BatchPredictRequest",
-        __config__=ConfigDict(
-            extra="forbid",
-            frozen=True,
-            json_schema_extra={"examples": [{"rows": [EXAMPLE_FEATURES]}]},
-        ),
-        rows=(list[HouseFeatures], Field(..., min_length=1, max_length=max_rows)),  # type: ignore[valid-type]
+        __base__=BatchPredictRequest,
+        rows=(list[HouseFeatures], Field(..., min_length=1, max_length=max_rows)),
     )
 
 

@@ -7,6 +7,8 @@ body that is not a valid payload; 503 when Redis is down (both senders retry on 
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, status
 from pydantic import BaseModel
 
@@ -24,7 +26,7 @@ class WebhookResponse(BaseModel):
     decisions: list[Decision]
 
 
-_RESPONSES = {
+_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "Missing or wrong credentials; nothing was recorded"},
     413: {"description": "Body larger than the configured limit"},
     422: {"description": "Not a valid payload; the body names each problem"},

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import httpx
 import structlog
@@ -37,6 +38,9 @@ from ..drift import DriftDecision
 from ..errors import InfluxWriteError
 from ..windows import ClosedWindow
 
+if TYPE_CHECKING:
+    from influxdb_client import Point
+
 log = structlog.get_logger(__name__)
 
 DRIFT_MEASUREMENT = "drift"
@@ -44,7 +48,7 @@ WINDOW_MEASUREMENT = "drift_window"
 ONLINE_ERROR_MEASUREMENT = "online_error"
 
 
-def _point(measurement: str) -> object:
+def _point(measurement: str) -> Point:
     from influxdb_client import Point  # heavy import (~seconds); only where points are built
 
     return Point(measurement)

@@ -16,6 +16,7 @@ from ..deps import RuntimeDep
 from ..inputs import parse_json, read_body, request_id_from
 from ..schemas import (
     ERROR_RESPONSES,
+    BatchPrediction,
     BatchPredictResponse,
     PredictResponse,
     batch_request_model,
@@ -74,12 +75,12 @@ async def predict_batch(request: Request, runtime: RuntimeDep) -> Response:
     request_id = request_id_from(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     batch = parse_json(batch_request_model(runtime.settings.batch_max_rows), body)
-    rows = [row.as_row() for row in batch.rows]  # type: ignore[attr-defined]
+    rows = [row.as_row() for row in batch.rows]
     model, results = runtime.service.predict_many(request_id, rows, started)
     reply = BatchPredictResponse(
         request_id=request_id,
         model_name=model.name,
         model_version=model.version,
-        predictions=[{"request_id": rid, "median_house_value": v} for rid, v in results],  # type: ignore[misc]
+        predictions=[BatchPrediction(request_id=rid, median_house_value=v) for rid, v in results],
     )
     return _json(reply.model_dump_json().encode(), request_id, model.version)
