@@ -5,7 +5,7 @@ records commits, and event builders. No network."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -281,3 +281,13 @@ class FakeConsumer:
             raise RuntimeError("commit failed")
         self.log.commits.append(dict(offsets))
         self.log.committed.update(offsets)
+
+
+async def until(predicate: Callable[[], bool], within_s: float = 60.0) -> None:
+    """Poll ``predicate``; the deadline only guards against a hang (a loaded machine is slow)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    while not predicate():
+        if loop.time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.01)

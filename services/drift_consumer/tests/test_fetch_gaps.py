@@ -12,8 +12,8 @@ from aiokafka.structs import TopicPartition
 from driftloop_contracts import FEEDBACK_TOPIC
 from driftloop_drift_consumer.loop import DriftLoop
 
-from .conftest import ReferenceData
-from .test_loop import Harness, committed, metric, start, stop, until
+from .conftest import ReferenceData, until
+from .test_loop import Harness, committed, metric, start, stop
 
 F0 = TopicPartition(FEEDBACK_TOPIC, 0)
 

@@ -9,7 +9,6 @@ import contextlib
 import json
 import math
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
@@ -44,6 +43,7 @@ from .conftest import (
     feedback_event,
     make_reference,
     prediction_event,
+    until,
 )
 
 PARTITIONS = [TopicPartition(t, p) for t in (PREDICTIONS_TOPIC, FEEDBACK_TOPIC) for p in (0, 1)]
@@ -204,15 +204,6 @@ async def stop(loop: DriftLoop, tasks: list[asyncio.Task[None]], *, kill: bool =
     for t in tasks:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.wait_for(t, 10)
-
-
-async def until(predicate: Callable[[], bool], within_s: float = 60.0) -> None:
-    """Poll ``predicate``; the deadline only guards against a hang (a loaded machine is slow)."""
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.02)
 
 
 def metric(loop: DriftLoop, name: str, **labels: str) -> float:

@@ -5,7 +5,6 @@ a check, other records are counted and skipped (through the shared subscriber)."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +16,9 @@ from driftloop_drift_consumer.reference import LoadedReference, ReferenceManager
 from driftloop_drift_consumer.reference_watcher import ReferenceWatcher, promotions_subscriber
 from driftloop_drift_consumer.settings import DriftConsumerSettings
 
-from .conftest import FakeSource, Record, ReferenceData, make_reference
+from .conftest import FakeSource, Record, ReferenceData, make_reference, until
 
 EVENTS = TopicPartition("model-events", 0)
-
-
-async def until(predicate: Callable[[], bool], within_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_start_up_applies_the_champion_and_a_check_follows_a_promotion(

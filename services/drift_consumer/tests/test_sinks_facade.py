@@ -4,7 +4,6 @@ abandoned (``RetryStopped``) on shutdown; every failure is counted as a retry.""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -20,7 +19,7 @@ from driftloop_drift_consumer.sinks.influx import InfluxSink
 from driftloop_drift_consumer.sinks.labelled_log import LabelledLogWriter
 from driftloop_service import RetryStopped
 
-from .conftest import FakeAsyncRedis, FakeRedisState, prediction_event
+from .conftest import FakeAsyncRedis, FakeRedisState, prediction_event, until
 
 ROW = [3.0, 20.0, 5.0, 1.0, 900.0, 3.0, 37.0, -122.0, 210_000.0]
 
@@ -51,14 +50,6 @@ def sinks(
 
 def metric(s: Sinks, name: str, **labels: str) -> float:
     return s.metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-async def until(predicate: Callable[[], bool], within_s: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within_s
-    while not predicate():
-        assert loop.time() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def test_a_failing_sink_is_retried_until_it_recovers(tmp_path: Path) -> None:
