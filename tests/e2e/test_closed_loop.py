@@ -62,6 +62,7 @@ def test_the_loop_closes_with_no_failed_request(stack, champion, tmp_path) -> No
     assert summary.failed_requests == 0
     ev = summary.events
     assert ev["predictions_dropped"] == 0 and ev["predictions_failed"] == 0
+    assert ev["feedback_dropped"] == 0 and ev["feedback_failed"] == 0
     assert ev["predictions_published"] > 0
     assert ev["predictions_consumed"] == ev["predictions_published"], ev
     assert ev["feedback_consumed"] == ev["feedback_published"], ev

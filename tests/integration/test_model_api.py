@@ -530,7 +530,7 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
         accepted = (
             get("driftloop_events_published_total", topic=PREDICTIONS_TOPIC)
             + get("driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC)
-            + get("driftloop_events_buffered")
+            + get("driftloop_events_buffered", topic=PREDICTIONS_TOPIC)
         )
         return accepted - get("driftloop_http_requests_total", route="/predict", status="200")
 

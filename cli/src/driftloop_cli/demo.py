@@ -105,9 +105,20 @@ def event_counts(s: StackSettings) -> dict[str, float]:
         "predictions_failed": observe.metric_total(
             replicas, "driftloop_events_failed_total", topic=PREDICTIONS_TOPIC
         ),
-        "predictions_buffered": observe.metric_total(replicas, "driftloop_events_buffered"),
+        "predictions_buffered": observe.metric_total(
+            replicas, "driftloop_events_buffered", topic=PREDICTIONS_TOPIC
+        ),
         "feedback_published": observe.metric_total(
             replicas, "driftloop_events_published_total", topic=FEEDBACK_TOPIC
+        ),
+        "feedback_dropped": observe.metric_total(
+            replicas, "driftloop_events_dropped_total", topic=FEEDBACK_TOPIC
+        ),
+        "feedback_failed": observe.metric_total(
+            replicas, "driftloop_events_failed_total", topic=FEEDBACK_TOPIC
+        ),
+        "feedback_buffered": observe.metric_total(
+            replicas, "driftloop_events_buffered", topic=FEEDBACK_TOPIC
         ),
         "predictions_consumed": observe.metric_total(
             consumer, "driftloop_events_consumed_total", topic=PREDICTIONS_TOPIC
@@ -119,11 +130,20 @@ def event_counts(s: StackSettings) -> dict[str, float]:
     }
 
 
+#: Gauges (each replica's per-topic publish buffer), not counters: never made relative to a
+#: baseline.
+BUFFERED = ("predictions_buffered", "feedback_buffered")
+
+
+def _nothing_buffered(counts: dict[str, float]) -> bool:
+    return all(counts[k] == 0 for k in BUFFERED)
+
+
 def _caught_up(counts: dict[str, float]) -> bool:
     return (
         counts["predictions_consumed"] == counts["predictions_published"]
         and counts["feedback_consumed"] == counts["feedback_published"]
-        and counts["predictions_buffered"] == 0
+        and _nothing_buffered(counts)
     )
 
 
@@ -138,7 +158,7 @@ def quiet_counts(s: StackSettings, timeout_s: float = 60) -> dict[str, float]:
     while True:
         time.sleep(0.5)
         now = event_counts(s)
-        if now == previous and now["predictions_buffered"] == 0:
+        if now == previous and _nothing_buffered(now):
             return now
         if time.monotonic() > deadline:
             return now  # still busy (someone else's traffic): the best baseline there is
@@ -153,10 +173,7 @@ def wait_consumed(
     deadline = time.monotonic() + timeout_s
     while True:
         now = event_counts(s)
-        counts = {
-            k: v - baseline.get(k, 0.0) if k != "predictions_buffered" else v
-            for k, v in now.items()
-        }
+        counts = {k: v - baseline.get(k, 0.0) if k not in BUFFERED else v for k, v in now.items()}
         if _caught_up(counts) or time.monotonic() > deadline:
             return counts
         time.sleep(0.5)

@@ -1,17 +1,22 @@
-"""The event buffer: never blocks, drops the oldest when full, re-queues failures, counts all."""
+"""The event buffers: one per topic, never block, drop the topic's oldest when full, drain the
+topics fairly, re-queue failures in order, count everything per topic."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Callable
 
+import pytest
+
+from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
 from driftloop_model_api.metrics import Metrics
 from driftloop_model_api.publisher import EventPublisher
 
 from .conftest import RecordingProducer
 
-TOPIC = "predictions"
+TOPIC = PREDICTIONS_TOPIC
 
 
 async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
@@ -21,16 +26,48 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
-def counts(metrics: Metrics) -> dict[str, float]:
+def counts(metrics: Metrics, topic: str = TOPIC) -> dict[str, float]:
     return {
-        name: metrics.value(f"driftloop_events_{name}_total", topic=TOPIC)
+        name: metrics.value(f"driftloop_events_{name}_total", topic=topic)
         for name in ("published", "failed", "dropped")
     }
 
 
+def gauge(metrics: Metrics, topic: str) -> float:
+    return metrics.value("driftloop_events_buffered", topic=topic)
+
+
+def sizes(predictions: int, feedback: int = 100) -> dict[str, int]:
+    return {PREDICTIONS_TOPIC: predictions, FEEDBACK_TOPIC: feedback}
+
+
+def keys(producer: RecordingProducer, topic: str) -> list[bytes]:
+    return [k for t, k, _ in producer.sent if t == topic]
+
+
+def numbered(prefix: str, ids: range) -> list[bytes]:
+    return [f"{prefix}{i}".encode() for i in ids]
+
+
+class Silent(RecordingProducer):
+    """A broker that takes the records and never answers while ``fail`` is set (restarting)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.handed: list[bytes] = []
+
+    async def send(
+        self, topic: str, value: bytes | None = None, key: bytes | None = None
+    ) -> asyncio.Future[None]:
+        self.handed.append(key or b"")
+        if self.fail:
+            return asyncio.get_running_loop().create_future()
+        return await super().send(topic, value, key)
+
+
 async def test_publish_delivers_in_order() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
-    publisher = EventPublisher(lambda: producer, metrics, buffer_size=10, batch_size=3)
+    publisher = EventPublisher(lambda: producer, metrics, buffer_sizes=sizes(10), batch_size=3)
     await publisher.start()
     for i in range(7):
         publisher.publish(TOPIC, str(i).encode(), b"v")
@@ -38,7 +75,18 @@ async def test_publish_delivers_in_order() -> None:
     assert [k for _, k, _ in producer.sent] == [str(i).encode() for i in range(7)]
     assert counts(metrics) == {"published": 7, "failed": 0, "dropped": 0}
     await publisher.stop()
-    assert metrics.value("driftloop_events_buffered") == 0
+    assert gauge(metrics, TOPIC) == 0 and gauge(metrics, FEEDBACK_TOPIC) == 0
+
+
+async def test_buffered_gauge_exists_per_topic_before_any_event() -> None:
+    """The alerts' zero fillers (``sum by (replica) (driftloop_events_buffered) * 0``) need it."""
+    metrics = Metrics("r")
+    EventPublisher(RecordingProducer, metrics, buffer_sizes=sizes(10))
+    for topic in (PREDICTIONS_TOPIC, FEEDBACK_TOPIC):
+        sample = metrics.registry.get_sample_value(
+            "driftloop_events_buffered", {"replica": "r", "topic": topic}
+        )
+        assert sample == 0.0
 
 
 async def test_full_buffer_drops_the_oldest_and_counts_it() -> None:
@@ -47,7 +95,7 @@ async def test_full_buffer_drops_the_oldest_and_counts_it() -> None:
     publisher = EventPublisher(
         lambda: producer,
         metrics,
-        buffer_size=5,
+        buffer_sizes=sizes(5),
         batch_size=2,
         retry_initial_s=0.01,
         retry_max_s=0.02,
@@ -55,7 +103,7 @@ async def test_full_buffer_drops_the_oldest_and_counts_it() -> None:
     await publisher.start()
     for i in range(12):  # publish is synchronous: it cannot wait for the broker
         publisher.publish(TOPIC, str(i).encode(), b"v")
-    assert publisher.buffered == 5
+    assert publisher.buffered == 5 and gauge(metrics, TOPIC) == 5
     assert counts(metrics)["dropped"] == 7
     producer.fail_start = False
     await until(lambda: counts(metrics)["published"] == 5)
@@ -64,12 +112,142 @@ async def test_full_buffer_drops_the_oldest_and_counts_it() -> None:
     await publisher.stop()
 
 
+async def test_a_flood_of_predictions_never_evicts_buffered_feedback() -> None:
+    """Feedback answered 202 survives any number of predictions during an outage."""
+    producer, metrics = RecordingProducer(), Metrics("r")
+    producer.fail_start = True  # broker away
+    publisher = EventPublisher(
+        lambda: producer,
+        metrics,
+        buffer_sizes=sizes(10, feedback=5),
+        batch_size=4,
+        retry_initial_s=0.01,
+        retry_max_s=0.02,
+    )
+    await publisher.start()
+    published = 0
+    for f in range(3):
+        publisher.publish(FEEDBACK_TOPIC, f"f{f}".encode(), b"v")
+        for _ in range(40):  # 120 predictions in all, 12 x the predictions buffer
+            publisher.publish(PREDICTIONS_TOPIC, f"p{published}".encode(), b"v")
+            published += 1
+    assert counts(metrics, PREDICTIONS_TOPIC)["dropped"] == 110
+    assert counts(metrics, FEEDBACK_TOPIC)["dropped"] == 0
+    assert gauge(metrics, PREDICTIONS_TOPIC) == 10 and gauge(metrics, FEEDBACK_TOPIC) == 3
+
+    producer.fail_start = False  # broker back
+    await until(
+        lambda: (
+            counts(metrics, FEEDBACK_TOPIC)["published"] == 3
+            and counts(metrics, PREDICTIONS_TOPIC)["published"] == 10
+        )
+    )
+    assert keys(producer, FEEDBACK_TOPIC) == numbered("f", range(3))
+    assert keys(producer, PREDICTIONS_TOPIC) == numbered("p", range(110, 120))
+    assert counts(metrics, PREDICTIONS_TOPIC) == {"published": 10, "failed": 0, "dropped": 110}
+    assert counts(metrics, FEEDBACK_TOPIC) == {"published": 3, "failed": 0, "dropped": 0}
+    assert gauge(metrics, PREDICTIONS_TOPIC) == 0 and gauge(metrics, FEEDBACK_TOPIC) == 0
+    await publisher.stop()
+
+
+async def test_a_flood_of_feedback_never_evicts_buffered_predictions() -> None:
+    producer, metrics = RecordingProducer(), Metrics("r")
+    producer.fail_start = True
+    publisher = EventPublisher(
+        lambda: producer,
+        metrics,
+        buffer_sizes=sizes(10, feedback=5),
+        batch_size=4,
+        retry_initial_s=0.01,
+        retry_max_s=0.02,
+    )
+    await publisher.start()
+    for i in range(2):
+        publisher.publish(PREDICTIONS_TOPIC, f"p{i}".encode(), b"v")
+    for i in range(50):
+        publisher.publish(FEEDBACK_TOPIC, f"f{i}".encode(), b"v")
+    producer.fail_start = False
+    await until(
+        lambda: (
+            counts(metrics, FEEDBACK_TOPIC)["published"] == 5
+            and counts(metrics, PREDICTIONS_TOPIC)["published"] == 2
+        )
+    )
+    assert keys(producer, PREDICTIONS_TOPIC) == numbered("p", range(2))
+    assert keys(producer, FEEDBACK_TOPIC) == numbered("f", range(45, 50))
+    assert counts(metrics, PREDICTIONS_TOPIC) == {"published": 2, "failed": 0, "dropped": 0}
+    assert counts(metrics, FEEDBACK_TOPIC) == {"published": 5, "failed": 0, "dropped": 45}
+    await publisher.stop()
+
+
+@pytest.mark.parametrize(
+    ("backlog", "few"),
+    [(PREDICTIONS_TOPIC, FEEDBACK_TOPIC), (FEEDBACK_TOPIC, PREDICTIONS_TOPIC)],
+)
+async def test_topics_are_drained_fairly(backlog: str, few: str) -> None:
+    """Neither topic waits behind the other's backlog: every batch carries both."""
+    producer, metrics = RecordingProducer(), Metrics("r")
+    producer.fail_start = True  # let both backlogs build up first
+    publisher = EventPublisher(
+        lambda: producer,
+        metrics,
+        buffer_sizes=sizes(1_000, feedback=1_000),
+        batch_size=4,
+        retry_initial_s=0.01,
+        retry_max_s=0.02,
+    )
+    await publisher.start()
+    for i in range(200):
+        publisher.publish(backlog, f"b{i}".encode(), b"v")
+    for i in range(6):
+        publisher.publish(few, f"f{i}".encode(), b"v")
+    producer.fail_start = False
+    await until(
+        lambda: (
+            counts(metrics, backlog)["published"] == 200 and counts(metrics, few)["published"] == 6
+        )
+    )
+    sent = [t for t, _, _ in producer.sent]
+    # 4 per batch, shared 2 + 2: the 6 few are out within the first 3 batches (12 sends).
+    assert sent[:12].count(few) == 6, sent[:12]
+    assert keys(producer, backlog) == numbered("b", range(200))
+    assert keys(producer, few) == numbered("f", range(6))
+    await publisher.stop()
+
+
+async def test_batches_of_one_alternate_between_topics() -> None:
+    producer, metrics = RecordingProducer(), Metrics("r")
+    producer.fail_start = True
+    publisher = EventPublisher(
+        lambda: producer,
+        metrics,
+        buffer_sizes=sizes(100),
+        batch_size=1,
+        retry_initial_s=0.01,
+        retry_max_s=0.02,
+    )
+    await publisher.start()
+    for i in range(5):
+        publisher.publish(PREDICTIONS_TOPIC, f"p{i}".encode(), b"v")
+        publisher.publish(FEEDBACK_TOPIC, f"f{i}".encode(), b"v")
+    producer.fail_start = False
+    await until(
+        lambda: (
+            counts(metrics, PREDICTIONS_TOPIC)["published"] == 5
+            and counts(metrics, FEEDBACK_TOPIC)["published"] == 5
+        )
+    )
+    sent = [t for t, _, _ in producer.sent]
+    assert all(a != b for a, b in itertools.pairwise(sent)), sent
+    await publisher.stop()
+
+
 async def test_failed_delivery_is_requeued_in_order_and_delivered_after_recovery() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
     publisher = EventPublisher(
         lambda: producer,
         metrics,
-        buffer_size=100,
+        buffer_sizes=sizes(100),
         batch_size=4,
         retry_initial_s=0.01,
         retry_max_s=0.02,
@@ -89,13 +267,52 @@ async def test_failed_delivery_is_requeued_in_order_and_delivered_after_recovery
     await publisher.stop()
 
 
-async def test_stop_counts_undeliverable_events_as_dropped() -> None:
+async def test_requeued_batch_goes_before_newer_events_of_its_topic() -> None:
+    """A batch that fails while newer events arrive is put back in front of them, per topic;
+    the capacity is then enforced per topic (the oldest predictions go, no feedback)."""
+    producer, metrics = Silent(), Metrics("r")
+    producer.fail = True
+    publisher = EventPublisher(
+        lambda: producer,
+        metrics,
+        buffer_sizes=sizes(6, feedback=100),
+        batch_size=8,
+        retry_initial_s=0.01,
+        retry_max_s=0.02,
+        ack_timeout_s=0.3,
+    )
+    await publisher.start()
+    for i in range(4):
+        publisher.publish(PREDICTIONS_TOPIC, f"p{i}".encode(), b"v")
+        publisher.publish(FEEDBACK_TOPIC, f"f{i}".encode(), b"v")
+    await until(lambda: len(producer.handed) == 8)  # the first batch is in flight
+    for i in range(4, 8):  # newer events arrive while it waits for its acks
+        publisher.publish(PREDICTIONS_TOPIC, f"p{i}".encode(), b"v")
+        publisher.publish(FEEDBACK_TOPIC, f"f{i}".encode(), b"v")
+    await until(lambda: counts(metrics, FEEDBACK_TOPIC)["failed"] >= 4)
+    # Re-queued in front: predictions hold 4 + 4 > 6, so the two oldest (p0, p1) go.
+    assert counts(metrics, PREDICTIONS_TOPIC)["dropped"] == 2
+    producer.fail = False
+    await until(
+        lambda: (
+            counts(metrics, PREDICTIONS_TOPIC)["published"] == 6
+            and counts(metrics, FEEDBACK_TOPIC)["published"] == 8
+        )
+    )
+    assert keys(producer, PREDICTIONS_TOPIC) == numbered("p", range(2, 8))
+    assert keys(producer, FEEDBACK_TOPIC) == numbered("f", range(8))
+    assert counts(metrics, PREDICTIONS_TOPIC)["dropped"] == 2
+    assert counts(metrics, FEEDBACK_TOPIC)["dropped"] == 0
+    await publisher.stop()
+
+
+async def test_stop_counts_undeliverable_events_as_dropped_per_topic() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
     producer.fail_start = True
     publisher = EventPublisher(
         lambda: producer,
         metrics,
-        buffer_size=100,
+        buffer_sizes=sizes(100),
         batch_size=4,
         retry_initial_s=0.01,
         retry_max_s=0.02,
@@ -103,17 +320,22 @@ async def test_stop_counts_undeliverable_events_as_dropped() -> None:
     )
     await publisher.start()
     for i in range(6):
-        publisher.publish(TOPIC, str(i).encode(), b"v")
+        publisher.publish(PREDICTIONS_TOPIC, str(i).encode(), b"v")
+    for i in range(3):
+        publisher.publish(FEEDBACK_TOPIC, str(i).encode(), b"v")
     await publisher.stop()
-    assert counts(metrics)["dropped"] == 6
-    assert metrics.value("driftloop_events_buffered") == 0
-    publisher.publish(TOPIC, b"late", b"v")  # after stop: counted, not kept
-    assert counts(metrics)["dropped"] == 7
+    assert counts(metrics, PREDICTIONS_TOPIC) == {"published": 0, "failed": 0, "dropped": 6}
+    assert counts(metrics, FEEDBACK_TOPIC) == {"published": 0, "failed": 0, "dropped": 3}
+    assert gauge(metrics, PREDICTIONS_TOPIC) == 0 and gauge(metrics, FEEDBACK_TOPIC) == 0
+    assert publisher.buffered == 0
+    publisher.publish(FEEDBACK_TOPIC, b"late", b"v")  # after stop: counted, not kept
+    assert counts(metrics, FEEDBACK_TOPIC)["dropped"] == 4
+    assert counts(metrics, PREDICTIONS_TOPIC)["dropped"] == 6
 
 
 async def test_stop_drains_when_the_broker_is_up() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
-    publisher = EventPublisher(lambda: producer, metrics, buffer_size=100, batch_size=4)
+    publisher = EventPublisher(lambda: producer, metrics, buffer_sizes=sizes(100), batch_size=4)
     await publisher.start()
     for i in range(9):
         publisher.publish(TOPIC, str(i).encode(), b"v")
@@ -122,22 +344,12 @@ async def test_stop_drains_when_the_broker_is_up() -> None:
 
 
 async def test_unacknowledged_batch_counts_as_failed_and_is_requeued() -> None:
-    class Silent(RecordingProducer):
-        """A broker that takes the records and never answers (it is restarting)."""
-
-        async def send(
-            self, topic: str, value: bytes | None = None, key: bytes | None = None
-        ) -> asyncio.Future[None]:
-            if self.fail:
-                return asyncio.get_running_loop().create_future()
-            return await super().send(topic, value, key)
-
     producer, metrics = Silent(), Metrics("r")
     producer.fail = True
     publisher = EventPublisher(
         lambda: producer,
         metrics,
-        buffer_size=100,
+        buffer_sizes=sizes(100),
         batch_size=10,
         retry_initial_s=0.01,
         retry_max_s=0.02,

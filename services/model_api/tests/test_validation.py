@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from driftloop_contracts import EXAMPLE_FEATURES
+from driftloop_contracts import EXAMPLE_FEATURES, FEEDBACK_TOPIC, PREDICTIONS_TOPIC
 
 from .conftest import AppHarness
 
@@ -256,7 +256,8 @@ def test_bad_input_is_4xx_naming_field_and_no_event(
     assert rule in payload["message"]
     assert any(d["field"] == field and d["rule"] == rule for d in payload["detail"]), payload
     assert harness.producer.sent == []
-    assert harness.metrics.value("driftloop_events_buffered") == 0
+    for topic in (PREDICTIONS_TOPIC, FEEDBACK_TOPIC):
+        assert harness.metrics.value("driftloop_events_buffered", topic=topic) == 0
 
 
 def test_table_has_at_least_fifteen_cases() -> None:

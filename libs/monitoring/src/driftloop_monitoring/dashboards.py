@@ -56,9 +56,10 @@ def model_service() -> Dashboard:
         )
 
     def zero_filled(metric: str) -> str:
+        """Per (replica, topic), 0 until the first event: every publish buffer has a series."""
         return (
-            f"sum by (replica) ({_rate(f'{metric}{{{rep}}}')})"
-            f" or sum by (replica) (driftloop_events_buffered{{{rep}}}) * 0"
+            f"sum by (replica, topic) ({_rate(f'{metric}{{{rep}}}')})"
+            f" or sum by (replica, topic) (driftloop_events_buffered{{{rep}}}) * 0"
         )
 
     cache = f"driftloop_cache_requests_total{{{rep}}}"
@@ -170,11 +171,20 @@ def model_service() -> Dashboard:
             8,
             "Publish failures and drops /s",
             [
-                prom(zero_filled("driftloop_events_failed_total"), "{{replica}} failed", "A"),
-                prom(zero_filled("driftloop_events_dropped_total"), "{{replica}} dropped", "B"),
+                prom(
+                    zero_filled("driftloop_events_failed_total"),
+                    "{{replica}} {{topic}} failed",
+                    "A",
+                ),
+                prom(
+                    zero_filled("driftloop_events_dropped_total"),
+                    "{{replica}} {{topic}} dropped",
+                    "B",
+                ),
             ],
             unit="ops",
-            description="Failed deliveries are re-queued; drops are lost (buffer full). "
+            description="Failed deliveries are re-queued; drops are lost (that topic's buffer "
+            "full: each topic has its own, so a flood of predictions cannot drop feedback). "
             "Alerts: KafkaPublishFailures, KafkaEventsDropped.",
         ),
         w=8,
@@ -196,8 +206,15 @@ def model_service() -> Dashboard:
     lay.add(
         timeseries(
             10,
-            "Publish buffer (events not yet acknowledged)",
-            [prom(f"sum by (replica) (driftloop_events_buffered{{{rep}}})", "{{replica}}")],
+            "Publish buffers (events not yet acknowledged)",
+            [
+                prom(
+                    f"sum by (replica, topic) (driftloop_events_buffered{{{rep}}})",
+                    "{{replica}} {{topic}}",
+                )
+            ],
+            description="One bounded buffer per topic (DRIFTLOOP_MODEL_API_PUBLISH_BUFFER_SIZE "
+            "for predictions, DRIFTLOOP_MODEL_API_PUBLISH_FEEDBACK_BUFFER_SIZE for feedback).",
         ),
         w=8,
     )

@@ -134,7 +134,10 @@ def create_app(
         publisher = EventPublisher(
             make_producer,
             metrics,
-            buffer_size=settings.publish_buffer_size,
+            buffer_sizes={
+                PREDICTIONS_TOPIC: settings.publish_buffer_size,
+                FEEDBACK_TOPIC: settings.publish_feedback_buffer_size,
+            },
             batch_size=settings.publish_batch_size,
             retry_max_s=settings.publish_retry_max_seconds,
             ack_timeout_s=settings.publish_ack_timeout_seconds,

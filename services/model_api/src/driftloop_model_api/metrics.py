@@ -81,16 +81,17 @@ class Metrics:
         )
         self._dropped = Counter(
             "driftloop_events_dropped_total",
-            "Events discarded undelivered (buffer full: oldest first; or unsent at shutdown)",
+            "Events discarded undelivered (their topic's buffer full: oldest first; or unsent"
+            " at shutdown)",
             ["replica", "topic"],
             registry=r,
         )
-        self.events_buffered = Gauge(
+        self._buffered = Gauge(
             "driftloop_events_buffered",
-            "Events accepted but not yet acknowledged",
-            ["replica"],
+            "Events accepted but not yet acknowledged (waiting + in flight), per topic buffer",
+            ["replica", "topic"],
             registry=r,
-        ).labels(replica_id)
+        )
         self._invalid = Counter(
             "driftloop_events_invalid_total",
             "Records skipped as invalid (model-events), by reason (driftloop_contracts.InvalidReason)",
@@ -135,6 +136,9 @@ class Metrics:
 
     def dropped(self, topic: str, n: int = 1) -> None:
         self._child(self._dropped, topic).inc(n)
+
+    def set_buffered(self, topic: str, n: int) -> None:
+        self._child(self._buffered, topic).set(n)
 
     def invalid(self, topic: str, reason: str) -> None:
         self._child(self._invalid, topic, reason).inc()

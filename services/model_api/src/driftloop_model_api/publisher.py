@@ -1,27 +1,36 @@
-"""Event publishing off the request path: a bounded buffer drained by one background task.
+"""Event publishing off the request path: one bounded buffer per topic, drained by one task.
 
-A request calls :meth:`EventPublisher.publish`, which only appends to an in-memory deque and
-returns; it never awaits the broker, so a slow or absent broker cannot slow a prediction. The
-sender task takes up to ``batch_size`` events, hands them to an aiokafka producer (``acks=all``;
-no idempotence, which the local Tansu broker does not support) and waits for the acks.
+A request calls :meth:`EventPublisher.publish`, which only appends to its topic's in-memory
+deque and returns; it never awaits the broker, so a slow or absent broker cannot slow a
+prediction. The sender task takes up to ``batch_size`` events, hands them to an aiokafka
+producer (``acks=all``; no idempotence, which the local Tansu broker does not support) and
+waits for the acks.
 
 Delivery policy (documented in the service README):
 
+* **One buffer per topic** (``buffer_sizes``: ``predictions`` and ``feedback``), so a flood of
+  one topic can never evict the other's events: feedback that was already answered 202 is not
+  pushed out by predictions arriving during a broker outage.
+* **Fair draining**: every batch is shared between the topics that have events waiting (each
+  gets an equal share of ``batch_size``; a share a topic cannot fill goes to the others), and
+  the topic served first rotates from batch to batch. Neither topic waits behind a backlog of
+  the other. Within a topic the order is the order of :meth:`EventPublisher.publish`.
 * **Failure**: a batch not acknowledged within ``ack_timeout_s`` has its unacknowledged events
-  counted in ``driftloop_events_failed_total`` (one per attempt) and put back at the *front* of
-  the buffer, in order. The producer is then *aborted*: its internal retries are abandoned, so
-  it never re-sends old batches into a broker that restarted empty (Tansu acknowledges records
-  sent to a topic that does not exist yet and then loses them). A fresh producer is started
-  with capped exponential backoff (:func:`driftloop_service.retrying`, counted in
-  ``driftloop_retries_total{operation="publish"}``), and only once the broker lists every topic it must write to
-  (checked with an all-topics metadata request, which cannot auto-create them).
-* **Drop**: the buffer holds at most ``buffer_size`` waiting events (plus one batch in flight).
-  When full, the **oldest** waiting event is dropped and counted in
-  ``driftloop_events_dropped_total``: drift monitoring cares about what the model sees now, so
-  recent traffic is worth more than old. Events still unsent at shutdown (after a bounded
-  drain) are counted as dropped too, so ``published + dropped == accepted`` once the buffer
-  is empty.
-* ``driftloop_events_buffered`` = waiting + in flight.
+  counted in ``driftloop_events_failed_total{topic}`` (one per attempt) and put back at the
+  *front* of their topic's buffer, in order. The producer is then *aborted*: its internal
+  retries are abandoned, so it never re-sends old batches into a broker that restarted empty
+  (Tansu acknowledges records sent to a topic that does not exist yet and then loses them). A
+  fresh producer is started with capped exponential backoff (:func:`driftloop_service.retrying`,
+  counted in ``driftloop_retries_total{operation="publish"}``), and only once the broker lists
+  every topic it must write to (checked with an all-topics metadata request, which cannot
+  auto-create them).
+* **Drop**: a topic's buffer holds at most its ``buffer_sizes[topic]`` waiting events (plus
+  what is in flight). When full, that topic's **oldest** waiting event is dropped and counted
+  in ``driftloop_events_dropped_total{topic}``: drift monitoring cares about what the model
+  sees now, so recent traffic is worth more than old. Events still unsent at shutdown (after a
+  bounded drain) are counted as dropped too, per topic, so for every topic
+  ``published + dropped + buffered == accepted``.
+* ``driftloop_events_buffered{topic}`` = that topic's waiting + in flight.
 
 Delivery is at-least-once: a batch whose ack was lost is re-sent, so consumers dedupe by key
 (the ``request_id``).
@@ -33,7 +42,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -172,29 +181,33 @@ def aiokafka_producer_factory(
 
 
 class EventPublisher:
-    """Bounded, non-blocking event buffer with a background sender (see module docstring)."""
+    """Bounded, non-blocking per-topic event buffers with a background sender (see module docstring)."""
 
     def __init__(
         self,
         producer_factory: ProducerFactory,
         metrics: Metrics,
         *,
-        buffer_size: int = 100_000,
+        buffer_sizes: Mapping[str, int],
         batch_size: int = 1_000,
         retry_initial_s: float = 0.2,
         retry_max_s: float = 5.0,
         ack_timeout_s: float = 2.0,
         drain_timeout_s: float = 5.0,
     ) -> None:
+        if not buffer_sizes or min(buffer_sizes.values()) < 1:
+            raise ValueError(f"every topic needs a buffer of at least one event: {buffer_sizes}")
         self._factory = producer_factory
         self._metrics = metrics
-        self._capacity = buffer_size
+        self._capacity = dict(buffer_sizes)
         self._batch_size = batch_size
         self._backoff = Backoff(retry_initial_s, retry_max_s)
         self._ack_timeout = ack_timeout_s
         self._drain_timeout = drain_timeout_s
-        self._buffer: deque[OutgoingEvent] = deque()
-        self._in_flight = 0
+        self._buffers: dict[str, deque[OutgoingEvent]] = {t: deque() for t in buffer_sizes}
+        self._in_flight: dict[str, int] = dict.fromkeys(buffer_sizes, 0)
+        #: Index of the topic served first in the next batch (rotates for fairness).
+        self._first = 0
         self._wakeup = asyncio.Event()
         self._producer: Producer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -202,25 +215,35 @@ class EventPublisher:
         self._failures = 0
         self.connected = False
         self.last_error: str | None = None
+        for topic in self._buffers:  # a 0 series from the start: the alerts' zero fillers read it
+            self._update_gauge(topic)
 
     # --- request path ---------------------------------------------------------------------
 
     def publish(self, topic: str, key: bytes, value: bytes) -> None:
-        """Accept one event; never blocks, never raises. Drops the oldest if the buffer is full."""
+        """Accept one event; never blocks. Drops the topic's oldest if its buffer is full.
+
+        Raises :class:`KeyError` only for a topic the publisher was not built for (a bug).
+        """
+        buffer = self._buffers[topic]
         if self._stopping.is_set():
             self._metrics.dropped(topic)
             return
-        buffer = self._buffer
-        if len(buffer) >= self._capacity:
-            self._metrics.dropped(buffer.popleft().topic)
+        if len(buffer) >= self._capacity[topic]:
+            buffer.popleft()
+            self._metrics.dropped(topic)
         buffer.append(OutgoingEvent(topic, key, value))
-        self._update_gauge()
+        self._update_gauge(topic)
         self._wakeup.set()
 
     @property
     def buffered(self) -> int:
-        """Waiting plus in flight."""
-        return len(self._buffer) + self._in_flight
+        """Waiting plus in flight, all topics."""
+        return sum(self.buffered_by_topic().values())
+
+    def buffered_by_topic(self) -> dict[str, int]:
+        """Waiting plus in flight, per topic."""
+        return {t: len(b) + self._in_flight[t] for t, b in self._buffers.items()}
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -238,13 +261,13 @@ class EventPublisher:
                 self._task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self._task
-        left = list(self._buffer)
-        self._buffer.clear()
-        for event in left:
-            self._metrics.dropped(event.topic)
+        left = {t: len(b) for t, b in self._buffers.items() if b}
+        for topic, count in left.items():
+            self._buffers[topic].clear()
+            self._metrics.dropped(topic, count)
+            self._update_gauge(topic)
         if left:
-            log.warning("events_dropped_at_shutdown", count=len(left))
-        self._update_gauge()
+            log.warning("events_dropped_at_shutdown", count=sum(left.values()), by_topic=left)
         await self._close_producer()
 
     # --- sender ---------------------------------------------------------------------------
@@ -257,7 +280,7 @@ class EventPublisher:
             on_retry=self._delivery_failed,
         )
         while True:
-            if not self._buffer:
+            if not any(self._buffers.values()):
                 if self._stopping.is_set():
                     return
                 self._wakeup.clear()
@@ -271,29 +294,50 @@ class EventPublisher:
             if self._failures:
                 log.info("event_delivery_recovered", after_failures=self._failures)
                 self._failures = 0
-            self._update_gauge()
+            self._update_gauges()
 
     async def _send_next_batch(self) -> None:
-        """Deliver the oldest batch; on failure put it back and raise :class:`_DeliveryFailed`."""
+        """Deliver the next fair batch; on failure put it back and raise :class:`_DeliveryFailed`."""
         try:
             producer = await self._ensure_producer()
         except Exception as exc:
             raise _DeliveryFailed(f"producer start failed: {exc}") from exc
-        batch = [self._buffer.popleft() for _ in range(min(self._batch_size, len(self._buffer)))]
-        self._in_flight = len(batch)
+        batch = self._take_batch()
+        for event in batch:
+            self._in_flight[event.topic] += 1
         try:
             failed = await self._deliver(producer, batch)
         except asyncio.CancelledError:
-            # Unconfirmed: back in the buffer, where stop() counts them as dropped.
+            # Unconfirmed: back in the buffers, where stop() counts them as dropped.
             self._requeue(batch)
             raise
         finally:
-            self._in_flight = 0
+            self._in_flight = dict.fromkeys(self._in_flight, 0)
         if failed:
             self._requeue(failed)
             await self._close_producer(abort=True)
-            self._update_gauge()
+            self._update_gauges()
             raise _DeliveryFailed(self.last_error or "delivery failed")
+
+    def _take_batch(self) -> list[OutgoingEvent]:
+        """Up to ``batch_size`` events, shared equally by the topics that have some waiting.
+
+        A share a topic cannot fill is handed to the others in the next round; the topic served
+        first rotates, so with a batch smaller than the number of topics they still alternate.
+        Each topic's events stay in publish order.
+        """
+        topics = list(self._buffers)
+        self._first = (self._first + 1) % len(topics)
+        active = [self._buffers[t] for t in topics[self._first :] + topics[: self._first]]
+        active = [b for b in active if b]
+        batch: list[OutgoingEvent] = []
+        while active and len(batch) < self._batch_size:
+            share = max(1, (self._batch_size - len(batch)) // len(active))
+            for buffer in active:
+                take = min(share, len(buffer), self._batch_size - len(batch))
+                batch.extend(buffer.popleft() for _ in range(take))
+            active = [b for b in active if b]
+        return batch
 
     def _delivery_failed(self, attempt: int, error: BaseException, delay: float) -> None:
         self._failures = attempt
@@ -340,10 +384,18 @@ class EventPublisher:
         return failed
 
     def _requeue(self, failed: list[OutgoingEvent]) -> None:
-        """Put failed events back at the front (oldest first), then enforce the capacity."""
-        self._buffer.extendleft(reversed(failed))
-        while len(self._buffer) > self._capacity:
-            self._metrics.dropped(self._buffer.popleft().topic)
+        """Put failed events back at the front of their topic's buffer (oldest first), then
+        enforce each topic's capacity (dropping that topic's oldest)."""
+        for topic, buffer in self._buffers.items():
+            events = [e for e in failed if e.topic == topic]
+            if not events:
+                continue
+            buffer.extendleft(reversed(events))
+            excess = len(buffer) - self._capacity[topic]
+            if excess > 0:
+                for _ in range(excess):
+                    buffer.popleft()
+                self._metrics.dropped(topic, excess)
 
     async def _ensure_producer(self) -> Producer:
         if self._producer is None:
@@ -369,8 +421,12 @@ class EventPublisher:
             else:
                 await asyncio.wait_for(producer.stop(), 5)
 
-    def _update_gauge(self) -> None:
-        self._metrics.events_buffered.set(self.buffered)
+    def _update_gauge(self, topic: str) -> None:
+        self._metrics.set_buffered(topic, len(self._buffers[topic]) + self._in_flight[topic])
+
+    def _update_gauges(self) -> None:
+        for topic in self._buffers:
+            self._update_gauge(topic)
 
 
 class _DeliveryFailed(Exception):

@@ -44,8 +44,11 @@ class ModelApiSettings(BaseSettings):
     # --- Kafka ----------------------------------------------------------------------------
     kafka_bootstrap: str = f"{HOST}:{_DEFAULT_PORTS.kafka}"
     kafka_enabled: bool = True
-    #: Events waiting for the broker; beyond it the oldest waiting event is dropped.
+    #: Prediction events waiting for the broker; beyond it the oldest waiting one is dropped.
     publish_buffer_size: int = Field(default=100_000, ge=1)
+    #: Feedback events waiting for the broker, in a buffer of their own (a flood of
+    #: predictions cannot evict them); beyond it the oldest waiting feedback is dropped.
+    publish_feedback_buffer_size: int = Field(default=100_000, ge=1)
     #: Most events handed to the producer at once (the rest wait in the buffer).
     publish_batch_size: int = Field(default=1_000, ge=1)
     publish_linger_ms: int = Field(default=5, ge=0)

@@ -31,6 +31,7 @@ async def readiness(request: Request) -> Readiness:
             "events": {
                 "connected": runtime.publisher.connected,
                 "buffered": runtime.publisher.buffered,
+                "buffered_by_topic": runtime.publisher.buffered_by_topic(),
                 "last_error": runtime.publisher.last_error,
             },
             "model_events_consumer": runtime.reloader.consumer_connected,
