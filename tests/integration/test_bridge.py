@@ -630,6 +630,75 @@ def test_airflow_down_and_bridge_restart_lose_nothing(bridge: Harness) -> None:
     assert [r["dag_run_id"] for r in runs] == [run_id]
 
 
+def test_trigger_given_up_while_airflow_is_down_is_released_and_fires_again(
+    stack: Any, tmp_path: Path
+) -> None:
+    """Airflow down past the retry age: the trigger is dead-lettered *and* its claim released.
+
+    A cooldown far longer than the test makes the release visible twice over: without it the
+    same alert would be a ``duplicate`` and, were it not, the DAG would still be cooling down.
+    """
+    h = _start_bridge(
+        stack, tmp_path, "release", retry_max_age_seconds="4", cooldown_seconds="3600"
+    )
+    try:
+        body, fingerprint = fresh("grafana_firing.json")
+        stack.stop("airflow-api-server")
+        try:
+            (queued,) = h.post("grafana", body).json()["decisions"]
+            assert queued["decision"] == "queued", queued
+            run_id = queued["dag_run_id"]
+            released = poll(
+                "the trigger to be dead-lettered and released",
+                lambda: [
+                    d
+                    for d in h.decisions()
+                    if d["dag_run_id"] == run_id and d["decision"] == "released"
+                ],
+                timeout_s=60,
+                every_s=0.5,
+            )
+            assert [(d["via"], d["outcome"]) for d in released] == [("retry", "max_age")]
+            dead = httpx.get(f"{h.bridge.url}/dead-letters", timeout=5).json()["triggers"]
+            assert [d["dag_run_id"] for d in dead] == [run_id]
+            assert h.redis.exists(f"{h.prefix}:incident:{run_id}") == 0
+            assert h.redis.exists(f"{h.prefix}:cooldown:{DAG_ID}") == 0
+            assert h.pending() == 0
+            scraped = scrape_metrics([h.bridge.url])
+            assert metric_total(scraped, "driftloop_bridge_released_total", reason="max_age") == 1
+        finally:
+            stack.start("airflow-api-server")
+        stack.wait_healthy("airflow-api-server", timeout_s=180)
+
+        def fire_again() -> dict[str, Any] | None:
+            """The same alert, still firing, re-sent (as Grafana does) until a run exists.
+
+            Airflow just came back and may still answer slowly: a re-send can be queued, or
+            even given up and released again (the retry age is 4 s), before one gets through.
+            """
+            (d,) = h.post("grafana", body).json()["decisions"]
+            assert d["dag_run_id"] == run_id, d
+            assert d["decision"] in ("triggered", "queued", "duplicate", "dead_letter"), d
+            return h.airflow.run(run_id)
+
+        poll("the same alert to trigger a DAG run", fire_again, timeout_s=180, every_s=2.0)
+        triggered = poll(
+            "the triggered decision",
+            lambda: [
+                d
+                for d in h.decisions()
+                if d["dag_run_id"] == run_id and d["decision"] == "triggered"
+            ],
+            timeout_s=60,
+            every_s=0.5,
+        )
+        assert len(triggered) == 1, triggered
+        runs = h.airflow.runs_for(fingerprint)
+        assert [r["dag_run_id"] for r in runs] == [run_id]
+    finally:
+        _cleanup(h)
+
+
 # --- cooldown ---------------------------------------------------------------------------------
 def test_cooldown_suppresses_a_second_incident_inside_the_window_only(
     stack: Any, tmp_path: Path

@@ -15,7 +15,14 @@ from redis.asyncio import Redis
 from .store import Clock, RedisKeys, guarded
 
 DecisionKind = Literal[
-    "triggered", "queued", "duplicate", "cooldown", "resolved", "ignored", "dead_letter"
+    "triggered",
+    "queued",
+    "duplicate",
+    "cooldown",
+    "resolved",
+    "ignored",
+    "dead_letter",
+    "released",
 ]
 
 
@@ -34,7 +41,8 @@ class Decision(BaseModel):
     reason: str = ""
     dag_id: str | None = None
     dag_run_id: str | None = None
-    #: created / exists (Airflow 409) / pending / the dead-letter reason.
+    #: created / exists (Airflow 409) / pending / rejected / dead_letter; for ``released``,
+    #: why the trigger was given up on (max_age / rejected).
     outcome: str | None = None
     via: Literal["webhook", "retry"] = "webhook"
 

@@ -9,12 +9,17 @@ Per alert, in order:
 5. otherwise the trigger is persisted (atomically with 3-4), then tried once inline with a short
    timeout: Airflow created it or already had it -> ``triggered``; Airflow unavailable ->
    ``queued`` (the retry worker takes over); Airflow rejected it -> ``dead_letter``.
+
+A ``dead_letter`` (here, or from the retry worker when the trigger outlived the retry age) has
+released the incident's claim (see :mod:`retry_queue`); the audit trail then gets a second line,
+``released``, saying which keys were cleared, so ``GET /decisions`` shows why the same alert
+can trigger again. The webhook's answer stays one decision per alert.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 import structlog
 
@@ -23,7 +28,7 @@ from .dedupe import Deduper, dag_run_id_for
 from .errors import StoreUnavailable
 from .metrics import BridgeMetrics
 from .payloads import Alert, Source
-from .retry_queue import Attempt, PendingTrigger, RetryQueue
+from .retry_queue import Attempt, PendingTrigger, Release, RetryQueue
 from .rules import RuleSet
 from .store import Clock
 
@@ -69,28 +74,45 @@ class Dispatcher:
         self._inline_timeout = inline_timeout_seconds
 
     async def handle(self, source: Source, alerts: list[Alert]) -> list[Decision]:
-        """Decide every alert of one webhook, record and count the decisions."""
-        decided = [await self._decide(source, alert) for alert in alerts]
+        """Decide every alert of one webhook, record and count the decisions.
+
+        Returns one decision per alert (the webhook's answer); the audit trail also gets a
+        ``released`` line after each ``dead_letter`` that gave its claim back.
+        """
+        answers: list[Decision] = []
+        trail: list[Decision] = []
+        for alert in alerts:
+            decision, released = await self._decide(source, alert)
+            answers.append(decision)
+            trail.append(decision)
+            if released is not None:
+                trail.append(released)
+        await self._record(trail)
+        return answers
+
+    async def _record(self, decisions: list[Decision]) -> None:
+        """Append to the audit trail, count and log; a Redis outage loses only the audit line."""
         try:
-            await self._decisions.record(*decided)
+            await self._decisions.record(*decisions)
         except StoreUnavailable as exc:
             # The decisions themselves are durable (claims/queue); only the audit line is lost.
             log.warning("decisions_record_failed", error=str(exc))
-        for d in decided:
-            self._metrics.decided(source, d.decision)
+        for d in decisions:
+            self._metrics.decided(d.source, d.decision)
             log.info(
                 "alert_decided",
-                source=source,
+                source=d.source,
                 alertname=d.alertname,
                 fingerprint=d.fingerprint,
                 decision=d.decision,
                 rule=d.rule,
                 dag_run_id=d.dag_run_id,
                 reason=d.reason,
+                via=d.via,
             )
-        return decided
 
-    async def _decide(self, source: Source, alert: Alert) -> Decision:
+    async def _decide(self, source: Source, alert: Alert) -> tuple[Decision, Decision | None]:
+        """The alert's decision, plus the ``released`` line when its trigger was given up."""
         base = _AlertFacts(
             at=self._decisions.now(),
             source=source,
@@ -103,13 +125,13 @@ class Dispatcher:
             labels = ", ".join(f"{k}={v}" for k, v in sorted(alert.labels.items()))
             return Decision(
                 **base, decision="ignored", reason=f"no routing rule matches {{{labels}}}"
-            )
+            ), None
         run_id = dag_run_id_for(rule.name, alert)
         routed = _RoutedFacts(**base, rule=rule.name, dag_id=rule.dag_id, dag_run_id=run_id)
         if alert.status != "firing":
             return Decision(
                 **routed, decision="resolved", reason="resolved alerts are recorded, not triggered"
-            )
+            ), None
         now = self._clock()
         item = PendingTrigger(
             dag_id=rule.dag_id,
@@ -126,7 +148,7 @@ class Dispatcher:
         if claim.kind == "duplicate":
             return Decision(
                 **routed, decision="duplicate", reason="this incident was already accepted"
-            )
+            ), None
         if claim.kind == "cooldown":
             return Decision(
                 **routed,
@@ -135,13 +157,16 @@ class Dispatcher:
                     f"DAG {rule.dag_id} is cooling down for {max(0.0, (claim.until or now) - now):.0f}s"
                     f" more after incident {claim.holder}"
                 ),
-            )
+            ), None
         try:
             attempt = await self._queue.attempt(item, call_timeout=self._inline_timeout)
         except StoreUnavailable as exc:
             # Claimed and persisted as pending; the worker will finish it.
             attempt = Attempt("retry", str(exc))
-        return self._after_attempt(routed, attempt)
+        released = None
+        if attempt.release is not None:
+            released = self._released(item, attempt.release, via="webhook")
+        return self._after_attempt(routed, attempt), released
 
     @staticmethod
     def _after_attempt(routed: _RoutedFacts, attempt: Attempt) -> Decision:
@@ -185,8 +210,33 @@ class Dispatcher:
             outcome=attempt.outcome,
             via="retry",
         )
-        try:
-            await self._decisions.record(decision)
-        except StoreUnavailable as exc:
-            log.warning("decisions_record_failed", error=str(exc))
-        self._metrics.decided(item.source, decision.decision)
+        trail = [decision]
+        if attempt.release is not None:
+            trail.append(self._released(item, attempt.release, via="retry"))
+        await self._record(trail)
+
+    def _released(
+        self, item: PendingTrigger, release: Release, *, via: Literal["webhook", "retry"]
+    ) -> Decision:
+        """The audit line saying a given-up trigger's claim was released, and what that means."""
+        why = "max age passed" if release.reason == "max_age" else "rejected by Airflow"
+        cleared = (
+            "cleared the " + " and ".join(f"{k} key" for k in release.keys)
+            if release.keys
+            else "no incident or cooldown key of this trigger was left to clear"
+        )
+        return Decision(
+            at=self._decisions.now(),
+            source=item.source,
+            alertname=item.alertname,
+            fingerprint=item.fingerprint,
+            status="firing",
+            rule=item.rule,
+            decision="released",
+            reason=f"gave up on this trigger ({why}): {cleared}; "
+            "the same alert triggers again if it is still firing",
+            dag_id=item.dag_id,
+            dag_run_id=item.dag_run_id,
+            outcome=release.reason,
+            via=via,
+        )

@@ -1,9 +1,10 @@
 """The bridge's Prometheus metrics, one :class:`BridgeMetrics` per app on its own registry.
 
 Names are shared with the monitoring config. ``decision`` values: triggered, queued,
-duplicate, cooldown, resolved, ignored, dead_letter, plus unauthorized / invalid / unavailable
-for requests refused before any alert was decided. ``outcome`` values of triggers: created,
-exists (Airflow's 409), retry, dead_letter.
+duplicate, cooldown, resolved, ignored, dead_letter, released (a dead-lettered trigger's claim
+given back), plus unauthorized / invalid / unavailable for requests refused before any alert
+was decided. ``outcome`` values of triggers: created, exists (Airflow's 409), retry,
+dead_letter. ``reason`` values of releases: max_age, rejected.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ class BridgeMetrics:
             "Triggers given up on (max age passed or rejected by Airflow), kept for inspection",
             registry=r,
         )
+        self.releases = Counter(
+            "driftloop_bridge_released_total",
+            "Dead-lettered triggers whose incident and cooldown keys were cleared so the same "
+            "alert can trigger again, by why the trigger was given up on",
+            ["reason"],
+            registry=r,
+        )
+        for reason in ("max_age", "rejected"):  # both series exist from the start, at 0
+            self.releases.labels(reason=reason)
         self.airflow_call_seconds = Histogram(
             "driftloop_bridge_airflow_call_seconds",
             "Latency of Airflow REST API calls (token and trigger), successful or not",
@@ -55,3 +65,6 @@ class BridgeMetrics:
 
     def triggered(self, outcome: str) -> None:
         self.triggers.labels(outcome=outcome).inc()
+
+    def released(self, reason: str) -> None:
+        self.releases.labels(reason=reason).inc()

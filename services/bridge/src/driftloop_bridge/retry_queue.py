@@ -11,6 +11,15 @@ item, since the retry state must outlive the process. A
 trigger older than ``max_age`` or rejected by Airflow as invalid moves to the dead letters:
 kept in Redis, counted in ``driftloop_bridge_dead_letters``, listed on ``GET /dead-letters``.
 
+Giving up also *releases* what the claim took: in the same Lua script that dead-letters it, the
+incident key is deleted and so is the DAG's cooldown window if this trigger still holds it
+(another incident's window is left alone). Without that, an alert whose trigger was given up on
+would be answered ``duplicate`` (and every other incident for the DAG ``cooldown``) for as long
+as it keeps firing, and the loop would never retrain for it. Released, the same alert's next
+notification claims the same deterministic ``dag_run_id`` again; should Airflow in fact have
+created the run during the outage, it answers 409, which counts as success. Releases are counted
+in ``driftloop_bridge_released_total{reason}``.
+
 Repeated calls are harmless: the run id is deterministic and Airflow's 409 counts as success.
 """
 
@@ -34,6 +43,10 @@ from .store import Clock, RedisKeys, guarded, ms
 log = structlog.get_logger(__name__)
 
 AttemptOutcome = Literal["created", "exists", "retry", "dead_letter"]
+#: Why a trigger was given up on (and its keys released): too old, or refused by Airflow (4xx).
+ReleaseReason = Literal["max_age", "rejected"]
+#: Which of the claim's keys a release deleted (the incident's, the DAG's cooldown window).
+ReleasedKey = Literal["incident", "cooldown"]
 
 
 @dataclass
@@ -82,10 +95,20 @@ class Trigger(Protocol):
 
 
 @dataclass(frozen=True)
+class Release:
+    """What giving up on a trigger gave back, so the same alert can trigger again."""
+
+    reason: ReleaseReason
+    keys: tuple[ReleasedKey, ...] = ()
+
+
+@dataclass(frozen=True)
 class Attempt:
     outcome: AttemptOutcome
     detail: str = ""
     next_attempt_at: float | None = None
+    #: Set when ``outcome`` is ``dead_letter``: the claim was released.
+    release: Release | None = None
 
 
 FinalHook = Callable[[PendingTrigger, Attempt], Awaitable[None]]
@@ -103,6 +126,28 @@ for _, run_id in ipairs(due) do
   end
 end
 return out
+"""
+
+
+#: Dead-letter ``ARGV[1]`` (body ``ARGV[2]``) and release its claim, in one atomic step.
+#: KEYS: dead, pending schedule, pending items, incident, cooldown. Returns the released keys.
+_DEAD_LETTER = """
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+local released = {}
+if redis.call('DEL', KEYS[4]) == 1 then
+  table.insert(released, 'incident')
+end
+local cd = redis.call('GET', KEYS[5])
+if cd then
+  local sep = string.find(cd, '|', 1, true)
+  if sep and string.sub(cd, sep + 1) == ARGV[1] then
+    redis.call('DEL', KEYS[5])
+    table.insert(released, 'cooldown')
+  end
+end
+return released
 """
 
 
@@ -134,6 +179,7 @@ class RetryQueue:
         self._on_final = on_final
         self._batch = batch
         self._lease = redis.register_script(_LEASE)
+        self._give_up = redis.register_script(_DEAD_LETTER)
         self._wake = asyncio.Event()
 
     def set_final_hook(self, hook: FinalHook) -> None:
@@ -149,7 +195,7 @@ class RetryQueue:
                 item.dag_id, item.dag_run_id, item.conf, call_timeout=call_timeout or self._timeout
             )
         except TriggerRejected as exc:
-            return await self._dead_letter(item, f"rejected by Airflow: {exc.message}")
+            return await self._dead_letter(item, "rejected", f"rejected by Airflow: {exc.message}")
         except TriggerUnavailable as exc:
             return await self._retry_later(item, exc.message)
         await guarded("completing a trigger", self._complete(item.dag_run_id))
@@ -175,7 +221,7 @@ class RetryQueue:
         item.last_error = error
         if now - item.first_seen >= self._max_age:
             return await self._dead_letter(
-                item, f"gave up after {item.attempts} attempts over max age: {error}"
+                item, "max_age", f"gave up after {item.attempts} attempts over max age: {error}"
             )
         next_at = now + self._backoff.delay(item.attempts)
         async with self._redis.pipeline(transaction=True) as pipe:
@@ -193,17 +239,34 @@ class RetryQueue:
         )
         return Attempt("retry", error, next_at)
 
-    async def _dead_letter(self, item: PendingTrigger, reason: str) -> Attempt:
+    async def _dead_letter(self, item: PendingTrigger, why: ReleaseReason, reason: str) -> Attempt:
+        """Move ``item`` to the dead letters and release its incident and cooldown keys."""
         item.last_error = reason
         item.extra["dead_at"] = self._clock()
-        async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.hset(self._keys.dead, item.dag_run_id, item.to_json())
-            pipe.zrem(self._keys.pending_schedule, item.dag_run_id)
-            pipe.hdel(self._keys.pending_items, item.dag_run_id)
-            await guarded("dead-lettering a trigger", pipe.execute())
+        item.extra["release_reason"] = why
+        raw = await guarded(
+            "dead-lettering a trigger",
+            self._give_up(
+                keys=[
+                    self._keys.dead,
+                    self._keys.pending_schedule,
+                    self._keys.pending_items,
+                    self._keys.incident(item.dag_run_id),
+                    self._keys.cooldown(item.dag_id),
+                ],
+                args=[item.dag_run_id, item.to_json()],
+            ),
+        )
+        release = Release(why, tuple(_released_key(k) for k in raw))
         self._metrics.triggered("dead_letter")
-        log.error("trigger_dead_letter", dag_run_id=item.dag_run_id, reason=reason)
-        return Attempt("dead_letter", reason)
+        self._metrics.released(why)
+        log.error(
+            "trigger_dead_letter",
+            dag_run_id=item.dag_run_id,
+            reason=reason,
+            released=list(release.keys),
+        )
+        return Attempt("dead_letter", reason, release=release)
 
     # --- the worker ------------------------------------------------------------------------
     def wake(self) -> None:
@@ -281,3 +344,12 @@ class RetryQueue:
             reverse=True,
         )
         return items[:limit]
+
+
+def _released_key(raw: bytes | str) -> ReleasedKey:
+    name = raw.decode() if isinstance(raw, bytes) else raw
+    if name == "incident":
+        return "incident"
+    if name == "cooldown":
+        return "cooldown"
+    raise ValueError(f"unexpected key kind from the dead-letter script: {name!r}")

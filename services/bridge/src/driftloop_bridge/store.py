@@ -7,6 +7,8 @@ Layout (``<p>`` = ``DRIFTLOOP_BRIDGE_REDIS_PREFIX``, default ``driftloop:bridge`
     <p>:pending:schedule        zset run_id -> next attempt  triggers not yet accepted by Airflow
     <p>:pending:items           hash run_id -> JSON          their bodies (survive restarts)
     <p>:dead                    hash run_id -> JSON          gave up: max age or rejected
+                                                             (its incident key, and the
+                                                             cooldown if it held it, deleted)
     <p>:decisions               list of JSON, newest first   the audit trail (capped)
 
 Times passed to Redis come from the bridge's clock (not Redis TTLs), so tests can drive
