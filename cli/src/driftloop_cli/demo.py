@@ -92,42 +92,31 @@ def locust_command(host: str, opts: DemoOptions, report_dir: Path) -> list[str]:
     )
 
 
+#: What each replica counts per topic: ``<topic key>_<kind>`` in :func:`event_counts`.
+_REPLICA_COUNTERS = {
+    "published": "driftloop_events_published_total",
+    "dropped": "driftloop_events_dropped_total",
+    "failed": "driftloop_events_failed_total",
+    "buffered": "driftloop_events_buffered",
+}
+_TOPICS = {"predictions": PREDICTIONS_TOPIC, "feedback": FEEDBACK_TOPIC}
+
+
 def event_counts(s: StackSettings) -> dict[str, float]:
+    """Events accepted, delivered, dropped and buffered by the replicas, and consumed."""
     replicas = observe.scrape_metrics(s.urls.model_apis(s.replicas))
     consumer = observe.scrape_metrics([s.urls.drift_consumer])
-    return {
-        "predictions_published": observe.metric_total(
-            replicas, "driftloop_events_published_total", topic=PREDICTIONS_TOPIC
-        ),
-        "predictions_dropped": observe.metric_total(
-            replicas, "driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC
-        ),
-        "predictions_failed": observe.metric_total(
-            replicas, "driftloop_events_failed_total", topic=PREDICTIONS_TOPIC
-        ),
-        "predictions_buffered": observe.metric_total(
-            replicas, "driftloop_events_buffered", topic=PREDICTIONS_TOPIC
-        ),
-        "feedback_published": observe.metric_total(
-            replicas, "driftloop_events_published_total", topic=FEEDBACK_TOPIC
-        ),
-        "feedback_dropped": observe.metric_total(
-            replicas, "driftloop_events_dropped_total", topic=FEEDBACK_TOPIC
-        ),
-        "feedback_failed": observe.metric_total(
-            replicas, "driftloop_events_failed_total", topic=FEEDBACK_TOPIC
-        ),
-        "feedback_buffered": observe.metric_total(
-            replicas, "driftloop_events_buffered", topic=FEEDBACK_TOPIC
-        ),
-        "predictions_consumed": observe.metric_total(
-            consumer, "driftloop_events_consumed_total", topic=PREDICTIONS_TOPIC
-        ),
-        "feedback_consumed": observe.metric_total(
-            consumer, "driftloop_events_consumed_total", topic=FEEDBACK_TOPIC
-        ),
-        "invalid_events": observe.metric_total(consumer, "driftloop_events_invalid_total"),
+    counts = {
+        f"{key}_{kind}": observe.metric_total(replicas, metric, topic=topic)
+        for key, topic in _TOPICS.items()
+        for kind, metric in _REPLICA_COUNTERS.items()
     }
+    for key, topic in _TOPICS.items():
+        counts[f"{key}_consumed"] = observe.metric_total(
+            consumer, "driftloop_events_consumed_total", topic=topic
+        )
+    counts["invalid_events"] = observe.metric_total(consumer, "driftloop_events_invalid_total")
+    return counts
 
 
 #: Gauges (each replica's per-topic publish buffer), not counters: never made relative to a

@@ -7,6 +7,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -65,6 +66,11 @@ class Silent(RecordingProducer):
         return await super().send(topic, value, key)
 
 
+def fast_retrying(producer: RecordingProducer, metrics: Metrics, **kw: Any) -> EventPublisher:
+    """A publisher over ``producer`` whose reconnect backoff is milliseconds, not seconds."""
+    return EventPublisher(lambda: producer, metrics, retry_initial_s=0.01, retry_max_s=0.02, **kw)
+
+
 async def test_publish_delivers_in_order() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
     publisher = EventPublisher(lambda: producer, metrics, buffer_sizes=sizes(10), batch_size=3)
@@ -92,13 +98,11 @@ async def test_buffered_gauge_exists_per_topic_before_any_event() -> None:
 async def test_full_buffer_drops_the_oldest_and_counts_it() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
     producer.fail_start = True  # broker away from the start
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(5),
         batch_size=2,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
     )
     await publisher.start()
     for i in range(12):  # publish is synchronous: it cannot wait for the broker
@@ -116,13 +120,11 @@ async def test_a_flood_of_predictions_never_evicts_buffered_feedback() -> None:
     """Feedback answered 202 survives any number of predictions during an outage."""
     producer, metrics = RecordingProducer(), Metrics("r")
     producer.fail_start = True  # broker away
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(10, feedback=5),
         batch_size=4,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
     )
     await publisher.start()
     published = 0
@@ -153,13 +155,11 @@ async def test_a_flood_of_predictions_never_evicts_buffered_feedback() -> None:
 async def test_a_flood_of_feedback_never_evicts_buffered_predictions() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
     producer.fail_start = True
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(10, feedback=5),
         batch_size=4,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
     )
     await publisher.start()
     for i in range(2):
@@ -188,13 +188,11 @@ async def test_topics_are_drained_fairly(backlog: str, few: str) -> None:
     """Neither topic waits behind the other's backlog: every batch carries both."""
     producer, metrics = RecordingProducer(), Metrics("r")
     producer.fail_start = True  # let both backlogs build up first
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(1_000, feedback=1_000),
         batch_size=4,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
     )
     await publisher.start()
     for i in range(200):
@@ -218,13 +216,11 @@ async def test_topics_are_drained_fairly(backlog: str, few: str) -> None:
 async def test_batches_of_one_alternate_between_topics() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
     producer.fail_start = True
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(100),
         batch_size=1,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
     )
     await publisher.start()
     for i in range(5):
@@ -244,13 +240,11 @@ async def test_batches_of_one_alternate_between_topics() -> None:
 
 async def test_failed_delivery_is_requeued_in_order_and_delivered_after_recovery() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(100),
         batch_size=4,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
     )
     await publisher.start()
     producer.fail = True
@@ -272,13 +266,11 @@ async def test_requeued_batch_goes_before_newer_events_of_its_topic() -> None:
     the capacity is then enforced per topic (the oldest predictions go, no feedback)."""
     producer, metrics = Silent(), Metrics("r")
     producer.fail = True
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(6, feedback=100),
         batch_size=8,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
         ack_timeout_s=0.3,
     )
     await publisher.start()
@@ -309,13 +301,11 @@ async def test_requeued_batch_goes_before_newer_events_of_its_topic() -> None:
 async def test_stop_counts_undeliverable_events_as_dropped_per_topic() -> None:
     producer, metrics = RecordingProducer(), Metrics("r")
     producer.fail_start = True
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(100),
         batch_size=4,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
         drain_timeout_s=0.2,
     )
     await publisher.start()
@@ -346,13 +336,11 @@ async def test_stop_drains_when_the_broker_is_up() -> None:
 async def test_unacknowledged_batch_counts_as_failed_and_is_requeued() -> None:
     producer, metrics = Silent(), Metrics("r")
     producer.fail = True
-    publisher = EventPublisher(
-        lambda: producer,
+    publisher = fast_retrying(
+        producer,
         metrics,
         buffer_sizes=sizes(100),
         batch_size=10,
-        retry_initial_s=0.01,
-        retry_max_s=0.02,
         ack_timeout_s=0.05,
     )
     await publisher.start()
