@@ -200,7 +200,19 @@ async def test_redis_down_is_503_not_500(
         resp = await h.post("grafana", payload("grafana_firing.json"))
         assert resp.status_code == 503
         assert resp.headers["retry-after"] == "5"
-        assert resp.json()["error"] == "store_unavailable"
+        assert resp.json() == {
+            "error": "store_unavailable",
+            "message": "state store (Redis) unavailable; retry later",
+            "detail": [],
+        }
+        registry = h.bridge.metrics.registry
+        counted = {
+            "driftloop_bridge_decisions_total": {"source": "grafana", "decision": "unavailable"},
+            "driftloop_bridge_redis_errors_total": {"operation": "webhook"},
+        }
+        for name, labels in counted.items():
+            assert registry.get_sample_value(name, labels) == 1, name
+        assert registry.get_sample_value("driftloop_bridge_redis_up") == 0
         ready = await h.http.get("/health/ready")
         assert ready.status_code == 503
         assert ready.json()["status"] == "not_ready"

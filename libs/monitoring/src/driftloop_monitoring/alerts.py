@@ -112,6 +112,20 @@ _PROM_THRESHOLD_OF = (
     '$labels.feature $labels.statistic | query }}{{ . | first | value | printf "%.3f" }}{{ end }}'
 )
 
+#: Per component (job), the share of its recent Redis calls that failed, as one union: the
+#: replicas' cache look-ups (bypassed look-ups count as errors), the drift consumer's join store
+#: (``driftloop_sink_up{sink="redis"}`` is 0 while its retry runs) and the bridge (its retry
+#: worker polls Redis every half second, so its gauge is current even without webhooks).
+REDIS_FAILING = (
+    'sum by (job) (rate(driftloop_cache_requests_total{result="error"}[1m]))'
+    " / sum by (job) (rate(driftloop_cache_requests_total[1m]))"
+    ' or max by (job) (1 - driftloop_sink_up{sink="redis"})'
+    " or max by (job) (1 - driftloop_bridge_redis_up)"
+)
+#: How long Redis may be failing before a person is asked to act (every component rides out a
+#: shorter outage on its own: see the "Redis down" row of docs/monitoring.md).
+REDIS_UNAVAILABLE_FOR = "2m"
+
 ALERTS: tuple[AlertSpec, ...] = (
     AlertSpec(
         name="DriftFeatureHigh",
@@ -295,6 +309,24 @@ ALERTS: tuple[AlertSpec, ...] = (
         summary_grafana="Replica {{ $labels.replica }} dropped events (a topic's buffer full)",
         description="Dropped events never reach drift detection or the labelled-data log.",
         panel=(names.MODEL_SERVICE_DASHBOARD_UID, 8),
+    ),
+    AlertSpec(
+        name="RedisUnavailable",
+        uid="driftloop-redis-unavailable",
+        group="operations",
+        a=REDIS_FAILING,
+        op=">",
+        b=0.5,
+        pending=REDIS_UNAVAILABLE_FOR,
+        grafana_pending=REDIS_UNAVAILABLE_FOR,
+        severity="critical",
+        summary_prometheus="{{ $labels.job }} cannot reach Redis",
+        summary_grafana="{{ $labels.job }} cannot reach Redis",
+        description=f"Most of its Redis calls have failed for {REDIS_UNAVAILABLE_FOR}. "
+        "Nothing is lost while "
+        "Redis is down, but the loop is paused: replicas serve without the cache, the drift "
+        "consumer stops consuming (labels and drift wait, ready=false), the bridge answers 503 "
+        "to alerts (the senders retry). Start Redis; everything resumes on its own.",
     ),
     AlertSpec(
         name="BridgeDeadLetters",

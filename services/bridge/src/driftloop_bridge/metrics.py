@@ -3,8 +3,13 @@
 Names are shared with the monitoring config. ``decision`` values: triggered, queued,
 duplicate, cooldown, resolved, ignored, dead_letter, released (a dead-lettered trigger's claim
 given back), plus unauthorized / invalid / unavailable for requests refused before any alert
-was decided. ``outcome`` values of triggers: created, exists (Airflow's 409), retry,
+was decided (``unavailable``: Redis down, answered 503). ``outcome`` values of triggers: created, exists (Airflow's 409), retry,
 dead_letter. ``reason`` values of releases: max_age, rejected.
+
+Redis: ``driftloop_bridge_redis_up`` is 1 when the bridge's last Redis call (a webhook's or the
+retry worker's, which polls every ``RETRY_POLL_SECONDS``) succeeded, 0 when it failed; every
+failed call is counted in ``driftloop_bridge_redis_errors_total{operation}`` (``webhook``,
+``worker``). The ``RedisUnavailable`` alert watches the gauge.
 """
 
 from __future__ import annotations
@@ -53,6 +58,19 @@ class BridgeMetrics:
         )
         for reason in ("max_age", "rejected"):  # both series exist from the start, at 0
             self.releases.labels(reason=reason)
+        self.redis_up = Gauge(
+            "driftloop_bridge_redis_up",
+            "1 when the bridge's last Redis call succeeded, 0 when it failed",
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "driftloop_bridge_redis_errors_total",
+            "Redis calls that failed (Redis down or unreachable), by who made them",
+            ["operation"],
+            registry=r,
+        )
+        for operation in ("webhook", "worker"):
+            self.redis_errors.labels(operation=operation)
         self.airflow_call_seconds = Histogram(
             "driftloop_bridge_airflow_call_seconds",
             "Latency of Airflow REST API calls (token and trigger), successful or not",
@@ -68,3 +86,10 @@ class BridgeMetrics:
 
     def released(self, reason: str) -> None:
         self.releases.labels(reason=reason).inc()
+
+    def redis_ok(self) -> None:
+        self.redis_up.set(1)
+
+    def redis_failed(self, operation: str) -> None:
+        self.redis_up.set(0)
+        self.redis_errors.labels(operation=operation).inc()

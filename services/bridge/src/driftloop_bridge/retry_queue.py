@@ -299,7 +299,9 @@ class RetryQueue:
             try:
                 tried = await self.process_due()
                 await self.refresh_gauges()
+                self._metrics.redis_ok()
             except StoreUnavailable as exc:
+                self._metrics.redis_failed("worker")
                 log.warning("retry_queue_redis_unavailable", error=str(exc))
             except Exception:  # a bug must not kill the worker silently
                 log.exception("retry_queue_unexpected_error")

@@ -3,6 +3,13 @@
 Both answer 202 with one decision per alert as soon as each trigger is either created or
 safely queued; 401 for bad credentials (nothing else happens); 422 naming the problem for a
 body that is not a valid payload; 503 when Redis is down (both senders retry on 5xx).
+
+A 503 means nothing was decided: no claim, no queue entry, no run. Alertmanager retries the
+notification (and re-sends it at every ``group_interval`` until one succeeds), Grafana does the
+same; when Redis is back the re-sent alert is claimed once and its deterministic run id makes
+any further copy a ``duplicate``, so an outage costs a delay, never a second DAG run. Each 503
+is counted as ``driftloop_bridge_decisions_total{decision="unavailable"}`` and
+``driftloop_bridge_redis_errors_total{operation="webhook"}``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from pydantic import BaseModel
 
 from ..decisions import Decision
 from ..deps import AlertmanagerBody, BridgeDep, GrafanaBody
-from ..errors import PayloadError
+from ..errors import PayloadError, StoreUnavailable
 from ..payloads import Source, parse_alertmanager, parse_grafana
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -41,7 +48,13 @@ async def _handle(bridge: BridgeDep, source: Source, body: bytes) -> WebhookResp
     except PayloadError:
         bridge.metrics.decided(source, "invalid")
         raise
-    decisions = await bridge.dispatcher.handle(source, alerts)
+    try:
+        decisions = await bridge.dispatcher.handle(source, alerts)
+    except StoreUnavailable:
+        bridge.metrics.decided(source, "unavailable")
+        bridge.metrics.redis_failed("webhook")
+        raise
+    bridge.metrics.redis_ok()
     return WebhookResponse(source=source, alerts=len(alerts), decisions=decisions)
 
 
