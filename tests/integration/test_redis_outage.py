@@ -35,6 +35,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -401,9 +402,7 @@ def outage(stack: Any, champion: str, tmp_path_factory: pytest.TempPathFactory) 
         result = Outage(stack=stack, sfx=sfx, bridge=bridge, before=counters(stack))
         with httpx.Client(timeout=30) as client:
             for url in stack.model_api_urls:  # the cache works before the outage
-                poll(
-                    f"a cache hit on {url}", lambda url=url: cache_hit_on(result, client, url, warm)
-                )
+                poll(f"a cache hit on {url}", partial(cache_hit_on, result, client, url, warm))
             result.before = counters(stack)
             result.predictions_ok = 0
             result.during["warm"] = warm
@@ -495,7 +494,7 @@ def test_replicas_kept_serving_and_use_the_cache_again(outage: Outage) -> None:
         for url in stack.model_api_urls:
             poll(
                 f"the cache used again on {url}",
-                lambda url=url: cache_hit_on(outage, client, url, outage.during["warm"]),
+                partial(cache_hit_on, outage, client, url, outage.during["warm"]),
                 60,
             )
     assert outage.failed == [], outage.failed[:5]
@@ -595,7 +594,7 @@ def test_bridge_answered_503_then_one_dag_run_per_incident(outage: Outage) -> No
 
     poll("Alertmanager's re-sent alert accepted", am_accepted)
     for fp in (direct_fp, am_fp):
-        poll(f"the DAG run of incident {fp}", lambda fp=fp: dag_runs_for(stack, fp))
+        poll(f"the DAG run of incident {fp}", partial(dag_runs_for, stack, fp))
     assert bridge.metric("driftloop_bridge_redis_up") == 1
     assert len(dag_runs_for(stack, direct_fp)) == 1
     assert len(dag_runs_for(stack, am_fp)) == 1
