@@ -46,6 +46,8 @@ def redis_conf(s: StackSettings) -> Path:
                 "appendfsync everysec",
                 'save ""',
                 'logfile ""',
+                # memory bound and eviction policy: one file for the local and Docker stacks
+                f"include {REPO_ROOT / 'redis-conf' / 'limits.conf'}",
                 "",
             ]
         ),

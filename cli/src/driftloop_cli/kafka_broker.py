@@ -17,6 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
 from driftloop_contracts import TOPICS
+from driftloop_contracts.retention import TOPIC_CONFIGS
 
 
 async def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> list[str]:
@@ -32,7 +33,14 @@ async def ensure_topics(bootstrap: str, timeout_s: float = 30.0) -> list[str]:
                 with contextlib.suppress(TopicAlreadyExistsError):
                     await admin.create_topics(
                         [
-                            NewTopic(t.name, num_partitions=t.partitions, replication_factor=1)
+                            NewTopic(
+                                t.name,
+                                num_partitions=t.partitions,
+                                replication_factor=1,
+                                # Tansu 0.6.0 memory:// stores but does not enforce them
+                                # (docs/operations.md); kept so every broker gets the same topics
+                                topic_configs=dict(TOPIC_CONFIGS),
+                            )
                             for t in missing
                         ]
                     )

@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftloop_contracts import DEFAULT_BASE_PORT, PortPlan, StackUrls
+from driftloop_contracts.retention import INFLUX_RETENTION
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -30,6 +31,9 @@ class StackSettings(BaseSettings):
     bridge_webhook_token: SecretStr = SecretStr("driftloop-local-webhook-token")
     scikit_learn_data: Path = REPO_ROOT.parent / "shared" / "data" / "scikit_learn_data"
     influx_db: str = "driftloop"
+    #: How long InfluxDB keeps the drift history (an InfluxQL duration: 30d, 12w, 720h); set on
+    #: the database's default retention policy at every `up` (docs/operations.md).
+    influx_retention: str = Field(INFLUX_RETENTION, pattern=r"^[1-9][0-9]*(h|d|w)$")
     up_timeout_s: float = 240.0
 
     @property

@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from driftloop_contracts.retention import influx_retention_statement
+
 from . import configs, supervisor
 from .components import Component, airflow_env, build_components
 from .health import airflow_status, probe, readiness
@@ -133,13 +135,19 @@ def wait_healthy(
 
 
 def create_influx_database(s: StackSettings) -> bool:
+    """The drift-history database, its default retention policy set to ``influx_retention``
+    (InfluxDB then drops whole shards, one per day, once they are older). Both statements are
+    idempotent; ALTER also bounds a database created before the setting existed."""
+    statements = (
+        f'CREATE DATABASE "{s.influx_db}"',
+        influx_retention_statement(s.influx_db, s.influx_retention),
+    )
     try:
-        r = httpx.post(
-            f"{s.urls.influxdb}/query",
-            data={"q": f'CREATE DATABASE "{s.influx_db}"'},
-            timeout=5,
-        )
-        return r.status_code == 200
+        for q in statements:
+            r = httpx.post(f"{s.urls.influxdb}/query", data={"q": q}, timeout=5)
+            if r.status_code != 200 or "error" in r.text:
+                return False
+        return True
     except httpx.HTTPError:
         return False
 

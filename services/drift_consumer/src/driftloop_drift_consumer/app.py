@@ -33,6 +33,7 @@ from driftloop_service import (
 
 from .feedback_join import JoinStore
 from .kafka_consumer import ConsumerFactory, data_consumer_factory
+from .labelled_retention import run_retention
 from .loop import DriftLoop
 from .metrics import ConsumerMetrics
 from .reference import MlflowReferenceSource, ReferenceManager, ReferenceSource
@@ -145,6 +146,11 @@ def create_app(
         ]
         if reports is not None:
             tasks.append(asyncio.create_task(reports.run(loop.stopping), name="reports"))
+        if settings.labelled_retention_days > 0:
+            retention = run_retention(
+                settings.labelled_log_dir, settings.labelled_retention_days, loop.stopping
+            )
+            tasks.append(asyncio.create_task(retention, name="labelled-retention"))
         log.info(
             "drift_consumer_started",
             instance=settings.instance_id,

@@ -103,6 +103,10 @@ class DriftConsumerSettings(BaseSettings):
     labelled_flush_seconds: float = Field(default=10.0, ge=0.0)
     #: Hour partitions scanned on assignment to find files written but not committed.
     labelled_scan_hours: int = Field(default=48, ge=1)
+    #: Hour partitions that ended longer ago than this are deleted (hourly, by this consumer;
+    #: labelled_retention.py). Keep it at least the retraining DAG's lookback
+    #: (``RetrainParams.lookback_hours``, 24 h by default). 0 keeps everything.
+    labelled_retention_days: int = Field(default=30, ge=0)
 
     # --- reports --------------------------------------------------------------------------
     reports_dir: Path = Path(".driftloop/reports")
@@ -124,5 +128,11 @@ class DriftConsumerSettings(BaseSettings):
             raise ValueError(
                 f"DRIFTLOOP_DRIFT_CONSUMER_MIN_WINDOW_EVENTS ({self.min_window_events}) must not "
                 f"exceed DRIFTLOOP_DRIFT_CONSUMER_WINDOW_EVENTS ({self.window_events})"
+            )
+        if 0 < self.labelled_retention_days * 24 < self.labelled_scan_hours:
+            raise ValueError(
+                f"DRIFTLOOP_DRIFT_CONSUMER_LABELLED_RETENTION_DAYS ({self.labelled_retention_days})"
+                " must cover DRIFTLOOP_DRIFT_CONSUMER_LABELLED_SCAN_HOURS"
+                f" ({self.labelled_scan_hours} h): a restart reads those partitions back"
             )
         return self
