@@ -132,9 +132,11 @@ def test_real_nginx_issues_ids_and_hides_internal_routes(tmp_path: Path) -> None
         assert (f_path, f_corr) == ("/feedback", "trace-1")
         assert p_id and f_id and p_id != f_id
         assert all(re.fullmatch(r"[0-9a-f]{32}", i) for i in (p_id, f_id))
+        assert r.headers.get_list("x-request-id") == [p_id]  # the issued id, once
         for path in ("/metrics", "/health/ready", "/health/live", "/predict/", "/nope"):
             hidden = httpx.get(f"{url}{path}")
             assert hidden.status_code == 404, path
+            assert re.fullmatch(r"[0-9a-f]{32}", hidden.headers["x-request-id"])
             assert json.loads(hidden.text) == {
                 "error": "http_error",
                 "message": "Not Found",
