@@ -80,6 +80,14 @@ def test_a_never_issued_id_is_403(harness: AppHarness) -> None:
     assert_refused(r, harness, 403, "invalid_feedback_token", "feedback_token", "signature")
 
 
+def test_the_issues_attack_body_without_a_token_is_403(harness: AppHarness) -> None:
+    """``{"request_id": "never-issued-123", "actual": 1.0}`` verbatim, with a producer key."""
+    r = harness.post(
+        "/feedback", json={"request_id": "never-issued-123", "actual": 1.0}, headers=PRODUCER
+    )
+    assert_refused(r, harness, 403, "invalid_feedback_token", "feedback_token", "required")
+
+
 def test_a_forged_token_is_403(harness: AppHarness) -> None:
     answer = predicted(harness)
     forged = FeedbackTokens(b"f" * 32, 3600).issue(answer["request_id"], answer["model_version"])

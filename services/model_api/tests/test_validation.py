@@ -215,9 +215,9 @@ CASES: list[tuple[str, str, bytes, dict[str, str], int, str, str]] = [
         "finite_number",
     ),
     (
-        "feedback_missing_token",
+        "feedback_missing_token_and_actual",
         "/feedback",
-        b'{"request_id": "abc", "actual": 1.0}',
+        b'{"request_id": "abc"}',
         PRODUCER,
         422,
         "feedback_token",

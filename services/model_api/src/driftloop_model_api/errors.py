@@ -12,6 +12,7 @@ nothing a client sends can produce a 500 or a traceback::
      │         ├── MissingApiKey          401: no X-API-Key header
      │         ├── InvalidApiKey          403: an X-API-Key that is not a producer's key
      │         ├── InvalidFeedbackToken   403: not a token we issued for this request id
+     │         │    └── MissingFeedbackToken   403: a well-formed label without a token
      │         ├── FeedbackTokenExpired   410: a genuine token past its lifetime
      │         └── AlreadyLabelled        409: the first label for this id wins
      ├── LabelStoreUnavailable      503: "labelled" cannot be recorded (Redis); retry later
@@ -49,6 +50,7 @@ __all__ = [
     "LabelRefused",
     "LabelStoreUnavailable",
     "MissingApiKey",
+    "MissingFeedbackToken",
     "ModelApiError",
     "ModelLoadError",
     "ModelNotReady",
@@ -170,6 +172,15 @@ class InvalidFeedbackToken(LabelRefused):
     code = "invalid_feedback_token"
     field = "feedback_token"
     rule = "signature"
+
+
+class MissingFeedbackToken(InvalidFeedbackToken):
+    """A well-formed label without a token: as unproven as a forged one (403)."""
+
+    rule = "required"
+
+    def __init__(self) -> None:
+        super().__init__("send the feedback_token of the prediction's answer")
 
 
 class FeedbackTokenExpired(LabelRefused):

@@ -14,7 +14,7 @@ from fastapi.security import APIKeyHeader
 from driftloop_contracts import API_KEY_HEADER
 
 from ..deps import RuntimeDep
-from ..errors import ModelApiError
+from ..errors import InvalidInput, MissingFeedbackToken, ModelApiError
 from ..inputs import parse_json, read_body
 from ..schemas import (
     FEEDBACK_ERROR_RESPONSES,
@@ -24,6 +24,20 @@ from ..schemas import (
 )
 
 router = APIRouter(tags=["feedback"])
+
+_NO_TOKEN = (("feedback_token", "missing"),)
+
+
+def _parse_label(body: bytes) -> FeedbackRequest:
+    """The label, or 422 naming every broken rule; a body whose only fault is a missing token is
+    a well-formed label without proof, refused as such (403 ``invalid_feedback_token``)."""
+    try:
+        return parse_json(FeedbackRequest, body)
+    except InvalidInput as exc:
+        if tuple((p.field, p.rule) for p in exc.problems) == _NO_TOKEN:
+            raise MissingFeedbackToken() from None
+        raise
+
 
 #: Declared as a security scheme so /docs offers "Authorize"; checked by the gate (auto_error
 #: off), which answers in our error shape and counts the refusal.
@@ -52,7 +66,7 @@ async def feedback(request: Request, runtime: RuntimeDep, api_key: ApiKey) -> Fe
     try:
         gate.authenticate(api_key)
         body = await read_body(request, runtime.settings.max_body_bytes)
-        item = parse_json(FeedbackRequest, body)
+        item = _parse_label(body)
         await gate.admit(item.request_id, item.feedback_token)
     except ModelApiError as exc:
         runtime.metrics.feedback_rejected(exc.code)
