@@ -781,7 +781,8 @@ def test_names_from_the_contracts_are_not_retyped(raw: dict[str, Any]) -> None:
     for path in sorted((REPO / "docker").rglob("*")):
         if path.is_file():
             for number, line in enumerate(path.read_text().splitlines(), start=1):
-                if not line.lstrip().startswith("#"):
+                # nginx's locations are HTTP routes (/feedback), not topic names.
+                if not line.lstrip().startswith(("#", "location = /")):
                     texts.append((f"{path.relative_to(REPO)}:{number}", line))
     for where, text in texts:
         for name in names:

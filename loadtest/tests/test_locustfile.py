@@ -1,5 +1,6 @@
-"""The locustfile end to end against a fake model API (no stack needed): ids are echoed,
-feedback follows predictions with the right truth, drift starts on schedule, a 422 for a bad
+"""The locustfile end to end against a fake model API (no stack needed): ids are the API's,
+the correlation id is echoed, feedback follows predictions with the answer's token, the
+producer key and the right truth, drift starts on schedule, a 422 for a bad
 body counts as a success, and the reports land where the command says."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,13 +20,21 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from driftloop_contracts import TARGET_SCALE_USD, HouseFeatures
+from driftloop_contracts import (
+    API_KEY_HEADER,
+    CORRELATION_ID_HEADER,
+    TARGET_SCALE_USD,
+    FeedbackApiKeySettings,
+    HouseFeatures,
+)
 from driftloop_loadtest.command import locust_command, report_paths
 from driftloop_loadtest.dataset import load_rows
 from driftloop_loadtest.results import AGGREGATED, read_failures, read_schedule_log, read_stats
 from driftloop_loadtest.scenarios import LATITUDE_FEATURE
 
 schemas = pytest.importorskip("driftloop_model_api.schemas")
+#: The key locust sends by default: the one the replicas would read from the same environment.
+PRODUCER_KEY = FeedbackApiKeySettings().producer_key
 
 
 @dataclass
@@ -42,9 +52,13 @@ def make_handler(seen: Seen) -> type[BaseHTTPRequestHandler]:
         def log_message(self, *args: object) -> None:
             pass
 
-        def reply(self, status: int, body: dict[str, object]) -> None:
+        def reply(
+            self, status: int, body: dict[str, object], headers: dict[str, str] | None = None
+        ) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -56,9 +70,9 @@ def make_handler(seen: Seen) -> type[BaseHTTPRequestHandler]:
             try:
                 if self.path == "/predict":
                     features = HouseFeatures.model_validate_json(body or b"null")
-                    rid = self.headers["X-Request-ID"]
+                    assert "X-Request-ID" not in self.headers, "the API issues request ids"
+                    rid = uuid.uuid4().hex
                     with seen.lock:
-                        assert rid not in seen.predictions, "request ids must be unique"
                         seen.predictions[rid] = (now, features.model_dump())
                     self.reply(
                         200,
@@ -67,10 +81,18 @@ def make_handler(seen: Seen) -> type[BaseHTTPRequestHandler]:
                             "median_house_value": 1.0e5,
                             "model_name": "fake",
                             "model_version": "1",
+                            "feedback_token": f"token-of-{rid}",
                         },
+                        {CORRELATION_ID_HEADER: self.headers[CORRELATION_ID_HEADER]},
                     )
                 elif self.path == "/feedback":
+                    if self.headers.get(API_KEY_HEADER) != PRODUCER_KEY:
+                        self.reply(401, {"error": "missing_api_key"})
+                        return
                     item = schemas.FeedbackRequest.model_validate_json(body or b"null")
+                    if item.feedback_token != f"token-of-{item.request_id}":
+                        self.reply(403, {"error": "invalid_feedback_token"})
+                        return
                     with seen.lock:
                         seen.feedback.append((now, item.request_id, item.actual))
                     self.reply(202, {"request_id": item.request_id, "status": "accepted"})

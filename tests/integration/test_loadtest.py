@@ -20,7 +20,7 @@ import pytest
 
 from driftloop_cli.observe import metric_total, scrape_metrics
 from driftloop_cli.settings import REPO_ROOT
-from driftloop_contracts import EXAMPLE_FEATURES
+from driftloop_contracts import API_KEY_HEADER, EXAMPLE_FEATURES, FeedbackApiKeySettings
 from driftloop_loadtest.command import locust_command, report_paths
 from driftloop_loadtest.results import AGGREGATED, read_failures, read_schedule_log, read_stats
 from driftloop_loadtest.scenarios import (
@@ -36,6 +36,7 @@ if importlib.util.find_spec("driftloop_model_api.__main__") is None:
     pytest.skip("driftloop_model_api has no __main__ yet", allow_module_level=True)
 
 
+PRODUCER_KEY = FeedbackApiKeySettings().producer_key
 RUN_TIME_S = 20
 STEADY_S = 8
 
@@ -72,11 +73,11 @@ def test_every_planned_bad_request_gets_a_422_naming_the_field(stack, champion) 
     rng = random.Random(8)
     bads = [bad_predict(rng, EXAMPLE_FEATURES, c) for c in BAD_PREDICT_CASES for _ in range(3)]
     bads += [bad_feedback(c) for c in BAD_FEEDBACK_CASES]
+    # As a label producer: a bad feedback body must reach the body check, not stop at the key.
+    headers = {"Content-Type": "application/json", API_KEY_HEADER: PRODUCER_KEY}
     with httpx.Client(base_url=stack.nginx_url, timeout=10) as client:
         for bad in bads:
-            resp = client.post(
-                bad.route, content=bad.body, headers={"Content-Type": "application/json"}
-            )
+            resp = client.post(bad.route, content=bad.body, headers=headers)
             assert resp.status_code == 422, (bad.case, resp.status_code, resp.text)
             assert bad.field in resp.json()["message"], (bad.case, resp.text)
 

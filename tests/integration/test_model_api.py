@@ -286,13 +286,11 @@ def test_prediction_through_nginx_equals_champion_output_and_emits_event(
     and the prediction event with the same request_id and schema reaches ``predictions``."""
     stack = ready_stack
     row = jittered_row(random.Random(11))
-    request_id = f"it-{uuid.uuid4().hex}"
-    response = httpx.post(
-        f"{stack.nginx_url}/predict", json=row, headers={"X-Request-ID": request_id}, timeout=10
-    )
+    response = httpx.post(f"{stack.nginx_url}/predict", json=row, timeout=10)
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["request_id"] == request_id and body["model_name"] == MODEL_NAME
+    request_id = body["request_id"]  # issued by nginx
+    assert response.headers["x-request-id"] == request_id and body["model_name"] == MODEL_NAME
     expected = champion_prediction_usd(stack.mlflow_url, body["model_version"], row)
     assert body["median_house_value"] == pytest.approx(expected, rel=1e-9)
 
@@ -401,25 +399,22 @@ def test_bad_inputs_through_nginx_are_4xx_naming_the_field_and_emit_nothing(
     does, which shows the topic was read far enough)."""
     stack = ready_stack
     assert len(BAD_BODIES) >= 15
-    prefix = f"bad-{uuid.uuid4().hex[:12]}"
     ids: set[str] = set()
     with httpx.Client(timeout=10) as client:
         for name, raw, status, field_name in BAD_BODIES:
-            request_id = f"{prefix}-{name}"
-            ids.add(request_id)
             response = client.post(
                 f"{stack.nginx_url}/predict",
                 content=raw,
-                headers={"content-type": "application/json", "X-Request-ID": request_id},
+                headers={"content-type": "application/json"},
             )
             assert response.status_code == status, (name, response.status_code, response.text)
             assert field_name in response.json()["message"], (name, response.text)
             assert set(response.json()) == {"error", "message", "detail"}, response.text
-        sentinel = f"{prefix}-good"
-        ok = client.post(
-            f"{stack.nginx_url}/predict", json=EXAMPLE_FEATURES, headers={"X-Request-ID": sentinel}
-        )
+            ids.add(response.headers["x-request-id"])  # nginx names its id on every answer
+        ok = client.post(f"{stack.nginx_url}/predict", json=EXAMPLE_FEATURES)
         assert ok.status_code == 200
+        sentinel = ok.json()["request_id"]
+    assert len(ids) == len(BAD_BODIES)
     events = events_for(stack.kafka_bootstrap, ids | {sentinel}, timeout_s=15)
     assert sentinel in events
     assert not (ids & events.keys()), f"bad requests produced events: {ids & events.keys()}"
@@ -458,8 +453,7 @@ def test_cache_hit_then_recompute_after_promotion(
     stack = ready_stack
     url = stack.model_api_urls[0]
     row = jittered_row(random.Random(uuid.uuid4().int))
-    ids = [f"cache-{uuid.uuid4().hex}" for _ in range(3)]
-    first = httpx.post(f"{url}/predict", json=row, headers={"X-Request-ID": ids[0]}).json()
+    first = httpx.post(f"{url}/predict", json=row).json()
     # The replica writes the cache after answering (off the request path): wait for the key.
     import redis
 
@@ -468,7 +462,7 @@ def test_cache_hit_then_recompute_after_promotion(
     key = cache_key(MODEL_NAME, first["model_version"], [row[n] for n in FEATURE_NAMES])
     with redis.Redis.from_url(stack.redis_url) as cache:
         wait_until(lambda: cache.exists(key) == 1, 10, "the first prediction in Redis")
-    second = httpx.post(f"{url}/predict", json=row, headers={"X-Request-ID": ids[1]}).json()
+    second = httpx.post(f"{url}/predict", json=row).json()
     assert second["median_house_value"] == first["median_house_value"]
 
     version = new_champion(stack, 202)
@@ -477,12 +471,13 @@ def test_cache_hit_then_recompute_after_promotion(
         RELOAD_DEADLINE_S,
         f"replica on version {version}",
     )
-    third = httpx.post(f"{url}/predict", json=row, headers={"X-Request-ID": ids[2]}).json()
+    third = httpx.post(f"{url}/predict", json=row).json()
     assert third["model_version"] == version
     expected = champion_prediction_usd(stack.mlflow_url, version, row)
     assert third["median_house_value"] == pytest.approx(expected, rel=1e-9)
     assert third["median_house_value"] != first["median_house_value"]
 
+    ids = [answer["request_id"] for answer in (first, second, third)]  # minted by the replica
     events = events_for(stack.kafka_bootstrap, set(ids))
     assert [events[i].cache_hit for i in ids] == [False, True, False]
 
@@ -499,20 +494,15 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
     urls = stack.model_api_urls
     rng = random.Random(5)
 
-    def timed_requests(n: int, prefix: str) -> tuple[list[float], list[str]]:
+    def timed_requests(n: int) -> tuple[list[float], list[str]]:
         latencies, ids = [], []
         with httpx.Client(timeout=10) as client:
-            for i in range(n):
-                request_id = f"{prefix}-{i}"
+            for _ in range(n):
                 started = time.perf_counter()
-                response = client.post(
-                    f"{stack.nginx_url}/predict",
-                    json=jittered_row(rng),
-                    headers={"X-Request-ID": request_id},
-                )
+                response = client.post(f"{stack.nginx_url}/predict", json=jittered_row(rng))
                 latencies.append(time.perf_counter() - started)
                 assert response.status_code == 200, response.text
-                ids.append(request_id)
+                ids.append(response.json()["request_id"])
         return latencies, ids
 
     def p95(values: list[float]) -> float:
@@ -534,11 +524,11 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
         )
         return accepted - get("driftloop_http_requests_total", route="/predict", status="200")
 
-    baseline, _ = timed_requests(150, f"pre-{uuid.uuid4().hex[:8]}")
+    baseline, _ = timed_requests(150)
     dropped0 = metric_sum(urls, "driftloop_events_dropped_total", topic=PREDICTIONS_TOPIC)
     stack.stop("kafka")
     try:
-        outage, outage_ids = timed_requests(300, f"outage-{uuid.uuid4().hex[:8]}")
+        outage, outage_ids = timed_requests(300)
         print(f"outage: p95 {p95(outage) * 1000:.1f} ms vs {p95(baseline) * 1000:.1f} ms before")
         # A request that waited on the broker would take the publisher's ack timeout (2 s) or
         # the producer's request timeout (5 s); the latency figures themselves are measured by

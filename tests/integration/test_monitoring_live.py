@@ -42,6 +42,7 @@ from driftloop_cli import observe
 from driftloop_cli.demo import endpoints
 from driftloop_cli.settings import REPO_ROOT
 from driftloop_contracts import (
+    API_KEY_HEADER,
     DAG_ID,
     DEFAULT_THRESHOLDS,
     FEATURE_BY_NAME,
@@ -52,6 +53,7 @@ from driftloop_contracts import (
     TARGET_SCALE_USD,
     TARGET_SOURCE_COLUMN,
     THRESHOLDS_REDIS_KEY,
+    FeedbackApiKeySettings,
 )
 from driftloop_contracts.thresholds import Statistic
 from driftloop_monitoring import promql, queries
@@ -66,6 +68,8 @@ SUPPRESSED = "1000"
 #: Sent before looking for the drift: 4 partitions x 200-event windows, with room to spare.
 PREDICTIONS = 1600
 FEEDBACK_SHARE = 0.5
+#: Feedback is sent as a label producer (the key the replicas read from the same environment).
+PRODUCER_HEADERS = {API_KEY_HEADER: FeedbackApiKeySettings().producer_key}
 CONCURRENCY = 8
 #: Grafana-like evaluation of dashboard queries over the recent past.
 PANEL_RANGE_S = 15 * 60
@@ -215,8 +219,13 @@ class DriftedTraffic:
                 continue
             self.counts["ok"] += 1
             if self.rng.random() < FEEDBACK_SHARE:
-                body = {"request_id": r.json()["request_id"], "actual": target * TARGET_SCALE_USD}
-                f = await client.post("/feedback", json=body)
+                answer = r.json()
+                body = {
+                    "request_id": answer["request_id"],
+                    "actual": target * TARGET_SCALE_USD,
+                    "feedback_token": answer["feedback_token"],
+                }
+                f = await client.post("/feedback", json=body, headers=PRODUCER_HEADERS)
                 self.counts["feedback"] += f.status_code == 202
 
     async def _run(self) -> None:

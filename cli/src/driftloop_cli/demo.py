@@ -17,7 +17,14 @@ from typing import Any, Protocol
 
 import httpx
 
-from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
+from driftloop_contracts import (
+    API_KEY_HEADER,
+    EXAMPLE_FEATURES,
+    FEEDBACK_TOPIC,
+    LOCAL_FEEDBACK_API_KEY,
+    PREDICTIONS_TOPIC,
+    FeedbackApiKeySettings,
+)
 from driftloop_loadtest import command as loadtest_command
 from driftloop_loadtest.results import AGGREGATED, read_schedule_log, read_stats
 
@@ -89,6 +96,32 @@ def locust_command(host: str, opts: DemoOptions, report_dir: Path) -> list[str]:
         report_dir=report_dir,
         feedback_share=opts.feedback_share,
         feedback_delay_s=opts.feedback_delay_s,
+    )
+
+
+def feedback_example(nginx_url: str) -> str:
+    """One prediction through nginx, and the command that labels it (docs/api.md, "Feedback").
+
+    Labels need the answer's ``feedback_token`` and a label producer's API key; locust reads
+    both the same way (the key from ``DRIFTLOOP_MODEL_API_FEEDBACK_API_KEYS``, as the replicas
+    do). The key is printed only when it is the documented local default.
+    """
+    answer = httpx.post(f"{nginx_url}/predict", json=EXAMPLE_FEATURES, timeout=10)
+    answer.raise_for_status()
+    reply = answer.json()
+    key = FeedbackApiKeySettings().producer_key
+    shown = key if key == LOCAL_FEEDBACK_API_KEY else "$DRIFTLOOP_MODEL_API_FEEDBACK_API_KEYS"
+    label = json.dumps(
+        {
+            "request_id": reply["request_id"],
+            "actual": 452_600.0,
+            "feedback_token": reply["feedback_token"],
+        }
+    )
+    return (
+        f"labels are sent with each answer's feedback_token and a producer key, e.g. "
+        f"curl -X POST {nginx_url}/feedback -H 'Content-Type: application/json' "
+        f"-H \"{API_KEY_HEADER}: {shown}\" -d '{label}'"
     )
 
 
@@ -181,6 +214,7 @@ def run(s: StackSettings, opts: DemoOptions, printer: Progress) -> DemoSummary:
         raise RuntimeError("no champion registered: run `driftloop bootstrap` first")
     start_champion = str(champ["version"])
     wait_replicas_ready(ep, printer)
+    printer.note(feedback_example(ep.nginx))
     report_dir = opts.report_dir or s.state_dir / "demo" / time.strftime("%Y%m%dT%H%M%S")
     report_dir.mkdir(parents=True, exist_ok=True)
     baseline = quiet_counts(s)  # counters are cumulative: the summary reports this run's share

@@ -18,6 +18,12 @@ from driftloop_contracts import HOST
 #: Must be at least the replicas' ``max_body_bytes`` (1 MiB by default).
 DEFAULT_BODY_LIMIT = "1m"
 
+#: The only paths nginx forwards to the replicas (an exact ``location`` each in the template
+#: and its Docker twin; docs/api.md lists them). Everything else, the replicas' ``/metrics``
+#: and ``/health/*`` included, is a 404 at nginx: Prometheus and the supervisor reach each
+#: replica directly.
+PUBLIC_ROUTES = ("/predict", "/predict/batch", "/feedback", "/model", "/docs", "/openapi.json")
+
 
 def upstream_servers(replica_ports: Iterable[int], host: str = HOST) -> str:
     """One ``server`` line per replica; one failure takes it out of rotation for 2 s."""

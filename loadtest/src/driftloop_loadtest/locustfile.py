@@ -31,6 +31,7 @@ from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import FastHttpUser
 from locust.env import Environment
 
+from driftloop_contracts import API_KEY_HEADER, CORRELATION_ID_HEADER
 from driftloop_loadtest.dataset import HousingRows, load_rows
 from driftloop_loadtest.options import (
     CSV_PREFIX,
@@ -180,6 +181,7 @@ def _record_switch(index: int, start_s: float, segment: Segment, path: str) -> N
 class _PendingFeedback:
     due: float  # time.monotonic()
     request_id: str
+    feedback_token: str
     actual_usd: float
 
 
@@ -218,15 +220,19 @@ class DriftloopUser(FastHttpUser):
         elapsed = RUN.elapsed()
         phase = cfg.schedule.phase_at(elapsed)
         planned = plan_prediction(self.rng, features, target, phase, elapsed, cfg.drift)
-        request_id = self._predict(planned.features)
-        if request_id is not None and self.rng.random() < cfg.feedback_share:
+        issued = self._predict(planned.features)
+        if issued is not None and self.rng.random() < cfg.feedback_share:
             due = time.monotonic() + cfg.feedback_delay_s
-            self.pending.append(_PendingFeedback(due, request_id, planned.actual_usd))
+            request_id, token = issued
+            self.pending.append(_PendingFeedback(due, request_id, token, planned.actual_usd))
 
-    def _predict(self, features: dict[str, float]) -> str | None:
-        """POST /predict; the request id the API answered with, or ``None`` on failure."""
-        sent_id = f"lt-{uuid.uuid4().hex}"  # unique across runs: the consumer dedupes by id
-        headers = {**JSON_HEADERS, "X-Request-ID": sent_id}
+    def _predict(self, features: dict[str, float]) -> tuple[str, str] | None:
+        """POST /predict; the request id and feedback token of the answer, ``None`` on failure.
+
+        The API issues the id; ours goes in ``X-Correlation-ID`` and must come back there.
+        """
+        correlation = f"lt-{uuid.uuid4().hex}"
+        headers = {**JSON_HEADERS, CORRELATION_ID_HEADER: correlation}
         body = json.dumps(features)
         with self.client.post(
             PREDICT, data=body, headers=headers, name=PREDICT, catch_response=True
@@ -237,31 +243,44 @@ class DriftloopUser(FastHttpUser):
             try:
                 reply = resp.json()
                 answered_id = str(reply["request_id"])
+                token = str(reply["feedback_token"])
                 value = float(reply["median_house_value"])
             except (ValueError, KeyError, TypeError) as exc:
                 resp.failure(f"unexpected reply {_snippet(resp.text)}: {exc}")
                 return None
-            if answered_id != sent_id:
-                resp.failure(f"request_id {answered_id!r} does not echo X-Request-ID {sent_id!r}")
+            echoed = resp.headers.get(CORRELATION_ID_HEADER)
+            if echoed != correlation:
+                resp.failure(f"{CORRELATION_ID_HEADER} {echoed!r} does not echo {correlation!r}")
                 return None
             if not math.isfinite(value):
                 resp.failure(f"median_house_value is not finite: {value}")
                 return None
             resp.success()
-            return answered_id
+            return answered_id, token
 
     def _send_due_feedback(self) -> None:
         now = time.monotonic()
         while self.pending and self.pending[0].due <= now:
             item = self.pending.popleft()
-            body = json.dumps({"request_id": item.request_id, "actual": item.actual_usd})
+            body = json.dumps(
+                {
+                    "request_id": item.request_id,
+                    "actual": item.actual_usd,
+                    "feedback_token": item.feedback_token,
+                }
+            )
             with self.client.post(
-                FEEDBACK, data=body, headers=JSON_HEADERS, name=FEEDBACK, catch_response=True
-            ) as resp:
+                FEEDBACK, data=body, headers=self._producer_headers(), name=FEEDBACK,
+                catch_response=True,
+            ) as resp:  # fmt: skip
                 if resp.status_code == 202:
                     resp.success()
                 else:
                     resp.failure(f"expected 202, got {resp.status_code}: {_snippet(resp.text)}")
+
+    def _producer_headers(self) -> dict[str, str]:
+        """JSON headers plus the label producer's API key (feedback is sent as a producer)."""
+        return {**JSON_HEADERS, API_KEY_HEADER: self._config().feedback_api_key}
 
     def _send_bad(self, bad: BadRequest) -> None:
         """An invalid body on purpose: a 422 is the right answer, anything else a failure."""
@@ -270,7 +289,7 @@ class DriftloopUser(FastHttpUser):
             # locust annotates ``data`` as ``str | dict``, but its docstring and geventhttpclient
             # take bytes, which an invalid body must stay (sent exactly as built).
             data=bad.body,  # type: ignore[arg-type]
-            headers=JSON_HEADERS,
+            headers=self._producer_headers(),
             name=bad.route + INVALID_SUFFIX,
             catch_response=True,
         ) as resp:

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from driftloop_contracts import FeedbackApiKeySettings
+
 from .dataset import default_data_home
 from .scenarios import SCENARIO_CHOICES, DriftSettings, Schedule, ScheduleError, resolve_schedule
 
@@ -41,6 +43,8 @@ class RunConfig:
     wait_max_s: float
     seed: int
     schedule_log: str
+    #: Sent as X-API-Key with every POST /feedback (a label producer's key).
+    feedback_api_key: str
 
 
 def add_arguments(parser: LocustArgumentParser) -> None:
@@ -128,6 +132,14 @@ def add_arguments(parser: LocustArgumentParser) -> None:
         "$SCIKIT_LEARN_DATA, else ../shared/data/scikit_learn_data). Nothing is downloaded.",
     )
     g.add_argument(
+        "--feedback-api-key",
+        default="",
+        include_in_web_ui=False,
+        help="X-API-Key sent with POST /feedback (default: the first of "
+        "DRIFTLOOP_MODEL_API_FEEDBACK_API_KEYS, the variable the replicas read; else the local "
+        "default). Prefer the variable: a command-line value shows in the process list.",
+    )
+    g.add_argument(
         "--schedule-log",
         default="",
         include_in_web_ui=False,
@@ -178,4 +190,6 @@ def run_config(options: Namespace) -> RunConfig:
         wait_max_s=options.wait_max,
         seed=options.seed,
         schedule_log=options.schedule_log or "",
+        feedback_api_key=getattr(options, "feedback_api_key", "")
+        or FeedbackApiKeySettings().producer_key,
     )

@@ -416,13 +416,22 @@ def bad_predict(rng: random.Random, features: Mapping[str, float], case: str) ->
     return BadRequest(PREDICT_ROUTE, case, _dump(obj), field_name)
 
 
+#: A token-shaped placeholder in invalid feedback bodies, so only the named field is wrong (the
+#: body is refused with 422 before any token is checked).
+BAD_FEEDBACK_TOKEN = "v1.0.AA.AA"
+
+
 def bad_feedback(case: str) -> BadRequest:
-    """One invalid ``/feedback`` body of kind ``case``."""
+    """One invalid ``/feedback`` body of kind ``case`` (sent with a producer's API key)."""
+    token = {"feedback_token": BAD_FEEDBACK_TOKEN}
     bodies: dict[str, tuple[object, str]] = {
-        "negative_actual": ({"request_id": "lt-bad", "actual": -1.0}, "actual"),
-        "bad_request_id": ({"request_id": "not a valid id!", "actual": 100_000.0}, "request_id"),
-        "missing_actual": ({"request_id": "lt-bad"}, "actual"),
-        "string_actual": ({"request_id": "lt-bad", "actual": "100000"}, "actual"),
+        "negative_actual": ({"request_id": "lt-bad", "actual": -1.0, **token}, "actual"),
+        "bad_request_id": (
+            {"request_id": "not a valid id!", "actual": 100_000.0, **token},
+            "request_id",
+        ),
+        "missing_actual": ({"request_id": "lt-bad", **token}, "actual"),
+        "string_actual": ({"request_id": "lt-bad", "actual": "100000", **token}, "actual"),
     }
     if case not in bodies:
         raise ValueError(f"unknown bad /feedback case {case!r}")

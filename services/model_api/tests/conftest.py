@@ -15,7 +15,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sklearn.linear_model import LinearRegression
 
-from driftloop_contracts import EXAMPLE_FEATURES, FEATURE_SPECS, MODEL_NAME, utcnow
+from driftloop_contracts import (
+    EXAMPLE_FEATURES,
+    FEATURE_SPECS,
+    LOCAL_FEEDBACK_API_KEY,
+    MODEL_NAME,
+    utcnow,
+)
 from driftloop_model_api.app import create_app
 from driftloop_model_api.errors import ModelLoadError
 from driftloop_model_api.metrics import Metrics
@@ -107,6 +113,31 @@ class RecordingProducer:
         return [value for t, _, value in self.sent if t == topic]
 
 
+class FakeLabelRedis:
+    """The label store's Redis in memory: ``SET NX EX`` semantics; ``down`` makes it fail."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, tuple[str, int | None]] = {}
+        self.down = False
+
+    async def set(
+        self, name: str, value: str, *, ex: int | None = None, nx: bool = False
+    ) -> bool | None:
+        if self.down:
+            raise ConnectionError("redis down")
+        if nx and name in self.data:
+            return None
+        self.data[name] = (value, ex)
+        return True
+
+    async def aclose(self) -> None:
+        return None
+
+
+#: Headers of a label producer holding the (local default) API key.
+PRODUCER = {"X-API-Key": LOCAL_FEEDBACK_API_KEY}
+
+
 def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0, what: str = "") -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
@@ -121,6 +152,7 @@ class AppHarness:
     source: FakeSource
     producer: RecordingProducer
     metrics: Metrics
+    labels: FakeLabelRedis
 
     def post(self, path: str, **kwargs: Any) -> Any:
         return self.client.post(path, **kwargs)
@@ -144,6 +176,7 @@ def harness(settings: ModelApiSettings) -> Iterator[AppHarness]:
     source = FakeSource()
     producer = RecordingProducer()
     metrics = Metrics(settings.replica_id)
+    labels = FakeLabelRedis()
     app = create_app(
         settings,
         source=source,
@@ -151,10 +184,11 @@ def harness(settings: ModelApiSettings) -> Iterator[AppHarness]:
         consumer_factory=None,
         redis=None,
         metrics=metrics,
+        label_redis=labels,
     )
     with TestClient(app, raise_server_exceptions=False) as client:
         wait_for(lambda: client.get("/health/ready").status_code == 200, what="model loaded")
-        yield AppHarness(client, source, producer, metrics)
+        yield AppHarness(client, source, producer, metrics, labels)
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from driftloop_contracts import (
 )
 from driftloop_model_api.settings import ModelApiSettings
 
-from .conftest import AppHarness, tiny_estimator, wait_for
+from .conftest import PRODUCER, AppHarness, tiny_estimator, wait_for
 
 
 def expected_usd(features: dict[str, float], scale: float = 1.0) -> float:
@@ -29,12 +29,17 @@ def expected_usd(features: dict[str, float], scale: float = 1.0) -> float:
     return float(tiny_estimator(scale).predict(frame)[0]) * TARGET_SCALE_USD
 
 
+#: An id of the shape nginx issues (its ``$request_id``).
+NGINX_ID = "0123456789abcdef0123456789abcdef"
+
+
 def test_predict_returns_usd_of_the_model_and_publishes_one_event(harness: AppHarness) -> None:
-    response = harness.post("/predict", json=EXAMPLE_FEATURES, headers={"X-Request-ID": "req-1"})
+    response = harness.post("/predict", json=EXAMPLE_FEATURES, headers={"X-Request-ID": NGINX_ID})
     assert response.status_code == 200
     data = response.json()
-    assert data["request_id"] == "req-1"
-    assert response.headers["x-request-id"] == "req-1"
+    assert data["request_id"] == NGINX_ID
+    assert response.headers["x-request-id"] == NGINX_ID
+    assert data["feedback_token"].startswith("v1.")
     assert data["model_name"] == MODEL_NAME and data["model_version"] == "1"
     assert abs(data["median_house_value"] - expected_usd(EXAMPLE_FEATURES)) < 1e-6
     # The counter moves once the broker's ack is in, after the record reached the producer.
@@ -46,9 +51,9 @@ def test_predict_returns_usd_of_the_model_and_publishes_one_event(harness: AppHa
     )
     (topic, key, value), *others = harness.producer.sent
     assert not others
-    assert topic == PREDICTIONS_TOPIC and key == b"req-1"
+    assert topic == PREDICTIONS_TOPIC and key == NGINX_ID.encode()
     event = decode_event(PREDICTIONS_TOPIC, value)
-    assert event.request_id == "req-1" and event.replica_id == "test-replica"
+    assert event.request_id == NGINX_ID and event.replica_id == "test-replica"
     assert event.features == EXAMPLE_FEATURES
     assert event.prediction == data["median_house_value"]
     assert (
@@ -62,23 +67,35 @@ def test_request_id_is_generated_when_absent(harness: AppHarness) -> None:
     assert a and b and a != b
 
 
-def test_batch_predicts_each_row_with_its_own_id_and_event(harness: AppHarness) -> None:
+def test_batch_predicts_each_row_with_its_own_id_token_and_event(harness: AppHarness) -> None:
     rows = [EXAMPLE_FEATURES, {**EXAMPLE_FEATURES, "median_income_in_block": 2.0}]
-    response = harness.post("/predict/batch", json={"rows": rows}, headers={"X-Request-ID": "b"})
+    response = harness.post(
+        "/predict/batch", json={"rows": rows}, headers={"X-Request-ID": NGINX_ID}
+    )
     assert response.status_code == 200, response.text
     preds = response.json()["predictions"]
-    assert [p["request_id"] for p in preds] == ["b-0", "b-1"]
+    assert [p["request_id"] for p in preds] == [f"{NGINX_ID}-0", f"{NGINX_ID}-1"]
     assert abs(preds[1]["median_house_value"] - expected_usd(rows[1])) < 1e-6
+    assert len({p["feedback_token"] for p in preds}) == 2  # one token per row
     wait_for(lambda: len(harness.producer.sent) == 2, what="two events")
-    assert {k for _, k, _ in harness.producer.sent} == {b"b-0", b"b-1"}
+    assert {k for _, k, _ in harness.producer.sent} == {
+        f"{NGINX_ID}-0".encode(),
+        f"{NGINX_ID}-1".encode(),
+    }
 
 
-def test_feedback_is_accepted_and_published(harness: AppHarness) -> None:
-    response = harness.post("/feedback", json={"request_id": "req-9", "actual": 250_000})
-    assert response.status_code == 202
+def test_feedback_with_key_and_token_is_accepted_and_published(harness: AppHarness) -> None:
+    answer = harness.post("/predict", json=EXAMPLE_FEATURES).json()
+    label = {
+        "request_id": answer["request_id"],
+        "actual": 250_000,
+        "feedback_token": answer["feedback_token"],
+    }
+    response = harness.post("/feedback", json=label, headers=PRODUCER)
+    assert response.status_code == 202, response.text
     wait_for(lambda: harness.producer.topics(FEEDBACK_TOPIC) != [], what="feedback event")
     event = decode_event(FEEDBACK_TOPIC, harness.producer.topics(FEEDBACK_TOPIC)[0])
-    assert event.request_id == "req-9" and event.actual == 250_000
+    assert event.request_id == answer["request_id"] and event.actual == 250_000
 
 
 def test_model_info_and_readiness(harness: AppHarness) -> None:

@@ -34,6 +34,13 @@ from .features import (
     FeatureSpec,
     HouseFeatures,
 )
+from .feedback_auth import (
+    API_KEY_HEADER,
+    CORRELATION_ID_HEADER,
+    LOCAL_FEEDBACK_API_KEY,
+    REQUEST_ID_HEADER,
+    FeedbackApiKeySettings,
+)
 from .labelled_log import LABELLED_LOG_COLUMNS, part_file_name, partition_dir
 from .ports import DEFAULT_BASE_PORT, DOCKER_BASE_PORT, HOST, TEST_BASE_PORT, PortPlan, StackUrls
 from .profile import ReferenceProfile, SeriesProfile
@@ -62,7 +69,9 @@ from .thresholds import (
 from .topics import FEEDBACK_TOPIC, MODEL_EVENTS_TOPIC, PREDICTIONS_TOPIC, TOPICS, TopicSpec
 
 __all__ = [
+    "API_KEY_HEADER",
     "CHAMPION_ALIAS",
+    "CORRELATION_ID_HEADER",
     "DAG_ID",
     "DEFAULT_BASE_PORT",
     "DEFAULT_THRESHOLDS",
@@ -79,6 +88,7 @@ __all__ = [
     "HOLDOUT_RMSE_METRIC",
     "HOST",
     "LABELLED_LOG_COLUMNS",
+    "LOCAL_FEEDBACK_API_KEY",
     "MAX_EVENT_BYTES",
     "MAX_JSON_DEPTH",
     "MODEL_ARTIFACT_NAME",
@@ -87,6 +97,7 @@ __all__ = [
     "PREDICTIONS_TOPIC",
     "PREDICTION_SERIES",
     "PROFILE_ARTIFACT_PATH",
+    "REQUEST_ID_HEADER",
     "SCHEMA_VERSION",
     "SERIES_NAMES",
     "SERIES_STATISTICS",
@@ -100,6 +111,7 @@ __all__ = [
     "TOPICS",
     "EventError",
     "FeatureSpec",
+    "FeedbackApiKeySettings",
     "FeedbackEvent",
     "HouseFeatures",
     "InvalidReason",

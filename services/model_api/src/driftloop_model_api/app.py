@@ -25,6 +25,8 @@ from driftloop_service import (
 from .batching import MicroBatcher
 from .cache import PredictionCache, RedisLike, redis_client
 from .deps import Runtime
+from .label_gate import REJECTION_REASONS, LabelGate
+from .label_store import LabelRedis, LabelStore, label_redis_client
 from .metrics import Metrics, MetricsMiddleware
 from .model_holder import ModelHolder
 from .model_source import MlflowModelSource, ModelSource
@@ -32,7 +34,8 @@ from .publisher import EventPublisher, ProducerFactory, aiokafka_producer_factor
 from .reloader import ConsumerFactory, Reloader
 from .routes import api_router
 from .serving import PredictionService
-from .settings import ModelApiSettings
+from .settings import LOCAL_FEEDBACK_TOKEN_KEY, ModelApiSettings
+from .tokens import FeedbackTokens
 
 log = structlog.get_logger(__name__)
 
@@ -76,6 +79,7 @@ def create_app(
     consumer_factory: ConsumerFactory | Literal[_Default.NOT_SET] | None = _NOT_SET,
     redis: RedisLike | Literal[_Default.NOT_SET] | None = _NOT_SET,
     metrics: Metrics | None = None,
+    label_redis: LabelRedis | Literal[_Default.NOT_SET] | None = _NOT_SET,
 ) -> FastAPI:
     """The model API for one replica.
 
@@ -154,6 +158,7 @@ def create_app(
             retry_max_s=settings.load_retry_max_seconds,
             reload_attempts=settings.reload_attempts,
         )
+        labels = _label_gate(settings, metrics, label_redis)
         batcher = MicroBatcher(settings.micro_batch_max_rows) if settings.micro_batching else None
         service = PredictionService(
             holder, cache, publisher, metrics, settings.replica_id, batcher=batcher
@@ -164,6 +169,7 @@ def create_app(
             service=service,
             publisher=publisher,
             reloader=reloader,
+            labels=labels,
         )
         await publisher.start()
         await reloader.start()
@@ -179,6 +185,7 @@ def create_app(
             await reloader.stop()
             await publisher.stop()
             await cache.close()
+            await labels.store.close()
             log.info("model_api_stopped", replica_id=settings.replica_id)
 
     app = FastAPI(
@@ -192,3 +199,32 @@ def create_app(
     app.include_router(metrics_router(lambda request: metrics.registry))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def _label_gate(
+    settings: ModelApiSettings,
+    metrics: Metrics,
+    client: LabelRedis | Literal[_Default.NOT_SET] | None,
+) -> LabelGate:
+    """Producer keys, feedback tokens and the Redis record of labelled ids (label_gate.py)."""
+    if client is _NOT_SET:
+        client = label_redis_client(settings.redis_url, settings.label_store_timeout_seconds)
+    if settings.feedback_token_key.get_secret_value() == LOCAL_FEEDBACK_TOKEN_KEY:
+        log.warning(
+            "feedback_token_key_is_the_local_default", variable="DRIFTLOOP_FEEDBACK_TOKEN_KEY"
+        )
+    for reason in REJECTION_REASONS:
+        metrics.feedback_rejected(reason, 0)
+    return LabelGate(
+        api_keys=settings.feedback_api_keys,
+        tokens=FeedbackTokens(
+            settings.feedback_token_key.get_secret_value().encode(),
+            settings.feedback_token_ttl_seconds,
+        ),
+        store=LabelStore(
+            client,
+            ttl_s=settings.feedback_token_ttl_seconds,
+            timeout_s=settings.label_store_timeout_seconds,
+        ),
+        replica_id=settings.replica_id,
+    )

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from .label_gate import LabelGate
 from .metrics import Metrics
 from .publisher import EventPublisher
 from .reloader import Reloader
@@ -23,6 +24,7 @@ class Runtime:
     service: PredictionService
     publisher: EventPublisher
     reloader: Reloader
+    labels: LabelGate
 
 
 def get_runtime(request: Request) -> Runtime:

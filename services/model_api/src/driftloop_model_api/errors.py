@@ -7,7 +7,15 @@ nothing a client sends can produce a 500 or a traceback::
      ├── ClientError                the client must change its request (4xx)
      │    ├── InvalidInput          422: one or more fields break a rule
      │    ├── PayloadTooLarge       413: body over the configured limit
-     │    └── UnsupportedMediaType  415: a body that does not claim to be JSON
+     │    ├── UnsupportedMediaType  415: a body that does not claim to be JSON
+     │    └── LabelRefused          POST /feedback refused (docs/security.md, docs/api.md)
+     │         ├── MissingApiKey          401: no X-API-Key header
+     │         ├── InvalidApiKey          403: an X-API-Key that is not a producer's key
+     │         ├── InvalidFeedbackToken   403: not a token we issued for this request id
+     │         │    └── MissingFeedbackToken   403: a well-formed label without a token
+     │         ├── FeedbackTokenExpired   410: a genuine token past its lifetime
+     │         └── AlreadyLabelled        409: the first label for this id wins
+     ├── LabelStoreUnavailable      503: "labelled" cannot be recorded (Redis); retry later
      ├── ModelNotReady              503: no champion loaded yet (nginx tries another replica)
      └── ModelLoadError             a version could not be fetched or does not fit the schema
 
@@ -26,14 +34,23 @@ from collections.abc import Iterable
 
 from pydantic import ValidationError
 
+from driftloop_contracts import API_KEY_HEADER
 from driftloop_service import BODY, ApiError, FieldProblem, problems_from_errors
 
 __all__ = [
     "BODY",
+    "AlreadyLabelled",
     "ClientDisconnected",
     "ClientError",
+    "FeedbackTokenExpired",
     "FieldProblem",
+    "InvalidApiKey",
+    "InvalidFeedbackToken",
     "InvalidInput",
+    "LabelRefused",
+    "LabelStoreUnavailable",
+    "MissingApiKey",
+    "MissingFeedbackToken",
     "ModelApiError",
     "ModelLoadError",
     "ModelNotReady",
@@ -107,6 +124,95 @@ class ClientDisconnected(ClientError):
 
     def __init__(self) -> None:
         super().__init__("the client disconnected before the body was complete")
+
+
+class LabelRefused(ClientError):
+    """``POST /feedback`` refused a label; the code says why (counted by reason)."""
+
+    #: The field at fault (a header name or ``feedback_token``) and the rule it broke.
+    field = ""
+    rule = ""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            f"{self.field}: {self.rule}: {message}", [FieldProblem(self.field, self.rule, message)]
+        )
+
+
+class MissingApiKey(LabelRefused):
+    """No ``X-API-Key``: only label producers may send labels."""
+
+    status_code = 401
+    code = "missing_api_key"
+    field = API_KEY_HEADER
+    rule = "required"
+    headers = {"WWW-Authenticate": f'ApiKey header="{API_KEY_HEADER}"'}
+
+    def __init__(self) -> None:
+        super().__init__("a label producer's API key is required")
+
+
+class InvalidApiKey(LabelRefused):
+    """An ``X-API-Key`` that is none of the configured producer keys."""
+
+    status_code = 403
+    code = "invalid_api_key"
+    field = API_KEY_HEADER
+    rule = "unknown_key"
+
+    def __init__(self) -> None:
+        super().__init__("not a label producer's API key")
+
+
+class InvalidFeedbackToken(LabelRefused):
+    """The token was not issued by us for this request id (forged, altered, another id's, or
+    an id we never issued: without a prediction there is no token)."""
+
+    status_code = 403
+    code = "invalid_feedback_token"
+    field = "feedback_token"
+    rule = "signature"
+
+
+class MissingFeedbackToken(InvalidFeedbackToken):
+    """A well-formed label without a token: as unproven as a forged one (403)."""
+
+    rule = "required"
+
+    def __init__(self) -> None:
+        super().__init__("send the feedback_token of the prediction's answer")
+
+
+class FeedbackTokenExpired(LabelRefused):
+    """A token we issued, older than ``feedback_token_ttl_seconds``."""
+
+    status_code = 410
+    code = "feedback_token_expired"
+    field = "feedback_token"
+    rule = "expired"
+
+
+class AlreadyLabelled(LabelRefused):
+    """This request id has a label already; the first one wins."""
+
+    status_code = 409
+    code = "already_labelled"
+    field = "request_id"
+    rule = "first_label_wins"
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"{request_id} is labelled already; the first label stands")
+
+
+class LabelStoreUnavailable(ModelApiError):
+    """Redis, where "labelled" is recorded, did not answer: refusing beats double labels."""
+
+    status_code = 503
+    code = "label_store_unavailable"
+    headers = {"Retry-After": "1"}
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"the label store is unavailable ({reason}); retry later")
 
 
 class ModelNotReady(ModelApiError):

@@ -7,8 +7,6 @@ carry the field and rule in our error shape.
 
 from __future__ import annotations
 
-import re
-import uuid
 from typing import TypeVar
 
 from fastapi import Request
@@ -22,26 +20,8 @@ from .errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from .schemas import REQUEST_ID_PATTERN
 
 M = TypeVar("M", bound=BaseModel)
-
-_REQUEST_ID = re.compile(REQUEST_ID_PATTERN)
-REQUEST_ID_HEADER = "x-request-id"
-
-
-def request_id_from(request: Request) -> str:
-    """The client's (or nginx's) ``X-Request-ID`` if present and well formed, else a new one."""
-    value = request.headers.get(REQUEST_ID_HEADER)
-    if value is None:
-        return uuid.uuid4().hex
-    if not _REQUEST_ID.match(value):
-        raise InvalidInput.one(
-            "X-Request-ID",
-            "pattern",
-            f"must match {REQUEST_ID_PATTERN} (1-128 letters, digits, '.', '_', ':', '-')",
-        )
-    return value
 
 
 def _check_content_type(request: Request) -> None:

@@ -104,6 +104,12 @@ class Metrics:
             ["replica", "result"],
             registry=r,
         )
+        self._feedback_rejected = Counter(
+            "driftloop_feedback_rejected_total",
+            "POST /feedback answers that refused the label, by reason (the error code)",
+            ["replica", "reason"],
+            registry=r,
+        )
         self._children: dict[tuple[str, ...], Any] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -145,6 +151,10 @@ class Metrics:
 
     def cache(self, result: str) -> None:
         self._child(self._cache, result).inc()
+
+    def feedback_rejected(self, reason: str, n: int = 1) -> None:
+        """Count a refused label (``n=0`` creates the series at 0, for rates and alerts)."""
+        self._child(self._feedback_rejected, reason).inc(n)
 
     def value(self, name: str, **labels: str) -> float:
         """A sample's current value (0 when absent); for tests and health details."""

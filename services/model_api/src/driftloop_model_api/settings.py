@@ -10,18 +10,35 @@ from __future__ import annotations
 import socket
 from typing import Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 
-from driftloop_contracts import CHAMPION_ALIAS, DEFAULT_BASE_PORT, HOST, MODEL_NAME, PortPlan
+from driftloop_contracts import (
+    CHAMPION_ALIAS,
+    DEFAULT_BASE_PORT,
+    HOST,
+    MODEL_NAME,
+    FeedbackApiKeySettings,
+    PortPlan,
+)
 
 _DEFAULT_PORTS = PortPlan(DEFAULT_BASE_PORT)
 
+#: Local-stack default of the feedback-token key (README, "Local credentials"). Anyone who
+#: knows the key can mint tokens: every deployment reachable by others must set its own.
+LOCAL_FEEDBACK_TOKEN_KEY = "driftloop-local-feedback-token-key-DEV-ONLY"
 
-class ModelApiSettings(BaseSettings):
-    """Every knob of one serving replica; the defaults match the user's local stack."""
 
-    model_config = SettingsConfigDict(env_prefix="DRIFTLOOP_MODEL_API_", extra="ignore")
+class ModelApiSettings(FeedbackApiKeySettings):
+    """Every knob of one serving replica; the defaults match the user's local stack.
+
+    ``feedback_api_keys`` (``DRIFTLOOP_MODEL_API_FEEDBACK_API_KEYS``) comes from
+    :class:`driftloop_contracts.FeedbackApiKeySettings`, which our label producers read too.
+    """
+
+    model_config = SettingsConfigDict(
+        env_prefix="DRIFTLOOP_MODEL_API_", extra="ignore", populate_by_name=True
+    )
 
     host: str = HOST
     port: int = Field(default=_DEFAULT_PORTS.model_api(0), ge=1, le=65535)
@@ -76,6 +93,30 @@ class ModelApiSettings(BaseSettings):
     #: Predict concurrent single rows in one model call (see batching.py); off = one call each.
     micro_batching: bool = True
     micro_batch_max_rows: int = Field(default=64, ge=1)
+
+    # --- labels (POST /feedback; docs/security.md) ----------------------------------------
+    #: HMAC key of the feedback tokens; the same on every replica (a label may reach another
+    #: replica than its prediction). Read from ``DRIFTLOOP_FEEDBACK_TOKEN_KEY`` (no service
+    #: prefix: it is the fleet's key, not one replica's knob).
+    feedback_token_key: SecretStr = Field(
+        default=SecretStr(LOCAL_FEEDBACK_TOKEN_KEY),
+        validation_alias=AliasChoices("DRIFTLOOP_FEEDBACK_TOKEN_KEY", "feedback_token_key"),
+    )
+
+    #: A token older than this is refused (410). At most the drift consumer's join window
+    #: (``DRIFTLOOP_DRIFT_CONSUMER_JOIN_TTL_SECONDS``, 1 day), past which a label could no
+    #: longer join its prediction anyway; also how long "already labelled" is remembered.
+    @field_validator("feedback_token_key")
+    @classmethod
+    def _key_long_enough(cls, key: SecretStr) -> SecretStr:
+        if len(key.get_secret_value()) < 32:
+            raise ValueError("DRIFTLOOP_FEEDBACK_TOKEN_KEY needs at least 32 characters")
+        return key
+
+    feedback_token_ttl_seconds: int = Field(default=86_400, ge=60)
+    #: Budget of the Redis call that records "labelled" (first label wins); past it, or with
+    #: Redis down, the label is refused with 503 so the producer retries.
+    label_store_timeout_seconds: float = Field(default=0.5, gt=0)
 
     # --- HTTP limits ----------------------------------------------------------------------
     max_body_bytes: int = Field(default=1_048_576, ge=256)

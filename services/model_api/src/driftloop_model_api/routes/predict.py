@@ -6,14 +6,15 @@ is declared explicitly so the docs still show the feature fields, bounds and exa
 
 from __future__ import annotations
 
-from time import perf_counter
+from time import perf_counter, time
 
 from fastapi import APIRouter, Request, Response
 
-from driftloop_contracts import HouseFeatures
+from driftloop_contracts import CORRELATION_ID_HEADER, REQUEST_ID_HEADER, HouseFeatures
 
 from ..deps import RuntimeDep
-from ..inputs import parse_json, read_body, request_id_from
+from ..inputs import parse_json, read_body
+from ..request_ids import correlation_id, issued_request_id
 from ..schemas import (
     ERROR_RESPONSES,
     BatchPrediction,
@@ -26,12 +27,11 @@ from ..schemas import (
 router = APIRouter(tags=["predict"])
 
 
-def _json(body: bytes, request_id: str, model_version: str) -> Response:
-    return Response(
-        content=body,
-        media_type="application/json",
-        headers={"X-Request-ID": request_id, "X-Model-Version": model_version},
-    )
+def _json(body: bytes, request: Request, request_id: str, model_version: str) -> Response:
+    headers = {REQUEST_ID_HEADER: request_id, "X-Model-Version": model_version}
+    if (echo := correlation_id(request, request_id)) is not None:
+        headers[CORRELATION_ID_HEADER] = echo
+    return Response(content=body, media_type="application/json", headers=headers)
 
 
 @router.post(
@@ -42,14 +42,16 @@ def _json(body: bytes, request_id: str, model_version: str) -> Response:
     summary="Predict the median house value (USD) of one block",
 )
 async def predict(request: Request, runtime: RuntimeDep) -> Response:
-    """Eight features as JSON numbers in; the value in USD and the serving version out.
+    """Eight features as JSON numbers in; the value in USD, the serving version and the
+    ``feedback_token`` (for ``POST /feedback``) out.
 
-    ``X-Request-ID`` is honoured (nginx sets one) and echoed; the prediction is published on
-    the ``predictions`` topic under that id. Extra fields, strings, NaN/Infinity and values
+    The request id is ours: nginx's ``X-Request-ID``, or one the replica mints; a client's own
+    id comes back in ``X-Correlation-ID`` only. The prediction is published on the
+    ``predictions`` topic under the request id. Extra fields, strings, NaN/Infinity and values
     outside the physical bounds are refused with a 422 naming the field.
     """
     started = perf_counter()
-    request_id = request_id_from(request)
+    request_id = issued_request_id(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     features = parse_json(HouseFeatures, body)
     model, value = await runtime.service.predict_one(request_id, features.as_row(), started)
@@ -58,8 +60,9 @@ async def predict(request: Request, runtime: RuntimeDep) -> Response:
         median_house_value=value,
         model_name=model.name,
         model_version=model.version,
+        feedback_token=runtime.labels.tokens.issue(request_id, model.version),
     )
-    return _json(reply.model_dump_json().encode(), request_id, model.version)
+    return _json(reply.model_dump_json().encode(), request, request_id, model.version)
 
 
 @router.post(
@@ -70,17 +73,26 @@ async def predict(request: Request, runtime: RuntimeDep) -> Response:
     summary="Predict many blocks in one call (bounded row count)",
 )
 async def predict_batch(request: Request, runtime: RuntimeDep) -> Response:
-    """``{"rows": [features, ...]}``; each row gets ``<request_id>-<index>`` and its own event."""
+    """``{"rows": [features, ...]}``; each row gets ``<request_id>-<index>``, its own event and
+    its own ``feedback_token``."""
     started = perf_counter()
-    request_id = request_id_from(request)
+    request_id = issued_request_id(request)
     body = await read_body(request, runtime.settings.max_body_bytes)
     batch = parse_json(batch_request_model(runtime.settings.batch_max_rows), body)
     rows = [row.as_row() for row in batch.rows]
     model, results = runtime.service.predict_many(request_id, rows, started)
+    issue, issued_at = runtime.labels.tokens.issue, int(time())
     reply = BatchPredictResponse(
         request_id=request_id,
         model_name=model.name,
         model_version=model.version,
-        predictions=[BatchPrediction(request_id=rid, median_house_value=v) for rid, v in results],
+        predictions=[
+            BatchPrediction(
+                request_id=rid,
+                median_house_value=v,
+                feedback_token=issue(rid, model.version, issued_at),
+            )
+            for rid, v in results
+        ],
     )
-    return _json(reply.model_dump_json().encode(), request_id, model.version)
+    return _json(reply.model_dump_json().encode(), request, request_id, model.version)

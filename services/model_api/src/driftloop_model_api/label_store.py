@@ -1,0 +1,84 @@
+"""Where "this request id has a label" is recorded, so the first label wins on every replica.
+
+One Redis key per labelled id, ``driftloop:labelled:<request_id>``, written with ``SET NX EX``:
+the first replica to set it accepts the label, every later attempt (on any replica) finds it
+and answers 409. The TTL is the token lifetime: once it lapses the token has expired too, so
+the id still cannot be labelled again (410).
+
+Redis is a dependency of accepting a label (unlike the prediction cache, which is bypassed):
+without it a second label could not be told apart, so a Redis failure or a call over its
+budget refuses the label with 503 and the producer retries. Predictions never touch this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from typing import Protocol
+
+import structlog
+
+from .errors import LabelStoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+KEY_PREFIX = "driftloop:labelled:"
+
+
+class LabelRedis(Protocol):
+    """The slice of ``redis.asyncio.Redis`` used here (which returns awaitables, not
+    coroutines)."""
+
+    def set(
+        self, name: str, value: str, *, ex: int | None = None, nx: bool = False
+    ) -> Awaitable[object]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LabelStore:
+    """Claims request ids for their first label (see the module docstring)."""
+
+    def __init__(self, client: LabelRedis | None, *, ttl_s: int, timeout_s: float) -> None:
+        self._client = client
+        self._ttl = ttl_s
+        self._timeout = timeout_s
+        self.last_error: str | None = None
+
+    async def claim(self, request_id: str, labelled_by: str) -> bool:
+        """True if this is the id's first label (now recorded), False if it had one already.
+
+        Raises :class:`LabelStoreUnavailable` when Redis is not configured or does not answer.
+        """
+        if self._client is None:
+            raise LabelStoreUnavailable("no Redis configured: DRIFTLOOP_MODEL_API_REDIS_URL")
+        try:
+            async with asyncio.timeout(self._timeout):
+                created = await self._client.set(
+                    KEY_PREFIX + request_id, labelled_by, ex=self._ttl, nx=True
+                )
+        except Exception as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.warning("label_store_unavailable", error=self.last_error)
+            raise LabelStoreUnavailable(type(exc).__name__) from None
+        self.last_error = None
+        return bool(created)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            try:
+                await self._client.aclose()
+            except Exception as exc:  # closing a broken connection must not fail shutdown
+                log.debug("label_store_close_failed", error=str(exc))
+
+
+def label_redis_client(url: str | None, timeout_s: float) -> LabelRedis | None:
+    """An asyncio Redis client for the label store (``None`` without a URL: labels get 503)."""
+    if not url:
+        return None
+    from redis.asyncio import Redis
+
+    client: LabelRedis = Redis.from_url(
+        url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+    )
+    return client
