@@ -7,6 +7,9 @@ was down, and starts Redis again):
 * **Replicas** (prediction cache): every request through nginx succeeds; cache look-ups fail and
   are counted (``driftloop_cache_requests_total{result="error"}``); once Redis is back the cache
   answers again (hits counted).
+* **Label producers** (``POST /feedback``): a replica cannot record "first label wins" without
+  Redis, so it answers 503 ``label_store_unavailable`` with ``Retry-After`` and publishes nothing;
+  the producer re-sends once Redis is back and every label is then accepted exactly once.
 * **Drift consumer** (feedback join): it stops consuming, retries the join store (counted in
   ``driftloop_sink_failures_total{sink="redis"}`` / ``driftloop_retries_total``) and reports
   ``not_ready`` with the reason; once Redis is back every prediction is counted once and every
@@ -46,7 +49,15 @@ import redis
 import yaml
 
 from driftloop_cli.observe import metric_total, scrape_metrics
-from driftloop_contracts import DAG_ID, EXAMPLE_FEATURES, FEEDBACK_TOPIC, HOST, PREDICTIONS_TOPIC
+from driftloop_contracts import (
+    API_KEY_HEADER,
+    DAG_ID,
+    EXAMPLE_FEATURES,
+    FEEDBACK_TOPIC,
+    HOST,
+    PREDICTIONS_TOPIC,
+    FeedbackApiKeySettings,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -64,6 +75,7 @@ OUTAGE_REQUESTS = 300
 #: Direct webhook posts while Redis is down (Alertmanager's own deliveries come on top).
 OUTAGE_WEBHOOKS = 5
 DEADLINE_S = 180.0
+PRODUCER = {API_KEY_HEADER: FeedbackApiKeySettings().producer_key}
 STORE_UNAVAILABLE_BODY = {
     "error": "store_unavailable",
     "message": "state store (Redis) unavailable; retry later",
@@ -282,6 +294,10 @@ class Outage:
     feedback_ok: int = 0
     failed: list[str] = field(default_factory=list)
     outage_ids: list[str] = field(default_factory=list)
+    #: Labels of the outage's predictions: request id -> actual (sent until accepted).
+    labels: dict[str, float] = field(default_factory=dict)
+    #: /feedback answers with 503 while Redis was down (the producer re-sends them).
+    labels_deferred: int = 0
     outage_s: float = 0.0
     during: dict[str, Any] = field(default_factory=dict)
     direct_webhooks: list[httpx.Response] = field(default_factory=list)
@@ -289,31 +305,42 @@ class Outage:
     am_url: str = ""
     am_feature: str = ""
 
-    def predict(self, client: httpx.Client, url: str, row: dict[str, float], rid: str) -> bool:
+    def predict(
+        self, client: httpx.Client, url: str, row: dict[str, float], correlation: str
+    ) -> dict[str, Any] | None:
+        """The answer (with the request id the stack issued and its feedback token), or
+        ``None`` with the failure recorded."""
         try:
-            r = client.post(f"{url}/predict", json=row, headers={"X-Request-ID": rid})
+            r = client.post(f"{url}/predict", json=row, headers={"X-Correlation-ID": correlation})
         except httpx.HTTPError as exc:
-            self.failed.append(f"predict {rid}: {type(exc).__name__}: {exc}")
-            return False
+            self.failed.append(f"predict {correlation}: {type(exc).__name__}: {exc}")
+            return None
         if r.status_code != 200:
-            self.failed.append(f"predict {rid}: {r.status_code} {r.text[:200]}")
-            return False
+            self.failed.append(f"predict {correlation}: {r.status_code} {r.text[:200]}")
+            return None
         self.predictions_ok += 1
-        return True
+        answer: dict[str, Any] = r.json()
+        return answer
 
-    def feedback(self, client: httpx.Client, rid: str, actual: float) -> bool:
+    def feedback(self, client: httpx.Client, answer: dict[str, Any], actual: float) -> int:
+        """Posts the label through nginx; the status code (0 on a transport error)."""
+        body = {
+            "request_id": answer["request_id"],
+            "actual": actual,
+            "feedback_token": answer["feedback_token"],
+        }
         try:
-            r = client.post(
-                f"{self.stack.nginx_url}/feedback", json={"request_id": rid, "actual": actual}
-            )
-        except httpx.HTTPError as exc:
-            self.failed.append(f"feedback {rid}: {type(exc).__name__}: {exc}")
-            return False
-        if r.status_code != 202:
-            self.failed.append(f"feedback {rid}: {r.status_code} {r.text[:200]}")
-            return False
-        self.feedback_ok += 1
-        return True
+            r = client.post(f"{self.stack.nginx_url}/feedback", json=body, headers=PRODUCER)
+        except httpx.HTTPError:
+            return 0
+        if r.status_code == 202:
+            self.feedback_ok += 1
+        elif r.status_code == 503:
+            assert r.json()["error"] == "label_store_unavailable", r.text
+            assert r.headers.get("Retry-After"), r.headers
+        else:
+            self.failed.append(f"feedback {answer['request_id']}: {r.status_code} {r.text[:200]}")
+        return r.status_code
 
 
 def counters(stack: Any) -> dict[str, float]:
@@ -418,12 +445,17 @@ def outage(stack: Any, champion: str, tmp_path_factory: pytest.TempPathFactory) 
             r = httpx.post(f"{am_url}/api/v2/alerts", json=[{"labels": labels}], timeout=10)
             assert r.status_code == 200, r.text
 
-            # Replicas and consumer: predictions with their feedback through nginx.
+            # Replicas and consumer: predictions through nginx; their labels are refused with
+            # 503 (no "first label wins" without Redis) and kept to be re-sent.
+            answers: list[tuple[dict[str, Any], float]] = []
             for i in range(OUTAGE_REQUESTS):
-                rid = f"redis-out-{sfx}-{i}"
-                if result.predict(client, stack.nginx_url, row(i, salt), rid):
-                    result.outage_ids.append(rid)
-                    result.feedback(client, rid, 100_000.0 + i)
+                answer = result.predict(client, stack.nginx_url, row(i, salt), f"out-{sfx}-{i}")
+                if answer is not None:
+                    result.outage_ids.append(answer["request_id"])
+                    result.labels[answer["request_id"]] = 100_000.0 + i
+                    answers.append((answer, 100_000.0 + i))
+                    if result.feedback(client, answer, 100_000.0 + i) == 503:
+                        result.labels_deferred += 1
 
             # Alertmanager's own deliveries are refused (it counts them failed) and counted by
             # the bridge; polled before any direct post, so the count is Alertmanager's alone.
@@ -465,6 +497,17 @@ def outage(stack: Any, champion: str, tmp_path_factory: pytest.TempPathFactory) 
             redis_stopped = False
             result.outage_s = time.monotonic() - stopped_at
             poll("Redis answering again", lambda: redis_answers(stack.redis_url), 60)
+
+            # The label producer re-sends what was refused, as Retry-After tells it to.
+            pending = list(answers)
+            accepted_before = result.feedback_ok
+
+            def resend() -> bool:
+                pending[:] = [(a, v) for a, v in pending if result.feedback(client, a, v) != 202]
+                return not pending
+
+            poll("every deferred label accepted", resend, 120)
+            result.during["labels_resent"] = result.feedback_ok - accepted_before
         yield result
     finally:
         if redis_stopped:
@@ -486,6 +529,10 @@ def test_replicas_kept_serving_and_use_the_cache_again(outage: Outage) -> None:
     stack = outage.stack
     assert outage.failed == [], outage.failed[:5]
     assert len(outage.outage_ids) == OUTAGE_REQUESTS
+    # Labels need Redis ("first label wins"): every one sent during the outage was refused
+    # with 503 and nothing published, then accepted once when re-sent.
+    assert outage.labels_deferred == OUTAGE_REQUESTS
+    assert outage.during["labels_resent"] == OUTAGE_REQUESTS
     during = outage.during["counters"]
     errors = during["cache_error"] - outage.before["cache_error"]
     assert errors == OUTAGE_REQUESTS  # each look-up of the outage failed or was bypassed
@@ -526,7 +573,7 @@ def test_consumer_joins_every_label_once_after_redis_returns(outage: Outage) -> 
     poll(f"{len(ids)} labelled rows of the outage", lambda: len(labelled()) >= len(ids))
     rows = labelled()
     assert sorted(rows["request_id"]) == sorted(ids)  # every label, each exactly once
-    expected = {f"redis-out-{outage.sfx}-{i}": 100_000.0 + i for i in range(OUTAGE_REQUESTS)}
+    expected = outage.labels
     assert dict(zip(rows["request_id"], rows["actual"], strict=True)) == expected
 
     # Every prediction of this module (outage and cache checks) reached Kafka and was
