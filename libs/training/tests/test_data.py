@@ -48,7 +48,7 @@ def test_reads_only_the_window_and_reports_partitions(
     assert got.frame["labelled_at"].is_monotonic_increasing
 
 
-def test_duplicate_request_keeps_latest_label(
+def test_duplicate_request_keeps_its_first_label(
     tmp_path: Path,
     base_data: pd.DataFrame,
     hour: Callable[[int], datetime],
@@ -56,15 +56,17 @@ def test_duplicate_request_keeps_latest_label(
     write_log: Callable[[Path, pd.DataFrame], list[Path]],
 ) -> None:
     frame = labelled_rows(base_data.head(10), start=hour(9), span=timedelta(minutes=10))
-    again = frame.iloc[[0]].copy()
-    again["labelled_at"] = hour(9) + timedelta(minutes=30)
-    again["actual"] = 123_456.0
-    write_log(tmp_path, pd.concat([frame, again], ignore_index=True))
-    got = read_labelled_log(tmp_path, start=hour(9), end=hour(10))
-    assert len(got.frame) == 10
-    assert got.duplicates_dropped == 1
-    row = got.frame.set_index("request_id").loc[frame.loc[0, "request_id"]]
-    assert row["actual"] == 123_456.0
+    later = frame.iloc[[0, 1]].copy()
+    later["labelled_at"] = [hour(9) + timedelta(minutes=30), hour(10) + timedelta(minutes=5)]
+    later["actual"] = 123_456.0
+    # the later labels are written first and in another file and hour: order on disk is no hint
+    write_log(tmp_path, later)
+    write_log(tmp_path, frame)
+    got = read_labelled_log(tmp_path, start=hour(9), end=hour(11))
+    assert len(got.frame) == 10 and got.frame["request_id"].is_unique
+    assert got.duplicates_dropped == 2
+    kept = got.frame.set_index("request_id").loc[frame.loc[[0, 1], "request_id"], "actual"]
+    assert list(kept) == list(frame.loc[[0, 1], "actual"])
 
 
 def test_non_finite_rows_are_dropped_and_counted(

@@ -145,8 +145,12 @@ class FakePipeline:
         self._redis = redis
         self._ops: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
 
-    def set(self, key: str, value: Any, ex: int | None = None) -> FakePipeline:
-        self._ops.append(("set", (key, value), {"ex": ex}))
+    def set(self, key: str, value: Any, ex: int | None = None, nx: bool = False) -> FakePipeline:
+        self._ops.append(("set", (key, value), {"ex": ex, "nx": nx}))
+        return self
+
+    def get(self, key: str) -> FakePipeline:
+        self._ops.append(("get", (key,), {}))
         return self
 
     async def execute(self) -> list[Any]:
@@ -164,12 +168,20 @@ class FakeAsyncRedis:
     def pipeline(self, transaction: bool = True) -> FakePipeline:
         return FakePipeline(self)
 
-    async def set(self, key: str, value: Any, ex: int | None = None) -> bool:
+    async def set(
+        self, key: str, value: Any, ex: int | None = None, nx: bool = False
+    ) -> bool | None:
         self.state.check()
+        if nx and key in self.state.kv:
+            return None
         self.state.kv[key] = _b(value)
         if ex is not None:
             self.ttl[key] = ex
         return True
+
+    async def get(self, key: str) -> bytes | None:
+        self.state.check()
+        return self.state.kv.get(key)
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         self.state.check()

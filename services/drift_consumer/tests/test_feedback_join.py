@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -10,19 +11,31 @@ import pytest
 from driftloop_drift_consumer.errors import JoinStoreError
 from driftloop_drift_consumer.feedback_join import (
     JOIN_KEY_PREFIX,
+    LABEL_KEY_PREFIX,
     FeedbackBuffer,
     JoinStore,
     OnlineError,
+    Resolved,
     StoredPrediction,
 )
 
 from .conftest import FakeAsyncRedis, feedback_event, prediction_event
+
+T14 = datetime(2026, 3, 1, 14, 59, 58, tzinfo=UTC)
 
 ROW = [3.0, 20.0, 5.0, 1.0, 900.0, 3.0, 37.0, -122.0, 210_000.0]
 
 
 def stored(rid: str, prediction: float = 210_000.0) -> StoredPrediction:
     return StoredPrediction.from_event(prediction_event(rid, [*ROW[:8], prediction]))
+
+
+def resolve(buf: FeedbackBuffer, found: dict[str, StoredPrediction]) -> Resolved:
+    """Resolve with claims as Redis ``SET NX`` settles them for a fresh store: first wins."""
+    owners: dict[str, str] = {}
+    for rid, key in buf.label_claims(found):
+        owners.setdefault(rid, key)
+    return buf.resolve(found, owners)
 
 
 async def test_join_store_round_trip_with_ttl() -> None:
@@ -46,7 +59,7 @@ def test_buffer_flushes_only_a_contiguous_decided_prefix() -> None:
     buf.add_skipped(11, now=0.0)
     buf.add(12, feedback_event("b", 2.0), now=0.0)
     buf.add(13, feedback_event("c", 3.0), now=0.0)
-    rows = buf.resolve({"a": stored("a"), "c": stored("c")})
+    rows = resolve(buf, {"a": stored("a"), "c": stored("c")}).rows
     assert [r.request_id for r in rows] == ["a", "c"]
     assert buf.ready() == (1, 0.0)  # a, skipped; b still waits
     flushes = buf.take()
@@ -67,24 +80,62 @@ def test_buffer_skips_offsets_already_in_the_log() -> None:
     buf.add_skipped(11, now=0.0)
     buf.add(12, feedback_event("b", 2.0), now=0.0)
     assert buf.waiting_ids() == ["b"]
-    buf.resolve({"a": stored("a"), "b": stored("b")})
+    resolve(buf, {"a": stored("a"), "b": stored("b")})
     logged, fresh = buf.take()
     assert logged.already_logged and (logged.first_offset, logged.last_offset) == (10, 11)
     assert not fresh.already_logged and [r.request_id for r in fresh.rows] == ["b"]
 
 
-def test_duplicate_feedback_gives_one_row_per_record() -> None:
+def test_duplicate_feedback_gives_one_row_the_first_label() -> None:
     buf = FeedbackBuffer(partition=0)
     buf.add(0, feedback_event("a", 1.0), now=0.0)
     buf.add(1, feedback_event("a", 2.0), now=0.0)
-    rows = buf.resolve({"a": stored("a")})
-    assert [r.actual for r in rows] == [1.0, 2.0]
+    assert buf.label_claims({"a": stored("a")}) == [("a", "0:0"), ("a", "0:1")]
+    resolved = resolve(buf, {"a": stored("a")})
+    assert [r.actual for r in resolved.rows] == [1.0] and resolved.duplicates == [1]
+    (f,) = buf.take()
+    assert (f.first_offset, f.last_offset, [r.actual for r in f.rows]) == (0, 1, [1.0])
+
+
+async def test_label_claims_first_wins_and_a_replay_keeps_its_own_claim() -> None:
+    redis = FakeAsyncRedis()
+    store = JoinStore(redis, ttl_seconds=600)
+    assert await store.claim_labels([("a", "0:5"), ("b", "0:6"), ("a", "0:7")]) == {
+        "a": "0:5",
+        "b": "0:6",
+    }
+    assert redis.ttl[LABEL_KEY_PREFIX + "a"] == 600
+    # a replay of offset 5 (after a crash) owns it still; a later label for "a" does not
+    assert await store.claim_labels([("a", "0:5")]) == {"a": "0:5"}
+    assert await store.claim_labels([("a", "1:9")]) == {"a": "0:5"}
+    buf = FeedbackBuffer(partition=1)
+    buf.add(9, feedback_event("a", 3.0), now=0.0)
+    found = {"a": stored("a")}
+    resolved = buf.resolve(found, await store.claim_labels(buf.label_claims(found)))
+    assert resolved.rows == [] and resolved.duplicates == [9]
+    redis.state.fail = True
+    with pytest.raises(JoinStoreError):
+        await store.claim_labels([("c", "0:1")])
+
+
+def test_a_flush_across_an_hour_is_one_file_per_hour_in_offset_order() -> None:
+    buf = FeedbackBuffer(partition=3)
+    times = [T14, T14 + timedelta(seconds=1), T14 + timedelta(seconds=3), T14]
+    buf.add_skipped(99, now=0.0)  # before any row: stays with the first part
+    for i, ts in enumerate(times):
+        buf.add(100 + i, feedback_event(f"r{i}", 1.0, ts=ts), now=0.0)
+    buf.add_skipped(104, now=0.0)  # after a row: stays with that row's part
+    resolve(buf, {f"r{i}": stored(f"r{i}") for i in range(4)})
+    flushes = buf.take()
+    assert [(f.first_offset, f.last_offset) for f in flushes] == [(99, 101), (102, 102), (103, 104)]
+    assert [[r.request_id for r in f.rows] for f in flushes] == [["r0", "r1"], ["r2"], ["r3"]]
+    assert [{r.labelled_at.hour for r in f.rows} for f in flushes] == [{14}, {15}, {14}]
 
 
 def test_labelled_row_columns_and_error_sign() -> None:
     buf = FeedbackBuffer(partition=0)
     buf.add(0, feedback_event("a", 200_000.0), now=0.0)
-    (row,) = buf.resolve({"a": stored("a", 210_000.0)})
+    (row,) = resolve(buf, {"a": stored("a", 210_000.0)}).rows
     record = row.as_record()
     assert record["prediction"] == 210_000.0 and record["actual"] == 200_000.0
     assert row.error == 10_000.0  # positive: over-prediction

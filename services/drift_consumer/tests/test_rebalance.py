@@ -93,7 +93,8 @@ async def test_revoke_writes_finished_rows_and_commits_only_what_moves(
         parts.state.next_offset[tp] = 1
         buffer = parts.state.buffer(tp.partition)
         buffer.add(0, feedback_event(f"req-{tp.partition}", 1.0), now=0.0)
-        buffer.resolve({f"req-{tp.partition}": stored(f"req-{tp.partition}")})
+        rid = f"req-{tp.partition}"
+        buffer.resolve({rid: stored(rid)}, {rid: buffer.record_key(0)})
     parts.state.next_offset[P0] = 7
 
     await parts.listener.on_partitions_revoked({F0, P0})

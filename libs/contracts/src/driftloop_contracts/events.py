@@ -36,7 +36,7 @@ class InvalidReason(StrEnum):
     """Why a record was skipped: the ``reason`` label of ``driftloop_events_invalid_total``.
 
     The one list for every consumer. :func:`decode_event` reports the first six; the drift
-    consumer adds the last three once an event has decoded.
+    consumer adds the last four once an event has decoded.
     """
 
     #: no value, not JSON, not an object, or fields missing / of the wrong type or range
@@ -57,6 +57,9 @@ class InvalidReason(StrEnum):
     MISSING_FEATURE = "missing_feature"
     #: feedback whose prediction never arrived (drift consumer's join)
     UNMATCHED_FEEDBACK = "unmatched_feedback"
+    #: feedback for a request another record already labelled: the first label is kept
+    #: (drift consumer's join)
+    DUPLICATE_LABEL = "duplicate_label"
 
 
 def utcnow() -> datetime:

@@ -5,6 +5,14 @@ topic partition and the offset range it covers and is written atomically (temp f
 so replaying a batch after a crash rewrites the same file instead of adding a duplicate.
 
     <root>/date=2026-11-23/hour=14/part-p<partition>-o<first_offset>-<last_offset>.parquet
+
+Rules a reader may rely on:
+
+- every row of a file lies in the file's hour partition (by ``labelled_at``, UTC): a writer
+  whose batch crosses an hour writes consecutive offset ranges, one file each, never one range
+  split over two directories (a crash between the two would leave a gap that looks complete);
+- one row per ``request_id`` across the whole log: the first label of a request is kept, later
+  ones are not written (readers still drop duplicates, keeping the earliest ``labelled_at``).
 """
 
 from __future__ import annotations

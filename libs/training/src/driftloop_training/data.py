@@ -116,7 +116,8 @@ def read_labelled_log(root: Path, *, start: datetime, end: datetime) -> Labelled
     Only the hour partitions that overlap the window are opened (the layout is in
     :mod:`driftloop_contracts.labelled_log`). Files are read whole and filtered by timestamp,
     since a partition's edges need not align with the window. A request labelled twice (feedback
-    sent again) keeps its latest label. Rows with a non-finite feature or actual are dropped
+    sent again) keeps its first label (earliest ``labelled_at``), as the feedback API and the
+    drift consumer do; the log should hold no such duplicate, this is defence in depth. Rows with a non-finite feature or actual are dropped
     and counted rather than failing the run: the log is written by a stream processor and one
     bad row should not block retraining.
     """
@@ -155,7 +156,7 @@ def read_labelled_log(root: Path, *, start: datetime, end: datetime) -> Labelled
     before = len(frame)
     frame = (
         frame.sort_values(["labelled_at", "request_id"], kind="stable")
-        .drop_duplicates("request_id", keep="last")
+        .drop_duplicates("request_id", keep="first")
         .reset_index(drop=True)
     )
     return LabelledLog(

@@ -13,8 +13,15 @@ never arrived within ``feedback_wait_seconds``); only a contiguous prefix of dec
 flushed, to one part file named by its offset range, and the partition is committed up to the
 first record not yet flushed. After a restart the part files written but not committed are
 found again (see :mod:`.sinks.labelled_log`) and their offsets are skipped, so a replay neither
-loses nor repeats a row. Each feedback record yields at most one row (feedback sent twice for
-one request gives two rows; the DAG's reader keeps the latest label).
+loses nor repeats a row. A flush whose rows fall in two hours is split at the hour into
+consecutive offset ranges, one part file each (every file a whole link of the offset chain), so
+a crash between two files leaves a shorter chain, never a gap.
+
+One row per ``request_id`` (first label wins, as the feedback API's 409 keeps the first): a
+joined record claims its request in Redis (``SET driftloop:labelled:<request_id>
+<partition>:<offset> NX EX join_ttl_seconds``). The record that holds the claim gives the row,
+also when it is replayed after a crash or a rebalance (the claim names it); any other record
+for that request is skipped as ``duplicate_label``.
 
 Errors are ``prediction - actual`` in USD: a positive bias means the model over-predicts.
 """
@@ -27,15 +34,24 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import PurePosixPath
 from typing import Any
 
 import numpy as np
 
-from driftloop_contracts import FEATURE_NAMES, LABELLED_LOG_COLUMNS, FeedbackEvent, PredictionEvent
+from driftloop_contracts import (
+    FEATURE_NAMES,
+    LABELLED_LOG_COLUMNS,
+    FeedbackEvent,
+    PredictionEvent,
+    partition_dir,
+)
 
 from .errors import JoinStoreError
 
 JOIN_KEY_PREFIX = "driftloop:join:"
+#: Marker of the feedback record that labelled a request (value ``<partition>:<offset>``).
+LABEL_KEY_PREFIX = "driftloop:labelled:"
 
 
 @dataclass(frozen=True)
@@ -137,10 +153,17 @@ def join(prediction: StoredPrediction, feedback: FeedbackEvent) -> LabelledRow:
 class JoinStore:
     """Predictions waiting for feedback, in Redis (``redis.asyncio`` client)."""
 
-    def __init__(self, redis: Any, ttl_seconds: int, prefix: str = JOIN_KEY_PREFIX) -> None:
+    def __init__(
+        self,
+        redis: Any,
+        ttl_seconds: int,
+        prefix: str = JOIN_KEY_PREFIX,
+        label_prefix: str = LABEL_KEY_PREFIX,
+    ) -> None:
         self._redis = redis
         self._ttl = ttl_seconds
         self._prefix = prefix
+        self._label_prefix = label_prefix
 
     async def put(self, predictions: list[StoredPrediction]) -> None:
         if not predictions:
@@ -169,6 +192,28 @@ class JoinStore:
                     continue  # a foreign value under our key: treat as missing
         return found
 
+    async def claim_labels(self, claims: list[tuple[str, str]]) -> dict[str, str]:
+        """Claim each ``(request_id, record key)`` in order (``SET NX`` with the join TTL) and
+        return the record key that owns each request: the first claim ever made for it, so
+        a replayed record finds its own claim and a later record for the request does not."""
+        if not claims:
+            return {}
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for request_id, key in claims:
+                pipe.set(self._label_prefix + request_id, key, nx=True, ex=self._ttl)
+                pipe.get(self._label_prefix + request_id)
+            replies = await pipe.execute()
+        except Exception as exc:
+            raise JoinStoreError(f"could not claim {len(claims)} labels: {exc}") from exc
+        owners: dict[str, str] = {}
+        for (request_id, key), owner in zip(claims, replies[1::2], strict=True):
+            if owner is None:  # expired in between: nobody else holds it
+                owners.setdefault(request_id, key)
+            else:
+                owners[request_id] = owner.decode() if isinstance(owner, bytes) else str(owner)
+        return owners
+
 
 @dataclass
 class _Entry:
@@ -178,15 +223,24 @@ class _Entry:
     feedback: FeedbackEvent | None = None
     row: LabelledRow | None = None
     decided: bool = False
-    outcome: str = ""  # "joined" | "invalid" | "unmatched" | "logged"
+    outcome: str = ""  # "joined" | "invalid" | "unmatched" | "duplicate" | "logged"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What :meth:`FeedbackBuffer.resolve` decided: new rows, and the offsets of records
+    skipped because another record already labelled their request."""
+
+    rows: list[LabelledRow]
+    duplicates: list[int]
 
 
 @dataclass(frozen=True)
 class Flush:
-    """Decided records ``first_offset..last_offset`` of one partition. A fresh flush becomes
-    one part file per hour partition of its rows (a zero-row file when every record was
-    skipped, so the files of a partition always chain offset to offset); an ``already_logged``
-    flush names records a previous run wrote and writes nothing."""
+    """Decided records ``first_offset..last_offset`` of one partition: one part file, whose
+    rows all fall in one hour partition (a zero-row file when every record was skipped, so the
+    files of a partition always chain offset to offset); an ``already_logged`` flush names
+    records a previous run wrote and writes nothing."""
 
     partition: int
     first_offset: int
@@ -226,17 +280,34 @@ class FeedbackBuffer:
     def waiting_ids(self) -> list[str]:
         return list(self._waiting)
 
-    def resolve(self, found: dict[str, StoredPrediction]) -> list[LabelledRow]:
-        """Join waiting records whose prediction was found; returns the new rows."""
+    def record_key(self, offset: int) -> str:
+        """How a label claim names a record of this partition."""
+        return f"{self.partition}:{offset}"
+
+    def label_claims(self, found: dict[str, StoredPrediction]) -> list[tuple[str, str]]:
+        """``(request_id, record key)`` of the waiting records that ``found`` would join, in
+        offset order: to claim (:meth:`JoinStore.claim_labels`) before :meth:`resolve`."""
+        entries = [e for rid in found for e in self._waiting.get(rid, [])]
+        return [(e.request_id, self.record_key(e.offset)) for e in sorted(entries, key=_offset)]
+
+    def resolve(self, found: dict[str, StoredPrediction], owners: dict[str, str]) -> Resolved:
+        """Join waiting records whose prediction was found. A record joins only if it owns
+        its request's label claim (``owners``: request_id -> record key); any other is a
+        duplicate label, decided without a row."""
         rows: list[LabelledRow] = []
+        duplicates: list[int] = []
         for request_id, prediction in found.items():
             for entry in self._waiting.pop(request_id, []):
                 assert entry.feedback is not None
-                entry.row = join(prediction, entry.feedback)
                 entry.decided = True
-                entry.outcome = "joined"
-                rows.append(entry.row)
-        return rows
+                if owners.get(request_id) == self.record_key(entry.offset):
+                    entry.row = join(prediction, entry.feedback)
+                    entry.outcome = "joined"
+                    rows.append(entry.row)
+                else:
+                    entry.outcome = "duplicate"
+                    duplicates.append(entry.offset)
+        return Resolved(rows, sorted(duplicates))
 
     def expire(
         self,
@@ -280,7 +351,8 @@ class FeedbackBuffer:
         return rows, oldest
 
     def take(self) -> list[Flush]:
-        """Remove the decided prefix: an already-logged part (no file) and a new part."""
+        """Remove the decided prefix: an already-logged part (no file), then new parts in
+        offset order, split wherever the rows' hour partition changes (one file each)."""
         taken: list[_Entry] = []
         while self._entries and self._entries[0].decided:
             taken.append(self._entries.popleft())
@@ -291,14 +363,33 @@ class FeedbackBuffer:
         flushes = []
         if logged:
             flushes.append(Flush(self.partition, logged[0].offset, logged[-1].offset, [], True))
-        if fresh:
-            rows = [e.row for e in fresh if e.row is not None]
-            flushes.append(Flush(self.partition, fresh[0].offset, fresh[-1].offset, rows))
+        for part in _split_by_hour(fresh):
+            rows = [e.row for e in part if e.row is not None]
+            flushes.append(Flush(self.partition, part[0].offset, part[-1].offset, rows))
         return flushes
 
     def commit_offset(self, next_offset: int) -> int:
         """First offset not yet flushed (everything before it is in the log or skipped)."""
         return self._entries[0].offset if self._entries else next_offset
+
+
+def _offset(entry: _Entry) -> int:
+    return entry.offset
+
+
+def _split_by_hour(entries: list[_Entry]) -> list[list[_Entry]]:
+    """Consecutive runs of ``entries`` whose rows share one hour partition; a record without a
+    row stays with the run before it (or, at the start, the first run)."""
+    parts: list[list[_Entry]] = []
+    hour: PurePosixPath | None = None
+    for entry in entries:
+        row_hour = partition_dir(entry.row.labelled_at) if entry.row is not None else None
+        if not parts or (row_hour is not None and hour is not None and row_hour != hour):
+            parts.append([])
+        if row_hour is not None:
+            hour = row_hour
+        parts[-1].append(entry)
+    return parts
 
 
 @dataclass(frozen=True)

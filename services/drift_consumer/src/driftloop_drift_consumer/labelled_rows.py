@@ -49,14 +49,26 @@ class LabelledRows:
         self.online = OnlineError(settings.online_error_rows)
 
     async def resolve_waiting(self, now: float, consumer: DataConsumer) -> None:
-        """Join waiting feedback whose prediction is in the store; give up on feedback whose
-        prediction can no longer arrive (counted as ``unmatched_feedback``)."""
+        """Join waiting feedback whose prediction is in the store (one row per request: the
+        first record to claim it; later ones are counted as ``duplicate_label``); give up on
+        feedback whose prediction can no longer arrive (counted as ``unmatched_feedback``)."""
         buffers = self.state.buffers
         waiting = sorted({rid for b in buffers.values() for rid in b.waiting_ids()})
         if waiting:
             found = await self.sinks.find_predictions(waiting)
+            claims = [c for b in buffers.values() for c in b.label_claims(found)]
+            owners = await self.sinks.claim_labels(claims)
             for buffer in buffers.values():
-                buffer.resolve(found)
+                tp = TopicPartition(self.state.feedback_topic, buffer.partition)
+                for offset in buffer.resolve(found, owners).duplicates:
+                    self.sinks.skip(
+                        tp,
+                        Invalid(
+                            offset,
+                            InvalidReason.DUPLICATE_LABEL,
+                            "request already labelled (first label wins)",
+                        ),
+                    )
         for buffer in buffers.values():
             settled = self.state.predictions_settled(buffer.partition, consumer)
             for offset in buffer.expire(now, self.settings.feedback_wait_seconds, settled):

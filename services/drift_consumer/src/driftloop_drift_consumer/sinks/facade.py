@@ -80,10 +80,16 @@ class Sinks:
         """The stored predictions of these requests, where present (retried)."""
         return await self._until_ok("redis", lambda: self.join_store.get_many(request_ids))
 
+    async def claim_labels(self, claims: list[tuple[str, str]]) -> dict[str, str]:
+        """Which feedback record labels each request (first claim wins; retried)."""
+        if not claims:
+            return {}
+        return await self._until_ok("redis", lambda: self.join_store.claim_labels(claims))
+
     # --- the labelled-data log ----------------------------------------------------------
 
     async def write_labelled(self, flush: Flush) -> None:
-        """One part file (per hour partition of its rows), retried; counts the rows."""
+        """One part file, retried; counts the rows."""
         await self._until_ok("labelled_log", lambda: asyncio.to_thread(self.labelled.write, flush))
         self.metrics.labelled_rows.inc(len(flush.rows))
 

@@ -4,10 +4,12 @@ Layout and names come from :mod:`driftloop_contracts.labelled_log`::
 
     <root>/date=YYYY-MM-DD/hour=HH/part-p<partition>-o<first>-<last>.parquet
 
-A flush of feedback offsets ``first..last`` of one partition writes one file per hour
-partition its rows fall in (by ``labelled_at``, the feedback time), each to a hidden temp
-name, fsynced, then renamed: a reader sees a whole file or none. A flush whose records were
-all skipped still writes a zero-row file, so a partition's files chain offset to offset.
+A flush of feedback offsets ``first..last`` of one partition writes exactly one file, in the
+hour partition its rows fall in (by ``labelled_at``, the feedback time; the buffer splits a
+flush at the hour, see :meth:`~..feedback_join.FeedbackBuffer.take`), to a hidden temp name,
+fsynced, then renamed: a reader sees a whole file or none, and a file's existence proves that
+all of its offsets are logged. A flush whose records were all skipped still writes a zero-row
+file (in the hour it is written), so a partition's files chain offset to offset.
 
 After a crash, files may exist for offsets that were never committed. :meth:`logged_through`
 finds them: starting at the committed offset, it follows the chain of part files
@@ -57,30 +59,27 @@ class LabelledLogWriter:
         self.root = Path(root)
 
     def write(self, flush: Flush, *, now: datetime | None = None) -> list[Path]:
+        """Write the flush's one part file (none for an ``already_logged`` flush)."""
         if flush.already_logged:
             return []
         name = part_file_name(flush.partition, flush.first_offset, flush.last_offset)
-        groups: dict[Path, list[LabelledRow]] = {}
-        for row in flush.rows:
-            groups.setdefault(Path(str(partition_dir(row.labelled_at))), []).append(row)
-        if not groups:  # only skipped records: an empty file keeps the chain unbroken
-            groups[Path(str(partition_dir(now or datetime.now(UTC))))] = []
-        written = []
+        hours = {partition_dir(row.labelled_at) for row in flush.rows}
+        if len(hours) > 1:  # a bug upstream: two files per flush is what could leave a gap
+            raise ValueError(f"{name}: rows of {len(hours)} hour partitions in one part file")
+        rel = hours.pop() if hours else partition_dir(now or datetime.now(UTC))
+        directory = self.root / str(rel)
+        path = directory / name
         try:
-            for rel, rows in groups.items():
-                directory = self.root / rel
-                directory.mkdir(parents=True, exist_ok=True)
-                path = directory / name
-                tmp = directory / f".{name}.{os.getpid()}.tmp"
-                rows_frame(rows).to_parquet(tmp, index=False)
-                with open(tmp, "rb") as fh:
-                    os.fsync(fh.fileno())
-                os.replace(tmp, path)
-                _fsync_dir(directory)
-                written.append(path)
+            directory.mkdir(parents=True, exist_ok=True)
+            tmp = directory / f".{name}.{os.getpid()}.tmp"
+            rows_frame(flush.rows).to_parquet(tmp, index=False)
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+            _fsync_dir(directory)
         except OSError as exc:
             raise LabelledLogError(f"could not write labelled log file {name}: {exc}") from exc
-        return written
+        return [path]
 
     def part_ranges(
         self, partition: int, *, hours: int, now: datetime | None = None
