@@ -34,7 +34,7 @@ from driftloop_training.settings import TrainingSettings
 from driftloop_training.train import ModelParams, build_pipeline
 
 
-class Passthrough(BaseEstimator, TransformerMixin):  # type: ignore[misc]
+class Passthrough(BaseEstimator, TransformerMixin):
     """A custom step: harmless, but not a type driftloop trusts (any class could be here)."""
 
     def fit(self, X: Any, y: Any = None) -> Passthrough:

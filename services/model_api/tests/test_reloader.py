@@ -138,10 +138,14 @@ async def test_refused_artifact_keeps_the_current_model_counted_by_reason() -> N
     for version, reason in (("2", "untrusted_type"), ("3", "digest_mismatch")):
         source.alias_version = version
         assert reloader.handle_event(promoted(version))
-        await until(lambda reason=reason: metrics.value(failures, reason=reason) == 1)
+
+        def refused(version: str = version) -> bool:
+            return reloader.last_error is not None and f"version {version}" in reloader.last_error
+
+        await until(refused)
+        assert metrics.value(failures, reason=reason) == 1
         assert source.loads.count(version) == 1
         assert served(holder) == "1"
-        assert reloader.last_error is not None and f"version {version}" in reloader.last_error
     assert metrics.value("driftloop_model_reloads_total", outcome="failure") == 2
     await reloader.stop()
 
