@@ -155,3 +155,37 @@ def test_registration_records_the_stored_digest_and_loading_checks_it(
     stored.write_bytes(stored.read_bytes() + b"\0")
     with pytest.raises(DigestMismatch, match=f"{MODEL_NAME} version {result.version}"):
         registry.load_model(uri, result.version)
+
+
+def test_bootstrap_replaces_a_pre_skops_champion_which_loading_refuses(
+    settings: TrainingSettings, fast: ModelParams, pipeline: Pipeline
+) -> None:
+    """A champion logged with cloudpickle by an earlier driftloop (no digest): loading it is
+    refused with the migration step, and plain bootstrap (no --force) replaces it."""
+    import mlflow
+    import mlflow.sklearn
+
+    from driftloop_contracts import EXPERIMENT_NAME, MODEL_ARTIFACT_NAME
+
+    uri = settings.mlflow_tracking_uri
+    registry.client(uri)
+    mlflow.set_experiment(EXPERIMENT_NAME)
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(
+            pipeline,
+            name=MODEL_ARTIFACT_NAME,
+            serialization_format="cloudpickle",
+            pip_requirements=["scikit-learn"],
+        )
+    old = str(mlflow.register_model(info.model_uri, MODEL_NAME).version)
+    registry.set_champion(uri, old)
+    with pytest.raises(LegacyPickleArtifact, match="driftloop bootstrap"):
+        registry.load_model(uri, old)
+
+    result = bootstrap(settings, sample_rows=500, params=fast)
+    assert result.created and result.version != old
+    assert f"replacing version {old}, a pre-skops model" in result.message
+    champion = registry.get_champion(uri)
+    assert champion is not None and champion.version == result.version
+    registry.load_model(uri, result.version)
+    assert not bootstrap(settings, sample_rows=500, params=fast).created  # idempotent again
