@@ -44,14 +44,20 @@ if TYPE_CHECKING:  # imported inside the tasks at run time: DAG parsing stays li
     from driftloop_training.retrain import RetrainParams
     from driftloop_training.settings import TrainingSettings
 
-# Bad input will be just as bad on the next try: fail at once. Anything else (MLflow, the
-# broker or the disk being briefly unavailable) is retried with exponential backoff.
+# Bad input will be just as bad on the next try: fail at once; so will a model artifact the
+# loader refuses (untrusted type, digest mismatch, pre-skops pickle: docs/security.md). Anything
+# else (MLflow, the broker or the disk being briefly unavailable) is retried with backoff.
 RETRY_POLICY = ExceptionRetryPolicy(
     rules=[
         RetryRule(
             exception="driftloop_training.errors.DataError",
             action=RetryAction.FAIL,
             reason="the input data is invalid; retrying cannot help",
+        ),
+        RetryRule(
+            exception="driftloop_contracts.model_artifact.ModelRejected",
+            action=RetryAction.FAIL,
+            reason="a model artifact was refused by the safety checks; retrying cannot help",
         ),
     ],
 )

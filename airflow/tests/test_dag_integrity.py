@@ -20,6 +20,7 @@ from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk import RetryAction
 
 from driftloop_contracts import DAG_ID
+from driftloop_contracts.model_artifact import DigestMismatch, UntrustedArtifact
 from driftloop_training.errors import DataError, RegistryError
 from driftloop_training.retrain import RetrainParams
 
@@ -83,6 +84,9 @@ def test_dag_settings(dag: Any) -> None:
 def test_retry_policy_fails_fast_on_bad_data_and_retries_the_rest(dag: Any) -> None:
     policy = dag.get_task("train").retry_policy
     assert policy.evaluate(DataError("bad log"), 1, 4).action is RetryAction.FAIL
+    refused = UntrustedArtifact(["evil.Payload"], "version 9")
+    assert policy.evaluate(refused, 1, 4).action is RetryAction.FAIL
+    assert policy.evaluate(DigestMismatch("v", "a", "b"), 1, 4).action is RetryAction.FAIL
     assert policy.evaluate(RegistryError("MLflow down"), 1, 4).action is RetryAction.DEFAULT
     assert policy.evaluate(ConnectionError("refused"), 1, 4).action is RetryAction.DEFAULT
 

@@ -35,9 +35,6 @@ from driftloop_contracts import (
 
 pytestmark = pytest.mark.integration
 
-# Our registry is trusted; MLflow refuses to unpickle without this opt-in.
-os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
-
 RELOAD_DEADLINE_S = 15.0
 #: Share of acknowledged events the memory-only broker may lose around its restart (see test).
 TANSU_RESTART_LOSS = 0.02

@@ -39,8 +39,41 @@ async def test_start_up_applies_the_champion_and_a_check_follows_a_promotion(
     await asyncio.wait_for(watcher.ready.wait(), 10)
     assert applied == ["1"]
     source.champion_version = "2"
-    watcher.request_check()  # long before the periodic check
+    watcher.request_check("2")  # long before the periodic check
     await until(lambda: applied == ["1", "2"])
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+
+
+async def test_a_promotion_naming_a_non_champion_is_counted_and_the_alias_followed(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    """A forged event announcing version 2 while the alias stays on 1: the reference stays
+    on 1 and the event is counted as not_champion (once, after the check)."""
+    source = FakeSource({"1": reference.profile, "2": make_reference(seed=3, n=4000).profile})
+    references = ReferenceManager(source, tmp_path)
+    applied: list[str] = []
+    ignored: list[str] = []
+
+    async def apply(loaded: LoadedReference) -> None:
+        references.accept(loaded)
+        applied.append(loaded.version)
+
+    stopping = asyncio.Event()
+    settings = DriftConsumerSettings(reference_check_interval_seconds=3600, state_dir=tmp_path)
+    watcher = ReferenceWatcher(
+        references, settings=settings, stopping=stopping, apply=apply, on_ignored=ignored.append
+    )
+    task = asyncio.create_task(watcher.run())
+    await asyncio.wait_for(watcher.ready.wait(), 10)
+    watcher.request_check("2")
+    await until(lambda: ignored == ["not_champion"])
+    assert applied == ["1"] and references.current is not None
+    assert references.current.version == "1"
+    source.champion_version = "2"
+    watcher.request_check("2")  # the real promotion: followed, nothing more counted
+    await until(lambda: applied == ["1", "2"])
+    assert ignored == ["not_champion"]
     stopping.set()
     await asyncio.wait_for(task, 5)
 
@@ -173,7 +206,7 @@ async def test_model_events_ask_for_a_check_on_our_promotions() -> None:
         model_name=MODEL_NAME,
         topic="model-events",
         metrics=metrics,
-        on_promoted=lambda: checks.append(1),
+        on_promoted=lambda version: checks.append(1),
     )
     task = asyncio.create_task(subscriber.run(stopping))
     await until(lambda: checks == [1])

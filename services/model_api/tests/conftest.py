@@ -22,6 +22,7 @@ from driftloop_contracts import (
     MODEL_NAME,
     utcnow,
 )
+from driftloop_contracts.model_artifact import ModelRejected
 from driftloop_model_api.app import create_app
 from driftloop_model_api.errors import ModelLoadError
 from driftloop_model_api.metrics import Metrics
@@ -58,11 +59,13 @@ def loaded(version: str = "1", scale: float = 1.0) -> LoadedModel:
 
 @dataclass
 class FakeSource:
-    """A registry in memory: versions -> scale of the tiny model; ``broken`` versions fail."""
+    """A registry in memory: versions -> scale of the tiny model; ``broken`` versions fail,
+    ``rejected`` ones are refused by the artifact checks with the given error."""
 
     alias_version: str = "1"
     versions: dict[str, float] = field(default_factory=lambda: {"1": 1.0, "2": 2.0})
     broken: set[str] = field(default_factory=set)
+    rejected: dict[str, ModelRejected] = field(default_factory=dict)
     unavailable: bool = False
     loads: list[str] = field(default_factory=list)
     model_name: str = MODEL_NAME
@@ -74,6 +77,8 @@ class FakeSource:
 
     def load(self, version: str) -> LoadedModel:
         self.loads.append(version)
+        if version in self.rejected:
+            raise self.rejected[version]
         if self.unavailable or version in self.broken or version not in self.versions:
             raise ModelLoadError(f"cannot load version {version}")
         return loaded(version, self.versions[version])

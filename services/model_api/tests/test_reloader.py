@@ -1,4 +1,5 @@
-"""Start-up retry, event-driven reload, failed loads keeping the old model, stale events."""
+"""Start-up retry, event-driven reload (the alias decides), failed and refused loads keeping
+the old model, stale, foreign and forged events counted."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import timedelta
 
-from driftloop_contracts import MODEL_NAME, ModelPromoted, utcnow
+from driftloop_contracts import MODEL_NAME, ModelPromoted, PromotionIgnored, utcnow
+from driftloop_contracts.model_artifact import DigestMismatch, UntrustedArtifact
 from driftloop_contracts.poison import poison_corpus
 from driftloop_model_api.metrics import Metrics
 from driftloop_model_api.model_holder import ModelHolder
@@ -66,14 +68,17 @@ async def test_start_up_waits_for_the_registry_then_loads_the_alias() -> None:
     await reloader.stop()
 
 
-async def test_event_loads_announced_version_and_failed_load_keeps_the_old() -> None:
+async def test_event_loads_the_alias_version_and_failed_load_keeps_the_old() -> None:
     source = FakeSource(broken={"3"}, versions={"1": 1.0, "2": 2.0, "3": 3.0})
     reloader, holder, metrics = make(source)
     await reloader.start()
     await until(lambda: holder.current is not None)
+    source.alias_version = "3"
     assert reloader.handle_event(promoted("3"))
     await until(lambda: metrics.value("driftloop_model_reloads_total", outcome="failure") == 2)
+    assert metrics.value("driftloop_model_load_failures_total", reason="error") == 2
     assert served(holder) == "1"
+    source.alias_version = "2"
     assert reloader.handle_event(promoted("2"))
     await until(lambda: served(holder) == "2")
     assert metrics.value("driftloop_model_info", model_name=MODEL_NAME, model_version="1") == 0
@@ -84,17 +89,78 @@ async def test_event_loads_announced_version_and_failed_load_keeps_the_old() -> 
     gauge = "driftloop_model_loaded_timestamp_seconds"
     assert metrics.value(gauge, model_name=MODEL_NAME, model_version="2") == loaded_at
     assert metrics.value(gauge, model_name=MODEL_NAME, model_version="1") == 0
+    assert metrics.value("driftloop_model_events_ignored_total", reason="not_champion") == 0
+    await reloader.stop()
+
+
+async def test_event_naming_a_non_champion_is_counted_and_the_alias_is_served() -> None:
+    """A forged promotion of version 2 while the alias stays on 1: 2 is never loaded."""
+    source = FakeSource(versions={"1": 1.0, "2": 2.0})
+    reloader, holder, metrics = make(source)
+    await reloader.start()
+    await until(lambda: holder.current is not None)
+    assert reloader.handle_event(promoted("2"))
+    ignored = "driftloop_model_events_ignored_total"
+    await until(lambda: metrics.value(ignored, reason=PromotionIgnored.NOT_CHAMPION) == 1)
+    assert served(holder) == "1"
+    assert "2" not in source.loads
+    await reloader.stop()
+
+
+async def test_event_behind_the_alias_loads_the_alias_not_the_event() -> None:
+    """The alias moved to 2 and an event announces 3 (forged or overtaken): 2 is loaded."""
+    source = FakeSource(alias_version="1", versions={"1": 1.0, "2": 2.0, "3": 3.0})
+    reloader, holder, metrics = make(source)
+    await reloader.start()
+    await until(lambda: holder.current is not None)
+    source.alias_version = "2"
+    assert reloader.handle_event(promoted("3"))
+    await until(lambda: served(holder) == "2")
+    assert metrics.value("driftloop_model_events_ignored_total", reason="not_champion") == 1
+    assert "3" not in source.loads
+    await reloader.stop()
+
+
+async def test_refused_artifact_keeps_the_current_model_counted_by_reason() -> None:
+    """An untrusted type or a digest mismatch is refused once per alias read (not retried:
+    the verdict cannot change), counted by reason; version 1 keeps serving."""
+    source = FakeSource(
+        versions={"1": 1.0, "2": 2.0, "3": 3.0},
+        rejected={
+            "2": UntrustedArtifact(["evil.Payload"], "version 2"),
+            "3": DigestMismatch("version 3", "a" * 64, "b" * 64),
+        },
+    )
+    reloader, holder, metrics = make(source)
+    await reloader.start()
+    await until(lambda: holder.current is not None)
+    failures = "driftloop_model_load_failures_total"
+    for version, reason in (("2", "untrusted_type"), ("3", "digest_mismatch")):
+        source.alias_version = version
+        assert reloader.handle_event(promoted(version))
+
+        def refused(version: str = version) -> bool:
+            return reloader.last_error is not None and f"version {version}" in reloader.last_error
+
+        await until(refused)
+        assert metrics.value(failures, reason=reason) == 1
+        assert source.loads.count(version) == 1
+        assert served(holder) == "1"
+    assert metrics.value("driftloop_model_reloads_total", outcome="failure") == 2
     await reloader.stop()
 
 
 async def test_stale_and_foreign_events_are_ignored() -> None:
-    reloader, holder, _ = make(FakeSource())
+    reloader, holder, metrics = make(FakeSource())
     await reloader.start()
     await until(lambda: holder.current is not None)
     old = promoted("2", age=timedelta(minutes=5))
     assert not reloader.handle_event(old)
     other = ModelPromoted(model_name="someone-else", version="2", run_id="x")
     assert not reloader.handle_event(other)
+    ignored = "driftloop_model_events_ignored_total"
+    assert metrics.value(ignored, reason="stale") == 1
+    assert metrics.value(ignored, reason="other_model") == 1
     await reloader.stop()
 
 
@@ -109,12 +175,13 @@ async def test_periodic_alias_check_catches_a_missed_event() -> None:
 
 
 async def test_replayed_events_are_ignored_after_a_newer_one() -> None:
-    reloader, holder, _ = make(FakeSource())
+    reloader, holder, metrics = make(FakeSource())
     await reloader.start()
     await until(lambda: holder.current is not None)
     first, second = promoted("2"), promoted("1")
     assert reloader.handle_event(first) and reloader.handle_event(second)
     assert not reloader.handle_event(first)  # re-read after a rewind
+    assert metrics.value("driftloop_model_events_ignored_total", reason="replayed") == 1
     await reloader.stop()
 
 
@@ -179,6 +246,7 @@ async def test_a_promotion_on_the_topic_reloads_through_the_shared_subscriber() 
     corpus = poison_corpus(json.loads(promoted("0").model_dump_json()))
     for case in corpus:  # each counted by reason and skipped by the subscriber, never fatal
         log.append(case.value)  # type: ignore[arg-type]
+    source.alias_version = "2"
     log.append(promoted("2").model_dump_json().encode())
     await until(lambda: holder.current is not None and holder.current.version == "2")
     for reason, n in Counter(case.reason for case in corpus).items():

@@ -54,6 +54,7 @@ from .registry import (
     MODEL_ARTIFACT_NAME,
     MODEL_NAME,
     PROFILE_ARTIFACT_PATH,
+    PromotionIgnored,
 )
 from .settings import SettingsError, load_settings
 from .thresholds import (
@@ -119,6 +120,7 @@ __all__ = [
     "ModelPromoted",
     "PortPlan",
     "PredictionEvent",
+    "PromotionIgnored",
     "ReferenceProfile",
     "SeriesProfile",
     "SettingsError",

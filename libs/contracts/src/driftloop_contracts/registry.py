@@ -1,5 +1,7 @@
 """Names shared by everything that talks to the MLflow model registry."""
 
+from enum import StrEnum
+
 MODEL_NAME = "california-housing"
 CHAMPION_ALIAS = "champion"
 #: Artifact path (relative to the run) of a model version's reference profile.
@@ -13,3 +15,17 @@ DAG_ID = "retrain_house_price"
 HOLDOUT_RMSE_METRIC = "holdout_rmse_usd"
 HOLDOUT_MAE_METRIC = "holdout_mae_usd"
 HOLDOUT_R2_METRIC = "holdout_r2"
+
+
+class PromotionIgnored(StrEnum):
+    """Why a ``ModelPromoted`` event was not acted on as announced (label ``reason`` of
+    ``driftloop_model_events_ignored_total``). The event is only a hint: the alias decides."""
+
+    #: It names a version the ``champion`` alias does not point at (forged, or overtaken).
+    NOT_CHAMPION = "not_champion"
+    #: It is for another registered model.
+    OTHER_MODEL = "other_model"
+    #: Stamped before this process started: the start-up load already read the alias.
+    STALE = "stale"
+    #: Not newer than an event already handled (a re-read after a rewind).
+    REPLAYED = "replayed"

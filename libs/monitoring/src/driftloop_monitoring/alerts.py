@@ -329,6 +329,27 @@ ALERTS: tuple[AlertSpec, ...] = (
         "to alerts (the senders retry). Start Redis; everything resumes on its own.",
     ),
     AlertSpec(
+        name="ModelArtifactRejected",
+        uid="driftloop-model-artifact-rejected",
+        group="operations",
+        a=(
+            "sum by (replica, reason) "
+            '(increase(driftloop_model_load_failures_total{reason!="error"}[5m]))'
+            " or sum by (replica) (driftloop_model_info) * 0"
+        ),
+        op=">",
+        b=0,
+        severity="critical",
+        summary_prometheus="Replica {{ $labels.replica }} refused a model: {{ $labels.reason }}",
+        summary_grafana="Replica {{ $labels.replica }} refused a model: {{ $labels.reason }}",
+        description="The version the champion alias names failed the artifact checks (an "
+        "untrusted type, a digest that does not match the registered one, a pre-skops pickle); "
+        "the replica keeps serving its previous model. Read the replica's model_rejected log, "
+        "then docs/security.md ('Model artifacts'): someone wrote to MLflow or its artifact "
+        "store, or the champion predates skops (run `driftloop bootstrap`).",
+        panel=(names.MODEL_SERVICE_DASHBOARD_UID, 7),
+    ),
+    AlertSpec(
         name="BridgeDeadLetters",
         uid="driftloop-bridge-dead-letters",
         group="operations",

@@ -3,6 +3,11 @@
 Idempotent: with a champion already registered and ``force=False`` it changes nothing and
 says so, which makes it safe to call from ``driftloop bootstrap``, test fixtures and set-up
 scripts alike. ``force=True`` trains a fresh version and moves the alias to it.
+
+Migration: a champion without the artifact digest tag was logged by an earlier driftloop
+(pickle, no digest) and no loader accepts it any more, so it counts as no champion: plain
+``driftloop bootstrap`` trains a skops replacement and moves the alias (the old version stays
+in the registry, unserved). The replicas' refusal message points here.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import logging
 from dataclasses import dataclass
 
 from driftloop_contracts import MODEL_NAME
+from driftloop_contracts.model_artifact import ARTIFACT_DIGEST_TAG
 
 from . import registry
 from .data import load_base_data, split_base
@@ -50,7 +56,13 @@ def bootstrap(
     """
     uri = settings.mlflow_tracking_uri
     current = registry.get_champion(uri)
-    if current is not None and not force:
+    legacy = current is not None and not current.tags.get(ARTIFACT_DIGEST_TAG)
+    if legacy:
+        log.warning(
+            "champion version %s predates skops artifacts (no digest): training a replacement",
+            current.version if current else "",
+        )
+    if current is not None and not force and not legacy:
         return BootstrapResult(
             created=False,
             version=current.version,
@@ -100,7 +112,10 @@ def bootstrap(
         },
     )
     registry.set_champion(uri, version.version)
-    replaced = f" (replacing version {current.version})" if current is not None else ""
+    replaced = ""
+    if current is not None:
+        why = ", a pre-skops model no longer loaded" if legacy else ""
+        replaced = f" (replacing version {current.version}{why})"
     return BootstrapResult(
         created=True,
         version=version.version,

@@ -3,17 +3,20 @@ and load a version's model and reference profile back.
 
 Layout of what a model version carries (the drift consumer and the model API rely on it):
 
-- the run logs the model at ``MODEL_ARTIFACT_NAME`` (sklearn flavour, cloudpickle, with a
+- the run logs the model at ``MODEL_ARTIFACT_NAME`` (sklearn flavour, **skops**, with a
   signature and an input example) and the profile JSON at ``PROFILE_ARTIFACT_PATH``;
 - the run's metrics ``HOLDOUT_RMSE_METRIC`` / ``HOLDOUT_MAE_METRIC`` / ``HOLDOUT_R2_METRIC`` score
   the model on its holdout in USD;
+- the run, and every version registered from it, carry the tag ``ARTIFACT_DIGEST_TAG``: the
+  sha256 of the model's files as stored, computed from a download right after logging;
 - the registered model ``MODEL_NAME`` has the alias ``CHAMPION_ALIAS`` on the served version.
 
-Serialisation: MLflow 3.17 defaults to skops, which needs ``skops`` in every loading environment
-and an allow-list (``TreePredictor``) that MLflow stores inside the model itself, so it adds no
-protection for a registry we control. We log with cloudpickle, which ``mlflow-skinny`` already
-depends on, and pin scikit-learn/numpy in the model's requirements; loaders must use the same
-scikit-learn version (the Airflow requirements pin it to the workspace lock's).
+Serialisation: skops with the trusted types of :mod:`driftloop_contracts.model_artifact`
+(the one definition). Logging passes them to MLflow, which test-loads the file with them
+before it uploads anything (a pipeline needing another type fails here, at training time);
+loading never goes through ``mlflow.sklearn.load_model`` (it would take the types and the
+format from the artifact itself) but through :func:`driftloop_contracts.model_artifact.load_verified`,
+which checks the digest first. No pickle, no cloudpickle, no pyfunc.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ from driftloop_contracts import (
     PROFILE_ARTIFACT_PATH,
     ReferenceProfile,
 )
+from driftloop_contracts.model_artifact import (
+    ARTIFACT_DIGEST_TAG,
+    SERIALIZATION_FORMAT,
+    SKOPS_TRUSTED_TYPES,
+    artifact_digest,
+    load_verified,
+)
 
 from .errors import RegistryError
 
@@ -44,7 +54,6 @@ if TYPE_CHECKING:  # mlflow is imported on first use: it is slow to import
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-SERIALIZATION_FORMAT = "cloudpickle"
 #: Tag keys written by this package (on runs and model versions).
 TAG_ROLE = "driftloop.role"
 TAG_RUN_KEY = "driftloop.run_key"
@@ -59,6 +68,11 @@ class LoggedModel:
     run_id: str
     model_uri: str
     tags: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str | None:
+        """The model artifact's sha256 recorded on the run (``None`` on pre-skops runs)."""
+        return self.tags.get(ARTIFACT_DIGEST_TAG)
 
 
 @dataclass(frozen=True)
@@ -106,15 +120,15 @@ def _clip(value: object, limit: int) -> str:
 
 def _pip_requirements() -> list[str]:
     """Explicit requirements, so MLflow does not export the whole workspace lock into them."""
-    import cloudpickle
     import numpy
     import sklearn
+    import skops
 
     return [
         f"scikit-learn=={sklearn.__version__}",
         f"numpy=={numpy.__version__}",
         f"pandas=={pd.__version__}",
-        f"cloudpickle=={cloudpickle.__version__}",
+        f"skops=={skops.__version__}",
     ]
 
 
@@ -161,12 +175,31 @@ def log_model_run(
                 model,
                 name=MODEL_ARTIFACT_NAME,
                 serialization_format=SERIALIZATION_FORMAT,
+                skops_trusted_types=list(SKOPS_TRUSTED_TYPES),
                 signature=signature,
                 input_example=example,
                 pip_requirements=_pip_requirements(),
             )
-            mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
-    return LoggedModel(run_id=run.info.run_id, model_uri=info.model_uri)
+            digest = _stored_digest(tracking_uri, info.model_uri)
+            # The digest before the model URI: find_run reuses only runs with both.
+            mlflow.set_tags({ARTIFACT_DIGEST_TAG: digest, TAG_MODEL_URI: info.model_uri})
+    return LoggedModel(
+        run_id=run.info.run_id,
+        model_uri=info.model_uri,
+        tags={ARTIFACT_DIGEST_TAG: digest, TAG_MODEL_URI: info.model_uri},
+    )
+
+
+def _stored_digest(tracking_uri: str, model_uri: str) -> str:
+    """The digest of the model's files as the artifact store holds them (downloaded back, so
+    what is recorded is what loaders will fetch, not what this process meant to upload)."""
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri
+        )
+        return artifact_digest(Path(local))
 
 
 def log_metrics(tracking_uri: str, run_id: str, metrics: dict[str, float]) -> None:
@@ -204,7 +237,7 @@ def find_run(tracking_uri: str, tags: dict[str, str]) -> LoggedModel | None:
         )
     for run in runs:
         model_uri = run.data.tags.get(TAG_MODEL_URI)
-        if model_uri:
+        if model_uri and run.data.tags.get(ARTIFACT_DIGEST_TAG):
             return LoggedModel(run_id=run.info.run_id, model_uri=model_uri, tags=run.data.tags)
     return None
 
@@ -230,17 +263,26 @@ def register_version(
 ) -> VersionInfo:
     """Register the run's model as a new version of :data:`MODEL_NAME` (once per run).
 
-    If a version already exists for ``run_id`` (a retried task) it is returned instead.
+    If a version already exists for ``run_id`` (a retried task) it is returned instead. The
+    version gets the run's :data:`ARTIFACT_DIGEST_TAG`, which every loader checks; a run
+    without one (logged before skops, or not by :func:`log_model_run`) is not registered.
     """
     import mlflow
 
     c = client(tracking_uri)
     with _registry_errors(f"register the model of run {run_id}"):
+        digest = c.get_run(run_id).data.tags.get(ARTIFACT_DIGEST_TAG)
+        if not digest:
+            raise RegistryError(
+                f"run {run_id} has no {ARTIFACT_DIGEST_TAG} tag: only models logged by "
+                "log_model_run (skops, digest recorded) are registered"
+            )
         existing = c.search_model_versions(f"name = '{MODEL_NAME}' and run_id = '{run_id}'")
         if existing:
             mv = max(existing, key=lambda v: int(v.version))
         else:
             mv = mlflow.register_model(model_uri, MODEL_NAME)
+        c.set_model_version_tag(MODEL_NAME, str(mv.version), ARTIFACT_DIGEST_TAG, digest)
         for key, value in (tags or {}).items():
             c.set_model_version_tag(MODEL_NAME, str(mv.version), key, _clip(value, _MAX_TAG_CHARS))
         return _version_info(c, c.get_model_version(MODEL_NAME, str(mv.version)))
@@ -296,22 +338,41 @@ def load_model(tracking_uri: str, version: str) -> Any:
     """The fitted scikit-learn pipeline of one version (predicts in 100,000 USD).
 
     Load by version, not by alias: resolve the champion first (:func:`get_champion`) so the
-    model and its profile are guaranteed to belong to the same version.
+    model and its profile are guaranteed to belong to the same version. Refuses (raises
+    :class:`~driftloop_contracts.model_artifact.ModelRejected`) an artifact whose digest
+    differs from the version's tag or that needs an untrusted type.
     """
-    import mlflow.sklearn
+    c = client(tracking_uri)
+    with _registry_errors(f"read version {version}"):
+        tags = dict(c.get_model_version(MODEL_NAME, version).tags or {})
+    return _load_checked(
+        tracking_uri,
+        f"models:/{MODEL_NAME}/{version}",
+        tags.get(ARTIFACT_DIGEST_TAG),
+        where=f"{MODEL_NAME} version {version}",
+    )
 
-    client(tracking_uri)
-    with _registry_errors(f"load model version {version}"):
-        return mlflow.sklearn.load_model(f"models:/{MODEL_NAME}/{version}")
+
+def load_run_model(tracking_uri: str, run_id: str, model_uri: str) -> Any:
+    """Load a logged model that is not registered yet (the challenger), checked against the
+    digest its run recorded."""
+    c = client(tracking_uri)
+    with _registry_errors(f"read run {run_id}"):
+        digest = c.get_run(run_id).data.tags.get(ARTIFACT_DIGEST_TAG)
+    return _load_checked(tracking_uri, model_uri, digest, where=f"the model of run {run_id}")
 
 
-def load_model_uri(tracking_uri: str, model_uri: str) -> Any:
-    """Load a model by URI (e.g. a challenger that is not registered yet)."""
-    import mlflow.sklearn
+def _load_checked(tracking_uri: str, model_uri: str, digest: str | None, *, where: str) -> Any:
+    import mlflow.artifacts
 
-    client(tracking_uri)
-    with _registry_errors(f"load model {model_uri}"):
-        return mlflow.sklearn.load_model(model_uri)
+    with (
+        _registry_errors(f"download {model_uri}"),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=model_uri, dst_path=tmp, tracking_uri=tracking_uri
+        )
+        return load_verified(Path(local), digest, where=where)
 
 
 def load_profile_for_run(tracking_uri: str, run_id: str) -> ReferenceProfile:

@@ -388,7 +388,7 @@ def evaluate(settings: TrainingSettings, trained: TrainResult) -> EvaluateResult
     """Score the challenger and the current champion on the same recent holdout (USD)."""
     uri = settings.mlflow_tracking_uri
     holdout = pd.read_parquet(trained.holdout_path)
-    challenger = registry.load_model_uri(uri, trained.model_uri)
+    challenger = registry.load_run_model(uri, trained.run_id, trained.model_uri)
     challenger_scores = score_model(challenger, holdout)
     champion = registry.get_champion(uri)
     champion_scores: Scores | None = None

@@ -135,6 +135,7 @@ class DriftLoop:
             stopping=self.stopping,
             apply=self.apply_reference,
             on_retry=metrics.retries.hook("reference_load"),
+            on_ignored=lambda reason: metrics.model_events_ignored.labels(reason).inc(),
         )
         self.model_events = (
             promotions_subscriber(

@@ -103,6 +103,13 @@ class ConsumerMetrics:
             ["reason"],
             registry=r,
         )
+        self.model_events_ignored = Counter(
+            "driftloop_model_events_ignored_total",
+            "ModelPromoted events whose version the champion alias did not confirm, by reason"
+            " (driftloop_contracts.PromotionIgnored)",
+            ["reason"],
+            registry=r,
+        )
         self.windows = Counter(
             "driftloop_windows_total", "Windows closed and written", ["model_version"], registry=r
         )

@@ -9,7 +9,9 @@ Three triggers, one truth (the champion alias in MLflow, read by :class:`Referen
 - ``model-events``: a ``ModelPromoted`` for our model asks for an immediate alias check
   (:func:`promotions_subscriber`: the shared :class:`~driftloop_service.ModelEventsSubscriber`,
   group-less from the end, so every instance sees every event, and rewound when the broker's
-  log was reset);
+  log was reset). The event is only a hint: the reference follows the alias, and an event
+  whose version is not the alias's once checked (forged, or overtaken) is logged and counted
+  as ``driftloop_model_events_ignored_total{reason="not_champion"}``;
 - a periodic alias check, the safety net for a missed event (broker restarted, topic
   recreated), and :meth:`ReferenceWatcher.request_check` (the loop calls it when a replica
   already serves a newer version). A requested check also cuts a start-up wait short.
@@ -23,7 +25,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
-from driftloop_contracts import EventError, InvalidReason, ModelPromoted
+from driftloop_contracts import EventError, InvalidReason, ModelPromoted, PromotionIgnored
 from driftloop_service import (
     Backoff,
     ModelEventsConsumer,
@@ -53,10 +55,15 @@ class ReferenceWatcher:
         stopping: asyncio.Event,
         apply: Callable[[LoadedReference], Awaitable[None]],
         on_retry: RetryHook | None = None,
+        on_ignored: Callable[[PromotionIgnored], None] | None = None,
     ) -> None:
         """``apply`` switches the consumer to a reference (under the loop's lock);
-        ``on_retry`` counts the start-up load's retries."""
+        ``on_retry`` counts the start-up load's retries; ``on_ignored`` counts announced
+        versions the alias did not confirm."""
         self.references = references
+        self._on_ignored = on_ignored
+        #: Versions announced by events since the last successful alias check.
+        self._announced: list[str] = []
         self.settings = settings
         self._stopping = stopping
         self._apply = apply
@@ -67,9 +74,27 @@ class ReferenceWatcher:
         #: Set once consuming may start: a reference is applied, or MLflow failed once.
         self.ready = asyncio.Event()
 
-    def request_check(self) -> None:
-        """Re-read the champion alias now instead of at the next periodic check."""
+    def request_check(self, announced: str | None = None) -> None:
+        """Re-read the champion alias now instead of at the next periodic check;
+        ``announced`` is the version a ModelPromoted named, compared with the alias then."""
+        if announced is not None:
+            self._announced.append(announced)
         self._wake.set()
+
+    def _judge_announced(self) -> None:
+        """After a successful alias check: count announced versions that are not the alias's."""
+        current = self.references.current
+        for version in self._announced:
+            if current is None or version != current.version:
+                log.warning(
+                    "model_event_ignored",
+                    reason=str(PromotionIgnored.NOT_CHAMPION),
+                    announced=version,
+                    champion=current.version if current else None,
+                )
+                if self._on_ignored is not None:
+                    self._on_ignored(PromotionIgnored.NOT_CHAMPION)
+        self._announced.clear()
 
     async def run(self) -> None:
         """Keep the reference on the champion until shutdown: start-up load, then checks.
@@ -111,6 +136,7 @@ class ReferenceWatcher:
                 continue
             if loaded is not None:
                 await self._switch(loaded)
+            self._judge_announced()
             self.ready.set()
             return
 
@@ -136,6 +162,7 @@ class ReferenceWatcher:
                 continue
             if loaded is not None:
                 await self._switch(loaded)
+            self._judge_announced()
 
     async def _switch(self, loaded: LoadedReference) -> None:
         await self._apply(loaded)
@@ -151,10 +178,10 @@ def promotions_subscriber(
     model_name: str,
     topic: str,
     metrics: ConsumerMetrics,
-    on_promoted: Callable[[], None],
+    on_promoted: Callable[[str], None],
 ) -> ModelEventsSubscriber:
-    """The shared ``model-events`` subscriber, calling ``on_promoted`` for each promotion of
-    ``model_name``.
+    """The shared ``model-events`` subscriber, calling ``on_promoted(announced_version)`` for
+    each promotion of ``model_name``.
 
     Counted like the data topics: valid events in ``driftloop_events_consumed_total``, bad
     records by reason in ``driftloop_events_invalid_total`` (an event for another model as
@@ -167,7 +194,7 @@ def promotions_subscriber(
             metrics.events_invalid.labels(topic, InvalidReason.UNKNOWN_MODEL).inc()
             return
         log.info("model_promoted_received", version=event.version, reason=event.reason)
-        on_promoted()
+        on_promoted(event.version)
 
     def invalid(event_topic: str, error: EventError) -> None:
         metrics.events_invalid.labels(event_topic, error.reason).inc()

@@ -67,6 +67,21 @@ class Metrics:
             ["replica", "outcome"],
             registry=r,
         )
+        self._load_failures = Counter(
+            "driftloop_model_load_failures_total",
+            "Model loads that failed, by reason: a refused artifact (untrusted_type,"
+            " digest_mismatch, digest_missing, legacy_format, rejected) or error (registry"
+            " unreachable, model unfit for the schema)",
+            ["replica", "reason"],
+            registry=r,
+        )
+        self._events_ignored = Counter(
+            "driftloop_model_events_ignored_total",
+            "ModelPromoted events not acted on as announced, by reason"
+            " (driftloop_contracts.PromotionIgnored)",
+            ["replica", "reason"],
+            registry=r,
+        )
         self._published = Counter(
             "driftloop_events_published_total",
             "Events acknowledged by the broker",
@@ -133,6 +148,12 @@ class Metrics:
 
     def reload(self, outcome: str) -> None:
         self._child(self._reloads, outcome).inc()
+
+    def load_failed(self, reason: str) -> None:
+        self._child(self._load_failures, reason).inc()
+
+    def event_ignored(self, reason: str) -> None:
+        self._child(self._events_ignored, reason).inc()
 
     def published(self, topic: str, n: int = 1) -> None:
         self._child(self._published, topic).inc(n)

@@ -3,6 +3,13 @@
 Every call here blocks (HTTP + deserialisation), so callers run them in a worker thread
 (``asyncio.to_thread``) and the event loop keeps serving. Retries are the caller's job: the
 MLflow client's own long retry loop is shortened so an outage is noticed and reported quickly.
+
+A version is loaded only through :func:`driftloop_contracts.model_artifact.load_verified`:
+the downloaded files must hash to the version's registered digest and the skops file may only
+need the trusted types defined there. No pickle, no cloudpickle, no pyfunc fallback, and no
+``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``: an artifact that fails a check raises
+:class:`~driftloop_contracts.model_artifact.ModelRejected`, which the reloader counts by reason
+while the current model keeps serving.
 """
 
 from __future__ import annotations
@@ -11,11 +18,13 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import structlog
 
 from driftloop_contracts import PROFILE_ARTIFACT_PATH, utcnow
+from driftloop_contracts.model_artifact import ARTIFACT_DIGEST_TAG, ModelRejected, load_verified
 
 from .errors import ModelLoadError
 from .model_holder import LoadedModel
@@ -41,26 +50,11 @@ class ModelSource(Protocol):
     def load(self, version: str) -> LoadedModel: ...
 
 
-class _PyfuncAdapter:
-    """Gives a pyfunc model scikit-learn's ``predict(X)`` with the signature's column names."""
-
-    def __init__(self, model: Any) -> None:
-        self._model = model
-        inputs = model.metadata.get_input_schema()
-        self.feature_names_in_ = inputs.input_names() if inputs is not None else None
-
-    def predict(self, X: Any) -> Any:
-        import pandas as pd
-
-        return self._model.predict(pd.DataFrame(X, columns=self.feature_names_in_))
-
-
 class MlflowModelSource:
-    """The real registry. Loading needs MLflow's deserialisation opt-in: our registry is trusted."""
+    """The real registry; what it serves is checked, not trusted (module docstring)."""
 
     def __init__(self, tracking_uri: str, model_name: str, *, http_timeout_s: int = 15) -> None:
         # Process-wide by MLflow's design; a replica talks to one registry.
-        os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(http_timeout_s))
@@ -82,10 +76,12 @@ class MlflowModelSource:
         return VersionRef(version=str(mv.version), run_id=mv.run_id or "")
 
     def load(self, version: str) -> LoadedModel:
+        """Download, verify and deserialise ``version``; :class:`ModelRejected` if unsafe."""
         try:
             mv = self._client.get_model_version(self.model_name, version)
-            estimator = self._load_estimator(f"models:/{self.model_name}/{version}")
-        except ModelLoadError:
+            tags = dict(mv.tags or {})
+            estimator = self._load_estimator(version, tags.get(ARTIFACT_DIGEST_TAG))
+        except (ModelLoadError, ModelRejected):
             raise
         except Exception as exc:
             raise ModelLoadError(f"cannot load {self.model_name} version {version}: {exc}") from exc
@@ -95,23 +91,20 @@ class MlflowModelSource:
             version=str(mv.version),
             run_id=run_id,
             loaded_at=utcnow(),
-            profile_id=self._profile_id(run_id, dict(mv.tags or {})),
+            profile_id=self._profile_id(run_id, tags),
             estimator=estimator,
         )
 
-    @staticmethod
-    def _load_estimator(uri: str) -> Any:
-        import mlflow.sklearn
-        from mlflow.exceptions import MlflowException
+    def _load_estimator(self, version: str, digest: str | None) -> Any:
+        import mlflow.artifacts
 
-        try:
-            return mlflow.sklearn.load_model(uri)
-        except MlflowException as exc:
-            if "flavor" not in str(exc).lower():
-                raise
-        import mlflow.pyfunc
-
-        return _PyfuncAdapter(mlflow.pyfunc.load_model(uri))
+        with tempfile.TemporaryDirectory() as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{self.model_name}/{version}",
+                dst_path=tmp,
+                tracking_uri=self.tracking_uri,
+            )
+            return load_verified(Path(local), digest, where=f"{self.model_name} version {version}")
 
     def _profile_id(self, run_id: str, tags: dict[str, str]) -> str | None:
         """The reference profile's id (tag if the trainer set one, else the artifact's field)."""

@@ -1,20 +1,30 @@
 """Keeps the served model equal to the registry's champion: start-up load, events, safety net.
 
+Only the ``champion`` alias decides what is served; nothing else names a version to load.
+
 * **Start-up**: resolve ``models:/<name>@<alias>`` and load it, retrying with capped
   exponential backoff until it works (:func:`driftloop_service.retrying`); the replica is alive
   but not ready meanwhile.
 * **Events**: the shared :class:`driftloop_service.ModelEventsSubscriber` reads ``model-events``
   as a broadcast (no group: every replica and the drift consumer sees every event) from the end
-  of the topic, and rewinds when the broker's log was reset. Events older than this process, or
-  not newer than the last event handled, are ignored (replays), because the start-up load
-  already read the alias.
+  of the topic, and rewinds when the broker's log was reset. A ``ModelPromoted`` is a *hint*:
+  it makes the replica read the alias now and load the alias's version. An event naming
+  another version (forged by anyone who can produce to the topic, or overtaken by a later
+  promotion) is logged and counted as
+  ``driftloop_model_events_ignored_total{reason="not_champion"}``; events for another model,
+  older than this process or not newer than the last one handled are counted under their own
+  reasons (:class:`driftloop_contracts.PromotionIgnored`) and dropped.
 * **Safety net**: every ``alias_check_interval_seconds`` the alias is read again, so a missed
   event (broker down, topic recreated) only delays a reload.
 
 All loads run one at a time in a single worker task, in arrival order, so a slow alias check
 can never overwrite a newer promotion. Loading (HTTP + deserialisation) runs in a thread; the
 new model is swapped in atomically (see :mod:`driftloop_model_api.model_holder`). A failed
-load keeps the current model and is counted as ``driftloop_model_reloads_total{outcome="failure"}``.
+load keeps the current model and is counted twice: ``driftloop_model_reloads_total{outcome=
+"failure"}`` and ``driftloop_model_load_failures_total{reason}``, the reason saying whether
+the artifact was refused (:class:`~driftloop_contracts.model_artifact.ModelRejected`: an
+untrusted type, a digest mismatch, a pre-skops model; not retried, the next alias check tries
+again) or the load failed (``error``: retried ``reload_attempts`` times).
 """
 
 from __future__ import annotations
@@ -27,7 +37,8 @@ from typing import Literal
 
 import structlog
 
-from driftloop_contracts import ModelPromoted, utcnow
+from driftloop_contracts import ModelPromoted, PromotionIgnored, utcnow
+from driftloop_contracts.model_artifact import ModelRejected
 from driftloop_service import (
     Backoff,
     ModelEventsSubscriber,
@@ -47,11 +58,15 @@ __all__ = ["ConsumerFactory", "Reloader"]
 
 #: Events stamped this long before our start are replays, not news.
 STALE_EVENT_MARGIN = timedelta(seconds=2)
+#: ``driftloop_model_load_failures_total`` reason of a load that failed without a refusal.
+LOAD_ERROR = "error"
 
 
 @dataclass(frozen=True)
 class _Command:
-    kind: Literal["alias", "version"]
+    #: ``alias``: load the alias's version if it is not served. ``event``: the same, after a
+    #: ModelPromoted announcing ``version`` (compared with the alias, never loaded as such).
+    kind: Literal["alias", "event"]
     version: str = ""
     reason: str = ""
 
@@ -126,24 +141,21 @@ class Reloader:
                 await task
         self._tasks = []
 
-    def request_version(self, version: str, reason: str = "") -> None:
-        """Load ``version`` (in the background, after anything already queued)."""
-        self._queue.put_nowait(_Command("version", version, reason))
-
     def request_alias_check(self) -> None:
         self._queue.put_nowait(_Command("alias"))
 
     def handle_event(self, event: ModelPromoted) -> bool:
-        """Queue the announced version if the event is for our model and not a stale replay."""
+        """Queue an alias check for a fresh promotion of our model; count anything else.
+
+        Returns whether the event was queued. The announced version is not loaded: the worker
+        reads the alias and loads what it names (see :meth:`_follow_event`).
+        """
         if event.model_name != self._source.model_name:
-            log.info("model_event_ignored", reason="other_model", model_name=event.model_name)
-            return False
+            return self._ignore(PromotionIgnored.OTHER_MODEL, event, model_name=event.model_name)
         if event.timestamp < self.started_at - STALE_EVENT_MARGIN:
-            log.info("model_event_ignored", reason="older_than_process", version=event.version)
-            return False
+            return self._ignore(PromotionIgnored.STALE, event)
         if self._last_event_at is not None and event.timestamp <= self._last_event_at:
-            log.info("model_event_ignored", reason="replayed", version=event.version)
-            return False
+            return self._ignore(PromotionIgnored.REPLAYED, event)
         self._last_event_at = event.timestamp
         log.info(
             "model_promoted_received",
@@ -151,8 +163,15 @@ class Reloader:
             run_id=event.run_id,
             reason=event.reason,
         )
-        self.request_version(event.version, reason=f"event: {event.reason}".strip())
+        self._queue.put_nowait(
+            _Command("event", event.version, reason=f"event: {event.reason}".strip())
+        )
         return True
+
+    def _ignore(self, reason: PromotionIgnored, event: ModelPromoted, **context: str) -> bool:
+        self._metrics.event_ignored(reason)
+        log.info("model_event_ignored", reason=str(reason), version=event.version, **context)
+        return False
 
     # --- tasks ----------------------------------------------------------------------------
 
@@ -164,7 +183,7 @@ class Reloader:
                 if command.kind == "alias":
                     await self._check_alias()
                 else:
-                    await self._load_with_retries(command.version, command.reason)
+                    await self._follow_event(command.version, command.reason)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # never let one bad command stop reloading
@@ -192,16 +211,36 @@ class Reloader:
             "champion_not_available", attempt=attempt, error=str(error), retry_in_s=round(delay, 2)
         )
 
-    async def _check_alias(self) -> None:
+    async def _resolve(self) -> str | None:
+        """The alias's version now, or ``None`` (logged) if the registry does not answer."""
         try:
             ref = await asyncio.to_thread(self._source.resolve_alias, self._alias)
         except Exception as exc:
             self.last_error = str(exc)
             log.warning("alias_check_failed", error=str(exc))
-            return
-        current = self._holder.current
-        if current is None or current.version != ref.version:
-            await self._load_with_retries(ref.version, reason=f"alias {self._alias} moved")
+            return None
+        return ref.version
+
+    async def _check_alias(self) -> None:
+        version = await self._resolve()
+        if version is not None:
+            await self._load_with_retries(version, reason=f"alias {self._alias} moved")
+
+    async def _follow_event(self, announced: str, reason: str) -> None:
+        """A promotion was announced: load what the alias names, whatever the event said."""
+        version = await self._resolve()
+        if version is None:
+            return  # the periodic check (or the next event) reads the alias again
+        if version != announced:
+            self._metrics.event_ignored(PromotionIgnored.NOT_CHAMPION)
+            log.warning(
+                "model_event_ignored",
+                reason=str(PromotionIgnored.NOT_CHAMPION),
+                announced=announced,
+                champion=version,
+            )
+            reason = f"alias {self._alias} (event announced version {announced})"
+        await self._load_with_retries(version, reason)
 
     async def _load_with_retries(self, version: str, reason: str) -> None:
         """Up to ``reload_attempts`` loads of ``version``; on failure the current model stays."""
@@ -212,7 +251,9 @@ class Reloader:
             on_retry=self._metrics.retries.hook("model_reload"),
         )
         try:
-            await policy(self._load_unless_current, version, reason)
+            rejected: ModelRejected | None = await policy(
+                self._load_unless_current, version, reason
+            )
         except RetryStopped:
             return
         except Exception as exc:
@@ -224,22 +265,34 @@ class Reloader:
                 attempts=self._attempts,
                 kept=current.version if current else None,
             )
+            return
+        if rejected is not None:
+            self.last_error = str(rejected)
 
-    async def _load_unless_current(self, version: str, reason: str) -> None:
+    async def _load_unless_current(self, version: str, reason: str) -> ModelRejected | None:
+        """Load ``version`` unless served; a refusal is returned, not raised, since retrying
+        cannot change the artifact's verdict."""
         current = self._holder.current
         if current is None or current.version != version:
-            await self._load(version, reason)
+            try:
+                await self._load(version, reason)
+            except ModelRejected as exc:
+                return exc
+        return None
 
     async def _load(self, version: str, reason: str) -> None:
         try:
             model = await asyncio.to_thread(self._source.load, version)
         except Exception as exc:
+            failure = exc.reason if isinstance(exc, ModelRejected) else LOAD_ERROR
             self._metrics.reload("failure")
+            self._metrics.load_failed(failure)
             current = self._holder.current
             log.error(
-                "model_load_failed",
+                "model_rejected" if isinstance(exc, ModelRejected) else "model_load_failed",
                 version=version,
                 reason=reason,
+                failure=failure,
                 error=str(exc),
                 kept=current.version if current else None,
             )
