@@ -1,0 +1,206 @@
+"""Fuzzing with schemathesis: the model API through nginx, and the bridge, on the real stack.
+
+Two properties, for every generated request (schema-conforming *and* schema-violating ones,
+schemathesis' "all" generation mode, from each service's own OpenAPI document):
+
+* no answer is a 5xx: bad input is the client's problem, never an internal error;
+* every 4xx body has the documented error shape (docs/api.md, ``driftloop_service.http_errors``):
+  exactly ``{"error", "message", "detail": [{"field", "rule", "message"}]}``.
+
+The model API is fuzzed through nginx (what clients reach), on its public routes; its schema is
+read from a replica (nginx need not serve ``/openapi.json``). ``X-Request-ID`` is not in the
+schema, so it is fuzzed too, as a header drawn next to each case, and the known 500 (an id of
+125+ characters on ``/predict/batch``) is also a test of its own. The bridge is fuzzed directly
+(nothing public fronts it) with its real bearer token, so generated payloads get past
+authentication into the parsers.
+
+The run is bounded (``MAX_EXAMPLES`` per operation, ``DRIFTLOOP_FUZZ_MAX_EXAMPLES`` to change
+it) so the file takes about two minutes. A failure prints the curl command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+import time
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from schemathesis.config import SchemathesisConfig
+
+from driftloop_contracts import EXAMPLE_FEATURES
+
+pytestmark = pytest.mark.integration
+
+#: Examples per operation (schemathesis/hypothesis); bounded for CI.
+MAX_EXAMPLES = int(os.environ.get("DRIFTLOOP_FUZZ_MAX_EXAMPLES", "30"))
+#: The model API's public routes: what nginx forwards to clients.
+PUBLIC_MODEL_API = r"^/(predict|predict/batch|feedback|model)$"
+#: Keys of every error body, and of each ``detail`` item (docs/api.md).
+ERROR_KEYS = {"error", "message", "detail"}
+DETAIL_KEYS = {"field", "rule", "message"}
+_SNAKE = re.compile(r"[a-z][a-z0-9_]*")
+#: Request ids a client may send: printable ASCII (what an HTTP header can carry), any length
+#: nginx accepts in one header line.
+REQUEST_IDS = st.text(
+    alphabet=string.ascii_letters + string.digits + string.punctuation + " ",
+    min_size=1,
+    max_size=300,
+)
+SETTINGS = settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    print_blob=True,
+)
+
+
+def config(base_url: str, headers: dict[str, str] | None = None) -> SchemathesisConfig:
+    return SchemathesisConfig.from_dict(
+        {
+            "base-url": base_url,
+            "headers": headers or {},
+            "request-timeout": 10,
+            "generation": {"mode": "all", "max-examples": MAX_EXAMPLES},
+        }
+    )
+
+
+def documented_error_problems(response: Any) -> list[str]:
+    """Why a 4xx body is not the documented error shape (empty list: it is)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return [f"not JSON: {response.text[:200]!r}"]
+    if not isinstance(body, dict) or set(body) != ERROR_KEYS:
+        return [f"keys {sorted(body) if isinstance(body, dict) else type(body).__name__}"]
+    problems = []
+    if not (isinstance(body["error"], str) and _SNAKE.fullmatch(body["error"])):
+        problems.append(f"error {body['error']!r} is not a snake_case code")
+    if not (isinstance(body["message"], str) and body["message"]):
+        problems.append("message is empty or not a string")
+    if not isinstance(body["detail"], list):
+        return [*problems, "detail is not a list"]
+    for item in body["detail"]:
+        if not isinstance(item, dict) or set(item) != DETAIL_KEYS:
+            problems.append(f"detail item {item!r}")
+        elif not all(isinstance(item[k], str) for k in DETAIL_KEYS):
+            problems.append(f"detail item with a non-string value: {item!r}")
+    return problems
+
+
+def check_answer(response: Any, reproduce: str) -> None:
+    """No 5xx; a 4xx has the documented body. ``reproduce`` is printed on failure."""
+    status = response.status_code
+    assert status < 500, f"{status} {response.text[:500]}\nreproduce: {reproduce}"
+    if status >= 400:
+        problems = documented_error_problems(response)
+        assert not problems, (
+            f"{status} body is not the documented error shape: {problems}\n"
+            f"body: {response.text[:500]}\nreproduce: {reproduce}"
+        )
+
+
+def wait_until(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out after {timeout_s}s waiting for {what}"
+        time.sleep(0.2)
+
+
+def _predicts(url: str) -> bool:
+    try:
+        return httpx.post(f"{url}/predict", json=EXAMPLE_FEATURES, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+# --- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def serving(stack: Any, champion: str) -> Any:
+    """The stack with every replica serving the champion and nginx routing to them."""
+    wait_until(lambda: all(_predicts(u) for u in stack.model_api_urls), 120, "replicas to serve")
+    wait_until(lambda: all(_predicts(stack.nginx_url) for _ in range(4)), 60, "nginx to route")
+    return stack
+
+
+@pytest.fixture(scope="module")
+def model_api_schema(serving: Any) -> Any:
+    document = httpx.get(f"{serving.model_api_urls[0]}/openapi.json", timeout=10).json()
+    schema = schemathesis.openapi.from_dict(document, config=config(serving.nginx_url))
+    return schema.include(path_regex=PUBLIC_MODEL_API)
+
+
+@pytest.fixture(scope="module")
+def bridge_schema(stack: Any) -> Any:
+    wait_until(
+        lambda: httpx.get(f"{stack.bridge_url}/health/ready", timeout=5).status_code == 200,
+        60,
+        "the bridge to be ready",
+    )
+    document = httpx.get(f"{stack.bridge_url}/openapi.json", timeout=10).json()
+    headers = {"Authorization": f"Bearer {stack.webhook_token}"}
+    return schemathesis.openapi.from_dict(document, config=config(stack.bridge_url, headers))
+
+
+model_api = schemathesis.pytest.from_fixture("model_api_schema")
+bridge = schemathesis.pytest.from_fixture("bridge_schema")
+
+
+# --- fuzzing ----------------------------------------------------------------------------------
+
+
+def test_the_fuzzed_routes_exist(model_api_schema: Any, bridge_schema: Any) -> None:
+    """The include filters select what they mean to (an empty selection fuzzes nothing)."""
+
+    def paths(schema: Any) -> set[str]:
+        return {op.ok().path for op in schema.get_all_operations()}
+
+    assert paths(model_api_schema) == {"/predict", "/predict/batch", "/feedback", "/model"}
+    assert {"/webhooks/grafana", "/webhooks/alertmanager", "/decisions"} <= paths(bridge_schema)
+
+
+# (settings outermost: schemathesis reads them from the test it wraps)
+@SETTINGS
+@model_api.parametrize()
+@model_api.given(request_id=REQUEST_IDS)
+def test_model_api_through_nginx(case: Any, request_id: str) -> None:
+    headers = {"X-Request-ID": request_id}
+    response = case.call(headers=headers)
+    check_answer(response, case.as_curl_command(headers=headers))
+
+
+@SETTINGS
+@bridge.parametrize()
+def test_bridge(case: Any) -> None:
+    response = case.call()
+    check_answer(response, case.as_curl_command())
+
+
+# --- the known case ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("length", [124, 125, 126, 128, 200, 1000])
+def test_long_request_id_on_batch_is_not_a_server_error(serving: Any, length: int) -> None:
+    """A client's ``X-Request-ID`` of 125+ characters made ``/predict/batch`` answer 500."""
+    request_id = "r" * length
+    response = httpx.post(
+        f"{serving.nginx_url}/predict/batch",
+        json={"rows": [EXAMPLE_FEATURES, EXAMPLE_FEATURES]},
+        headers={"X-Request-ID": request_id},
+        timeout=10,
+    )
+    reproduce = (
+        f"curl -X POST {serving.nginx_url}/predict/batch -H 'X-Request-ID: {request_id}' "
+        "-H 'Content-Type: application/json' -d '{\"rows\": [EXAMPLE_FEATURES, ...]}'"
+    )
+    check_answer(response, reproduce)
+    if response.status_code == 200:
+        assert len(response.json()["predictions"]) == 2
