@@ -534,7 +534,7 @@ def test_docker_only_images_match_the_workspace_lock() -> None:
     """MLflow server = MLflow client; locust and its data libraries = the workspace's."""
     lock = uv_lock_versions()
     mlflow_dockerfile = (REPO / "docker/mlflow/Dockerfile").read_text()
-    assert f"mlflow=={lock['mlflow']}" in mlflow_dockerfile
+    assert f"mlflow[auth]=={lock['mlflow']}" in mlflow_dockerfile
     locust_dockerfile = REPO / "docker/locust/Dockerfile"
     assert f"locustio/locust:{lock['locust']}" in dockerfile_images(locust_dockerfile)
     text = locust_dockerfile.read_text()
@@ -720,11 +720,16 @@ def test_service_environment_matches_its_settings_class(
             annotation = field.annotation
             if field.metadata:  # constraints such as ge/le live here, not in the annotation
                 annotation = Annotated[(annotation, *field.metadata)]
-            adapter = TypeAdapter(annotation)
             try:
-                adapter.validate_python(value)
+                TypeAdapter(annotation).validate_python(value)
             except ValidationError as exc:
-                pytest.fail(f"{name}: {key}={value!r} is invalid: {exc}")
+                # A field whose own "before" validator parses the text (a comma-separated list):
+                # ask the class; only this field's errors count (no environment is read).
+                try:
+                    cls.model_validate({field_name: value})
+                except ValidationError as by_class:
+                    if any(e["loc"][:1] == (field_name,) for e in by_class.errors()):
+                        pytest.fail(f"{name}: {key}={value!r} is invalid: {exc}")
 
 
 def test_python_services_listen_on_all_interfaces_inside_their_container(
@@ -1040,8 +1045,15 @@ def test_airflow_api_server_writes_the_password_file(
         env={
             **os.environ,
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(target),
-            "DRIFTLOOP_AIRFLOW_USERNAME": env["DRIFTLOOP_AIRFLOW_USERNAME"],
-            "DRIFTLOOP_AIRFLOW_PASSWORD": env["DRIFTLOOP_AIRFLOW_PASSWORD"],
+            **{
+                key: env[key]
+                for key in (
+                    "AIRFLOW_ADMIN_USERNAME",
+                    "AIRFLOW_ADMIN_PASSWORD",
+                    "DRIFTLOOP_AIRFLOW_USERNAME",
+                    "DRIFTLOOP_AIRFLOW_PASSWORD",
+                )
+            },
         },
         capture_output=True,
         text=True,
@@ -1049,11 +1061,10 @@ def test_airflow_api_server_writes_the_password_file(
     )
     assert run.returncode == 0, run.stderr
     assert json.loads(target.read_text()) == {
-        env["DRIFTLOOP_AIRFLOW_USERNAME"]: env["DRIFTLOOP_AIRFLOW_PASSWORD"]
+        env["AIRFLOW_ADMIN_USERNAME"]: env["AIRFLOW_ADMIN_PASSWORD"],
+        env["DRIFTLOOP_AIRFLOW_USERNAME"]: env["DRIFTLOOP_AIRFLOW_PASSWORD"],
     }
     assert target.stat().st_mode & 0o777 == 0o600
-    users = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"]
-    assert users == f"{env['DRIFTLOOP_AIRFLOW_USERNAME']}:admin"
 
 
 def test_champion_bootstrap_calls_existing_training_functions(services: dict[str, Any]) -> None:
@@ -1117,3 +1128,275 @@ def test_postgres_init_script_against_a_real_server(services: dict[str, Any]) ->
         shutil.rmtree(root, ignore_errors=True)
     mounted = {target for _, _, target in mounts(services["postgres"])}
     assert any(t.startswith("/docker-entrypoint-initdb.d/") for t in mounted)
+
+
+# --- hardening: safe to expose (docs/security.md, "compose deployment") ---------------------
+
+#: Images pinned by tag only, because no digest for that exact tag could be found in a public
+#: source (a digest is never guessed). Anything not listed here must carry ``@sha256:``.
+TAG_ONLY_IMAGES: dict[str, str] = {
+    "locustio/locust:2.47.0": "docker/locust/Dockerfile: no published digest found",
+}
+#: Dockerfiles this file's owner pins by digest (the services' and Airflow's are theirs).
+DIGEST_PINNED_DOCKERFILES = ("docker/mlflow/Dockerfile", "docker/locust/Dockerfile")
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+
+
+def load_check_secrets() -> Any:
+    """scripts/check_secrets.py as a module (a script, not a package: loaded by path)."""
+    spec = importlib.util.spec_from_file_location(
+        "check_secrets", REPO / "scripts/check_secrets.py"
+    )
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def _secret_examples(env_example: dict[str, str]) -> dict[str, str]:
+    names = load_check_secrets().secret_names(ENV_EXAMPLE.read_text())
+    return {name: env_example[name] for name in names}
+
+
+def test_every_service_has_cpu_and_memory_limits(services: dict[str, Any]) -> None:
+    missing = []
+    for name, service in services.items():
+        limits = ((service.get("deploy") or {}).get("resources") or {}).get("limits") or {}
+        if not (limits.get("cpus") and limits.get("memory")):
+            missing.append(name)
+            continue
+        assert 0 < float(limits["cpus"]) <= 2, f"{name}: cpus {limits['cpus']}"
+        assert re.fullmatch(r"\d+[MG]", str(limits["memory"])), f"{name}: {limits['memory']}"
+    assert not missing, f"services without deploy.resources.limits (cpus, memory): {missing}"
+
+
+def test_every_pulled_image_is_pinned_by_digest(services: dict[str, Any]) -> None:
+    refs = [
+        (name, service["image"])
+        for name, service in services.items()
+        if service.get("build") is None
+    ]
+    refs += [
+        (path, ref) for path in DIGEST_PINNED_DOCKERFILES for ref in dockerfile_images(REPO / path)
+    ]
+    unpinned = [
+        f"{where}: {ref}"
+        for where, ref in refs
+        if not _DIGEST.search(ref) and ref not in TAG_ONLY_IMAGES
+    ]
+    assert not unpinned, "images without a digest:\n" + "\n".join(unpinned)
+    for _, ref in refs:  # the tag stays too, for people and for the lock test above
+        assert image_is_pinned(ref.split("@")[0]), ref
+    stale = set(TAG_ONLY_IMAGES) - {ref for _, ref in refs}
+    assert not stale, f"TAG_ONLY_IMAGES lists images nothing uses: {stale}"
+
+
+def test_minio_console_is_not_published(services: dict[str, Any]) -> None:
+    assert published_ports(services["minio"]) == []
+    for name, service in services.items():
+        assert 9001 not in [t for _, _, t in published_ports(service)], name
+
+
+def test_redis_requires_a_password_and_keeps_every_key(raw: dict[str, Any]) -> None:
+    redis_service = raw["services"]["redis"]
+    script = redis_service["command"][0]
+    assert redis_service["entrypoint"] == ["/bin/sh", "-ec"]
+    assert "requirepass %s" in script and '"$${REDISCLI_AUTH}"' in script
+    assert "exec docker-entrypoint.sh redis-server /tmp/redis.conf" in script
+    assert "include /usr/local/etc/redis/limits.conf" in script  # maxmemory, noeviction
+    mounts = redis_service["volumes"]
+    assert "./redis-conf/limits.conf:/usr/local/etc/redis/limits.conf:ro" in mounts
+    assert environment(redis_service)["REDISCLI_AUTH"].startswith("${REDIS_PASSWORD:?")
+    assert redis_service["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+
+
+def test_every_redis_client_url_carries_the_password(raw: dict[str, Any]) -> None:
+    clients = []
+    for name, service in raw["services"].items():
+        for key, value in environment(service).items():
+            if "redis://" in value or "rediss://" in value:
+                clients.append(name)
+                assert re.fullmatch(
+                    r"redis://:\$\{REDIS_PASSWORD:\?[^}]*\}@redis:6379/\d+", value
+                ), f"{name}.{key} reaches Redis without the password: {value}"
+    assert {"model-api-0", "drift-consumer", "bridge"} <= set(clients)
+
+
+def test_mlflow_requires_a_login(services: dict[str, Any], raw: dict[str, Any]) -> None:
+    command = services["mlflow"]["command"]
+    assert command[command.index("--app-name") + 1] == "basic-auth"
+    env = environment(raw["services"]["mlflow"])
+    for key in (
+        "MLFLOW_AUTH_ADMIN_USERNAME",
+        "MLFLOW_AUTH_ADMIN_PASSWORD",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY",
+        "MLFLOW_AUTH_DATABASE_URI",
+    ):
+        assert env[key].startswith("${") or "${MLFLOW_DB_PASSWORD:?" in env[key], key
+    assert env["MLFLOW_AUTH_CONFIG_PATH"].startswith("/tmp/")
+    dockerfile = (REPO / "docker/mlflow/Dockerfile").read_text()
+    assert 'ENTRYPOINT ["python", "/usr/local/bin/mlflow-auth-config.py"]' in dockerfile
+    assert "COPY auth_config.py /usr/local/bin/mlflow-auth-config.py" in dockerfile
+
+
+def test_mlflow_entrypoint_writes_a_config_mlflow_reads(tmp_path: Path) -> None:
+    """Run docker/mlflow/auth_config.py as the image does; MLflow's own reader reads the file."""
+    pytest.importorskip("mlflow")
+    path = tmp_path / "auth" / "basic_auth.ini"
+    uri = "postgresql+psycopg2://mlflow:pw-with_safe.chars~@postgres:5432/mlflow"
+    # mlflow.server.auth's package import needs the server's Flask-WTF (the `auth` extra, in
+    # the image only): load its config module, the reader the server uses, by path.
+    reader = (
+        "import importlib.util, json, pathlib, mlflow\n"
+        "path = pathlib.Path(mlflow.__file__).parent / 'server' / 'auth' / 'config.py'\n"
+        "spec = importlib.util.spec_from_file_location('mlflow_auth_config', path)\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "print(json.dumps(module.read_auth_config()._asdict()))"
+    )
+    run = subprocess.run(
+        [sys.executable, str(REPO / "docker/mlflow/auth_config.py"), sys.executable, "-c", reader],
+        env={
+            **os.environ,
+            "MLFLOW_AUTH_CONFIG_PATH": str(path),
+            "MLFLOW_AUTH_DATABASE_URI": uri,
+            "MLFLOW_AUTH_ADMIN_USERNAME": "driftloop-admin",
+            "MLFLOW_AUTH_ADMIN_PASSWORD": "a-long-enough-password",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    config = json.loads(run.stdout.strip().splitlines()[-1])
+    assert config["database_uri"] == uri
+    assert config["default_permission"] == "READ"
+    assert config["admin_username"] == "driftloop-admin"
+    assert config["authorization_function"] == "mlflow.server.auth:authenticate_request_basic_auth"
+    assert path.stat().st_mode & 0o777 == 0o600
+    missing = subprocess.run(
+        [sys.executable, str(REPO / "docker/mlflow/auth_config.py"), "true"],
+        env={**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert missing.returncode != 0 and "MLFLOW_AUTH_DATABASE_URI" in missing.stderr
+
+
+def test_every_mlflow_client_logs_in(raw: dict[str, Any]) -> None:
+    """Training registers and promotes (admin); serving and drift only read (read-only user)."""
+    readers = {"model-api-0", "model-api-1", "drift-consumer"}
+    clients = set()
+    for name, service in raw["services"].items():
+        env = environment(service)
+        if name == "mlflow" or not any("http://mlflow:5000" in v for v in env.values()):
+            continue
+        if name == "mlflow-init":
+            continue
+        clients.add(name)
+        expected = "MLFLOW_TRACKING" if name in readers else "MLFLOW_ADMIN"
+        for suffix in ("USERNAME", "PASSWORD"):
+            value = env.get(f"MLFLOW_TRACKING_{suffix}", "")
+            assert value.startswith(f"${{{expected}_{suffix}:?"), (
+                f"{name}: MLFLOW_TRACKING_{suffix} must be ${{{expected}_{suffix}:?...}}, "
+                f"got {value!r}"
+            )
+    assert readers | {"champion-bootstrap", "airflow-scheduler"} <= clients
+    init = raw["services"]["mlflow-init"]
+    init_env = environment(init)
+    assert init_env["READER_USERNAME"].startswith("${MLFLOW_TRACKING_USERNAME:?")
+    assert init_env["MLFLOW_TRACKING_USERNAME"].startswith("${MLFLOW_ADMIN_USERNAME:?")
+    compile(init["command"][0], "mlflow-init", "exec")
+    for reader in readers:
+        assert depends_on(raw["services"]["model-api-0" if "api" in reader else reader])[
+            "mlflow-init"
+        ] == ("service_completed_successfully")
+
+
+def test_the_bridge_airflow_user_is_not_an_admin(services: dict[str, Any]) -> None:
+    env = environment(services["airflow-api-server"])
+    roles = dict(
+        entry.split(":")[:2] for entry in env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"].split(",")
+    )
+    bridge = environment(services["bridge"])
+    assert roles[bridge["DRIFTLOOP_BRIDGE_AIRFLOW_USERNAME"]] == "user"
+    assert roles[env["AIRFLOW_ADMIN_USERNAME"]] == "admin"
+    assert env["AIRFLOW_ADMIN_USERNAME"] != bridge["DRIFTLOOP_BRIDGE_AIRFLOW_USERNAME"]
+
+
+def test_grafana_signs_the_bridge_webhook_by_default(raw: dict[str, Any]) -> None:
+    from driftloop_bridge.settings import BridgeSettings
+    from driftloop_monitoring import names
+
+    contact_points = yaml.safe_load(
+        (REPO / "grafana/provisioning/alerting/contact-points.yml").read_text()
+    )
+    (hook,) = [
+        r
+        for cp in contact_points["contactPoints"]
+        if cp["name"] == names.BRIDGE_CONTACT_POINT
+        for r in cp["receivers"]
+    ]
+    hmac_config = hook["settings"]["hmacConfig"]
+    assert hmac_config["secret"] == f"${names.BRIDGE_HMAC_ENV}"
+    fields = BridgeSettings.model_fields
+    assert hmac_config["header"] == fields["hmac_signature_header"].default
+    assert hmac_config["timestampHeader"] == fields["hmac_timestamp_header"].default
+    grafana_env = environment(raw["services"]["grafana"])
+    bridge_env = environment(raw["services"]["bridge"])
+    assert grafana_env[names.BRIDGE_HMAC_ENV] == bridge_env["DRIFTLOOP_BRIDGE_HMAC_SECRET"]
+    assert bridge_env["DRIFTLOOP_BRIDGE_HMAC_SECRET"].startswith("${DRIFTLOOP_BRIDGE_HMAC_SECRET:?")
+
+
+def test_no_secret_value_is_written_anywhere_but_the_env_file(
+    env_example: dict[str, str],
+) -> None:
+    """The placeholders of .env.example's secrets appear in no compose or docker/ file, and
+    every URL with a password (also ``redis://:password@``) takes it from a variable."""
+    examples = _secret_examples(env_example)
+    assert len(examples) >= 10
+    texts = {"docker-compose.yml": COMPOSE_FILE.read_text()}
+    texts |= {
+        str(p.relative_to(REPO)): p.read_text() for p in (REPO / "docker").rglob("*") if p.is_file()
+    }
+    for where, text in texts.items():
+        for name, value in examples.items():
+            assert value not in text, f"{where} contains {name}'s value"
+        for match in re.finditer(r"://[^/\s:@]*:([^@\s]+)@", text):
+            assert match.group(1).startswith("${"), f"{where}: inline password {match[0]!r}"
+
+
+def test_docker_compose_config_accepts_an_env_file_from_check_secrets_init(
+    tmp_path: Path,
+) -> None:
+    """The documented path (`check_secrets.py --init`, then compose) yields a valid config."""
+    cli = compose_cli()
+    if cli is None:
+        pytest.skip("no Docker Compose v2 here (docker compose plugin or docker-compose >= 2)")
+    env_file = tmp_path / ".env"
+    init = subprocess.run(
+        [sys.executable, str(REPO / "scripts/check_secrets.py"), "--env-file", str(env_file), "--init"],
+        capture_output=True, text=True, timeout=60, env=_compose_env(),
+    )  # fmt: skip
+    assert init.returncode == 0, init.stderr
+    result = subprocess.run(
+        [*cli, "-f", str(COMPOSE_FILE), "--env-file", str(env_file), "config", "--format", "json"],
+        capture_output=True, text=True, timeout=120, cwd=REPO, env=_compose_env(),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    model = json.loads(result.stdout)
+    secrets_written = load_env_file(env_file)
+    redis_url = model["services"]["bridge"]["environment"]["DRIFTLOOP_BRIDGE_REDIS_URL"]
+    assert redis_url == f"redis://:{secrets_written['REDIS_PASSWORD']}@redis:6379/0"
+    limits = model["services"]["model-api-0"]["deploy"]["resources"]["limits"]
+    assert limits["memory"] and float(limits["cpus"]) > 0
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if line and not line.startswith("#") and "=" in line
+    )

@@ -55,7 +55,7 @@ def test_local_redis_runs_with_the_shared_memory_bound(settings: StackSettings) 
     finally:
         proc.terminate()
         proc.wait(10)
-    assert got == {"maxmemory": str(512 * 1024 * 1024), "maxmemory-policy": "volatile-ttl"}
+    assert got == {"maxmemory": str(1024**3), "maxmemory-policy": "noeviction"}
 
 
 def test_docker_redis_reads_the_same_limits_file() -> None:
@@ -63,7 +63,7 @@ def test_docker_redis_reads_the_same_limits_file() -> None:
     svc = compose["services"]["redis"]
     target = "/usr/local/etc/redis/limits.conf"
     assert f"./redis-conf/limits.conf:{target}:ro" in svc["volumes"]
-    assert svc["command"][:2] == ["redis-server", target]
+    assert f"include {target}" in svc["command"][0]  # in the config it writes at start
 
 
 def test_influx_retention_statement_and_its_default() -> None:

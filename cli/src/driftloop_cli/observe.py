@@ -6,6 +6,7 @@ on a component that is down (they return "nothing yet"), so a watcher can poll t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any, NotRequired, TypedDict
 
@@ -161,12 +162,21 @@ class Airflow:
         return (body or {}).get("task_instances", [])
 
 
+def mlflow_auth() -> tuple[str, str] | None:
+    """MLflow's own client variables, when set: the Docker stack's MLflow needs a login
+    (basic-auth app; docs/docker.md), the local stack's ignores it."""
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    return (user, password) if user and password else None
+
+
 def champion_version(ep: Endpoints) -> dict[str, Any] | None:
     try:
         r = httpx.get(
             f"{ep.mlflow}/api/2.0/mlflow/registered-models/alias",
             params={"name": MODEL_NAME, "alias": CHAMPION_ALIAS},
             timeout=TIMEOUT,
+            auth=mlflow_auth(),
         )
         return r.json().get("model_version") if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):
@@ -179,6 +189,7 @@ def model_version(ep: Endpoints, version: str) -> dict[str, Any] | None:
             f"{ep.mlflow}/api/2.0/mlflow/model-versions/get",
             params={"name": MODEL_NAME, "version": version},
             timeout=TIMEOUT,
+            auth=mlflow_auth(),
         )
         return r.json().get("model_version") if r.status_code == 200 else None
     except (httpx.HTTPError, ValueError):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal, SupportsFloat, SupportsIndex, TypeAlias
 
 from .features import SERIES_NAMES
+from .redis_keys import THRESHOLDS_KEY
 
 Statistic = Literal["psi", "ks", "wasserstein", "drift_share", "rmse_ratio"]
 STATISTICS: tuple[Statistic, ...] = ("psi", "ks", "wasserstein", "drift_share", "rmse_ratio")
@@ -48,7 +49,7 @@ DEFAULT_THRESHOLDS: dict[Statistic, float] = {
 }
 
 #: Redis hash holding overrides: field "<statistic>" or "<statistic>:<feature>" -> value.
-THRESHOLDS_REDIS_KEY = "driftloop:thresholds"
+THRESHOLDS_REDIS_KEY = THRESHOLDS_KEY
 #: The hash as read back: redis-py's ``hgetall`` gives ``dict[bytes | str, bytes | str]`` (bytes
 #: unless the client decodes responses); tests and the CLI pass plain bytes or str mappings.
 RawHash: TypeAlias = Mapping[bytes, bytes] | Mapping[str, str] | Mapping[bytes | str, bytes | str]

@@ -28,6 +28,12 @@ ALERTMANAGER_URL = "http://alertmanager:9093"
 BRIDGE_GRAFANA_WEBHOOK_URL = "http://bridge:8000/webhooks/grafana"
 #: Environment variable Grafana interpolates into the contact point (the bridge reads the same).
 BRIDGE_TOKEN_ENV = "DRIFTLOOP_BRIDGE_WEBHOOK_TOKEN"
+#: Grafana signs the webhook with this secret (contact point ``hmacConfig``); the bridge checks
+#: it (its ``hmac_secret`` setting, same variable). The headers are the bridge's defaults
+#: (tests/test_compose.py checks they agree with driftloop_bridge.settings).
+BRIDGE_HMAC_ENV = "DRIFTLOOP_BRIDGE_HMAC_SECRET"
+BRIDGE_HMAC_SIGNATURE_HEADER = "X-Grafana-Alert-Signature"
+BRIDGE_HMAC_TIMESTAMP_HEADER = "X-Grafana-Alert-Timestamp"
 
 FOLDER_TITLE = "driftloop"
 FOLDER_UID = "driftloop"

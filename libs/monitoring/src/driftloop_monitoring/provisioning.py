@@ -9,7 +9,8 @@ templates (``{{ $labels.feature }}``) are safe there.
 Routing (Grafana's notification policy, mirroring alertmanager/alertmanager.yml):
 
 * ``route="retrain"`` -> contact point ``driftloop-bridge``: webhook to the bridge's
-  ``/webhooks/grafana`` with ``Authorization: Bearer $DRIFTLOOP_BRIDGE_WEBHOOK_TOKEN``;
+  ``/webhooks/grafana`` with ``Authorization: Bearer $DRIFTLOOP_BRIDGE_WEBHOOK_TOKEN``, signed
+  with ``$DRIFTLOOP_BRIDGE_HMAC_SECRET`` (Grafana's ``hmacConfig``);
 * everything else -> ``driftloop-operations``: forwarded to the Alertmanager, whose default
   route handles operational alerts from both paths in one place (a null receiver until an
   operator adds e-mail/Slack/PagerDuty there).
@@ -109,6 +110,13 @@ def contact_points() -> dict[str, Any]:
                             "authorization_scheme": "Bearer",
                             "authorization_credentials": f"${names.BRIDGE_TOKEN_ENV}",
                             "maxAlerts": "0",
+                            # Signed as well (HMAC-SHA256 of timestamp + ":" + body): the
+                            # timestamp lets the bridge refuse a replayed notification.
+                            "hmacConfig": {
+                                "secret": f"${names.BRIDGE_HMAC_ENV}",
+                                "header": names.BRIDGE_HMAC_SIGNATURE_HEADER,
+                                "timestampHeader": names.BRIDGE_HMAC_TIMESTAMP_HEADER,
+                            },
                         },
                     }
                 ],

@@ -54,7 +54,8 @@ def files() -> dict[str, str]:
         ),
         "grafana/provisioning/alerting/contact-points.yml": to_yaml(
             provisioning.contact_points(),
-            "Grafana contact points; $DRIFTLOOP_BRIDGE_WEBHOOK_TOKEN comes from the environment.",
+            "Grafana contact points; $DRIFTLOOP_BRIDGE_WEBHOOK_TOKEN and $DRIFTLOOP_BRIDGE_HMAC_SECRET"
+            " come from the environment.",
         ),
         "grafana/provisioning/alerting/policies.yml": to_yaml(
             provisioning.policies(),

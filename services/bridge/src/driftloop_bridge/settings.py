@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftloop_contracts import HOST, PortPlan
+from driftloop_contracts.redis_keys import BRIDGE_PREFIX
 
 _PORTS = PortPlan()
 #: The default routing rules ship next to the package source (services/bridge/rules.yaml).
@@ -31,7 +32,7 @@ class BridgeSettings(BaseSettings):
     port: int = Field(default=_PORTS.bridge, ge=1, le=65535)
     redis_url: str = f"redis://{HOST}:{_PORTS.redis}/0"
     #: Key prefix for everything the bridge keeps in Redis (several stacks can share one Redis).
-    redis_prefix: str = Field(default="driftloop:bridge", min_length=1)
+    redis_prefix: str = Field(default=BRIDGE_PREFIX, min_length=1)
 
     airflow_url: str = f"http://{HOST}:{_PORTS.airflow}"
     airflow_username: str = "admin"

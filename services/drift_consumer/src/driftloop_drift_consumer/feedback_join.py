@@ -18,7 +18,7 @@ consecutive offset ranges, one part file each (every file a whole link of the of
 a crash between two files leaves a shorter chain, never a gap.
 
 One row per ``request_id`` (first label wins, as the feedback API's 409 keeps the first): a
-joined record claims its request in Redis (``SET driftloop:labelled:<request_id>
+joined record claims its request in Redis (``SET driftloop:join-claim:<request_id>
 <partition>:<offset> NX EX join_ttl_seconds``). The record that holds the claim gives the row,
 also when it is replayed after a crash or a rebalance (the claim names it); any other record
 for that request is skipped as ``duplicate_label``.
@@ -46,12 +46,13 @@ from driftloop_contracts import (
     PredictionEvent,
     partition_dir,
 )
+from driftloop_contracts.redis_keys import JOIN_CLAIM_PREFIX, JOIN_PREFIX
 
 from .errors import JoinStoreError
 
-JOIN_KEY_PREFIX = "driftloop:join:"
+JOIN_KEY_PREFIX = JOIN_PREFIX
 #: Marker of the feedback record that labelled a request (value ``<partition>:<offset>``).
-LABEL_KEY_PREFIX = "driftloop:labelled:"
+LABEL_KEY_PREFIX = JOIN_CLAIM_PREFIX
 
 
 @dataclass(frozen=True)

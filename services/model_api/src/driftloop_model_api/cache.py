@@ -17,11 +17,13 @@ from typing import Protocol
 
 import structlog
 
+from driftloop_contracts.redis_keys import PREDICTION_CACHE_PREFIX
+
 from .metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
-KEY_PREFIX = "driftloop:prediction"
+KEY_PREFIX = PREDICTION_CACHE_PREFIX
 
 
 class RedisLike(Protocol):

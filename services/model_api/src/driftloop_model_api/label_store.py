@@ -18,11 +18,13 @@ from typing import Protocol
 
 import structlog
 
+from driftloop_contracts.redis_keys import LABEL_ACCEPTED_PREFIX
+
 from .errors import LabelStoreUnavailable
 
 log = structlog.get_logger(__name__)
 
-KEY_PREFIX = "driftloop:labelled:"
+KEY_PREFIX = LABEL_ACCEPTED_PREFIX
 
 
 class LabelRedis(Protocol):

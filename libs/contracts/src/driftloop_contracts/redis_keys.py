@@ -1,0 +1,32 @@
+"""Every Redis key prefix of driftloop, in one place: several services share one Redis, and two
+of them once picked the same prefix for different guarantees.
+
+``tests/test_redis_keys`` checks that no prefix is another's prefix.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Replica prediction cache: ``<prefix>:<model>:<version>:<row hash>`` (1 h TTL).
+PREDICTION_CACHE_PREFIX: Final = "driftloop:prediction"
+#: Replicas, ``POST /feedback``: first label wins per issued request id (TTL = token lifetime).
+LABEL_ACCEPTED_PREFIX: Final = "driftloop:labelled:"
+#: Drift consumer: a prediction waiting for its feedback (TTL = join TTL).
+JOIN_PREFIX: Final = "driftloop:join:"
+#: Drift consumer: which feedback record joined a request (``partition:offset``), so a replay
+#: rewrites its own row and any other record for that request is a duplicate (join TTL).
+JOIN_CLAIM_PREFIX: Final = "driftloop:join-claim:"
+#: Bridge state (``DRIFTLOOP_BRIDGE_REDIS_PREFIX`` may change it).
+BRIDGE_PREFIX: Final = "driftloop:bridge"
+#: Drift thresholds (no TTL).
+THRESHOLDS_KEY: Final = "driftloop:thresholds"
+
+ALL_PREFIXES: Final = (
+    PREDICTION_CACHE_PREFIX,
+    LABEL_ACCEPTED_PREFIX,
+    JOIN_PREFIX,
+    JOIN_CLAIM_PREFIX,
+    BRIDGE_PREFIX,
+    THRESHOLDS_KEY,
+)
