@@ -97,6 +97,13 @@ class ConsumerMetrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.dead_letters = Counter(
+            "driftloop_dead_letters_total",
+            "Skipped records copied to <topic>.dlq (published: acknowledged by the broker) or "
+            "given up after the retries (failed: only in the logs)",
+            ["topic", "outcome"],
+            registry=r,
+        )
         self.events_ignored = Counter(
             "driftloop_drift_events_ignored_total",
             "Valid predictions not windowed (other model version, no reference yet)",
