@@ -144,6 +144,11 @@ class DriftLoop:
         self.dead_letters = DeadLetters(
             dead_letters, consumer=f"drift-consumer-{settings.instance_id}", stopping=self.stopping
         )
+        if dead_letters is not None:
+            metrics.start_dead_letter_series(
+                [settings.predictions_topic, settings.feedback_topic]
+                + ([settings.model_events_topic] if settings.model_events_dead_letters else [])
+            )
         self._future_skew = timedelta(seconds=settings.max_event_future_skew_seconds)
         self.committer = Committer(
             self.state, metrics=metrics, status=self.status, dead_letters=self.dead_letters

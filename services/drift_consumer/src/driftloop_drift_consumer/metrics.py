@@ -167,6 +167,13 @@ class ConsumerMetrics:
         )
         self._versions: set[str] = set()
 
+    def start_dead_letter_series(self, topics: list[str]) -> None:
+        """Export ``driftloop_dead_letters_total`` at 0 for ``topics``, so the alerts'
+        ``increase()`` sees the first dead letter (a series born at 1 shows no increase)."""
+        for topic in topics:
+            for outcome in ("published", "failed"):
+                self.dead_letters.labels(topic, outcome)
+
     def record_window(self, window: ClosedWindow, decision: DriftDecision) -> None:
         version = window.model_version
         self._versions.add(version)
