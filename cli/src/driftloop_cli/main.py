@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from driftloop_contracts import SettingsError, load_settings
 
@@ -169,7 +170,10 @@ def dead_letters(
         for column in ("when", "origin", "reason", "error", "size", "value"):
             table.add_column(column, overflow="fold")
         for row in rows(records):
-            table.add_row(*(row[c] for c in ("when", "origin", "reason", "error", "size", "value")))
+            # Text, not markup: a hostile value's "[" must print as it is
+            table.add_row(
+                *(Text(row[c]) for c in ("when", "origin", "reason", "error", "size", "value"))
+            )
         console.print(table)
 
 
