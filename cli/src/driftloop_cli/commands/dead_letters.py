@@ -54,6 +54,8 @@ async def read_dead_letters(
                 raise TimeoutError(f"read {len(out)} of {end - start} dead letters of {topic}")
             batches = await consumer.getmany(tp, timeout_ms=500)
             for record in batches.get(tp, []):
+                if not start <= record.offset < end:
+                    continue  # fetched before the seek took effect, or written since
                 try:
                     out.append(
                         DeadLetterRecord(
