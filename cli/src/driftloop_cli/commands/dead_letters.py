@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from typing import Any
 
 from driftloop_contracts import EVENT_TOPICS, DeadLetter, EventError, decode_dead_letter, dlq_topic
 
@@ -47,26 +48,31 @@ async def read_dead_letters(
         if limit is not None:
             start = max(start, end - limit)
         consumer.seek(tp, start)
-        out: list[DeadLetterRecord] = []
+        got: dict[int, DeadLetterRecord] = {}
         deadline = asyncio.get_running_loop().time() + timeout_s
-        while await consumer.position(tp) < end:
+        while len(got) < end - start:
             if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"read {len(out)} of {end - start} dead letters of {topic}")
+                raise TimeoutError(f"read {len(got)} of {end - start} dead letters of {topic}")
             batches = await consumer.getmany(tp, timeout_ms=500)
             for record in batches.get(tp, []):
-                if not start <= record.offset < end:
-                    continue  # fetched before the seek took effect, or written since
-                try:
-                    out.append(
-                        DeadLetterRecord(
-                            record.offset, record.key, decode_dead_letter(record.value)
-                        )
-                    )
-                except EventError as exc:
-                    out.append(DeadLetterRecord(record.offset, record.key, None, str(exc)))
+                if start <= record.offset < end:
+                    got[record.offset] = _decoded(record)
+            missing = next((o for o in range(start, end) if o not in got), None)
+            if missing is not None and await consumer.position(tp) >= end:
+                # The local broker can return a later record before an earlier one is
+                # stored (see the drift consumer's fetch gaps): read again from the gap.
+                consumer.seek(tp, missing)
+        out = [got[o] for o in range(start, end)]
         return out
     finally:
         await consumer.stop()
+
+
+def _decoded(record: Any) -> DeadLetterRecord:
+    try:
+        return DeadLetterRecord(record.offset, record.key, decode_dead_letter(record.value))
+    except EventError as exc:
+        return DeadLetterRecord(record.offset, record.key, None, str(exc))
 
 
 def _printable(data: bytes | None, limit: int = 60) -> str:
