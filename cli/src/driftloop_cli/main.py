@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
+from rich.text import Text
 
 from driftloop_contracts import SettingsError, load_settings
 
@@ -128,6 +129,52 @@ def logs(
         err.print(f"[red]error:[/] no log for {name!r} in {s.logs_dir}; known: {', '.join(known)}")
         raise typer.Exit(2)
     subprocess.run(["tail", f"-n{lines}", *(["-F"] if follow else []), str(path)], check=False)
+
+
+@app.command("dead-letters")
+def dead_letters(
+    ctx: typer.Context,
+    topic: Annotated[
+        list[str] | None,
+        typer.Option("--topic", help="predictions, feedback or model-events (default: all)"),
+    ] = None,
+    limit: Annotated[int, typer.Option(help="Newest dead letters per topic", min=1)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="The envelopes as JSON lines")] = False,
+) -> None:
+    """The newest records driftloop skipped (from <topic>.dlq): origin, reason, first bytes."""
+    import asyncio
+
+    from .commands.dead_letters import TOPIC_NAMES, read_dead_letters, rows
+
+    topics = topic or list(TOPIC_NAMES)
+    unknown = [t for t in topics if t not in TOPIC_NAMES]
+    if unknown:
+        err.print(f"[red]error:[/] unknown topic {unknown}; choose from {', '.join(TOPIC_NAMES)}")
+        raise typer.Exit(2)
+    s = settings(ctx)
+    for name in topics:
+        try:
+            records = asyncio.run(read_dead_letters(s.urls.kafka, name, limit=limit))
+        except Exception as exc:
+            err.print(
+                f"[red]error:[/] cannot read {name}.dlq from Kafka at {s.urls.kafka} ({exc!r}). "
+                "Is the stack up? (`driftloop status`)"
+            )
+            raise typer.Exit(2) from None
+        if as_json:
+            for r in records:
+                if r.letter is not None:
+                    print(r.letter.model_dump_json())
+            continue
+        table = Table(title=f"{name}.dlq: newest {len(records)} (newest first)")
+        for column in ("when", "origin", "reason", "error", "size", "value"):
+            table.add_column(column, overflow="fold")
+        for row in rows(records):
+            # Text, not markup: a hostile value's "[" must print as it is
+            table.add_row(
+                *(Text(row[c]) for c in ("when", "origin", "reason", "error", "size", "value"))
+            )
+        console.print(table)
 
 
 @app.command()

@@ -4,6 +4,7 @@ record of the poison corpus is an :class:`EventError` with its reason, never ano
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from driftloop_contracts import (
     EXAMPLE_FEATURES,
     FEEDBACK_TOPIC,
     MAX_EVENT_BYTES,
+    MAX_FUTURE_SKEW,
     MODEL_EVENTS_TOPIC,
     PREDICTIONS_TOPIC,
     EventError,
@@ -163,3 +165,46 @@ def test_any_unexpected_parser_failure_is_malformed(monkeypatch: pytest.MonkeyPa
     with pytest.raises(MalformedEvent, match="MemoryError") as info:
         decode_event(PREDICTIONS_TOPIC, prediction().to_bytes())
     assert info.value.reason == InvalidReason.MALFORMED
+
+
+# --- event time: timestamp_out_of_range ----------------------------------------------------
+
+
+def _with_timestamp(topic: str, timestamp: str) -> bytes:
+    raw = json.loads(_valid_events()[topic].to_bytes())
+    return json.dumps({**raw, "timestamp": timestamp}).encode()
+
+
+@pytest.mark.parametrize("topic", [PREDICTIONS_TOPIC, FEEDBACK_TOPIC])
+def test_an_event_before_2000_is_out_of_range_whenever_it_was_received(topic: str) -> None:
+    with pytest.raises(EventError) as caught:
+        decode_event(topic, _with_timestamp(topic, "1999-12-31T23:59:59Z"))
+    assert caught.value.reason == InvalidReason.TIMESTAMP_OUT_OF_RANGE
+    assert decode_event(topic, _with_timestamp(topic, "2000-01-01T00:00:00Z"))
+
+
+@pytest.mark.parametrize("topic", [PREDICTIONS_TOPIC, FEEDBACK_TOPIC])
+def test_an_event_from_the_future_is_out_of_range_relative_to_its_receipt(topic: str) -> None:
+    received = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
+    skew = MAX_FUTURE_SKEW
+    inside = (received + skew).isoformat()
+    beyond = (received + skew + timedelta(seconds=1)).isoformat()
+    assert decode_event(topic, _with_timestamp(topic, inside), received_at=received)
+    with pytest.raises(EventError) as caught:
+        decode_event(topic, _with_timestamp(topic, beyond), received_at=received)
+    assert caught.value.reason == InvalidReason.TIMESTAMP_OUT_OF_RANGE
+    # a narrower skew, and no receipt time (then only the lower bound applies: pure)
+    with pytest.raises(EventError):
+        decode_event(
+            topic,
+            _with_timestamp(topic, (received + timedelta(minutes=2)).isoformat()),
+            received_at=received,
+            max_future_skew=timedelta(minutes=1),
+        )
+    assert decode_event(topic, _with_timestamp(topic, "2999-01-01T00:00:00Z"))
+
+
+def test_model_events_have_no_time_range() -> None:
+    raw = json.loads(_valid_events()[MODEL_EVENTS_TOPIC].to_bytes())
+    value = json.dumps({**raw, "timestamp": "1999-01-01T00:00:00Z"}).encode()
+    assert decode_event(MODEL_EVENTS_TOPIC, value, received_at=datetime.now(UTC))

@@ -205,6 +205,7 @@ class Record:
     offset: int
     value: bytes | None
     key: bytes | None = None
+    timestamp: int | None = None
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from driftloop_contracts import MODEL_NAME, PredictionEvent
 from driftloop_contracts.poison import PoisonCase, feedback_poison, prediction_poison, tolerated
 from driftloop_drift_consumer.decoding import (
     DecodedPrediction,
+    EventClock,
     Invalid,
     decode_feedback,
     decode_prediction,
@@ -147,3 +149,43 @@ def test_tolerated_extra_fields_still_decode() -> None:
         decoded = decode_prediction(record(value), model_name=MODEL_NAME)
         assert isinstance(decoded, DecodedPrediction), name
         assert decoded.row == tuple(ROW)
+
+
+# --- event time: checked against the record's Kafka timestamp (capped at now) ---------------
+
+
+def test_an_event_from_the_future_is_out_of_range_against_the_record_timestamp() -> None:
+    now = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
+    clock = EventClock(now, timedelta(hours=1))
+    sent = now - timedelta(days=1)  # a record read a day after it was written (a replay)
+    sent_ms = int(sent.timestamp() * 1000)
+
+    def at(ts: datetime, timestamp_ms: int | None) -> Record:
+        event = prediction_event("a", ROW, ts=ts)
+        return Record("predictions", 0, 5, event.to_bytes(), timestamp=timestamp_ms)
+
+    inside = decode_prediction(
+        at(sent + timedelta(minutes=59), sent_ms), model_name=MODEL_NAME, clock=clock
+    )
+    assert isinstance(inside, DecodedPrediction)
+    beyond = decode_prediction(
+        at(sent + timedelta(minutes=61), sent_ms), model_name=MODEL_NAME, clock=clock
+    )
+    assert isinstance(beyond, Invalid) and beyond.reason == "timestamp_out_of_range"
+    assert beyond.record is not None and beyond.record.offset == 5  # kept for its dead letter
+    # a record stamped in the future by its producer is held to now, not to its own stamp
+    lying = int((now + timedelta(days=365)).timestamp() * 1000)
+    far = decode_prediction(
+        at(now + timedelta(days=300), lying), model_name=MODEL_NAME, clock=clock
+    )
+    assert isinstance(far, Invalid) and far.reason == "timestamp_out_of_range"
+    # no timestamp (-1 in Kafka, None here): now
+    assert isinstance(
+        decode_prediction(at(now + timedelta(minutes=30), -1), model_name=MODEL_NAME, clock=clock),
+        DecodedPrediction,
+    )
+    feedback = feedback_event("a", 1.0, ts=now + timedelta(hours=2))
+    _, invalid = decode_feedback(
+        [Record("feedback", 0, 9, feedback.to_bytes(), timestamp=None)], clock=clock
+    )
+    assert [(i.offset, i.reason) for i in invalid] == [(9, "timestamp_out_of_range")]

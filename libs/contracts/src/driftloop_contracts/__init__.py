@@ -5,9 +5,17 @@ Everything here imports without Redis; the Redis-backed threshold store is
 :mod:`driftloop_contracts.threshold_store` (extra ``driftloop-contracts[redis]``).
 """
 
+from .dead_letters import (
+    MAX_DEAD_LETTER_BYTES,
+    DeadLetter,
+    dead_letter_key,
+    decode_dead_letter,
+)
 from .events import (
     MAX_EVENT_BYTES,
+    MAX_FUTURE_SKEW,
     MAX_JSON_DEPTH,
+    MIN_EVENT_TIME,
     SCHEMA_VERSION,
     EventError,
     FeedbackEvent,
@@ -16,6 +24,7 @@ from .events import (
     ModelPromoted,
     PredictionEvent,
     UnknownSchemaVersion,
+    check_event_time,
     decode_event,
     encode_key,
     utcnow,
@@ -67,16 +76,29 @@ from .thresholds import (
     ThresholdRow,
     ThresholdSet,
 )
-from .topics import FEEDBACK_TOPIC, MODEL_EVENTS_TOPIC, PREDICTIONS_TOPIC, TOPICS, TopicSpec
+from .topics import (
+    DEAD_LETTER_SUFFIX,
+    DEAD_LETTER_TOPICS,
+    EVENT_TOPICS,
+    FEEDBACK_TOPIC,
+    MODEL_EVENTS_TOPIC,
+    PREDICTIONS_TOPIC,
+    TOPICS,
+    TopicSpec,
+    dlq_topic,
+)
 
 __all__ = [
     "API_KEY_HEADER",
     "CHAMPION_ALIAS",
     "CORRELATION_ID_HEADER",
     "DAG_ID",
+    "DEAD_LETTER_SUFFIX",
+    "DEAD_LETTER_TOPICS",
     "DEFAULT_BASE_PORT",
     "DEFAULT_THRESHOLDS",
     "DOCKER_BASE_PORT",
+    "EVENT_TOPICS",
     "EXAMPLE_FEATURES",
     "EXPERIMENT_NAME",
     "FEATURE_BY_NAME",
@@ -90,8 +112,11 @@ __all__ = [
     "HOST",
     "LABELLED_LOG_COLUMNS",
     "LOCAL_FEEDBACK_API_KEY",
+    "MAX_DEAD_LETTER_BYTES",
     "MAX_EVENT_BYTES",
+    "MAX_FUTURE_SKEW",
     "MAX_JSON_DEPTH",
+    "MIN_EVENT_TIME",
     "MODEL_ARTIFACT_NAME",
     "MODEL_EVENTS_TOPIC",
     "MODEL_NAME",
@@ -110,6 +135,7 @@ __all__ = [
     "TEST_BASE_PORT",
     "THRESHOLDS_REDIS_KEY",
     "TOPICS",
+    "DeadLetter",
     "EventError",
     "FeatureSpec",
     "FeedbackApiKeySettings",
@@ -130,7 +156,11 @@ __all__ = [
     "ThresholdSet",
     "TopicSpec",
     "UnknownSchemaVersion",
+    "check_event_time",
+    "dead_letter_key",
+    "decode_dead_letter",
     "decode_event",
+    "dlq_topic",
     "encode_key",
     "load_settings",
     "part_file_name",

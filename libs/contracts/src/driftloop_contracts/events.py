@@ -10,7 +10,7 @@ moves on: one bad record never stops a consumer.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Annotated, Final, Literal, TypeAlias, TypeVar, overload
 
@@ -31,12 +31,21 @@ MAX_EVENT_BYTES = 64 * 1024
 #: Our events nest two levels.
 MAX_JSON_DEPTH = 200
 
+#: A prediction or feedback event stamped before this is ``timestamp_out_of_range``: no
+#: service of ours ran then, so the clock that wrote it (or the producer) is broken.
+MIN_EVENT_TIME: Final = datetime(2000, 1, 1, tzinfo=UTC)
+#: How far ahead of the time it was received (``received_at``) an event may be stamped before
+#: it is ``timestamp_out_of_range``: clocks drift, but an hour is a broken clock, and an event
+#: from the future would hold a time window open (or close it early) for everyone else.
+MAX_FUTURE_SKEW: Final = timedelta(hours=1)
+
 
 class InvalidReason(StrEnum):
     """Why a record was skipped: the ``reason`` label of ``driftloop_events_invalid_total``.
 
-    The one list for every consumer. :func:`decode_event` reports the first six; the drift
-    consumer adds the last four once an event has decoded.
+    The one list for every consumer. :func:`decode_event` reports the first six and
+    ``timestamp_out_of_range``; the drift consumer adds ``unknown_model``,
+    ``missing_feature``, ``unmatched_feedback`` and ``duplicate_label`` once an event has decoded.
     """
 
     #: no value, not JSON, not an object, or fields missing / of the wrong type or range
@@ -60,6 +69,9 @@ class InvalidReason(StrEnum):
     #: feedback for a request another record already labelled: the first label is kept
     #: (drift consumer's join)
     DUPLICATE_LABEL = "duplicate_label"
+    #: a prediction or feedback stamped before :data:`MIN_EVENT_TIME` or more than the allowed
+    #: skew (:data:`MAX_FUTURE_SKEW` by default) after it was received
+    TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
 
 
 def utcnow() -> datetime:
@@ -159,29 +171,92 @@ def event_type_for(topic: str) -> type[Event]:
         raise UnknownTopic(f"no event schema for topic {topic!r}") from None
 
 
+_Value: TypeAlias = bytes | str | None
+
+
 @overload
-def decode_event(topic: Literal["predictions"], value: bytes | str | None) -> PredictionEvent: ...
+def decode_event(
+    topic: Literal["predictions"],
+    value: _Value,
+    *,
+    received_at: datetime | None = None,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+) -> PredictionEvent: ...
 @overload
-def decode_event(topic: Literal["feedback"], value: bytes | str | None) -> FeedbackEvent: ...
+def decode_event(
+    topic: Literal["feedback"],
+    value: _Value,
+    *,
+    received_at: datetime | None = None,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+) -> FeedbackEvent: ...
 @overload
-def decode_event(topic: Literal["model-events"], value: bytes | str | None) -> ModelPromoted: ...
+def decode_event(
+    topic: Literal["model-events"],
+    value: _Value,
+    *,
+    received_at: datetime | None = None,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+) -> ModelPromoted: ...
 @overload
-def decode_event(topic: str, value: bytes | str | None) -> Event: ...
-def decode_event(topic: str, value: bytes | str | None) -> Event:
+def decode_event(
+    topic: str,
+    value: _Value,
+    *,
+    received_at: datetime | None = None,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+) -> Event: ...
+def decode_event(
+    topic: str,
+    value: _Value,
+    *,
+    received_at: datetime | None = None,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+) -> Event:
     """Parse a record value from ``topic`` into its event model (typed by the topic's name).
 
     Raises an :class:`EventError` (:class:`MalformedEvent` or :class:`UnknownSchemaVersion`)
     whose message says why and whose ``reason`` is an :class:`InvalidReason`, and nothing
     else, whatever ``value`` holds. One parse on the valid path (pydantic-core's parser, which
     also bounds the nesting depth instead of recursing until Python's stack runs out).
+
+    The timestamp of a prediction or feedback must be in range (see
+    :func:`check_event_time`): never before :data:`MIN_EVENT_TIME`, and, when the caller says
+    when the record was received (``received_at``: the record's broker timestamp, or now), at
+    most ``max_future_skew`` after it. The caller passes the time in, so decoding stays a pure
+    function of its arguments (a replay decides the same way).
     """
     schema = event_type_for(topic)
     try:
-        return _decode(schema, value)
+        event = _decode(schema, value)
+        if isinstance(event, PredictionEvent | FeedbackEvent):
+            check_event_time(event.timestamp, received_at, max_future_skew)
+        return event
     except EventError:
         raise
     except Exception as exc:  # any other failure on hostile input is a bad record, not a crash
         raise MalformedEvent(_clip(f"undecodable: {type(exc).__name__}: {exc}", 500)) from None
+
+
+def check_event_time(
+    timestamp: datetime,
+    received_at: datetime | None = None,
+    max_future_skew: timedelta = MAX_FUTURE_SKEW,
+) -> None:
+    """Raise ``timestamp_out_of_range`` for an event time no working clock of ours writes:
+    before :data:`MIN_EVENT_TIME`, or more than ``max_future_skew`` after ``received_at``
+    (not checked when ``received_at`` is ``None``)."""
+    if timestamp < MIN_EVENT_TIME:
+        raise MalformedEvent(
+            f"timestamp {timestamp.isoformat()} is before {MIN_EVENT_TIME.isoformat()}",
+            InvalidReason.TIMESTAMP_OUT_OF_RANGE,
+        )
+    if received_at is not None and timestamp - received_at > max_future_skew:
+        raise MalformedEvent(
+            f"timestamp {timestamp.isoformat()} is more than {max_future_skew} after the "
+            f"record was received ({received_at.isoformat()})",
+            InvalidReason.TIMESTAMP_OUT_OF_RANGE,
+        )
 
 
 def _decode(schema: type[_E], value: bytes | str | None) -> _E:

@@ -87,11 +87,32 @@ def poison_corpus(valid: dict[str, Any]) -> list[PoisonCase]:
     ]
 
 
+#: An event time no clock of ours writes (before ``MIN_EVENT_TIME``): refused without knowing
+#: when the record was received. (A time far in the future is refused only relative to the
+#: record's receipt: see ``decode_event(received_at=...)`` and :data:`FAR_FUTURE`.)
+LONG_AGO = "1999-12-31T23:59:59+00:00"
+#: An event time in the year 2999: out of range for any ``received_at`` of this millennium.
+FAR_FUTURE = "2999-01-01T00:00:00+00:00"
+
+
+def timestamp_poison(valid: dict[str, Any]) -> list[PoisonCase]:
+    """Predictions or feedback stamped before 2000: ``timestamp_out_of_range``."""
+    return [
+        PoisonCase(
+            "timestamp_1999",
+            _dumps({**valid, "timestamp": LONG_AGO}),
+            InvalidReason.TIMESTAMP_OUT_OF_RANGE,
+        )
+    ]
+
+
 def feedback_poison(valid: dict[str, Any]) -> list[PoisonCase]:
-    """:func:`poison_corpus` plus feedback whose ``actual`` is not a finite number."""
+    """:func:`poison_corpus` plus feedback whose ``actual`` is not a finite number or whose
+    timestamp is out of range."""
     non_finite = InvalidReason.NON_FINITE
     return [
         *poison_corpus(valid),
+        *timestamp_poison(valid),
         PoisonCase("actual_nan", _dumps({**valid, "actual": float("nan")}), non_finite),
         PoisonCase("actual_infinity", _dumps({**valid, "actual": float("inf")}), non_finite),
         PoisonCase(
@@ -108,7 +129,8 @@ def feedback_poison(valid: dict[str, Any]) -> list[PoisonCase]:
 
 def prediction_poison(valid: dict[str, Any]) -> list[PoisonCase]:
     """:func:`poison_corpus` plus predictions that decode but that the drift consumer refuses:
-    a non-finite or missing feature, a non-finite prediction, another model's prediction."""
+    a timestamp out of range, a non-finite or missing feature, a non-finite prediction,
+    another model's prediction."""
     non_finite = InvalidReason.NON_FINITE
     feature = next(iter(valid["features"]))
 
@@ -118,6 +140,7 @@ def prediction_poison(valid: dict[str, Any]) -> list[PoisonCase]:
     missing = {k: v for k, v in valid["features"].items() if k != feature}
     return [
         *poison_corpus(valid),
+        *timestamp_poison(valid),
         PoisonCase("feature_nan", _dumps(features(**{feature: float("nan")})), non_finite),
         PoisonCase("feature_infinity", _dumps(features(**{feature: float("-inf")})), non_finite),
         PoisonCase(

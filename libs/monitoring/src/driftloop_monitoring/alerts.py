@@ -361,6 +361,34 @@ ALERTS: tuple[AlertSpec, ...] = (
         description="See the bridge's GET /dead-letters for the reason of each.",
         panel=(names.LOOP_DASHBOARD_UID, 6),
     ),
+    AlertSpec(
+        name="DeadLettersPublished",
+        uid="driftloop-dead-letters-published",
+        group="operations",
+        a=('sum by (topic) (increase(driftloop_dead_letters_total{outcome="published"}[15m]))'),
+        op=">",
+        b=0,
+        summary_prometheus='{{ $value | printf "%.0f" }} bad {{ $labels.topic }} record(s) '
+        "dead-lettered in 15 min",
+        summary_grafana='{{ printf "%.0f" $values.A.Value }} bad {{ $labels.topic }} record(s) '
+        "dead-lettered in 15 min",
+        description="Some producer writes records driftloop cannot use; they were skipped. "
+        "`driftloop dead-letters --topic <topic>` shows each with its origin and reason.",
+    ),
+    AlertSpec(
+        name="DeadLettersLost",
+        uid="driftloop-dead-letters-lost",
+        group="operations",
+        a=('sum by (topic) (increase(driftloop_dead_letters_total{outcome="failed"}[15m]))'),
+        op=">",
+        b=0,
+        summary_prometheus='{{ $value | printf "%.0f" }} bad {{ $labels.topic }} record(s) '
+        "could not be dead-lettered",
+        summary_grafana='{{ printf "%.0f" $values.A.Value }} bad {{ $labels.topic }} record(s) '
+        "could not be dead-lettered",
+        description="The <topic>.dlq topic refused writes past the retries: the records were "
+        "skipped and are only in the drift consumer's log (event dead_letter_lost).",
+    ),
 )
 
 GROUP_TITLES = {"retrain": "driftloop-retrain", "operations": "driftloop-operations"}

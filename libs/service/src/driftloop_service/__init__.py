@@ -2,12 +2,19 @@
 
 * :mod:`.retry` — the one retry policy (tenacity ``AsyncRetrying``, stop-aware, counted).
 * :mod:`.subscriber` — the one ``model-events`` subscriber (with log-reset handling).
+* :mod:`.dead_letters` — the one dead-letter publisher (``<topic>.dlq``, acked or counted).
 * :mod:`.http_errors` — the one error body ``{error, message, detail: [{field, rule, message}]}``.
 * :mod:`.health` — ``/health/live`` and ``/health/ready`` with one vocabulary.
 * :mod:`.metrics` — per-instance Prometheus registries, ``/metrics``, the retry counter.
 * :mod:`.server` — settings-or-exit, uvicorn with the shutdown grace from settings.
 """
 
+from .dead_letters import (
+    DeadLetterOutcome,
+    DeadLetterProducer,
+    DeadLetterPublisher,
+    dead_letter_producer_factory,
+)
 from .health import LiveBody, Readiness, ReadyBody, health_router
 from .http_errors import (
     BODY,
@@ -31,6 +38,9 @@ __all__ = [
     "BODY",
     "ApiError",
     "Backoff",
+    "DeadLetterOutcome",
+    "DeadLetterProducer",
+    "DeadLetterPublisher",
     "ErrorBody",
     "FieldProblem",
     "LiveBody",
@@ -42,6 +52,7 @@ __all__ = [
     "RetryCounter",
     "RetryHook",
     "RetryStopped",
+    "dead_letter_producer_factory",
     "error_body",
     "error_response",
     "health_router",

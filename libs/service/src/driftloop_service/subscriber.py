@@ -11,6 +11,12 @@ What the subscriber does, so its users only decide what a promotion means to the
   ``EventError``, tested with :mod:`driftloop_contracts.poison`) is logged with
   topic/partition/offset, passed to ``on_invalid`` (to count it per reason) and skipped, never
   stopping the subscriber;
+* **dead letters**: given a ``dead_letters`` publisher, it also copies each bad record to
+  ``model-events.dlq`` (and waits for the ack, or for the publisher to give up, before the
+  next record). The subscriber is a broadcast, so every reader sees every bad record: only
+  the *designated writer* passes a publisher, so each record lands there once. In driftloop
+  that is the drift consumer (setting ``model_events_dead_letters``, on by default; run one
+  instance with it on); replicas only count;
 * calls ``on_promoted(event)`` (sync or async) for each valid event, in order;
 * **log reset**: every ``reset_check_s`` it compares its position with the end of each
   partition. An end *behind* the position means the log was reset (Tansu keeps nothing across
@@ -43,8 +49,15 @@ from typing import Any, Protocol
 import structlog
 from tenacity import RetryCallState
 
-from driftloop_contracts import MODEL_EVENTS_TOPIC, EventError, ModelPromoted, decode_event
+from driftloop_contracts import (
+    MODEL_EVENTS_TOPIC,
+    DeadLetter,
+    EventError,
+    ModelPromoted,
+    decode_event,
+)
 
+from .dead_letters import DeadLetterPublisher
 from .retry import Backoff, RetryHook, RetryStopped, retrying
 
 __all__ = [
@@ -115,6 +128,8 @@ class ModelEventsSubscriber:
         *,
         on_connected: Callable[[], object] | None = None,
         on_invalid: Callable[[str, EventError], object] | None = None,
+        dead_letters: DeadLetterPublisher | None = None,
+        dead_letter_client: str = "",
         on_retry: RetryHook | None = None,
         backoff: Backoff = DEFAULT_BACKOFF,
         poll_timeout_ms: int = 1_000,
@@ -124,6 +139,9 @@ class ModelEventsSubscriber:
         self._on_promoted = on_promoted
         self._on_connected = on_connected
         self._on_invalid = on_invalid
+        self._dead_letters = dead_letters
+        self._dead_letter_client = dead_letter_client
+        self._stopping: asyncio.Event | None = None
         self._on_retry = on_retry
         self._backoff = backoff
         self._poll_timeout_ms = poll_timeout_ms
@@ -135,6 +153,7 @@ class ModelEventsSubscriber:
     async def run(self, stopping: asyncio.Event | None = None) -> None:
         """Read until ``stopping`` is set (or the task is cancelled); never raises otherwise."""
         stopping = stopping or asyncio.Event()
+        self._stopping = stopping
         policy = retrying(backoff=self._backoff, stopping=stopping, on_retry=self._retried)
         with contextlib.suppress(RetryStopped):
             async for attempt in policy:
@@ -212,6 +231,19 @@ class ModelEventsSubscriber:
             )
             if self._on_invalid is not None:
                 self._on_invalid(tp.topic, exc)
+            if self._dead_letters is not None:
+                letter = DeadLetter.of(
+                    tp.topic,
+                    tp.partition,
+                    record.offset,
+                    key=getattr(record, "key", None),
+                    value=record.value,
+                    reason=exc.reason,
+                    error=str(exc),
+                    record_timestamp_ms=getattr(record, "timestamp", None),
+                    consumer=self._dead_letter_client,
+                )
+                await self._dead_letters.publish([letter], stopping=self._stopping)
             return
         result = self._on_promoted(event)
         if inspect.isawaitable(result):

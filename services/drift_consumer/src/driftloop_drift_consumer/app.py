@@ -24,7 +24,9 @@ import structlog
 from fastapi import FastAPI
 
 from driftloop_service import (
+    DeadLetterPublisher,
     ModelEventsConsumer,
+    dead_letter_producer_factory,
     install_error_handlers,
     metrics_router,
     model_events_consumer_factory,
@@ -108,6 +110,19 @@ def create_app(
                 session_timeout_ms=settings.kafka_session_timeout_ms,
                 topic=settings.model_events_topic,
             )
+        dead_letters = (
+            DeadLetterPublisher(
+                dead_letter_producer_factory(
+                    settings.kafka_bootstrap,
+                    client_id=f"driftloop-drift-dlq-{settings.instance_id}",
+                ),
+                on_outcome=lambda topic, outcome: metrics.dead_letters.labels(topic, outcome).inc(),
+                on_retry=metrics.retries.hook("dead_letter_publish"),
+                attempts=settings.dead_letter_attempts,
+            )
+            if settings.dead_letters_enabled
+            else None
+        )
         loop = DriftLoop(
             settings,
             metrics=metrics,
@@ -130,6 +145,7 @@ def create_app(
             reports=reports,
             consumer_factory=consumer_factory or data_consumer_factory(settings),
             model_events_factory=events_factory,
+            dead_letters=dead_letters,
         )
         watcher = ThresholdWatcher(
             client,
@@ -166,6 +182,8 @@ def create_app(
                 reports.close()
             if influx is not None:
                 await influx.close()
+            if dead_letters is not None:
+                await dead_letters.close()
             if redis is None:
                 with contextlib.suppress(Exception):
                     await client.aclose()

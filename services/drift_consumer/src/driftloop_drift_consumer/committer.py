@@ -1,4 +1,6 @@
-"""Offset commits: only what the sinks have safely written, per :class:`PartitionState`'s rule.
+"""Offset commits: only what the sinks have safely written, per :class:`PartitionState`'s rule,
+and never past a record whose dead letter is not yet acknowledged (or given up) by the broker
+(:meth:`.dead_letters.DeadLetters.held_from`).
 
 Used by the loop after each batch and at shutdown, and by the rebalance listener before
 partitions move. A failed commit is not an error: the group membership changed or the broker
@@ -13,6 +15,7 @@ import time
 import structlog
 from aiokafka.structs import TopicPartition
 
+from .dead_letters import DeadLetters
 from .kafka_consumer import DataConsumer
 from .metrics import ConsumerMetrics
 from .partition_state import PartitionState
@@ -25,15 +28,23 @@ class Committer:
     """Commits the safe offsets of one instance's partitions."""
 
     def __init__(
-        self, state: PartitionState, *, metrics: ConsumerMetrics, status: LoopStatus
+        self,
+        state: PartitionState,
+        *,
+        metrics: ConsumerMetrics,
+        status: LoopStatus,
+        dead_letters: DeadLetters | None = None,
     ) -> None:
         self.state = state
         self.metrics = metrics
         self.status = status
+        self.dead_letters = dead_letters
 
     async def commit(self, consumer: DataConsumer, only: set[TopicPartition] | None = None) -> None:
         """Commit every assigned partition (or ``only`` these) that has new safe offsets."""
         offsets = self.state.offsets_to_commit(consumer.assignment(), only)
+        if self.dead_letters is not None:
+            offsets = self._below_dead_letters(offsets)
         if not offsets:
             return
         try:
@@ -48,3 +59,10 @@ class Committer:
             return
         self.state.mark_committed(offsets)
         self.metrics.last_commit.set(time.time())
+
+    def _below_dead_letters(self, offsets: dict[TopicPartition, int]) -> dict[TopicPartition, int]:
+        """``offsets`` capped at each partition's first unsettled dead letter."""
+        assert self.dead_letters is not None
+        held = self.dead_letters.held_from()
+        capped = {tp: min(offset, held.get(tp, offset)) for tp, offset in offsets.items()}
+        return {tp: o for tp, o in capped.items() if o > self.state.committed.get(tp, -1)}

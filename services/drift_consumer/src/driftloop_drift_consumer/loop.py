@@ -5,20 +5,22 @@
     while not stopping:
         batches = await consumer.getmany(timeout_ms=500)        # no lock held here
         async with lock:                                        # the rebalance listener waits
-            decode (bad record: count by reason, log topic/partition/offset, skip)
+            decode (bad record: count by reason, log topic/partition/offset, hold its
+                    dead letter, skip)
             store predictions in the join store                 # Redis, retried
             windows.add(...) -> closed windows                  # pure
             feedback -> buffers, join waiting records           # Redis, retried
             flush due labelled rows                             # Parquet, retried
             write windows + online error to InfluxDB            # retried
             update Prometheus; offer the newest window to the report process
+            publish the held dead letters to <topic>.dlq          # acked or given up
             commit: predictions up to each open window's start, feedback up to the first
                     unflushed record
 
 The parts: :mod:`.decoding` (pure), :class:`~.partition_state.PartitionState` (offsets,
 watermarks, windows, feedback buffers; no I/O), :class:`~.labelled_rows.LabelledRows` (feedback
 join -> labelled log -> online error), :class:`~.sinks.facade.Sinks` (every write, and the
-retry), :class:`~.committer.Committer`, :class:`~.rebalance.DriftRebalanceListener` (revoke and
+retry), :class:`~.dead_letters.DeadLetters`, :class:`~.committer.Committer`, :class:`~.rebalance.DriftRebalanceListener` (revoke and
 assign) and :class:`~.reference_watcher.ReferenceWatcher` (the champion's profile).
 
 A sink that keeps failing is retried with capped exponential backoff *before* the commit, so
@@ -35,17 +37,26 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
+from datetime import timedelta
 
 import structlog
 from aiokafka.structs import TopicPartition
 
 from driftloop_contracts.thresholds import ThresholdSet
-from driftloop_service import Backoff, ModelEventsConsumer, RetryStopped, retrying
+from driftloop_service import (
+    Backoff,
+    DeadLetterPublisher,
+    ModelEventsConsumer,
+    RetryStopped,
+    retrying,
+)
 
 from .committer import Committer
+from .dead_letters import DeadLetters
 from .decoding import (
     DecodedFeedback,
     DecodedPrediction,
+    EventClock,
     RawRecord,
     decode_feedback,
     decode_predictions,
@@ -95,7 +106,9 @@ class DriftLoop:
         reports: ReportScheduler | None,
         consumer_factory: ConsumerFactory,
         model_events_factory: Callable[[], ModelEventsConsumer] | None,
+        dead_letters: DeadLetterPublisher | None = None,
     ) -> None:
+        """``dead_letters=None``: bad records are counted and skipped, not dead-lettered."""
         self.settings = settings
         self.metrics = metrics
         self.references = references
@@ -128,7 +141,18 @@ class DriftLoop:
         self.labelled_rows = LabelledRows(
             settings, state=self.state, sinks=self.sinks, references=references
         )
-        self.committer = Committer(self.state, metrics=metrics, status=self.status)
+        self.dead_letters = DeadLetters(
+            dead_letters, consumer=f"drift-consumer-{settings.instance_id}", stopping=self.stopping
+        )
+        if dead_letters is not None:
+            metrics.start_dead_letter_series(
+                [settings.predictions_topic, settings.feedback_topic]
+                + ([settings.model_events_topic] if settings.model_events_dead_letters else [])
+            )
+        self._future_skew = timedelta(seconds=settings.max_event_future_skew_seconds)
+        self.committer = Committer(
+            self.state, metrics=metrics, status=self.status, dead_letters=self.dead_letters
+        )
         self.watcher = ReferenceWatcher(
             references,
             settings=settings,
@@ -144,6 +168,7 @@ class DriftLoop:
                 topic=settings.model_events_topic,
                 metrics=metrics,
                 on_promoted=self.watcher.request_check,
+                dead_letters=dead_letters if settings.model_events_dead_letters else None,
             )
             if model_events_factory is not None
             else None
@@ -256,6 +281,7 @@ class DriftLoop:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             self.state.reset()
+            self.dead_letters.reset()
             self.status.assigned = []
 
     async def _consume(self, consumer: DataConsumer) -> None:
@@ -342,7 +368,9 @@ class DriftLoop:
             if current is not None and window.model_version == current.version:
                 self.sinks.offer_report(window, current)
 
-        # 6. commit
+        # 6. dead letters of the batch's bad records, acknowledged (or given up) before
+        # 7. the commit, which never passes one still held
+        await self.dead_letters.publish()
         await self.committer.commit(consumer)
 
     def _without_gaps(
@@ -376,6 +404,7 @@ class DriftLoop:
     ) -> tuple[dict[int, list[DecodedPrediction]], dict[int, list[DecodedFeedback]]]:
         """Decode a fetch per partition; count what is read, the lag and what is skipped."""
         assigned = consumer.assignment()
+        clock = EventClock.current(self._future_skew)
         predictions: dict[int, list[DecodedPrediction]] = {}
         feedback: dict[int, list[DecodedFeedback]] = {}
         for tp, records in batches.items():
@@ -394,15 +423,18 @@ class DriftLoop:
                         max(0, high - self.state.next_offset[tp])
                     )
             if tp.topic == self.settings.predictions_topic:
-                valid, invalid = decode_predictions(records, model_name=self.settings.model_name)
+                valid, invalid = decode_predictions(
+                    records, model_name=self.settings.model_name, clock=clock
+                )
                 predictions[tp.partition] = valid
                 self.state.advance_watermark(tp.partition, valid)
             elif tp.topic == self.settings.feedback_topic:
-                feedback[tp.partition], invalid = decode_feedback(records)
+                feedback[tp.partition], invalid = decode_feedback(records, clock=clock)
             else:
                 continue
             for skipped in invalid:
                 self.sinks.skip(tp, skipped)
+                self.dead_letters.hold(tp, skipped)
         return predictions, feedback
 
     async def _final_commit(self, consumer: DataConsumer) -> None:

@@ -97,6 +97,13 @@ class ConsumerMetrics:
             ["topic", "reason"],
             registry=r,
         )
+        self.dead_letters = Counter(
+            "driftloop_dead_letters_total",
+            "Skipped records copied to <topic>.dlq (published: acknowledged by the broker) or "
+            "given up after the retries (failed: only in the logs)",
+            ["topic", "outcome"],
+            registry=r,
+        )
         self.events_ignored = Counter(
             "driftloop_drift_events_ignored_total",
             "Valid predictions not windowed (other model version, no reference yet)",
@@ -166,6 +173,13 @@ class ConsumerMetrics:
             registry=r,
         )
         self._versions: set[str] = set()
+
+    def start_dead_letter_series(self, topics: list[str]) -> None:
+        """Export ``driftloop_dead_letters_total`` at 0 for ``topics``, so the alerts'
+        ``increase()`` sees the first dead letter (a series born at 1 shows no increase)."""
+        for topic in topics:
+            for outcome in ("published", "failed"):
+                self.dead_letters.labels(topic, outcome)
 
     def record_window(self, window: ClosedWindow, decision: DriftDecision) -> None:
         version = window.model_version

@@ -28,6 +28,7 @@ import structlog
 from driftloop_contracts import EventError, InvalidReason, ModelPromoted, PromotionIgnored
 from driftloop_service import (
     Backoff,
+    DeadLetterPublisher,
     ModelEventsConsumer,
     ModelEventsSubscriber,
     RetryHook,
@@ -179,13 +180,15 @@ def promotions_subscriber(
     topic: str,
     metrics: ConsumerMetrics,
     on_promoted: Callable[[str], None],
+    dead_letters: DeadLetterPublisher | None = None,
 ) -> ModelEventsSubscriber:
     """The shared ``model-events`` subscriber, calling ``on_promoted(announced_version)`` for
     each promotion of ``model_name``.
 
     Counted like the data topics: valid events in ``driftloop_events_consumed_total``, bad
     records by reason in ``driftloop_events_invalid_total`` (an event for another model as
-    ``reason="unknown_model"``), reconnects in ``driftloop_retries_total``.
+    ``reason="unknown_model"``), reconnects in ``driftloop_retries_total``. With ``dead_letters`` (the designated
+    writer), bad records are also copied to ``model-events.dlq``.
     """
 
     def promoted(event: ModelPromoted) -> None:
@@ -203,5 +206,7 @@ def promotions_subscriber(
         consumer_factory,
         promoted,
         on_invalid=invalid,
+        dead_letters=dead_letters,
+        dead_letter_client=f"drift-consumer:{topic}",
         on_retry=metrics.retries.hook("model_events_consumer"),
     )

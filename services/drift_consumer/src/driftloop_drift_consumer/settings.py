@@ -58,6 +58,19 @@ class DriftConsumerSettings(BaseSettings):
     #: lost): the local broker stores a record a moment after it acknowledged it.
     fetch_gap_patience_seconds: float = Field(default=10.0, gt=0)
 
+    # --- bad records ----------------------------------------------------------------------
+    #: Copy every record decoding refuses to ``<topic>.dlq`` before committing past it.
+    dead_letters_enabled: bool = True
+    #: Also dead-letter bad ``model-events`` records. A broadcast: every reader sees them, so
+    #: exactly one process may write them (this one; replicas only count). With several drift
+    #: consumer instances, leave it on in one.
+    model_events_dead_letters: bool = True
+    #: Tries per dead letter before it is given up (counted ``outcome="failed"``).
+    dead_letter_attempts: int = Field(default=8, ge=1)
+    #: A prediction or feedback stamped more than this after the record's Kafka timestamp is
+    #: ``timestamp_out_of_range`` (so is one stamped before 2000).
+    max_event_future_skew_seconds: float = Field(default=3600.0, gt=0)
+
     # --- windows and statistics -----------------------------------------------------------
     #: Tumbling window size per (partition, model version), in events.
     window_events: int = Field(default=200, ge=2)
