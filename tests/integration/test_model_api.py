@@ -717,7 +717,7 @@ def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
         st = next(s for s in stack_ops.status(stack.settings) if s.name == victim)
         return bool(st.healthy and st.pid and st.pid != pid)
 
-    wait_until(restarted, 120, f"{victim} restarted by the supervisor")
+    wait_until(restarted, 300, f"{victim} restarted by the supervisor")
     wait_until(
         lambda: all(
             replica_counter(victim_url, "driftloop_events_unreconciled", t) == 0 for t in topics
