@@ -557,6 +557,8 @@ def test_every_dashboard_and_rule_query_returns_data(stack: Any, champion: str, 
         )
         poll("an alert in Prometheus' ALERTS", lambda: prom.instant("ALERTS"), 90)
         check_every_query(stack, prom)
+    assert traffic.counts["failed"] == 0, traffic.counts
+    assert traffic.counts["feedback_failed"] == 0 and traffic.counts["feedback"] > 0, traffic.counts
 
 
 def check_every_query(stack: Any, prom: Prom) -> None:
