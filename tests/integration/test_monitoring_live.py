@@ -176,7 +176,13 @@ class DriftedTraffic:
         self.nginx_url = nginx_url
         self.rng = random.Random(seed)
         self.rows = housing_rows()
-        self.counts: dict[str, int] = {"ok": 0, "failed": 0, "feedback": 0, "rejected": 0}
+        self.counts: dict[str, int] = {
+            "ok": 0,
+            "failed": 0,
+            "feedback": 0,
+            "feedback_failed": 0,
+            "rejected": 0,
+        }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._last: dict[str, float] | None = None
@@ -225,8 +231,19 @@ class DriftedTraffic:
                     "actual": target * TARGET_SCALE_USD,
                     "feedback_token": answer["feedback_token"],
                 }
-                f = await client.post("/feedback", json=body, headers=PRODUCER_HEADERS)
-                self.counts["feedback"] += f.status_code == 202
+                try:
+                    f = await client.post("/feedback", json=body, headers=PRODUCER_HEADERS)
+                except httpx.HTTPError as exc:
+                    self.counts["feedback_failed"] += 1
+                    key = f"feedback {type(exc).__name__}"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                    continue
+                if f.status_code != 202:
+                    self.counts["feedback_failed"] += 1
+                    key = f"feedback status {f.status_code}"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+                    continue
+                self.counts["feedback"] += 1
 
     async def _run(self) -> None:
         async with httpx.AsyncClient(base_url=self.nginx_url, timeout=30) as client:
@@ -385,10 +402,11 @@ def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
     with DriftedTraffic(stack.nginx_url) as traffic:
         poll(f"{PREDICTIONS} drifted predictions", lambda: traffic.sent() >= PREDICTIONS, 300)
         counts = dict(traffic.counts)
-        assert counts["failed"] <= counts["ok"] * 0.01, counts
+        assert counts["failed"] == 0 and counts["feedback_failed"] == 0, counts
         assert counts["rejected"] == 5, counts
         run_alert_path(stack, prom, thresholds_restored, competing, version)
-    assert traffic.counts["failed"] <= traffic.counts["ok"] * 0.01, traffic.counts
+    assert traffic.counts["failed"] == 0, traffic.counts
+    assert traffic.counts["feedback_failed"] == 0 and traffic.counts["feedback"] > 0, traffic.counts
 
 
 def run_alert_path(
@@ -548,6 +566,8 @@ def test_every_dashboard_and_rule_query_returns_data(stack: Any, champion: str, 
         )
         poll("an alert in Prometheus' ALERTS", lambda: prom.instant("ALERTS"), 90)
         check_every_query(stack, prom)
+    assert traffic.counts["failed"] == 0, traffic.counts
+    assert traffic.counts["feedback_failed"] == 0 and traffic.counts["feedback"] > 0, traffic.counts
 
 
 def check_every_query(stack: Any, prom: Prom) -> None:

@@ -245,6 +245,8 @@ def service_components(
                         "HOST": HOST,
                         "PORT": str(p.model_api(i)),
                         "REPLICA_ID": f"replica-{i}",
+                        # the event ledger that outlives a SIGKILL (model_api ledger.py)
+                        "STATE_DIR": str(s.state_dir / "model-api"),
                         "KAFKA_BOOTSTRAP": kafka,
                         "REDIS_URL": redis_url,
                         "MLFLOW_TRACKING_URI": mlflow_uri,

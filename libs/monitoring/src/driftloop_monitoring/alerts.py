@@ -350,6 +350,26 @@ ALERTS: tuple[AlertSpec, ...] = (
         panel=(names.MODEL_SERVICE_DASHBOARD_UID, 7),
     ),
     AlertSpec(
+        name="EventsLost",
+        uid="driftloop-events-lost",
+        group="operations",
+        a=(
+            "sum by (replica, topic) (increase(driftloop_events_lost_total[1h]))"
+            " or sum by (replica, topic) (driftloop_events_buffered) * 0"
+        ),
+        op=">",
+        b=0,
+        summary_prometheus='Replica {{ $labels.replica }} lost {{ $value | printf "%.0f" }} '
+        "{{ $labels.topic }} events when its process died",
+        summary_grafana='Replica {{ $labels.replica }} lost {{ printf "%.0f" $values.A.Value }} '
+        "{{ $labels.topic }} events when its process died",
+        description="Events answered 200/202 but not yet delivered to Kafka when the replica was "
+        "killed (SIGKILL, OOM, crash), and not found on the topic by its restart: they never reach "
+        "drift detection or the labelled-data log. At most the topic's buffer. The replica's "
+        "events_lost_by_killed_process log names them; find why the process died.",
+        panel=(names.MODEL_SERVICE_DASHBOARD_UID, 8),
+    ),
+    AlertSpec(
         name="BridgeDeadLetters",
         uid="driftloop-bridge-dead-letters",
         group="operations",

@@ -181,11 +181,17 @@ def model_service() -> Dashboard:
                     "{{replica}} {{topic}} dropped",
                     "B",
                 ),
+                prom(
+                    zero_filled("driftloop_events_lost_total"),
+                    "{{replica}} {{topic}} lost (process killed)",
+                    "C",
+                ),
             ],
             unit="ops",
             description="Failed deliveries are re-queued; drops are lost (that topic's buffer "
             "full: each topic has its own, so a flood of predictions cannot drop feedback). "
-            "Alerts: KafkaPublishFailures, KafkaEventsDropped.",
+            "Lost: pending when the process was killed, counted by its restart. "
+            "Alerts: KafkaPublishFailures, KafkaEventsDropped, EventsLost.",
         ),
         w=8,
     )

@@ -7,6 +7,8 @@ registry, a recording producer) so tests run without a network.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import enum
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,10 +29,12 @@ from .cache import PredictionCache, RedisLike, redis_client
 from .deps import Runtime
 from .label_gate import REJECTION_REASONS, LabelGate
 from .label_store import LabelRedis, LabelStore, label_redis_client
+from .ledger import EventLedger, MmapLedger
 from .metrics import Metrics, MetricsMiddleware
 from .model_holder import ModelHolder
 from .model_source import MlflowModelSource, ModelSource
 from .publisher import EventPublisher, ProducerFactory, aiokafka_producer_factory
+from .recovery import KeyFinder, LossRecovery, kafka_key_finder
 from .reloader import ConsumerFactory, Reloader
 from .routes import api_router
 from .serving import PredictionService
@@ -64,8 +68,6 @@ class _NullProducer:
     async def send(
         self, topic: str, value: bytes | None = None, key: bytes | None = None
     ) -> object:
-        import asyncio
-
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
         return future
@@ -80,6 +82,7 @@ def create_app(
     redis: RedisLike | Literal[_Default.NOT_SET] | None = _NOT_SET,
     metrics: Metrics | None = None,
     label_redis: LabelRedis | Literal[_Default.NOT_SET] | None = _NOT_SET,
+    key_finder: KeyFinder | None = None,
 ) -> FastAPI:
     """The model API for one replica.
 
@@ -127,6 +130,25 @@ def create_app(
         else:
             redis_conn = None
 
+        topics = (PREDICTIONS_TOPIC, FEEDBACK_TOPIC)
+        buffer_sizes = {
+            PREDICTIONS_TOPIC: settings.publish_buffer_size,
+            FEEDBACK_TOPIC: settings.publish_feedback_buffer_size,
+        }
+        ledger: EventLedger | None = None
+        recovery: LossRecovery | None = None
+        if settings.state_dir is not None:
+            find = key_finder
+            if find is None and settings.kafka_enabled:
+                find = kafka_key_finder(settings.kafka_bootstrap, client_id=client_id)
+            recovery = LossRecovery(settings.state_dir, settings.replica_id, topics, metrics, find)
+            recovery.load()  # before this incarnation's own ledger exists
+            ledger = MmapLedger(
+                settings.state_dir,
+                settings.replica_id,
+                topics,
+                EventPublisher.ledger_slots(buffer_sizes, settings.publish_batch_size),
+            )
         holder = ModelHolder()
         cache = PredictionCache(
             redis_conn,
@@ -138,14 +160,12 @@ def create_app(
         publisher = EventPublisher(
             make_producer,
             metrics,
-            buffer_sizes={
-                PREDICTIONS_TOPIC: settings.publish_buffer_size,
-                FEEDBACK_TOPIC: settings.publish_feedback_buffer_size,
-            },
+            buffer_sizes=buffer_sizes,
             batch_size=settings.publish_batch_size,
             retry_max_s=settings.publish_retry_max_seconds,
             ack_timeout_s=settings.publish_ack_timeout_seconds,
             drain_timeout_s=settings.publish_drain_seconds,
+            ledger=ledger,
         )
         reloader = Reloader(
             holder,
@@ -173,6 +193,12 @@ def create_app(
         )
         await publisher.start()
         await reloader.start()
+        stopping = asyncio.Event()
+        recovering = (
+            asyncio.create_task(recovery.run(stopping), name="lost-event-recovery")
+            if recovery is not None
+            else None
+        )
         log.info(
             "model_api_started",
             replica_id=settings.replica_id,
@@ -182,8 +208,15 @@ def create_app(
         try:
             yield
         finally:
+            stopping.set()
+            if recovering is not None:
+                recovering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await recovering
             await reloader.stop()
             await publisher.stop()
+            if ledger is not None:
+                ledger.close()
             await cache.close()
             await labels.store.close()
             log.info("model_api_stopped", replica_id=settings.replica_id)

@@ -107,6 +107,21 @@ class Metrics:
             ["replica", "topic"],
             registry=r,
         )
+        self._lost = Counter(
+            "driftloop_events_lost_total",
+            "Events accepted (answered 200/202) that never reached the broker, by why:"
+            " process_killed = pending when the process died, found missing by its next"
+            " incarnation. Cumulative over the replica's restarts (kept in its state dir)",
+            ["replica", "topic", "reason"],
+            registry=r,
+        )
+        self._unreconciled = Gauge(
+            "driftloop_events_unreconciled",
+            "Events a killed incarnation left unacknowledged whose fate is not known yet (the"
+            " search of the topic waits for the broker)",
+            ["replica", "topic"],
+            registry=r,
+        )
         self._invalid = Counter(
             "driftloop_events_invalid_total",
             "Records skipped as invalid (model-events), by reason (driftloop_contracts.InvalidReason)",
@@ -163,6 +178,13 @@ class Metrics:
 
     def dropped(self, topic: str, n: int = 1) -> None:
         self._child(self._dropped, topic).inc(n)
+
+    def lost(self, topic: str, reason: str, n: int = 1) -> None:
+        """Count ``n`` lost events (``n=0`` only creates the series)."""
+        self._child(self._lost, topic, reason).inc(n)
+
+    def set_unreconciled(self, topic: str, n: int) -> None:
+        self._child(self._unreconciled, topic).set(n)
 
     def set_buffered(self, topic: str, n: int) -> None:
         self._child(self._buffered, topic).set(n)

@@ -31,6 +31,12 @@ Delivery policy (documented in the service README):
   bounded drain) are counted as dropped too, per topic, so for every topic
   ``published + dropped + buffered == accepted``.
 * ``driftloop_events_buffered{topic}`` = that topic's waiting + in flight.
+* **Ledger** (optional, :mod:`.ledger`): every accepted event's key is written to a
+  memory-mapped slot, freed when the event is acknowledged or counted as dropped, and each
+  acknowledgement records its partition's offset. What a SIGKILL leaves there is what the
+  process had not delivered; the next incarnation counts it (:mod:`.recovery`). The offset is
+  only advanced while no event of the topic is awaiting a re-send, so an unacknowledged event
+  that reached the broker anyway always lies after the recorded offset.
 
 Delivery is at-least-once: a batch whose ack was lost is re-sent, so consumers dedupe by key
 (the ``request_id``).
@@ -43,13 +49,14 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import structlog
 
 from driftloop_service import Backoff, RetryStopped, retrying
 
+from .ledger import EventLedger, NullLedger
 from .metrics import Metrics
 
 log = structlog.get_logger(__name__)
@@ -77,6 +84,10 @@ class OutgoingEvent:
     topic: str
     key: bytes
     value: bytes
+    #: The event's slot in the ledger (-1: none).
+    slot: int = -1
+    #: Sent at least once without an ack (it may be on the broker already).
+    resent: bool = False
 
 
 class TopicsMissing(RuntimeError):
@@ -194,6 +205,7 @@ class EventPublisher:
         retry_max_s: float = 5.0,
         ack_timeout_s: float = 2.0,
         drain_timeout_s: float = 5.0,
+        ledger: EventLedger | None = None,
     ) -> None:
         if not buffer_sizes or min(buffer_sizes.values()) < 1:
             raise ValueError(f"every topic needs a buffer of at least one event: {buffer_sizes}")
@@ -206,6 +218,9 @@ class EventPublisher:
         self._drain_timeout = drain_timeout_s
         self._buffers: dict[str, deque[OutgoingEvent]] = {t: deque() for t in buffer_sizes}
         self._in_flight: dict[str, int] = dict.fromkeys(buffer_sizes, 0)
+        self._ledger = ledger or NullLedger()
+        #: Per topic, pending events flagged ``resent`` (see the module docstring, "Ledger").
+        self._resent: dict[str, int] = dict.fromkeys(buffer_sizes, 0)
         #: Index of the topic served first in the next batch (rotates for fairness).
         self._first = 0
         self._wakeup = asyncio.Event()
@@ -230,11 +245,16 @@ class EventPublisher:
             self._metrics.dropped(topic)
             return
         if len(buffer) >= self._capacity[topic]:
-            buffer.popleft()
+            self._settle(buffer.popleft())
             self._metrics.dropped(topic)
-        buffer.append(OutgoingEvent(topic, key, value))
+        buffer.append(OutgoingEvent(topic, key, value, self._ledger.add(topic, key)))
         self._update_gauge(topic)
         self._wakeup.set()
+
+    @staticmethod
+    def ledger_slots(buffer_sizes: Mapping[str, int], batch_size: int) -> int:
+        """Most events that can be pending at once: every buffer full plus a batch in flight."""
+        return sum(buffer_sizes.values()) + batch_size
 
     @property
     def buffered(self) -> int:
@@ -263,6 +283,8 @@ class EventPublisher:
                     await self._task
         left = {t: len(b) for t, b in self._buffers.items() if b}
         for topic, count in left.items():
+            for event in self._buffers[topic]:
+                self._settle(event)
             self._buffers[topic].clear()
             self._metrics.dropped(topic, count)
             self._update_gauge(topic)
@@ -366,6 +388,7 @@ class EventPublisher:
         if futures:
             await asyncio.wait(futures, timeout=self._ack_timeout)
         failed: list[OutgoingEvent] = []
+        offsets: dict[tuple[str, int], int] = {}
         for event, future in zip(batch, futures, strict=False):
             if not future.done():
                 self.last_error = f"no ack within {self._ack_timeout}s"
@@ -377,6 +400,15 @@ class EventPublisher:
                 failed.append(event)
             else:
                 self._metrics.published(event.topic)
+                self._settle(event)
+                meta = future.result()
+                partition, offset = getattr(meta, "partition", None), getattr(meta, "offset", None)
+                if isinstance(partition, int) and isinstance(offset, int):
+                    where = (event.topic, partition)
+                    offsets[where] = max(offset, offsets.get(where, -1))
+        for (topic, partition), offset in offsets.items():
+            if not self._resent[topic]:
+                self._ledger.acked(topic, partition, offset)
         failed.extend(unsent)
         for event in failed:
             self._metrics.failed(event.topic)
@@ -390,12 +422,19 @@ class EventPublisher:
             events = [e for e in failed if e.topic == topic]
             if not events:
                 continue
-            buffer.extendleft(reversed(events))
+            self._resent[topic] += sum(not e.resent for e in events)
+            buffer.extendleft(reversed([replace(e, resent=True) for e in events]))
             excess = len(buffer) - self._capacity[topic]
             if excess > 0:
                 for _ in range(excess):
-                    buffer.popleft()
+                    self._settle(buffer.popleft())
                 self._metrics.dropped(topic, excess)
+
+    def _settle(self, event: OutgoingEvent) -> None:
+        """The event left the publisher (acknowledged or dropped): free its ledger slot."""
+        self._ledger.settle(event.slot)
+        if event.resent:
+            self._resent[event.topic] -= 1
 
     async def _ensure_producer(self) -> Producer:
         if self._producer is None:

@@ -8,6 +8,7 @@ so tests and the CLI can build their own. Build it with
 from __future__ import annotations
 
 import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -45,6 +46,10 @@ class ModelApiSettings(FeedbackApiKeySettings):
     replica_id: str = Field(default_factory=socket.gethostname, min_length=1, max_length=64)
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: Where the replica keeps its event ledger (the events it accepted but has not seen
+    #: acknowledged, in a memory-mapped file that survives SIGKILL) and its running total of
+    #: lost events. Unset: no ledger, and a killed replica's loss is not counted.
+    state_dir: Path | None = None
 
     # --- model registry -------------------------------------------------------------------
     mlflow_tracking_uri: str = f"http://{HOST}:{_DEFAULT_PORTS.mlflow}"
