@@ -54,7 +54,7 @@ def test_the_template_forwards_exactly_the_public_routes() -> None:
 
     for path in (TEMPLATE, TEMPLATE.parents[1] / "docker" / "nginx" / "nginx.conf"):
         forwarded = re.findall(
-            r"location = (\S+) \{ proxy_pass http://model_api; \}", path.read_text()
+            r"location = (\S+) \{[^{}]*?proxy_pass http://model_api;\s*\}", path.read_text()
         )
         assert sorted(forwarded) == sorted(PUBLIC_ROUTES), path
         assert path.read_text().count("proxy_pass http") == len(PUBLIC_ROUTES), path
