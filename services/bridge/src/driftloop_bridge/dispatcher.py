@@ -8,7 +8,7 @@ Per alert, in order:
 4. the DAG's cooldown window is open  -> ``cooldown``
 5. the circuit breaker is engaged, or this trigger would exceed its budget -> ``braked``
    (no DAG run; see :mod:`brake`)
-6. otherwise the trigger is persisted (atomically with 3-4), then tried once inline with a short
+6. otherwise the trigger is persisted (atomically with 3-5), then tried once inline with a short
    timeout: Airflow created it or already had it -> ``triggered``; Airflow unavailable ->
    ``queued`` (the retry worker takes over); Airflow rejected it -> ``dead_letter``.
 
