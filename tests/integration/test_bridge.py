@@ -258,6 +258,9 @@ def _start_bridge(stack: Any, tmp: Path, name: str, **settings: str) -> Harness:
         "DRIFTLOOP_BRIDGE_RETRY_INITIAL_SECONDS": "0.5",
         "DRIFTLOOP_BRIDGE_RETRY_MAX_BACKOFF_SECONDS": "2",
         "DRIFTLOOP_BRIDGE_LOG_FORMAT": "json",
+        # Each test is its own incident: the circuit breaker would brake the third (a test of
+        # its own turns it on).
+        "DRIFTLOOP_BRIDGE_BRAKE_MAX_TRIGGERS": "0",
         **{f"DRIFTLOOP_BRIDGE_{k.upper()}": v for k, v in settings.items()},
     }
     bridge = BridgeProcess(env, tmp / f"{name}.log")
@@ -727,5 +730,54 @@ def test_cooldown_suppresses_a_second_incident_inside_the_window_only(
         assert d3["decision"] == "triggered", d3
         assert len(h.airflow.runs_for(fp1)) == 1
         assert len(h.airflow.runs_for(fp2)) == 1
+    finally:
+        _cleanup(h)
+
+
+# --- circuit breaker --------------------------------------------------------------------------
+def test_brake_stops_triggers_beyond_the_budget_until_the_cli_resets_it(
+    stack: Any, tmp_path: Path
+) -> None:
+    """Budget 1: the second incident is `braked` (no DAG run in Airflow), the brake is
+    reported engaged, `driftloop loop reset-brake` releases it, and the same alert then
+    triggers its run."""
+    from typer.testing import CliRunner
+
+    from driftloop_cli.main import app as cli
+
+    h = _start_bridge(stack, tmp_path, "brake", cooldown_seconds="0", brake_max_triggers="1")
+    try:
+        first, fp1 = fresh("alertmanager_firing.json", feature="median_income_in_block")
+        first["alerts"] = first["alerts"][:1]
+        second, fp2 = fresh("alertmanager_firing.json", feature="average_rooms")
+        second["alerts"] = second["alerts"][:1]
+        (d1,) = h.post("alertmanager", first).json()["decisions"]
+        assert d1["decision"] == "triggered", d1
+        (d2,) = h.post("alertmanager", second).json()["decisions"]
+        assert d2["decision"] == "braked", d2
+        assert len(h.airflow.runs_for(fp1)) == 1
+        assert h.airflow.runs_for(fp2) == []
+
+        scraped = scrape_metrics([h.bridge.url])
+        assert metric_total(scraped, "driftloop_bridge_brake_engaged") == 1
+        assert metric_total(scraped, "driftloop_bridge_decisions_total", decision="braked") == 1
+        assert h.decisions()[0]["decision"] == "braked"
+
+        runner = CliRunner()
+        env = {"DRIFTLOOP_BRIDGE_WEBHOOK_TOKEN": h.token}
+        shown = runner.invoke(cli, ["loop", "brake", "--url", h.bridge.url, "--json"], env=env)
+        assert shown.exit_code == 0, shown.output
+        state = json.loads(shown.stdout)
+        assert (state["engaged"], state["triggers_in_window"]) == (True, 1)
+        assert state["triggers"][0]["dag_run_id"] == d1["dag_run_id"]
+
+        reset = runner.invoke(cli, ["loop", "reset-brake", "--url", h.bridge.url], env=env)
+        assert reset.exit_code == 0, reset.output
+        assert metric_total(scrape_metrics([h.bridge.url]), "driftloop_bridge_brake_engaged") == 0
+
+        (d3,) = h.post("alertmanager", second).json()["decisions"]
+        assert d3["decision"] == "triggered", d3
+        assert len(h.airflow.runs_for(fp2)) == 1
+        assert len(h.airflow.runs_for(fp1)) == 1
     finally:
         _cleanup(h)

@@ -233,12 +233,20 @@ BRIDGE_OPERATIONS = [
     ("GET", "/decisions"),
     ("GET", "/pending"),
     ("GET", "/dead-letters"),
+    ("GET", "/brake"),
+    ("POST", "/brake/reset"),
     ("GET", "/health/live"),
     ("GET", "/health/ready"),
 ]
 MODES = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE]
 #: Operations without parameters or body: nothing to violate, so no schema-violating run.
-NO_INPUT = {("GET", "/model"), ("GET", "/health/live"), ("GET", "/health/ready")}
+NO_INPUT = {
+    ("GET", "/model"),
+    ("GET", "/health/live"),
+    ("GET", "/health/ready"),
+    ("GET", "/brake"),
+    ("POST", "/brake/reset"),
+}
 
 
 def cases(ops: list[tuple[str, str]]) -> list[tuple[str, str, GenerationMode]]:

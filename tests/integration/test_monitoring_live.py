@@ -430,10 +430,12 @@ def run_alert_path(
         assert not prom.instant(competing), f"fired at threshold {SUPPRESSED}: {measured}"
         time.sleep(1)
 
-    # The bridge answers `cooldown` for a while after any retrain this shared stack ran.
+    # The bridge answers `cooldown` for a while after any retrain this shared stack ran, and
+    # `braked` once the stack spent its retrain budget (circuit breaker): clear both.
     from driftloop_bridge.store import RedisKeys
 
-    store.delete(RedisKeys().cooldown(DAG_ID))
+    keys = RedisKeys()
+    store.delete(keys.cooldown(DAG_ID), keys.brake_triggers, keys.brake_engaged)
 
     # Lower one threshold with the CLI: the rule fires and the loop runs.
     lowered_at = time.time()

@@ -189,6 +189,7 @@ def start_bridge(stack: Any, tmp: Path, port: int) -> Bridge:
         "DRIFTLOOP_BRIDGE_WEBHOOK_TOKEN": token,
         "DRIFTLOOP_BRIDGE_RULES_FILE": str(rules),
         "DRIFTLOOP_BRIDGE_COOLDOWN_SECONDS": "0",
+        "DRIFTLOOP_BRIDGE_BRAKE_MAX_TRIGGERS": "0",  # every copy is a test incident
         "DRIFTLOOP_BRIDGE_RETRY_INITIAL_SECONDS": "0.5",
         "DRIFTLOOP_BRIDGE_RETRY_MAX_BACKOFF_SECONDS": "2",
         "DRIFTLOOP_BRIDGE_LOG_FORMAT": "json",

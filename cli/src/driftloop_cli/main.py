@@ -23,9 +23,11 @@ app = typer.Typer(no_args_is_help=True, help=__doc__, add_completion=False)
 console = Console(width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True)
 
+from .commands.loop import app as loop_app  # noqa: E402
 from .commands.thresholds import app as thresholds_app  # noqa: E402
 
 app.add_typer(thresholds_app, name="thresholds")
+app.add_typer(loop_app, name="loop")
 
 
 def settings(ctx: typer.Context) -> StackSettings:

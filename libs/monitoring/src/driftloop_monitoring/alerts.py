@@ -382,6 +382,24 @@ ALERTS: tuple[AlertSpec, ...] = (
         panel=(names.LOOP_DASHBOARD_UID, 6),
     ),
     AlertSpec(
+        # No route label: an alert about retraining too often must never trigger a retrain.
+        name="RetrainingChurn",
+        uid="driftloop-retraining-churn",
+        group="operations",
+        a="max(driftloop_bridge_brake_engaged)",
+        op=">",
+        b=0,
+        severity="critical",
+        summary_prometheus="Retraining braked: the loop triggered too many retrains in a window",
+        summary_grafana="Retraining braked: the loop triggered too many retrains in a window",
+        description="The bridge's circuit breaker is engaged: it accepted "
+        "DRIFTLOOP_BRIDGE_BRAKE_MAX_TRIGGERS retraining triggers within "
+        "DRIFTLOOP_BRIDGE_BRAKE_WINDOW_SECONDS and now answers every further alert `braked` "
+        "(no DAG run) until a person resets it or DRIFTLOOP_BRIDGE_BRAKE_HOLD_SECONDS pass. "
+        "See the triggers with `driftloop loop brake` and the bridge's GET /decisions, find why "
+        "the loop does not settle (docs/retraining.md, 'Brake'), then `driftloop loop reset-brake`.",
+    ),
+    AlertSpec(
         name="DeadLettersPublished",
         uid="driftloop-dead-letters-published",
         group="operations",

@@ -20,6 +20,7 @@ from driftloop_service import Backoff, install_error_handlers, metrics_router, s
 
 from .airflow_trigger import AirflowTrigger
 from .auth import AuthConfig
+from .brake import Brake, BrakePolicy
 from .decisions import DecisionLog
 from .dedupe import Deduper
 from .deps import Bridge
@@ -66,6 +67,12 @@ def create_app(
         else:
             calls = trigger
         keys = RedisKeys(settings.redis_prefix)
+        policy = BrakePolicy(
+            max_triggers=settings.brake_max_triggers,
+            window_seconds=settings.brake_window_seconds,
+            hold_seconds=settings.brake_hold_seconds,
+        )
+        brake = Brake(client, keys, policy, clock=clock, metrics=bridge_metrics)
         decisions = DecisionLog(client, keys, keep=settings.decisions_keep, clock=clock)
         queue = RetryQueue(
             client,
@@ -86,6 +93,7 @@ def create_app(
                 clock=clock,
                 cooldown_seconds=settings.cooldown_seconds,
                 incident_ttl_seconds=settings.incident_ttl_seconds,
+                brake=policy,
             ),
             queue=queue,
             decisions=decisions,
@@ -103,6 +111,7 @@ def create_app(
             decisions=decisions,
             clock=clock,
             metrics=bridge_metrics,
+            brake=brake,
         )
         if settings.allow_unauthenticated and settings.webhook_token is None:
             log.warning("bridge_insecure", detail="webhooks accepted WITHOUT authentication")
@@ -113,15 +122,24 @@ def create_app(
             airflow_url=settings.airflow_url,
             hmac=settings.hmac_secret is not None,
             cooldown_s=settings.cooldown_seconds,
+            brake_max_triggers=policy.max_triggers,
+            brake_window_s=policy.window_seconds,
         )
         stopping = asyncio.Event()
-        worker = asyncio.create_task(queue.run(stopping)) if run_worker else None
+        workers = (
+            [
+                asyncio.create_task(queue.run(stopping)),
+                asyncio.create_task(brake.watch(stopping, settings.brake_refresh_seconds)),
+            ]
+            if run_worker
+            else []
+        )
         try:
             yield
         finally:
             stopping.set()
-            if worker is not None:
-                await stop_tasks([worker], settings.graceful_shutdown_seconds)
+            if workers:
+                await stop_tasks(workers, settings.graceful_shutdown_seconds)
             if airflow is not None:
                 airflow.close()
             if own_redis:

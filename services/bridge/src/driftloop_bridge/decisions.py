@@ -19,6 +19,7 @@ DecisionKind = Literal[
     "queued",
     "duplicate",
     "cooldown",
+    "braked",
     "resolved",
     "ignored",
     "dead_letter",

@@ -12,6 +12,10 @@ else the incident is recorded, the window opened and the trigger persisted to th
 queue in the same step (``accepted``), so an accepted trigger is never lost even if the bridge
 dies before calling Airflow. A ``cooldown`` answer does not record the incident: if it is
 still firing after the window, its next notification triggers.
+
+Between cooldown and acceptance the same script applies the circuit breaker (:mod:`brake`):
+``braked`` when the brake is engaged or this trigger would exceed the window's budget; like
+``cooldown`` it records nothing, so a still-firing alert triggers once the brake is reset.
 """
 
 from __future__ import annotations
@@ -24,15 +28,17 @@ from typing import Literal
 
 from redis.asyncio import Redis
 
+from .brake import BRAKE_CHECK, BRAKE_COUNT, BrakePolicy, parse_engaged
 from .payloads import Alert
 from .retry_queue import PendingTrigger
 from .store import Clock, RedisKeys, guarded, ms
 
-ClaimKind = Literal["accepted", "duplicate", "cooldown"]
+ClaimKind = Literal["accepted", "duplicate", "cooldown", "braked"]
 
 _SLUG = re.compile(r"[^A-Za-z0-9_.-]+")
 
-_CLAIM = """
+_CLAIM = (
+    """
 local incident = redis.call('GET', KEYS[1])
 if incident then
   return {'duplicate', incident}
@@ -45,14 +51,21 @@ if cd then
     return {'cooldown', cd}
   end
 end
+"""
+    + BRAKE_CHECK
+    + """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
 if tonumber(ARGV[2]) > 0 then
   redis.call('SET', KEYS[2], ARGV[7] .. '|' .. ARGV[4], 'PX', ARGV[8])
 end
 redis.call('HSET', KEYS[4], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[3], ARGV[6], ARGV[4])
+"""
+    + BRAKE_COUNT
+    + """
 return {'accepted', ''}
 """
+)
 
 
 def incident_identity(alert: Alert) -> str:
@@ -81,8 +94,10 @@ def dag_run_id_for(rule_name: str, alert: Alert) -> str:
 class Claim:
     kind: ClaimKind
     #: For ``cooldown``: the run id holding the window and when it closes (epoch seconds).
+    #: For ``braked``: ``until`` is when the brake lets go by itself, ``since`` when it engaged.
     holder: str = ""
     until: float | None = None
+    since: float | None = None
 
 
 class Deduper:
@@ -96,12 +111,14 @@ class Deduper:
         clock: Clock,
         cooldown_seconds: float,
         incident_ttl_seconds: float,
+        brake: BrakePolicy | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._clock = clock
         self._cooldown = cooldown_seconds
         self._incident_ttl = incident_ttl_seconds
+        self._brake = brake or BrakePolicy(max_triggers=0)
         self._script = redis.register_script(_CLAIM)
 
     async def claim(self, item: PendingTrigger, *, first_attempt_at: float) -> Claim:
@@ -116,6 +133,8 @@ class Deduper:
                     self._keys.cooldown(item.dag_id),
                     self._keys.pending_schedule,
                     self._keys.pending_items,
+                    self._keys.brake_triggers,
+                    self._keys.brake_engaged,
                 ],
                 args=[
                     ms(now),
@@ -127,6 +146,7 @@ class Deduper:
                     ms(now) + cooldown_ms,
                     # Real-time TTL only garbage-collects; the window is judged by the clock.
                     cooldown_ms + 60_000,
+                    *self._brake.script_args(),
                 ],
             ),
         )
@@ -136,6 +156,9 @@ class Deduper:
             return Claim("cooldown", holder=holder, until=int(until_ms) / 1000)
         if kind == "duplicate":
             return Claim("duplicate")
+        if kind == "braked":
+            since, until = parse_engaged(_text(result[1]))
+            return Claim("braked", since=since, until=until)
         return Claim("accepted")
 
 

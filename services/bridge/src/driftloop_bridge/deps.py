@@ -12,7 +12,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from redis.asyncio import Redis
 
-from .auth import AuthConfig, verify_request
+from .auth import AuthConfig, verify_bearer, verify_request
+from .brake import Brake
 from .decisions import DecisionLog
 from .dispatcher import Dispatcher
 from .errors import AuthError, BodyTooLarge
@@ -34,6 +35,7 @@ class Bridge:
     decisions: DecisionLog
     clock: Clock
     metrics: BridgeMetrics
+    brake: Brake
 
 
 def get_bridge(request: Request) -> Bridge:
@@ -81,6 +83,17 @@ async def grafana_body(request: Request, bridge: BridgeDep) -> bytes:
 async def alertmanager_body(request: Request, bridge: BridgeDep) -> bytes:
     return await _authenticated_body(request, bridge, "alertmanager")
 
+
+async def operator(request: Request, bridge: BridgeDep) -> None:
+    """The same bearer token as the webhooks: whoever may trigger retraining may release it."""
+    try:
+        verify_bearer(request.headers, bridge.auth)
+    except AuthError:
+        bridge.metrics.decided("operator", "unauthorized")
+        raise
+
+
+Operator = Depends(operator)
 
 GrafanaBody = Annotated[bytes, Depends(grafana_body)]
 AlertmanagerBody = Annotated[bytes, Depends(alertmanager_body)]

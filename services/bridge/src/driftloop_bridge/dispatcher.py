@@ -6,7 +6,9 @@ Per alert, in order:
 2. the alert is resolved              -> ``resolved`` (recorded; resolved alerts never trigger)
 3. the incident was already accepted  -> ``duplicate``
 4. the DAG's cooldown window is open  -> ``cooldown``
-5. otherwise the trigger is persisted (atomically with 3-4), then tried once inline with a short
+5. the circuit breaker is engaged, or this trigger would exceed its budget -> ``braked``
+   (no DAG run; see :mod:`brake`)
+6. otherwise the trigger is persisted (atomically with 3-5), then tried once inline with a short
    timeout: Airflow created it or already had it -> ``triggered``; Airflow unavailable ->
    ``queued`` (the retry worker takes over); Airflow rejected it -> ``dead_letter``.
 
@@ -18,7 +20,7 @@ can trigger again. The webhook's answer stays one decision per alert.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal, TypedDict
 
 import structlog
@@ -156,6 +158,17 @@ class Dispatcher:
                 reason=(
                     f"DAG {rule.dag_id} is cooling down for {max(0.0, (claim.until or now) - now):.0f}s"
                     f" more after incident {claim.holder}"
+                ),
+            ), None
+        if claim.kind == "braked":
+            self._metrics.brake_engaged.set(1)
+            until = datetime.fromtimestamp(claim.until or now, tz=UTC)
+            return Decision(
+                **routed,
+                decision="braked",
+                reason=(
+                    "circuit breaker engaged: too many retraining triggers per window; no DAG run"
+                    f" until a person resets it (driftloop loop reset-brake) or {until:%Y-%m-%dT%H:%M:%SZ}"
                 ),
             ), None
         try:

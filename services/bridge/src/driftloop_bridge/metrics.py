@@ -1,12 +1,17 @@
 """The bridge's Prometheus metrics, one :class:`BridgeMetrics` per app on its own registry.
 
 Names are shared with the monitoring config. ``decision`` values: triggered, queued,
-duplicate, cooldown, resolved, ignored, dead_letter, released (a dead-lettered trigger's claim
+duplicate, cooldown, braked, resolved, ignored, dead_letter, released (a dead-lettered trigger's claim
 given back), plus unauthorized / invalid / unavailable for requests refused before any alert
 was decided (``unavailable``: Redis down, answered 503). ``outcome`` values of triggers: created, exists (Airflow's 409), retry,
 dead_letter. ``reason`` values of releases: max_age, rejected.
 
-Redis: ``driftloop_bridge_redis_up`` is 1 when the bridge's last Redis call (a webhook's or the
+Redis: Brake (:mod:`brake`): ``driftloop_bridge_brake_engaged`` is 1 while the circuit breaker holds
+retraining back (refreshed every ``BRAKE_REFRESH_SECONDS`` and on every ``braked`` decision;
+the ``RetrainingChurn`` alert watches it), ``driftloop_bridge_brake_resets_total`` counts
+resets by a person.
+
+``driftloop_bridge_redis_up`` is 1 when the bridge's last Redis call (a webhook's or the
 retry worker's, which polls every ``RETRY_POLL_SECONDS``) succeeded, 0 when it failed; every
 failed call is counted in ``driftloop_bridge_redis_errors_total{operation}`` (``webhook``,
 ``worker``). The ``RedisUnavailable`` alert watches the gauge.
@@ -71,6 +76,16 @@ class BridgeMetrics:
         )
         for operation in ("webhook", "worker"):
             self.redis_errors.labels(operation=operation)
+        self.brake_engaged = Gauge(
+            "driftloop_bridge_brake_engaged",
+            "1 while the circuit breaker holds retraining back (too many triggers per window)",
+            registry=r,
+        )
+        self.brake_resets = Counter(
+            "driftloop_bridge_brake_resets_total",
+            "Times a person reset the circuit breaker (POST /brake/reset)",
+            registry=r,
+        )
         self.airflow_call_seconds = Histogram(
             "driftloop_bridge_airflow_call_seconds",
             "Latency of Airflow REST API calls (token and trigger), successful or not",

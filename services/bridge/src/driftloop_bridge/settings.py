@@ -62,6 +62,15 @@ class BridgeSettings(BaseSettings):
     #: group every repeat_interval, 4h by default).
     incident_ttl_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
 
+    # --- circuit breaker (see brake.py) ---------------------------------------------------
+    #: At most this many accepted triggers per window; beyond, alerts are answered ``braked``
+    #: and the brake stays engaged until reset or ``brake_hold_seconds`` pass. 0 = no brake.
+    brake_max_triggers: int = Field(default=2, ge=0)
+    brake_window_seconds: float = Field(default=3600.0, gt=0)
+    brake_hold_seconds: float = Field(default=6 * 3600.0, gt=0)
+    #: How often the ``brake_engaged`` gauge is re-read from Redis (expiry, other instances).
+    brake_refresh_seconds: float = Field(default=5.0, gt=0)
+
     # --- trigger and retry ------------------------------------------------------------------
     #: The webhook tries Airflow once inline with this timeout, then answers ``queued``.
     inline_trigger_timeout_seconds: float = Field(default=3.0, gt=0)

@@ -10,6 +10,8 @@ Layout (``<p>`` = ``DRIFTLOOP_BRIDGE_REDIS_PREFIX``, default ``driftloop:bridge`
                                                              (its incident key, and the
                                                              cooldown if it held it, deleted)
     <p>:decisions               list of JSON, newest first   the audit trail (capped)
+    <p>:brake:triggers          zset run_id -> accepted ms   accepted triggers in the window
+    <p>:brake:engaged           "<since_ms>|<until_ms>"      the circuit breaker is on
 
 Times passed to Redis come from the bridge's clock (not Redis TTLs), so tests can drive
 cooldowns with a fake clock; TTLs only garbage-collect.
@@ -59,6 +61,14 @@ class RedisKeys:
     @property
     def decisions(self) -> str:
         return f"{self.prefix}:decisions"
+
+    @property
+    def brake_triggers(self) -> str:
+        return f"{self.prefix}:brake:triggers"
+
+    @property
+    def brake_engaged(self) -> str:
+        return f"{self.prefix}:brake:engaged"
 
 
 @asynccontextmanager
