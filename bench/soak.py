@@ -164,11 +164,18 @@ def take_sample(
         for st in statuses
         if not ready[st.name]
     }
-    champion = observe.champion_version(ep)
+    try:
+        champion = observe.champion_version(ep)
+    except observe.ObservationError:  # MLflow down shows in readiness; the sample goes on
+        champion = None
     runs = dag_runs(airflow)
     runs = previous_runs if runs is None else runs
     decisions: dict[str, int] = {}
-    for d in observe.bridge_decisions(ep, limit=1000):
+    try:
+        trail = observe.bridge_decisions(ep, limit=1000)
+    except observe.ObservationError:  # the bridge down shows in readiness
+        trail = []
+    for d in trail:
         at = _timestamp(d.get("at"))
         if at is not None and at >= t0:  # this soak's decisions only
             kind = str(d.get("decision") or "unknown")

@@ -3,8 +3,10 @@
 Steady traffic through nginx, then sudden covariate drift with concept drift in the feedback.
 Every stage of the loop must be observed, in order, within its deadline: drift detected → alert
 firing → bridge trigger → DAG success → promotion → every replica on the new champion → drift back
-under the thresholds → alert resolved. No request may fail, and every published event must be
-consumed. The ≤60 s recovery goal is tracked by bench/bench_loop.py; here the bound is generous.
+under the thresholds → alert resolved → one DAG run for the incident, each stage linked to the one
+before (driftloop_cli.timeline). No request may fail, and every published event must be consumed.
+Recovery (onset → every replica on the new champion) must take at most 90 s; the ≤60 s goal is
+tracked by bench/bench_loop.py.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from driftloop_cli.timeline import STAGES, Observed
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
-GENEROUS_RECOVERY_S = 240
+RECOVERY_BOUND_S = 90
 
 
 class Recorder:
@@ -68,5 +70,5 @@ def test_the_loop_closes_with_no_failed_request(stack, champion, tmp_path) -> No
     assert ev["feedback_consumed"] == ev["feedback_published"], ev
 
     assert summary.time_to_recover_s is not None
-    assert summary.time_to_recover_s <= GENEROUS_RECOVERY_S, summary.stages
+    assert summary.time_to_recover_s <= RECOVERY_BOUND_S, summary.stages
     assert (tmp_path / "summary.json").exists() and (tmp_path / "summary.md").exists()

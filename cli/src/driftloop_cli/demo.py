@@ -262,7 +262,10 @@ def run(s: StackSettings, opts: DemoOptions, printer: Progress) -> DemoSummary:
             except subprocess.TimeoutExpired:
                 proc.kill()
         log.close()
-        summary.events = wait_consumed(s, baseline)
+        try:
+            summary.events = wait_consumed(s, baseline)
+        except observe.ObservationError as exc:  # the summary is still written, with why
+            summary.error = f"{summary.error}; {exc}" if summary.error else str(exc)
         summary.requests, summary.failed_requests = locust_totals(report_dir)
         write_summary(summary, report_dir)
     return summary

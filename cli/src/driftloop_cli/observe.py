@@ -1,13 +1,17 @@
 """Read-only views of the running loop, shared by `driftloop demo` and the end-to-end test.
 
-Each function asks one live component one question and returns plain data; none of them raises
-on a component that is down (they return "nothing yet"), so a watcher can poll them with a deadline.
+Each function asks one live component one question and returns plain data. "Nothing yet" (no
+series, no alert, no run) is an answer; a component that does not answer, answers with an
+error status or with a body that is not what its API documents is not: that raises
+:class:`ObservationError` naming the component and the URL, so a watcher can never mistake an
+unreachable Prometheus for "the alert resolved".
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, NotRequired, TypedDict
 
 import httpx
@@ -17,6 +21,10 @@ from driftloop_contracts import CHAMPION_ALIAS, DAG_ID, MODEL_NAME
 
 TIMEOUT = 5.0
 
+#: The model-version tag naming the Airflow run that trained it (written by
+#: ``driftloop_training.registry.register_version`` from the run's tag of the same name).
+DAG_RUN_ID_TAG = "driftloop.dag_run_id"
+
 DRIFT_OVER_THRESHOLD = (
     "max by (feature, statistic) (driftloop_drift_value{{{sel}}})"
     " > on(feature, statistic) group_left() max by (feature, statistic) (driftloop_drift_threshold)"
@@ -25,6 +33,16 @@ DRIFT_OVER_THRESHOLD = (
 
 #: ``(sample name, sorted (label, value) pairs)``: one series of a scrape.
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+class ObservationError(RuntimeError):
+    """A component did not answer or answered with an error: what was observed is unknown."""
+
+    def __init__(self, component: str, url: str, detail: str, status: int | None = None) -> None:
+        self.component = component
+        self.url = url
+        self.status = status
+        super().__init__(f"{component} at {url}: {detail}")
 
 
 class TaskInstance(TypedDict):
@@ -48,13 +66,46 @@ class Endpoints:
     nginx: str
 
 
-def prom_query(ep: Endpoints, expr: str) -> list[dict[str, Any]]:
+def get_json(
+    component: str,
+    url: str,
+    *,
+    params: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    auth: tuple[str, str] | None = None,
+    absent_ok: bool = False,
+) -> Any:
+    """The JSON body of ``GET url``; ``None`` for a 404 when ``absent_ok`` (the thing asked
+    for does not exist yet). Anything else that is not a 2xx JSON answer raises."""
     try:
-        r = httpx.get(f"{ep.prometheus}/api/v1/query", params={"query": expr}, timeout=TIMEOUT)
-        body = r.json()
-    except (httpx.HTTPError, ValueError):
-        return []
-    return body.get("data", {}).get("result", []) if body.get("status") == "success" else []
+        r = httpx.get(url, params=params, headers=headers, auth=auth, timeout=TIMEOUT)
+    except httpx.HTTPError as exc:
+        raise ObservationError(component, url, f"unreachable ({exc!r})") from exc
+    if absent_ok and r.status_code == 404:
+        return None
+    if not r.is_success:
+        raise ObservationError(
+            component, url, f"answered {r.status_code}: {r.text[:200]}", r.status_code
+        )
+    try:
+        return r.json()
+    except ValueError as exc:
+        raise ObservationError(component, url, f"answered non-JSON: {r.text[:200]!r}") from exc
+
+
+def _shape_error(component: str, url: str, body: Any) -> ObservationError:
+    return ObservationError(component, url, f"unexpected answer: {str(body)[:200]}")
+
+
+def prom_query(ep: Endpoints, expr: str) -> list[dict[str, Any]]:
+    url = f"{ep.prometheus}/api/v1/query"
+    body = get_json("Prometheus", url, params={"query": expr})
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise _shape_error("Prometheus", url, body)
+    result = body.get("data", {}).get("result")
+    if not isinstance(result, list):
+        raise _shape_error("Prometheus", url, body)
+    return result
 
 
 def prom_scalar(ep: Endpoints, expr: str) -> float | None:
@@ -84,36 +135,35 @@ def drifting_series(ep: Endpoints, model_version: str | None = None) -> list[dic
     return sorted(out, key=lambda d: -(d["value"] / (d["threshold"] or 1)))
 
 
-def windows_for_version(ep: Endpoints, model_version: str) -> float:
-    return (
-        prom_scalar(ep, f'sum(driftloop_windows_total{{model_version="{model_version}"}})') or 0.0
+def retrain_alerts(ep: Endpoints) -> list[dict[str, Any]]:
+    """Every alert Alertmanager holds with ``route="retrain"`` (not silenced or inhibited).
+
+    Alertmanager's v2 API lists only alerts that have not ended: a resolved alert is one that
+    is no longer in this (successfully answered) list.
+    """
+    url = f"{ep.alertmanager}/api/v2/alerts"
+    body = get_json(
+        "Alertmanager",
+        url,
+        params={"silenced": "false", "inhibited": "false", "filter": 'route="retrain"'},
     )
+    if not isinstance(body, list):
+        raise _shape_error("Alertmanager", url, body)
+    return body
 
 
 def active_retrain_alerts(ep: Endpoints) -> list[dict[str, Any]]:
-    try:
-        r = httpx.get(
-            f"{ep.alertmanager}/api/v2/alerts",
-            params={
-                "active": "true",
-                "silenced": "false",
-                "inhibited": "false",
-                "filter": 'route="retrain"',
-            },
-            timeout=TIMEOUT,
-        )
-        return [a for a in r.json() if a.get("status", {}).get("state") == "active"]
-    except (httpx.HTTPError, ValueError):
-        return []
+    return [a for a in retrain_alerts(ep) if a.get("status", {}).get("state") == "active"]
 
 
 def bridge_decisions(ep: Endpoints, limit: int = 100) -> list[dict[str, Any]]:
-    try:
-        r = httpx.get(f"{ep.bridge}/decisions", params={"limit": limit}, timeout=TIMEOUT)
-        body = r.json()
-    except (httpx.HTTPError, ValueError):
-        return []
-    return body.get("decisions", body) if isinstance(body, dict) else body
+    """The bridge's audit trail, newest first."""
+    url = f"{ep.bridge}/decisions"
+    body = get_json("bridge", url, params={"limit": limit})
+    decisions = body.get("decisions") if isinstance(body, dict) else None
+    if not isinstance(decisions, list):
+        raise _shape_error("bridge", url, body)
+    return decisions
 
 
 class Airflow:
@@ -123,43 +173,59 @@ class Airflow:
         self.ep = ep
         self._token: str | None = None
 
-    def _get(self, path: str) -> Any:
+    def _login(self) -> str:
+        url = f"{self.ep.airflow}/auth/token"
+        credentials = {"username": self.ep.airflow_username, "password": self.ep.airflow_password}
+        try:
+            r = httpx.post(url, timeout=TIMEOUT, json=credentials)
+        except httpx.HTTPError as exc:
+            raise ObservationError("Airflow", url, f"unreachable ({exc!r})") from exc
+        if not r.is_success:
+            raise ObservationError(
+                "Airflow", url, f"answered {r.status_code} to the login", r.status_code
+            )
+        try:
+            return str(r.json()["access_token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ObservationError("Airflow", url, f"no token in {r.text[:200]!r}") from exc
+
+    def _get(self, path: str, *, absent_ok: bool = False, **params: Any) -> Any:
+        url = f"{self.ep.airflow}/api/v2{path}"
         for _ in range(2):
             if self._token is None:
-                r = httpx.post(
-                    f"{self.ep.airflow}/auth/token",
-                    timeout=TIMEOUT,
-                    json={
-                        "username": self.ep.airflow_username,
-                        "password": self.ep.airflow_password,
-                    },
+                self._token = self._login()
+            try:
+                return get_json(
+                    "Airflow",
+                    url,
+                    params=params or None,
+                    headers={"Authorization": f"Bearer {self._token}"},
+                    absent_ok=absent_ok,
                 )
-                r.raise_for_status()
-                self._token = r.json()["access_token"]
-            r = httpx.get(
-                f"{self.ep.airflow}/api/v2{path}",
-                timeout=TIMEOUT,
-                headers={"Authorization": f"Bearer {self._token}"},
-            )
-            if r.status_code == 401:
+            except ObservationError as exc:
+                if exc.status != 401:
+                    raise
                 self._token = None
-                continue
-            r.raise_for_status()
-            return r.json()
-        return None
+        raise ObservationError("Airflow", url, "401 even with a fresh token")
 
     def dag_run(self, run_id: str) -> dict[str, Any] | None:
-        try:
-            return self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}")
-        except (httpx.HTTPError, ValueError, KeyError):
-            return None
+        """The run, or ``None`` while Airflow does not know it (404)."""
+        body = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}", absent_ok=True)
+        return body if isinstance(body, dict) or body is None else None
+
+    def dag_runs_since(self, wall_time: float) -> list[dict[str, Any]]:
+        """Every run of the retraining DAG due at or after ``wall_time`` (oldest first)."""
+        after = datetime.fromtimestamp(wall_time, tz=UTC).isoformat()
+        path = f"/dags/{DAG_ID}/dagRuns"
+        body = self._get(path, run_after_gte=after, order_by="run_after", limit=100)
+        runs = body.get("dag_runs") if isinstance(body, dict) else None
+        if not isinstance(runs, list):
+            raise _shape_error("Airflow", f"{self.ep.airflow}/api/v2{path}", body)
+        return runs
 
     def task_instances(self, run_id: str) -> list[TaskInstance]:
-        try:
-            body = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
-        except (httpx.HTTPError, ValueError, KeyError):
-            return []
-        return (body or {}).get("task_instances", [])
+        body = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances", absent_ok=True)
+        return list((body or {}).get("task_instances", []))
 
 
 def mlflow_auth() -> tuple[str, str] | None:
@@ -171,38 +237,41 @@ def mlflow_auth() -> tuple[str, str] | None:
 
 
 def champion_version(ep: Endpoints) -> dict[str, Any] | None:
-    try:
-        r = httpx.get(
-            f"{ep.mlflow}/api/2.0/mlflow/registered-models/alias",
-            params={"name": MODEL_NAME, "alias": CHAMPION_ALIAS},
-            timeout=TIMEOUT,
-            auth=mlflow_auth(),
-        )
-        return r.json().get("model_version") if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        return None
+    """The version the champion alias points at; ``None`` when there is no alias (404)."""
+    body = get_json(
+        "MLflow",
+        f"{ep.mlflow}/api/2.0/mlflow/registered-models/alias",
+        params={"name": MODEL_NAME, "alias": CHAMPION_ALIAS},
+        auth=mlflow_auth(),
+        absent_ok=True,
+    )
+    return None if body is None else body.get("model_version")
 
 
 def model_version(ep: Endpoints, version: str) -> dict[str, Any] | None:
-    try:
-        r = httpx.get(
-            f"{ep.mlflow}/api/2.0/mlflow/model-versions/get",
-            params={"name": MODEL_NAME, "version": version},
-            timeout=TIMEOUT,
-            auth=mlflow_auth(),
-        )
-        return r.json().get("model_version") if r.status_code == 200 else None
-    except (httpx.HTTPError, ValueError):
-        return None
+    body = get_json(
+        "MLflow",
+        f"{ep.mlflow}/api/2.0/mlflow/model-versions/get",
+        params={"name": MODEL_NAME, "version": version},
+        auth=mlflow_auth(),
+        absent_ok=True,
+    )
+    return None if body is None else body.get("model_version")
 
 
-def replica_versions(ep: Endpoints) -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
+def version_tags(version: dict[str, Any]) -> dict[str, str]:
+    """An MLflow REST model version's tags as a dict."""
+    return {t["key"]: t.get("value", "") for t in version.get("tags", [])}
+
+
+def replica_versions(ep: Endpoints) -> dict[str, str]:
+    """The version each replica serves (``GET /model``); every replica must answer."""
+    out: dict[str, str] = {}
     for url in ep.replicas:
-        try:
-            out[url] = str(httpx.get(f"{url}/model", timeout=TIMEOUT).json()["model_version"])
-        except (httpx.HTTPError, ValueError, KeyError, TypeError):
-            out[url] = None
+        body = get_json("model replica", f"{url}/model")
+        if not isinstance(body, dict) or body.get("model_version") is None:
+            raise _shape_error("model replica", f"{url}/model", body)
+        out[url] = str(body["model_version"])
     return out
 
 
@@ -211,14 +280,17 @@ def scrape_metrics(
 ) -> dict[SeriesKey, float]:
     """Every sample of the given ``/metrics`` endpoints (parsed by ``prometheus_client``),
     summed across them; ``ignore_labels`` (the replica id) are dropped first, so one series
-    per replica becomes one total. An endpoint that does not answer contributes nothing."""
+    per replica becomes one total. Every endpoint must answer: a missing one would make a
+    total look smaller than it is."""
     out: dict[SeriesKey, float] = {}
     for url in urls:
         try:
-            text = httpx.get(f"{url}/metrics", timeout=TIMEOUT).text
-        except httpx.HTTPError:
-            continue
-        for family in text_string_to_metric_families(text):
+            r = httpx.get(f"{url}/metrics", timeout=TIMEOUT)
+        except httpx.HTTPError as exc:
+            raise ObservationError("metrics", f"{url}/metrics", f"unreachable ({exc!r})") from exc
+        if not r.is_success:
+            raise ObservationError("metrics", f"{url}/metrics", f"answered {r.status_code}")
+        for family in text_string_to_metric_families(r.text):
             for sample in family.samples:
                 labels = tuple(
                     sorted((k, v) for k, v in sample.labels.items() if k not in ignore_labels)
@@ -232,3 +304,15 @@ def metric_total(scraped: dict[SeriesKey, float], name: str, **labels: str) -> f
     """The sum of sample ``name`` over every series that carries (at least) ``labels``."""
     want = set(labels.items())
     return sum(v for (n, lab), v in scraped.items() if n == name and want <= set(lab))
+
+
+def window_counts(ep: Endpoints, model_version: str) -> tuple[float, float]:
+    """(windows closed, windows with any statistic over its threshold) for ``model_version``,
+    from one instant query so both numbers come from the same scrape (0 before the first)."""
+    sel = f'model_version="{model_version}"'
+    expr = (
+        f'sum by (__name__) ({{__name__=~"driftloop_windows_total|driftloop_windows_drift_total",'
+        f" {sel}}})"
+    )
+    got = {s["metric"].get("__name__"): float(s["value"][1]) for s in prom_query(ep, expr)}
+    return got.get("driftloop_windows_total", 0.0), got.get("driftloop_windows_drift_total", 0.0)

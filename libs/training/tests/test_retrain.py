@@ -63,6 +63,10 @@ def log_of(
     return make
 
 
+#: The Airflow run id the DAG passes to ``train``; the registered version must carry it.
+DAG_RUN_ID = "alert__DriftHigh__20261206T080000__0123456789abcdef"
+
+
 def run_until_decision(
     settings: TrainingSettings,
     window_end: datetime,
@@ -79,6 +83,7 @@ def run_until_decision(
         collected,
         params=params,
         trigger_conf={"alertname": "DriftHigh"},
+        dag_run_id=DAG_RUN_ID,
         model_params=fast,
     )
     evaluated = retrain.evaluate(settings, trained)
@@ -250,6 +255,7 @@ def test_challenger_worse_is_rejected_and_tagged(
     assert current is not None and current.version == champ.version
     tags = registry.get_version(uri, decision.version).tags
     assert tags[registry.TAG_DECISION] == "rejected"
+    assert tags[registry.TAG_DAG_RUN_ID] == DAG_RUN_ID  # the version names the run that made it
     assert evaluated.champion is not None
     assert float(tags["driftloop.champion_rmse_usd"]) == pytest.approx(
         evaluated.champion["rmse_usd"], abs=0.01

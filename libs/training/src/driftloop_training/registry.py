@@ -59,6 +59,8 @@ TAG_ROLE = "driftloop.role"
 TAG_RUN_KEY = "driftloop.run_key"
 TAG_MODEL_URI = "driftloop.model_uri"
 TAG_DECISION = "driftloop.decision"
+#: The Airflow run that trained a challenger: on its MLflow run, copied onto its version.
+TAG_DAG_RUN_ID = "driftloop.dag_run_id"
 _MAX_TAG_CHARS = 5000
 _MAX_PARAM_CHARS = 500
 
@@ -271,7 +273,8 @@ def register_version(
 
     c = client(tracking_uri)
     with _registry_errors(f"register the model of run {run_id}"):
-        digest = c.get_run(run_id).data.tags.get(ARTIFACT_DIGEST_TAG)
+        run_tags = c.get_run(run_id).data.tags
+        digest = run_tags.get(ARTIFACT_DIGEST_TAG)
         if not digest:
             raise RegistryError(
                 f"run {run_id} has no {ARTIFACT_DIGEST_TAG} tag: only models logged by "
@@ -283,6 +286,10 @@ def register_version(
         else:
             mv = mlflow.register_model(model_uri, MODEL_NAME)
         c.set_model_version_tag(MODEL_NAME, str(mv.version), ARTIFACT_DIGEST_TAG, digest)
+        if run_tags.get(TAG_DAG_RUN_ID):  # the version names the DAG run that made it
+            c.set_model_version_tag(
+                MODEL_NAME, str(mv.version), TAG_DAG_RUN_ID, run_tags[TAG_DAG_RUN_ID]
+            )
         for key, value in (tags or {}).items():
             c.set_model_version_tag(MODEL_NAME, str(mv.version), key, _clip(value, _MAX_TAG_CHARS))
         return _version_info(c, c.get_model_version(MODEL_NAME, str(mv.version)))

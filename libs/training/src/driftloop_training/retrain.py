@@ -362,7 +362,7 @@ def train(
         tags={
             **run_tags,
             **_trigger_tags(trigger_conf or {}),
-            "driftloop.dag_run_id": dag_run_id or "",
+            registry.TAG_DAG_RUN_ID: dag_run_id or "",
             "driftloop.profile_id": profile.profile_id,
             "driftloop.data.window_start": collected.window_start.isoformat(),
             "driftloop.data.window_end": collected.window_end.isoformat(),
