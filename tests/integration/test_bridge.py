@@ -40,7 +40,7 @@ import redis
 import yaml
 
 from driftloop_bridge.auth import sign
-from driftloop_cli.observe import metric_total, scrape_metrics
+from driftloop_cli.observe import ObservationError, metric_total, scrape_metrics
 from driftloop_contracts import DAG_ID, HOST
 
 pytestmark = pytest.mark.integration
@@ -91,7 +91,7 @@ def poll(what: str, check: Any, timeout_s: float = 60, every_s: float = 0.25) ->
     while True:
         try:
             value = check()
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, ObservationError) as exc:
             value, last_error = None, exc
         if value:
             return value

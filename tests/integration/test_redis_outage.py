@@ -48,7 +48,7 @@ import pytest
 import redis
 import yaml
 
-from driftloop_cli.observe import metric_total, scrape_metrics
+from driftloop_cli.observe import ObservationError, metric_total, scrape_metrics
 from driftloop_contracts import (
     API_KEY_HEADER,
     DAG_ID,
@@ -91,7 +91,7 @@ def poll(what: str, check: Callable[[], T | None], timeout_s: float = DEADLINE_S
     while True:
         try:
             last = check()
-        except httpx.TransportError as exc:
+        except (httpx.TransportError, ObservationError) as exc:
             last = exc
         else:
             if last:
