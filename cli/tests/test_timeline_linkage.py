@@ -78,7 +78,7 @@ class FakeStack:
     def __post_init__(self) -> None:
         self.decide("triggered", RUN, FP)
 
-    def decide(self, decision: str, run_id: str, fingerprint: str, name: str = "") -> None:
+    def decide(self, decision: str, run_id: str | None, fingerprint: str, name: str = "") -> None:
         self.decisions.insert(
             0,
             {
@@ -304,6 +304,14 @@ def test_bridge_decided_on_another_alertname_with_the_same_fingerprint(fake: Fak
     fake.decisions = []
     fake.decide("triggered", RUN, FP, name="PerformanceDegraded")
     with pytest.raises(LinkageError, match="not an alert Alertmanager fired"):
+        run(fake, ["bridge_triggered"])
+
+
+def test_a_braked_alert_fails_at_once_naming_the_reset(fake: FakeStack) -> None:
+    """The brake holds until a person resets it: waiting for a trigger would only time out."""
+    fake.decisions = []
+    fake.decide("braked", None, FP)
+    with pytest.raises(LinkageError, match="loop reset-brake"):
         run(fake, ["bridge_triggered"])
 
 

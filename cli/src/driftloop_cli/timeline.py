@@ -222,12 +222,18 @@ def check_alert_firing(cx: Context) -> str | Pending:
 
 def check_bridge_triggered(cx: Context) -> str | Pending:
     st = cx.st
-    triggers = [
-        d
-        for d in _fresh(st, observe.bridge_decisions(cx.ep))
-        if d.get("decision") in TRIGGERING and d.get("dag_run_id")
-    ]
+    fresh = _fresh(st, observe.bridge_decisions(cx.ep))
+    triggers = [d for d in fresh if d.get("decision") in TRIGGERING and d.get("dag_run_id")]
     if not triggers:
+        braked = [d for d in fresh if d.get("decision") == "braked"]
+        if braked:
+            # Waiting cannot help: the brake holds until a person resets it (or it expires).
+            raise LinkageError(
+                cx.stage,
+                f"the bridge braked alert {braked[0].get('alertname')}: the retraining budget "
+                f"is spent ({braked[0].get('reason', 'too many retrains')}); look at what kept "
+                "retraining, then run `uv run driftloop loop reset-brake`",
+            )
         return Pending("no triggered/queued decision since onset")
     for a in observe.active_retrain_alerts(cx.ep):
         st.fired[str(a.get("fingerprint", ""))] = a
