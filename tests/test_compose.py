@@ -1136,9 +1136,17 @@ def test_postgres_init_script_against_a_real_server(services: dict[str, Any]) ->
 #: source (a digest is never guessed). Anything not listed here must carry ``@sha256:``.
 TAG_ONLY_IMAGES: dict[str, str] = {
     "locustio/locust:2.47.0": "docker/locust/Dockerfile: no published digest found",
+    "apache/airflow:3.3.2-python3.11": "airflow/Dockerfile: no published digest found",
 }
-#: Dockerfiles this file's owner pins by digest (the services' and Airflow's are theirs).
-DIGEST_PINNED_DOCKERFILES = ("docker/mlflow/Dockerfile", "docker/locust/Dockerfile")
+#: Every Dockerfile we build: each image it pulls is pinned by digest (or listed above).
+DIGEST_PINNED_DOCKERFILES = (
+    "docker/mlflow/Dockerfile",
+    "docker/locust/Dockerfile",
+    "services/model_api/Dockerfile",
+    "services/drift_consumer/Dockerfile",
+    "services/bridge/Dockerfile",
+    "airflow/Dockerfile",
+)
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
