@@ -135,6 +135,12 @@ class FakeLabelRedis:
         self.data[name] = (value, ex)
         return True
 
+    async def get(self, name: str) -> bytes | None:
+        if self.down:
+            raise ConnectionError("redis down")
+        found = self.data.get(name)
+        return None if found is None else found[0].encode()
+
     async def aclose(self) -> None:
         return None
 

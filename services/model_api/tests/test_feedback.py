@@ -110,6 +110,19 @@ def test_a_second_label_is_409_and_the_first_stands(harness: AppHarness) -> None
     assert harness.labels.data[key][1] == 86_400  # remembered as long as a token lives
 
 
+def test_the_same_label_again_is_a_retry_and_accepted(harness: AppHarness) -> None:
+    """nginx re-sends a label whose replica died after recording it but before answering: the
+    same value is accepted again (and published again: the consumer keeps one row), never 409."""
+    answer = predicted(harness)
+    first = harness.post("/feedback", json=label(answer, 100_000.0), headers=PRODUCER)
+    again = harness.post("/feedback", json=label(answer, 100_000.0), headers=PRODUCER)
+    assert (first.status_code, again.status_code) == (202, 202), again.text
+    assert rejected(harness, "already_labelled") == 0
+    wait_for(lambda: len(harness.producer.topics(FEEDBACK_TOPIC)) == 2, what="both published")
+    other = harness.post("/feedback", json=label(answer, 100_001.0), headers=PRODUCER)
+    assert other.status_code == 409, other.text
+
+
 def test_each_batch_row_is_labelled_with_its_own_token(harness: AppHarness) -> None:
     rows = harness.post("/predict/batch", json={"rows": [EXAMPLE_FEATURES] * 2}).json()
     first, second = rows["predictions"]

@@ -8,7 +8,8 @@ In this order, each refusal with its own status (docs/api.md, "Feedback"):
 3. ``feedback_token`` was issued by us for this ``request_id``: otherwise 403; genuine but
    older than ``feedback_token_ttl_seconds``: 410 (:mod:`.tokens`).
 4. The id has no label yet: the first label is recorded in Redis (:mod:`.label_store`) and
-   wins; a later one is 409. Redis down: 503, nothing published.
+   wins; a later one with another value is 409, the same one again is a retry (202).
+   Redis down: 503, nothing published.
 
 Every refusal is counted in ``driftloop_feedback_rejected_total{reason}`` by the route.
 """
@@ -81,9 +82,9 @@ class LabelGate:
         if not sum(hmac.compare_digest(sent, key) for key in self._keys):
             raise InvalidApiKey()
 
-    async def admit(self, request_id: str, token: str) -> TokenClaims:
-        """The token's claims once the label is recorded as this id's first (else raises)."""
+    async def admit(self, request_id: str, token: str, actual: float) -> TokenClaims:
+        """The token's claims once ``actual`` is recorded as this id's label (else raises)."""
         claims = self.tokens.verify(token, request_id)
-        if not await self.store.claim(request_id, self._replica_id):
+        if not await self.store.claim(request_id, repr(float(actual))):
             raise AlreadyLabelled(request_id)
         return claims

@@ -1,9 +1,13 @@
 """Where "this request id has a label" is recorded, so the first label wins on every replica.
 
-One Redis key per labelled id, ``driftloop:labelled:<request_id>``, written with ``SET NX EX``:
-the first replica to set it accepts the label, every later attempt (on any replica) finds it
-and answers 409. The TTL is the token lifetime: once it lapses the token has expired too, so
-the id still cannot be labelled again (410).
+One Redis key per labelled id, ``driftloop:labelled:<request_id>``, written with ``SET NX EX``
+and holding the label's value: the first replica to set it accepts the label; a later attempt
+(on any replica) with another value is refused with 409. The *same* label again is a retry and
+accepted again (202): nginx re-sends a label whose replica died after recording it but before
+answering (and perhaps before publishing it), and a producer retries a request that timed out.
+The replay is published again; the drift consumer keeps one row per request (its join claim),
+so a retry can never add a second label. The TTL is the token lifetime: once it lapses the
+token has expired too, so the id still cannot be labelled again (410).
 
 Redis is a dependency of accepting a label (unlike the prediction cache, which is bypassed):
 without it a second label could not be told apart, so a Redis failure or a call over its
@@ -35,6 +39,8 @@ class LabelRedis(Protocol):
         self, name: str, value: str, *, ex: int | None = None, nx: bool = False
     ) -> Awaitable[object]: ...
 
+    def get(self, name: str) -> Awaitable[object]: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -47,24 +53,29 @@ class LabelStore:
         self._timeout = timeout_s
         self.last_error: str | None = None
 
-    async def claim(self, request_id: str, labelled_by: str) -> bool:
-        """True if this is the id's first label (now recorded), False if it had one already.
+    async def claim(self, request_id: str, label: str) -> bool:
+        """True if ``label`` is the id's label (recorded now, or the same one recorded before:
+        a retry), False if the id has another label already.
 
         Raises :class:`LabelStoreUnavailable` when Redis is not configured or does not answer.
         """
         if self._client is None:
             raise LabelStoreUnavailable("no Redis configured: DRIFTLOOP_MODEL_API_REDIS_URL")
+        key = KEY_PREFIX + request_id
         try:
             async with asyncio.timeout(self._timeout):
-                created = await self._client.set(
-                    KEY_PREFIX + request_id, labelled_by, ex=self._ttl, nx=True
-                )
+                created = await self._client.set(key, label, ex=self._ttl, nx=True)
+                stored = None if created else await self._client.get(key)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             log.warning("label_store_unavailable", error=self.last_error)
             raise LabelStoreUnavailable(type(exc).__name__) from None
         self.last_error = None
-        return bool(created)
+        if created:
+            return True
+        if isinstance(stored, bytes):
+            stored = stored.decode("utf-8", "replace")
+        return stored == label
 
     async def close(self) -> None:
         if self._client is not None:

@@ -67,7 +67,7 @@ async def feedback(request: Request, runtime: RuntimeDep, api_key: ApiKey) -> Fe
         gate.authenticate(api_key)
         body = await read_body(request, runtime.settings.max_body_bytes)
         item = _parse_label(body)
-        await gate.admit(item.request_id, item.feedback_token)
+        await gate.admit(item.request_id, item.feedback_token, item.actual)
     except ModelApiError as exc:
         runtime.metrics.feedback_rejected(exc.code)
         raise
