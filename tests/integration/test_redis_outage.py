@@ -344,6 +344,23 @@ class Outage:
         return r.status_code
 
 
+def settled_counters(stack: Any) -> dict[str, float] | None:
+    """The counters once nothing is buffered and the consumer's totals stood still for 2 s."""
+    first = counters(stack)
+    if first["buffered"]:
+        return None
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        time.sleep(0.25)
+        again = counters(stack)
+        if (again["consumed"], again["feedback_consumed"]) != (
+            first["consumed"],
+            first["feedback_consumed"],
+        ):
+            return None
+    return first
+
+
 def counters(stack: Any) -> dict[str, float]:
     """The counters the tests compare, summed over replicas."""
     replicas = scrape_metrics(stack.model_api_urls)
@@ -431,7 +448,9 @@ def outage(stack: Any, champion: str, tmp_path_factory: pytest.TempPathFactory) 
         with httpx.Client(timeout=30) as client:
             for url in stack.model_api_urls:  # the cache works before the outage
                 poll(f"a cache hit on {url}", partial(cache_hit_on, result, client, url, warm))
-            result.before = counters(stack)
+            # The previous module's last events may still be on their way to the consumer: the
+            # counts start once it has taken everything published (its total stands still).
+            result.before = poll("the consumer caught up", partial(settled_counters, stack), 120)
             result.predictions_ok = 0
             result.during["warm"] = warm
 
