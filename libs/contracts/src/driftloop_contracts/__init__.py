@@ -16,6 +16,7 @@ from .events import (
     MAX_FUTURE_SKEW,
     MAX_JSON_DEPTH,
     MIN_EVENT_TIME,
+    ROLLBACK_REASON_PREFIX,
     SCHEMA_VERSION,
     EventError,
     FeedbackEvent,
@@ -63,6 +64,7 @@ from .registry import (
     MODEL_ARTIFACT_NAME,
     MODEL_NAME,
     PROFILE_ARTIFACT_PATH,
+    SHADOW_ALIAS,
     PromotionIgnored,
 )
 from .settings import SettingsError, load_settings
@@ -124,9 +126,11 @@ __all__ = [
     "PREDICTION_SERIES",
     "PROFILE_ARTIFACT_PATH",
     "REQUEST_ID_HEADER",
+    "ROLLBACK_REASON_PREFIX",
     "SCHEMA_VERSION",
     "SERIES_NAMES",
     "SERIES_STATISTICS",
+    "SHADOW_ALIAS",
     "SOURCE_TO_FEATURE",
     "STATISTICS",
     "TARGET_NAME",

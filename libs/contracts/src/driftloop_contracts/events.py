@@ -128,6 +128,12 @@ class PredictionEvent(_Event):
     latency_ms: float
     replica_id: str
     cache_hit: bool = False
+    #: During a post-promotion watch the replica also asks the previous champion (the version
+    #: under alias :data:`~driftloop_contracts.registry.SHADOW_ALIAS`) and sends its answer
+    #: here, never to the client: the drift consumer compares both on the same labelled
+    #: requests and rolls back a worse champion. ``None`` outside a watch.
+    shadow_model_version: str | None = None
+    shadow_prediction: float | None = Field(default=None, allow_inf_nan=False)
 
     def feature_row(self) -> list[float]:
         return [self.features[name] for name in FEATURE_NAMES]
@@ -142,7 +148,12 @@ class FeedbackEvent(_Event):
 
 
 class ModelPromoted(_Event):
-    """A new champion (topic ``model-events``): replicas reload, the drift consumer re-baselines."""
+    """A new champion (topic ``model-events``): replicas reload, the drift consumer re-baselines.
+
+    A rollback is announced with this same event (``reason`` starting with
+    :data:`ROLLBACK_REASON_PREFIX`, ``version`` the restored champion): replicas follow the
+    alias whatever moved it, so they need no second event type.
+    """
 
     event_type: Literal["ModelPromoted"] = "ModelPromoted"
     model_name: str
@@ -151,6 +162,9 @@ class ModelPromoted(_Event):
     reason: str = ""
     timestamp: AwareDatetime = Field(default_factory=utcnow)
 
+
+#: ``ModelPromoted.reason`` of a rollback starts with this (then the figures that decided it).
+ROLLBACK_REASON_PREFIX: Final = "rollback"
 
 _E = TypeVar("_E", bound=_Event)
 

@@ -4,6 +4,10 @@ from enum import StrEnum
 
 MODEL_NAME = "california-housing"
 CHAMPION_ALIAS = "champion"
+#: During the watch after a promotion this alias names the previous champion: replicas load it
+#: as a shadow (its predictions travel on the event, never to the client) and a rollback moves
+#: ``champion`` back to it. Removed when the watch ends, either way.
+SHADOW_ALIAS = "shadow"
 #: Artifact path (relative to the run) of a model version's reference profile.
 PROFILE_ARTIFACT_PATH = "reference_profile.json"
 #: Artifact sub-directory that holds the logged model inside a run.
