@@ -126,6 +126,14 @@ REDIS_FAILING = (
 #: shorter outage on its own: see the "Redis down" row of docs/monitoring.md).
 REDIS_UNAVAILABLE_FOR = "2m"
 
+#: Refusals of ``POST /feedback`` that mean a producer has no valid credentials or sends labels
+#: for predictions we never issued (a misconfigured producer, a rotated key not rolled out, or
+#: someone probing): not a retryable outage (``label_store_unavailable``) nor a normal race
+#: (``already_labelled``, ``feedback_token_expired``).
+FEEDBACK_REFUSED_REASONS = ("missing_api_key", "invalid_api_key", "invalid_feedback_token")
+#: More refusals than this in 15 minutes page someone; a handful is a typo at a terminal.
+FEEDBACK_REFUSED_MAX = 20
+
 ALERTS: tuple[AlertSpec, ...] = (
     AlertSpec(
         name="DriftFeatureHigh",
@@ -426,6 +434,24 @@ ALERTS: tuple[AlertSpec, ...] = (
         "could not be dead-lettered",
         description="The <topic>.dlq topic refused writes past the retries: the records were "
         "skipped and are only in the drift consumer's log (event dead_letter_lost).",
+    ),
+    AlertSpec(
+        name="FeedbackRefused",
+        uid="driftloop-feedback-refused",
+        group="operations",
+        a=(
+            "sum by (reason) (increase(driftloop_feedback_rejected_total"
+            f'{{reason=~"{"|".join(FEEDBACK_REFUSED_REASONS)}"}}[15m]))'
+        ),
+        op=">",
+        b=FEEDBACK_REFUSED_MAX,
+        summary_prometheus='{{ $value | printf "%.0f" }} labels refused as {{ $labels.reason }} '
+        "in 15 min",
+        summary_grafana='{{ printf "%.0f" $values.A.Value }} labels refused as '
+        "{{ $labels.reason }} in 15 min",
+        description="A feedback producer has no valid X-API-Key or sends labels without a "
+        "valid feedback_token: its labels are lost to retraining until it is fixed (or someone "
+        "is probing /feedback). See docs/security.md.",
     ),
 )
 
