@@ -112,6 +112,12 @@ async def test_brake_holds_after_the_window_slides_until_reset(
         assert reset["now"]["engaged"] is False
         assert _sample(h, "driftloop_bridge_brake_engaged") == 0
         assert _sample(h, "driftloop_bridge_brake_resets_total") == 1
+        trail = (
+            await h.http.get("/decisions", headers={"Authorization": f"Bearer {token}"})
+        ).json()["decisions"]
+        assert trail[0]["decision"] == "brake_reset"
+        assert trail[0]["source"] == "operator"
+        assert "was engaged with 0 trigger(s)" in trail[0]["reason"]
         assert await _decide(h, _incident(payload, 4)) == "triggered"
         assert len(fake_trigger.calls) == 3
 

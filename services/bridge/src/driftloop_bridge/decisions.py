@@ -24,6 +24,7 @@ DecisionKind = Literal[
     "ignored",
     "dead_letter",
     "released",
+    "brake_reset",
 ]
 
 

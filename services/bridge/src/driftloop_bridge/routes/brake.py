@@ -9,10 +9,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import structlog
 from fastapi import APIRouter
 
 from ..brake import BrakeResetResponse, BrakeState
+from ..decisions import Decision
 from ..deps import BridgeDep, Operator
+from ..errors import StoreUnavailable
+
+log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/brake", tags=["brake"], dependencies=[Operator])
 
@@ -30,5 +35,26 @@ async def brake_state(bridge: BridgeDep) -> BrakeState:
 
 @router.post("/reset", response_model=BrakeResetResponse, responses=_RESPONSES)
 async def reset_brake(bridge: BridgeDep) -> BrakeResetResponse:
-    """Release the brake and forget the window's triggers; answers the state before and after."""
-    return await bridge.brake.reset()
+    """Release the brake and forget the window's triggers; answers the state before and after.
+
+    The reset joins the audit trail (``GET /decisions``, decision ``brake_reset``): a person
+    reading why retraining resumed sees who let it, not only the alerts that followed.
+    """
+    result = await bridge.brake.reset()
+    was = result.was
+    decision = Decision(
+        at=bridge.decisions.now(),
+        source="operator",
+        alertname="",
+        decision="brake_reset",
+        reason=(
+            f"POST /brake/reset: was {'engaged' if was.engaged else 'not engaged'}"
+            f" with {was.triggers_in_window} trigger(s) in the window"
+            + (f", since {was.since:%Y-%m-%dT%H:%M:%SZ}" if was.since else "")
+        ),
+    )
+    try:
+        await bridge.decisions.record(decision)
+    except StoreUnavailable as exc:  # the reset stands; only its audit line is lost
+        log.warning("decisions_record_failed", error=str(exc), decision="brake_reset")
+    return result
