@@ -263,8 +263,15 @@ def stores(tree: Path) -> list[Manifest]:
 
 
 @pytest.fixture(scope="module")
-def rendered(base: list[Manifest], local: list[Manifest], stores: list[Manifest]) -> dict[str, Any]:
-    return {"base": base, "local": local, "stores": stores}
+def loadtest(tree: Path) -> list[Manifest]:
+    return render(tree / "deploy/k8s/loadtest")
+
+
+@pytest.fixture(scope="module")
+def rendered(
+    base: list[Manifest], local: list[Manifest], stores: list[Manifest], loadtest: list[Manifest]
+) -> dict[str, list[Manifest]]:
+    return {"base": base, "local": local, "stores": stores, "loadtest": loadtest}
 
 
 @pytest.fixture(scope="module")
@@ -294,7 +301,7 @@ def values() -> dict[str, Any]:
 # --- Kubernetes' schemas ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["base", "local", "stores"])
+@pytest.mark.parametrize("name", ["base", "local", "stores", "loadtest"])
 def test_every_manifest_is_valid_for_the_named_kubernetes_version(
     name: str, rendered: dict[str, list[Manifest]]
 ) -> None:
@@ -348,7 +355,7 @@ def test_only_the_operators_custom_resources_are_left_to_their_crds(
 
 
 def all_workloads(rendered: dict[str, list[Manifest]]) -> list[Manifest]:
-    return workloads(rendered["base"]) + workloads(rendered["stores"])
+    return [w for name in ("base", "stores", "loadtest") for w in workloads(rendered[name])]
 
 
 def test_every_container_has_requests_and_limits(rendered: dict[str, list[Manifest]]) -> None:
