@@ -163,6 +163,11 @@ def env_of(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+def generated_as(name: str, generator: str) -> bool:
+    """Whether ``name`` is what kustomize's generator ``generator`` named (maybe hashed)."""
+    return re.fullmatch(rf"{re.escape(generator)}(-[a-z0-9]{{10}})?", name) is not None
+
+
 def label(doc: Manifest) -> str:
     return f"{doc['kind']}/{doc['metadata']['name']}"
 
@@ -444,10 +449,8 @@ def test_images_are_the_ones_compose_builds_or_pulls(
 ) -> None:
     built = {image_name(s["image"]) for s in services.values() if "build" in s}
     pulled = {s["image"] for s in services.values() if "build" not in s}
-    used = {c["image"] for w in all_workloads(rendered) for c in containers(w) if "image" in c} | {
-        named(rendered["local"], "Deployment", "model-api")["spec"]["template"]["spec"][
-            "containers"
-        ][0]["image"]
+    used = {
+        c["image"] for docs in rendered.values() for w in workloads(docs) for c in containers(w)
     }
     chart_images = {
         values["airflow"]["images"]["airflow"]["repository"],
@@ -490,20 +493,54 @@ def test_our_services_get_the_compose_environment_with_secrets_by_reference(
     assert set(expected) <= set(env), f"missing: {sorted(set(expected) - set(env))}"
     assert set(env) - set(expected) <= EXTRA_ENV, sorted(set(env) - set(expected) - EXTRA_ENV)
     for name, compose_value in expected.items():
-        wanted = variables_in(compose_value) - {"DRIFTLOOP_INFLUX_DB"}
-        entry = env[name]
+        wanted = variables_in(compose_value)
         if not wanted:
             continue
-        ref = entry.get("valueFrom", {}).get("secretKeyRef")
-        if ref:
-            assert ref == {"name": "driftloop-secrets", "key": next(iter(wanted))}, name
-            assert len(wanted) == 1
+        source = env[name].get("valueFrom", {})
+        if "secretKeyRef" in source:
+            assert source["secretKeyRef"] == {"name": "driftloop-secrets", "key": wanted.pop()}
+            assert not wanted, name
+        elif "configMapKeyRef" in source:
+            # Not secret (.env.example's "Data" section): the settings ConfigMap.
+            ref = source["configMapKeyRef"]
+            assert generated_as(ref["name"], "driftloop-settings"), name
+            assert ref["key"] == wanted.pop()
+            assert not wanted, name
+        else:
+            # Composed: every $(VAR) it uses is itself a reference to the secret of that name.
+            inner = set(re.findall(r"\$\(([A-Z_]+)\)", env[name]["value"]))
+            assert inner, f"{name} carries a literal value where compose uses {wanted}"
+            assert {env[v]["valueFrom"]["secretKeyRef"]["key"] for v in inner} == wanted, name
+
+
+def test_settings_configmap_holds_the_env_example_data(
+    base: list[Manifest], env_example: dict[str, str]
+) -> None:
+    settings = configmap(base, "driftloop-settings")
+    assert settings == {k: env_example[k] for k in settings}
+    assert settings
+
+
+def test_services_the_shared_configs_address_exist(base: list[Manifest]) -> None:
+    """The compose stack's config files address components by service name; each name is a
+    Service here (or a chart's, by its release name) in the same namespace."""
+    services = {d["metadata"]["name"]: d for d in of_kind(base, "Service")}
+    charts = {"mlflow", "airflow-api-server", "grafana"}
+    texts = [
+        (REPO / "alertmanager/alertmanager.yml").read_text(),
+        *(p.read_text() for p in (REPO / "grafana/provisioning").rglob("*.yml")),
+        configmap(base, "prometheus-config")["prometheus.yml"],
+    ]
+    hosts: dict[str, int] = {}
+    for text in texts:
+        for host, port in re.findall(r"(?:https?://|\[\")([a-z][a-z0-9-]*):(\d+)", text):
+            hosts[host] = int(port)
+    assert {"bridge", "prometheus", "alertmanager", "influxdb"} <= set(hosts)
+    for host, port in hosts.items():
+        if host == "localhost" or host in charts:
             continue
-        # Composed: every $(VAR) it uses is itself a reference to the secret of that name.
-        inner = set(re.findall(r"\$\(([A-Z_]+)\)", entry["value"]))
-        assert inner, f"{name} carries a literal value where compose uses {wanted}"
-        for var in inner:
-            assert env[var]["valueFrom"]["secretKeyRef"]["key"] in wanted, name
+        assert host in services, f"no Service {host}"
+        assert port in [p["port"] for p in services[host]["spec"]["ports"]], host
 
 
 def test_no_manifest_or_values_file_holds_a_secret(env_example: dict[str, str]) -> None:
@@ -630,11 +667,7 @@ def test_chart_secrets_carry_the_env_values(
 
 def configmap(docs: list[Manifest], name: str) -> dict[str, str]:
     """The data of the generated ConfigMap ``name`` (with or without kustomize's hash)."""
-    found = [
-        d
-        for d in of_kind(docs, "ConfigMap")
-        if re.fullmatch(rf"{re.escape(name)}(-[a-z0-9]{{10}})?", d["metadata"]["name"])
-    ]
+    found = [d for d in of_kind(docs, "ConfigMap") if generated_as(d["metadata"]["name"], name)]
     assert len(found) == 1, f"expected one ConfigMap {name}, found {len(found)}"
     data: dict[str, str] = found[0]["data"]
     return data
