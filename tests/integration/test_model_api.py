@@ -559,6 +559,62 @@ def test_broker_outage_keeps_serving_and_delivers_the_buffer(ready_stack: Any) -
         )
 
 
+def test_mlflow_outage_keeps_serving_and_the_promotion_lands_when_it_returns(
+    ready_stack: Any, restore_champion: str
+) -> None:
+    """MLflow stopped for real (``supervisorctl stop mlflow``) under load: every request is
+    answered by the model the replicas hold, a promotion announced meanwhile cannot be read
+    and is counted on every replica (``driftloop_model_alias_check_failures_total``, which
+    ``RegistryUnreachable`` watches); MLflow back, a promotion reaches every replica, 0 failed
+    requests end to end."""
+    stack = ready_stack
+    urls = stack.model_api_urls
+    name = "driftloop_model_alias_check_failures_total"
+
+    def per_replica() -> list[float]:
+        return [metric_sum([u], name) for u in urls]
+
+    before = per_replica()
+    mlflow_stopped = False
+    try:
+        with background_load(stack.nginx_url) as load:
+            stack.stop("mlflow")
+            mlflow_stopped = True
+            # A promotion announced while the registry is down: the event is only a hint, the
+            # alias decides, and the alias cannot be read.
+            announce(stack, "999999", "run-unreadable", "mlflow outage test")
+            wait_until(
+                lambda: all(a > b for a, b in zip(per_replica(), before, strict=True)),
+                RELOAD_DEADLINE_S * 2,
+                "every replica to count a failed alias read",
+            )
+            assert set(served_versions(urls)) == {restore_champion}
+            for url in urls:
+                assert httpx.get(f"{url}/health/ready", timeout=5).status_code == 200, url
+            during = load.total
+            stack.start("mlflow")
+            mlflow_stopped = False
+            stack.wait_healthy("mlflow")
+            version = new_champion(stack, 303)
+            wait_until(
+                lambda: set(served_versions(urls)) == {version},
+                RELOAD_DEADLINE_S * 2,
+                f"every replica on version {version} once MLflow is back",
+            )
+    finally:
+        if mlflow_stopped:
+            stack.start("mlflow")
+            stack.wait_healthy("mlflow")
+    assert load.failed == 0, load.errors[:5]
+    assert during > 20, "too little traffic during the outage to prove anything"
+    assert version in load.versions and restore_champion in load.versions, load.versions
+    print(
+        f"mlflow outage: {load.total} requests ({during} before MLflow returned), 0 failed; "
+        f"failed alias reads per replica "
+        f"{[a - b for a, b in zip(per_replica(), before, strict=True)]}"
+    )
+
+
 @dataclass
 class AnsweredTraffic:
     """Predictions through nginx, each answered one followed by its feedback; the request ids

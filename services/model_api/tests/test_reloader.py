@@ -267,3 +267,29 @@ async def test_stop_ends_a_start_up_still_waiting_for_the_registry() -> None:
         reloader.stop(), 5
     )  # a replica that cannot stop is killed, not shut down
     assert holder.current is None
+
+
+async def test_registry_down_keeps_the_model_counts_failed_checks_then_follows() -> None:
+    """MLflow unreachable: every alias read that fails is counted (the ``RegistryUnreachable``
+    alert watches it), the model served stays, and the promotion lands once it answers."""
+    source = FakeSource()
+    reloader, holder, metrics = make(source, interval=0.05)
+
+    def failures() -> float:
+        value = metrics.registry.get_sample_value(
+            "driftloop_model_alias_check_failures_total", {"replica": "r"}
+        )
+        assert value is not None  # exported at 0 from the start
+        return value
+
+    assert failures() == 0
+    await reloader.start()
+    await until(lambda: served(holder) == "1")
+    source.unavailable = True
+    source.alias_version = "2"
+    reloader.handle_event(promoted("2"))
+    await until(lambda: failures() >= 3)
+    assert served(holder) == "1"
+    source.unavailable = False
+    await until(lambda: served(holder) == "2")
+    await reloader.stop()

@@ -436,6 +436,21 @@ ALERTS: tuple[AlertSpec, ...] = (
         "skipped and are only in the drift consumer's log (event dead_letter_lost).",
     ),
     AlertSpec(
+        name="RegistryUnreachable",
+        uid="driftloop-registry-unreachable",
+        group="operations",
+        a="sum by (replica) (increase(driftloop_model_alias_check_failures_total[5m]))",
+        op=">",
+        b=2,
+        pending="5m",
+        grafana_pending="5m",
+        summary_prometheus="Replica {{ $labels.replica }} cannot read the model registry",
+        summary_grafana="Replica {{ $labels.replica }} cannot read the model registry",
+        description="MLflow does not answer the replica's champion alias reads: it keeps "
+        "serving the model it has, but a promotion or a rollback will not reach it until MLflow "
+        "is back (then it follows by itself). Start MLflow; see docs/faults.md, 'MLflow down'.",
+    ),
+    AlertSpec(
         name="FeedbackRefused",
         uid="driftloop-feedback-refused",
         group="operations",

@@ -75,6 +75,15 @@ class Metrics:
             ["replica", "reason"],
             registry=r,
         )
+        self._alias_check_failures = Counter(
+            "driftloop_model_alias_check_failures_total",
+            "Reads of the champion alias that failed (the model registry unreachable or"
+            " erroring): the replica keeps serving its model and reads again at the next check"
+            " or event, so a promotion or rollback waits for the registry",
+            ["replica"],
+            registry=r,
+        )
+        self._alias_check_failures.labels(replica_id)  # exported at 0: increase() sees the first
         self._events_ignored = Counter(
             "driftloop_model_events_ignored_total",
             "ModelPromoted events not acted on as announced, by reason"
@@ -166,6 +175,9 @@ class Metrics:
 
     def load_failed(self, reason: str) -> None:
         self._child(self._load_failures, reason).inc()
+
+    def alias_check_failed(self) -> None:
+        self._child(self._alias_check_failures).inc()
 
     def event_ignored(self, reason: str) -> None:
         self._child(self._events_ignored, reason).inc()

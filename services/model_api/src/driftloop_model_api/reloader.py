@@ -217,6 +217,7 @@ class Reloader:
             ref = await asyncio.to_thread(self._source.resolve_alias, self._alias)
         except Exception as exc:
             self.last_error = str(exc)
+            self._metrics.alias_check_failed()
             log.warning("alias_check_failed", error=str(exc))
             return None
         return ref.version
