@@ -513,7 +513,7 @@ def _xcom(af: Airflow, run_id: str, task_id: str) -> Any:
 
     with af.api() as api:
         entry = XComApi(api).get_xcom_entry(DAG_ID, task_id, run_id, "return_value")
-    value = entry.value
+    value = entry.actual_instance.value  # XComResponseNative (deserialised) or ...String
     return json.loads(value) if isinstance(value, str) else value
 
 
