@@ -513,7 +513,9 @@ def _xcom(af: Airflow, run_id: str, task_id: str) -> Any:
 
     with af.api() as api:
         entry = XComApi(api).get_xcom_entry(DAG_ID, task_id, run_id, "return_value")
-    value = entry.actual_instance.value  # XComResponseNative (deserialised) or ...String
+    instance = entry.actual_instance  # XComResponseNative (deserialised) or ...String
+    assert instance is not None, f"no XCom from {task_id} of {run_id}"
+    value = instance.value
     return json.loads(value) if isinstance(value, str) else value
 
 
