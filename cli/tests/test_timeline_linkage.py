@@ -474,3 +474,11 @@ def test_settle_fails_when_a_component_cannot_be_seen(fake: FakeStack, host: str
     fake.down.add(host)
     with pytest.raises(ObservationError):
         _settle(fake)
+
+
+def test_one_run_ignores_a_trigger_stood_down_while_the_run_was_active(fake: FakeStack) -> None:
+    """Queued (Airflow slow), then ``run_active`` on retry: no second run was started."""
+    fake.decide("queued", OTHER_RUN, "0000000000000001", "PerformanceDegraded")
+    fake.decide("run_active", OTHER_RUN, "0000000000000001", "PerformanceDegraded")
+    [rec] = run(fake, ["one_run"])
+    assert rec.detail == f"run {RUN} only (Airflow and the bridge agree)"
