@@ -143,7 +143,7 @@ PARAMS: dict[str, Param] = {
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
 #: Seconds between two looks of ``wait_for_regime`` (labels arrive within seconds at demo
 #: traffic; each look is a short process start, freed in between by reschedule mode).
-REGIME_POKE_SECONDS = 10.0
+REGIME_POKE_SECONDS = 5.0
 #: The most ``regime_wait_seconds`` may ask for; the sensor's own timeout, as a backstop.
 REGIME_WAIT_MAX_SECONDS = 3600
 

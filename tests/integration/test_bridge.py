@@ -822,7 +822,8 @@ def test_no_second_run_while_one_is_active(stack: Any, tmp_path: Path) -> None:
             **rule["conf"],
             "min_labelled_rows": 1_000_000_000,
             "min_regime_rows": 1_000_000,
-            "regime_wait_seconds": 20,
+            # long enough for the sensor's first look on a loaded machine, short for the test
+            "regime_wait_seconds": 90,
         }
     rules = tmp_path / "rules-wait.yaml"
     rules.write_text(yaml.safe_dump(doc))
@@ -839,7 +840,7 @@ def test_no_second_run_while_one_is_active(stack: Any, tmp_path: Path) -> None:
         poll(
             "wait_for_regime to be up for reschedule",
             lambda: h.airflow.task_states(run1).get("wait_for_regime") == "up_for_reschedule",
-            timeout_s=120,
+            timeout_s=90,
             every_s=0.5,
         )
         assert h.airflow.active() == [run1]
@@ -855,7 +856,7 @@ def test_no_second_run_while_one_is_active(stack: Any, tmp_path: Path) -> None:
         assert h.redis.exists(f"{h.prefix}:incident:{d2['dag_run_id']}") == 0
 
         # the first run ends skipped by the bound (no rows of its regime), nothing trained
-        h.airflow.wait_idle(timeout_s=180)
+        h.airflow.wait_idle(timeout_s=240)
         run = h.airflow.run(run1)
         assert run is not None and run["state"] == "success"
         states = h.airflow.task_states(run1)
