@@ -3,10 +3,16 @@
 Triggered by the alert bridge (or by hand) through the REST API; the trigger's ``conf`` carries
 the alert (name, labels, values, fingerprint) and may override any of the params below.
 
-``collect`` → ``train`` → ``evaluate`` → ``decide`` → ``announce``
+``wait_for_regime`` → ``collect`` → ``train`` → ``evaluate`` → ``decide`` → ``announce``
 
-- **collect** reads the labelled-data log over the lookback window and combines it with the
-  base data (policy: docs/retraining.md). Below ``min_labelled_rows`` the run ends here as
+- **wait_for_regime** (a sensor in reschedule mode): with the alert's ``starts_at`` in the conf,
+  waits until ``min_regime_rows`` labelled rows predicted since the incident began are in the
+  log (re-checking every ``REGIME_POKE_SECONDS`` until ``regime_wait_seconds`` after the
+  trigger); then the run ends *skipped* with the reason rather than profile a mix of regimes.
+  Without ``starts_at`` (a manual run) it passes at once.
+- **collect** reads the labelled-data log over the lookback window (ending where the sensor
+  looked) and combines it with the base data (policy: docs/retraining.md); the profile and the
+  holdout come from the incident's regime. Below ``min_labelled_rows`` the run ends here as
   *skipped* (the run succeeds, nothing is trained or promoted).
 - **train** fits the challenger and logs it to MLflow with its reference profile, data lineage
   and this trigger's conf as tags.
@@ -28,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import (
     ExceptionRetryPolicy,
     Param,
+    PokeReturnValue,
     RetryAction,
     RetryRule,
     dag,
@@ -131,6 +138,44 @@ PARAMS: dict[str, Param] = {
 }
 
 
+#: The ``starts_at`` and ``window_end`` params: ISO 8601 with an offset. jsonschema checks
+#: "format" only with optional packages; the pattern always applies.
+_ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
+#: Seconds between two looks of ``wait_for_regime`` (labels arrive within seconds at demo
+#: traffic; each look is a short process start, freed in between by reschedule mode).
+REGIME_POKE_SECONDS = 5.0
+#: The most ``regime_wait_seconds`` may ask for; the sensor's own timeout, as a backstop.
+REGIME_WAIT_MAX_SECONDS = 3600
+
+PARAMS.update(
+    {
+        "starts_at": Param(
+            None,
+            type=["null", "string"],
+            format="date-time",
+            pattern=_ISO_WITH_OFFSET,
+            description="The alert's startsAt (the bridge sets it): the incident's regime is "
+            "the rows predicted since; empty: no incident (profile from the newest rows).",
+        ),
+        "min_regime_rows": Param(
+            300,
+            type="integer",
+            minimum=10,
+            description="Labelled rows predicted since starts_at needed before collecting "
+            "(the challenger's drift baseline and holdout are drawn from them).",
+        ),
+        "regime_wait_seconds": Param(
+            600,
+            type="integer",
+            minimum=0,
+            maximum=REGIME_WAIT_MAX_SECONDS,
+            description="How long after the trigger to keep re-checking for min_regime_rows; "
+            "then the run ends skipped.",
+        ),
+    }
+)
+
+
 def _settings() -> TrainingSettings:
     from driftloop_training.settings import load_training_settings
 
@@ -155,9 +200,37 @@ def _retrain_params(context: Context) -> RetrainParams:
     doc_md=__doc__,
 )
 def retrain_house_price() -> None:
+    @task.sensor(
+        poke_interval=REGIME_POKE_SECONDS,
+        timeout=REGIME_WAIT_MAX_SECONDS + 60,
+        mode="reschedule",
+        execution_timeout=timedelta(minutes=2),
+    )
+    def wait_for_regime() -> PokeReturnValue:
+        """Enough labelled rows of the incident's regime yet? (bounded by regime_wait_seconds)"""
+        from datetime import UTC
+
+        from driftloop_training.regime import check_regime
+
+        context = get_current_context()
+        params = _retrain_params(context)
+        check = check_regime(
+            _settings().labelled_log_dir,
+            incident_start=params.starts_at,
+            now=datetime.now(UTC),
+            triggered_at=context["dag_run"].run_after,
+            min_regime_rows=params.min_regime_rows,
+            wait_seconds=params.regime_wait_seconds,
+            pinned_end=params.window_end,
+        )
+        print(check.reason)
+        if check.status == "give_up":
+            raise AirflowSkipException(check.reason)
+        return PokeReturnValue(check.done, check.model_dump(mode="json") if check.done else None)
+
     @task(execution_timeout=timedelta(minutes=10))
-    def collect() -> dict[str, Any]:
-        """Labelled rows over the window + base sample → train/holdout files."""
+    def collect(regime: dict[str, Any]) -> dict[str, Any]:
+        """Labelled rows over the window + base sample → train/holdout/profile files."""
         from driftloop_training import retrain
 
         context = get_current_context()
@@ -165,7 +238,8 @@ def retrain_house_price() -> None:
         result = retrain.collect(
             _settings(),
             run_key=retrain.run_key_for(dag_run.run_id),
-            window_end=dag_run.run_after,
+            # where the sensor looked: rows that arrived while it waited are read
+            window_end=datetime.fromisoformat(regime["window_end"]),
             params=_retrain_params(context),
         )
         print(result.reason)
@@ -225,7 +299,7 @@ def retrain_house_price() -> None:
     # Airflow's ``Task`` type says a task returns its function's value, but calling it in a
     # DAG returns an XComArg, which the next task's call accepts at run time ("there's no way
     # to express that right now", airflow.sdk.bases.decorator.Task).
-    announce(decide(evaluate(train(collect()))))  # type: ignore[arg-type]
+    announce(decide(evaluate(train(collect(wait_for_regime())))))  # type: ignore[arg-type]
 
 
 retrain_house_price()

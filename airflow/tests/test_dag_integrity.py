@@ -27,7 +27,7 @@ from driftloop_training.retrain import RetrainParams
 pytestmark = pytest.mark.airflow
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
-TASKS = ["collect", "train", "evaluate", "decide", "announce"]
+TASKS = ["wait_for_regime", "collect", "train", "evaluate", "decide", "announce"]
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +110,10 @@ def test_param_defaults_match_the_training_package(dag: Any) -> None:
         ("recent_weight_share", 1),
         ("window_end", "yesterday"),
         ("window_end", "2026-11-23T12:00:00"),
+        ("starts_at", "2026-11-23T12:00:00"),
+        ("min_regime_rows", 5),
+        ("regime_wait_seconds", -1),
+        ("regime_wait_seconds", 3601),
     ],
 )
 def test_invalid_params_are_refused(dag: Any, key: str, value: Any) -> None:
@@ -139,3 +143,25 @@ def test_trigger_conf_with_alert_fields_is_accepted(dag: Any) -> None:
     parsed = RetrainParams.model_validate(resolved)
     assert parsed.lookback_hours == 6
     assert parsed.window_end is not None and parsed.window_end.utcoffset() is not None
+
+
+def test_wait_for_regime_is_a_bounded_rescheduling_sensor(dag: Any) -> None:
+    """It frees its worker slot between looks, and its own timeout covers the longest wait a
+    param may ask for (the param's bound ends it first, as *skipped*, with the reason)."""
+    sensor = dag.get_task("wait_for_regime")
+    assert sensor.mode == "reschedule"
+    assert sensor.poke_interval <= 30
+    assert sensor.timeout > dag.params.get_param("regime_wait_seconds").schema["maximum"]
+
+
+def test_the_bridges_starts_at_is_accepted(dag: Any) -> None:
+    """The bridge renders ``starts_at`` with ``datetime.isoformat()`` (microseconds, offset)."""
+    from datetime import UTC, datetime
+
+    from airflow.sdk.definitions.param import ParamsDict
+
+    starts = datetime(2026, 12, 6, 9, 30, 15, 123456, tzinfo=UTC)
+    params = ParamsDict(dict(dag.params.items()))
+    params.update({"starts_at": starts.isoformat()})
+    parsed = RetrainParams.model_validate(params.validate())
+    assert parsed.starts_at == starts

@@ -418,3 +418,67 @@ def test_observation_error_names_component_and_url() -> None:
     err = ObservationError("Prometheus", "http://p/api/v1/query", "unreachable (x)")
     assert str(err) == "Prometheus at http://p/api/v1/query: unreachable (x)"
     assert json.dumps({"e": str(err)})  # printable in the demo's summary.json
+
+
+# ---------------------------------------------------------------------------- settle
+
+
+def _settle(
+    fake: FakeStack, seconds: float = 60.0, on_sleep: Callable[[float], None] | None = None
+):
+    from driftloop_cli import settle
+
+    st = state_before("one_run", fake)
+    clock = FakeClock(0.0)
+
+    def sleep(s: float) -> None:
+        clock.sleep(s)
+        if on_sleep is not None:
+            on_sleep(clock.now)
+
+    return settle.watch(EP, st, seconds, lambda msg: None, poll_s=5.0, clock=clock, sleep=sleep)
+
+
+def test_settle_reports_one_run_and_one_champion(fake: FakeStack) -> None:
+    fake.resolve()
+    report = _settle(fake)
+    assert report.dag_runs == [RUN] and report.champions == ["2"]
+    assert report.decisions == {"triggered": 1, "resolved": 1}
+    assert report.retrain_alerts_at_end == []
+
+
+def test_settle_fails_on_a_second_run(fake: FakeStack) -> None:
+    from driftloop_cli.settle import NotSettled
+
+    def second_run(now: float) -> None:
+        if now >= 30:
+            fake.runs[OTHER_RUN] = "running"
+
+    with pytest.raises(NotSettled, match=OTHER_RUN):
+        _settle(fake, on_sleep=second_run)
+
+
+def test_settle_fails_on_a_second_promotion(fake: FakeStack) -> None:
+    from driftloop_cli.settle import NotSettled
+
+    def promote(now: float) -> None:
+        if now >= 30:
+            fake.champion = "3"
+
+    with pytest.raises(NotSettled, match="champion moved from 2 to 3"):
+        _settle(fake, on_sleep=promote)
+
+
+@pytest.mark.parametrize("host", ["airflow", "mlflow", "bridge", "alertmanager"])
+def test_settle_fails_when_a_component_cannot_be_seen(fake: FakeStack, host: str) -> None:
+    fake.down.add(host)
+    with pytest.raises(ObservationError):
+        _settle(fake)
+
+
+def test_one_run_ignores_a_trigger_stood_down_while_the_run_was_active(fake: FakeStack) -> None:
+    """Queued (Airflow slow), then ``run_active`` on retry: no second run was started."""
+    fake.decide("queued", OTHER_RUN, "0000000000000001", "PerformanceDegraded")
+    fake.decide("run_active", OTHER_RUN, "0000000000000001", "PerformanceDegraded")
+    [rec] = run(fake, ["one_run"])
+    assert rec.detail == f"run {RUN} only (Airflow and the bridge agree)"

@@ -48,8 +48,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 FIXTURES = REPO / "services" / "bridge" / "tests" / "fixtures"
 DEFAULT_RULES = REPO / "services" / "bridge" / "rules.yaml"
-#: Far above any labelled data: the DAG's ``collect`` skips the run (see airflow/dags).
-SKIP_TRAINING = {"min_labelled_rows": 1_000_000_000}
+#: Far above any labelled data, and no wait for the incident's regime: the DAG's
+#: ``wait_for_regime`` skips the run at once (see airflow/dags), so it ends within seconds.
+SKIP_TRAINING = {"min_labelled_rows": 1_000_000_000, "regime_wait_seconds": 0}
 PORT_RANGE = range(33100, 33200)
 
 
@@ -133,6 +134,22 @@ class AirflowAPI:
             return None
         r.raise_for_status()
         return r.json()
+
+    def active(self) -> list[str]:
+        """Run ids of the DAG that are queued or running."""
+        r = self._get(f"/dags/{DAG_ID}/dagRuns", state=["queued", "running"], limit=10)
+        r.raise_for_status()
+        return [run["dag_run_id"] for run in r.json()["dag_runs"]]
+
+    def wait_idle(self, timeout_s: float = 180) -> None:
+        """Until no run of the DAG is active: the bridge answers ``run_active`` while one is
+        (one retrain per incident), and these tests each want their own run."""
+        poll("the DAG to have no active run", lambda: not self.active(), timeout_s, 0.5)
+
+    def task_states(self, run_id: str) -> dict[str, str]:
+        r = self._get(f"/dags/{DAG_ID}/dagRuns/{run_id}/taskInstances")
+        r.raise_for_status()
+        return {ti["task_id"]: str(ti["state"]) for ti in r.json()["task_instances"]}
 
     def runs_for(self, fingerprint: str) -> list[dict[str, Any]]:
         """Every recent run of the DAG whose conf carries this alert fingerprint."""
@@ -291,6 +308,12 @@ def stack_bridge(stack: Any) -> Iterator[Any]:
     stack.wait_healthy("bridge", timeout_s=60)
     poll("stack bridge ready", lambda: _status(f"{stack.bridge_url}/health/ready") == 200)
     yield stack
+
+
+@pytest.fixture(autouse=True)
+def _dag_idle(stack: Any) -> None:
+    """Each test starts with no active run (the previous test's may still be ending)."""
+    AirflowAPI(stack.airflow_url, stack.airflow_username, stack.airflow_password).wait_idle()
 
 
 def _status(url: str) -> int:
@@ -721,6 +744,8 @@ def test_cooldown_suppresses_a_second_incident_inside_the_window_only(
         assert d2["decision"] == "cooldown", d2
         assert h.airflow.runs_for(fp2) == []
 
+        h.airflow.wait_idle()  # the first incident's run ends (skipped) within seconds
+
         def after_window() -> dict[str, Any] | None:
             (d,) = h.post("alertmanager", second).json()["decisions"]
             return d if d["decision"] != "cooldown" else None
@@ -775,9 +800,73 @@ def test_brake_stops_triggers_beyond_the_budget_until_the_cli_resets_it(
         assert reset.exit_code == 0, reset.output
         assert metric_total(scrape_metrics([h.bridge.url]), "driftloop_bridge_brake_engaged") == 0
 
+        h.airflow.wait_idle()  # else the answer is run_active (d1's run still ending)
         (d3,) = h.post("alertmanager", second).json()["decisions"]
         assert d3["decision"] == "triggered", d3
         assert len(h.airflow.runs_for(fp2)) == 1
+        assert len(h.airflow.runs_for(fp1)) == 1
+    finally:
+        _cleanup(h)
+
+
+# --- one retrain per incident -----------------------------------------------------------------
+def test_no_second_run_while_one_is_active(stack: Any, tmp_path: Path) -> None:
+    """The measured failure: the cooldown ran out while the first run still ran, and a second
+    incident started a second run. Here the cooldown is off altogether; the first run waits in
+    ``wait_for_regime`` (no labelled rows of its regime will come), so it stays active, and a
+    second incident is answered ``run_active`` naming it, with no run created in Airflow.
+    Once the first run has ended (skipped by the sensor's bound), the same alert triggers."""
+    doc = yaml.safe_load(DEFAULT_RULES.read_text())
+    for rule in doc["rules"]:
+        rule["conf"] = {
+            **rule["conf"],
+            "min_labelled_rows": 1_000_000_000,
+            "min_regime_rows": 1_000_000,
+            # long enough for the sensor's first look on a loaded machine, short for the test
+            "regime_wait_seconds": 90,
+        }
+    rules = tmp_path / "rules-wait.yaml"
+    rules.write_text(yaml.safe_dump(doc))
+    h = _start_bridge(stack, tmp_path, "run-active", cooldown_seconds="0", rules_file=str(rules))
+    try:
+        first, fp1 = fresh("alertmanager_firing.json", feature="median_income_in_block")
+        first["alerts"] = first["alerts"][:1]
+        second, fp2 = fresh("alertmanager_firing.json", feature="average_rooms")
+        second["alerts"] = second["alerts"][:1]
+        (d1,) = h.post("alertmanager", first).json()["decisions"]
+        assert d1["decision"] == "triggered", d1
+        run1 = d1["dag_run_id"]
+        # the DAG is waiting for the incident's regime: the sensor is rescheduled, not failed
+        poll(
+            "wait_for_regime to be up for reschedule",
+            lambda: h.airflow.task_states(run1).get("wait_for_regime") == "up_for_reschedule",
+            timeout_s=90,
+            every_s=0.5,
+        )
+        assert h.airflow.active() == [run1]
+
+        (d2,) = h.post("alertmanager", second).json()["decisions"]
+        assert d2["decision"] == "run_active", d2
+        assert d2["active_dag_run_id"] == run1
+        assert h.airflow.runs_for(fp2) == []
+        assert h.decisions(limit=1)[0]["decision"] == "run_active"
+        scraped = scrape_metrics([h.bridge.url])
+        assert metric_total(scraped, "driftloop_bridge_decisions_total", decision="run_active") == 1
+        assert h.pending() == 0
+        assert h.redis.exists(f"{h.prefix}:incident:{d2['dag_run_id']}") == 0
+
+        # the first run ends skipped by the bound (no rows of its regime), nothing trained
+        h.airflow.wait_idle(timeout_s=240)
+        run = h.airflow.run(run1)
+        assert run is not None and run["state"] == "success"
+        states = h.airflow.task_states(run1)
+        assert states["wait_for_regime"] == "skipped", states
+        assert states["collect"] == "skipped" and states["train"] == "skipped", states
+
+        # still firing after that: decided afresh, and now it triggers its own run
+        (d3,) = h.post("alertmanager", second).json()["decisions"]
+        assert d3["decision"] == "triggered", d3
+        assert [r["dag_run_id"] for r in h.airflow.runs_for(fp2)] == [d3["dag_run_id"]]
         assert len(h.airflow.runs_for(fp1)) == 1
     finally:
         _cleanup(h)

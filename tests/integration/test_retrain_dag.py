@@ -18,6 +18,7 @@ Timings (trigger → success and per task) are printed; run with ``-s`` to see t
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 import uuid
@@ -497,3 +498,93 @@ def test_invalid_param_is_refused_at_trigger(airflow: Airflow) -> None:
     )
     with airflow.api() as api, pytest.raises(BadRequestException, match="lookback_hours"):
         DagRunApi(api).trigger_dag_run(DAG_ID, body)
+
+
+def _task_states(af: Airflow, run_id: str) -> dict[str, str]:
+    from airflow_client.client import TaskInstanceApi
+
+    with af.api() as api:
+        instances = TaskInstanceApi(api).get_task_instances(DAG_ID, run_id).task_instances
+    return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in instances}
+
+
+def _xcom(af: Airflow, run_id: str, task_id: str) -> Any:
+    from airflow_client.client import XComApi
+
+    with af.api() as api:
+        entry = XComApi(api).get_xcom_entry(DAG_ID, task_id, run_id, "return_value")
+    instance = entry.actual_instance  # XComResponseNative (deserialised) or ...String
+    assert instance is not None, f"no XCom from {task_id} of {run_id}"
+    value = instance.value
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def test_dag_waits_for_rows_of_the_incidents_regime_then_collects(
+    airflow: Airflow, training: TrainingSettings, unseen_rows: pd.DataFrame
+) -> None:
+    """With the alert's ``starts_at``, the run waits (sensor rescheduled) until
+    ``min_regime_rows`` rows predicted since then are in the log, and ``collect`` reads the
+    window up to where the sensor found them (not the trigger time, before they existed)."""
+    from airflow_client.client import DagRunApi, TriggerDAGRunPostBody
+
+    n = 200
+    starts_at = datetime.now(UTC) - timedelta(seconds=5)
+    run_id = f"test_regime_{uuid.uuid4().hex[:12]}"
+    conf = {
+        "alertname": "DriftFeatureHigh",
+        "fingerprint": f"fp-{run_id}",
+        "starts_at": starts_at.isoformat(),
+        "lookback_hours": 1,
+        "min_regime_rows": n,
+        "regime_wait_seconds": 300,
+        "min_labelled_rows": 1_000_000_000,  # stop after collect: nothing is trained
+    }
+    with airflow.api() as api:
+        runs = DagRunApi(api)
+        _wait_until_idle(runs)
+        runs.trigger_dag_run(
+            DAG_ID, TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=None)
+        )
+    deadline = time.monotonic() + 180
+    while _task_states(airflow, run_id).get("wait_for_regime") != "up_for_reschedule":
+        assert time.monotonic() < deadline, _task_states(airflow, run_id)
+        time.sleep(0.5)
+
+    at = datetime.now(UTC)
+    rows = unseen_rows.head(n)
+    frame = pd.DataFrame(
+        {
+            "request_id": [f"test-regime-{uuid.uuid4()}" for _ in range(n)],
+            "predicted_at": [at - timedelta(seconds=2)] * n,
+            "labelled_at": [at - timedelta(seconds=1)] * n,
+            "model_name": MODEL_NAME,
+            "model_version": "1",
+            **{name: rows[name].to_numpy() for name in FEATURE_NAMES},
+            "prediction": rows[TARGET_NAME].to_numpy() * TARGET_SCALE_USD,
+            "actual": rows[TARGET_NAME].to_numpy() * TARGET_SCALE_USD,
+        }
+    )
+    path = write_labelled_part(
+        training.labelled_log_dir, frame, partition=0, first_offset=900_000_000
+    )
+    try:
+        with airflow.api() as api:
+            runs = DagRunApi(api)
+            while True:
+                run = runs.get_dag_run(DAG_ID, run_id)
+                state = str(getattr(run.state, "value", run.state))
+                if state in ("success", "failed"):
+                    break
+                assert time.monotonic() < deadline + 300, f"run still {state}"
+                time.sleep(1)
+        states = _task_states(airflow, run_id)
+        assert state == "success", states
+        assert states["wait_for_regime"] == "success" and states["collect"] == "success", states
+        regime = _xcom(airflow, run_id, "wait_for_regime")
+        assert regime["status"] == "done" and regime["regime_rows"] >= n, regime
+        collected = _xcom(airflow, run_id, "collect")
+        assert collected["labelled_rows"] >= n, collected
+        assert datetime.fromisoformat(collected["window_end"]) > at
+        assert collected["status"] == "skipped"  # min_labelled_rows, as asked
+    finally:
+        path.unlink(missing_ok=True)

@@ -28,7 +28,7 @@ from driftloop_contracts import (
 from driftloop_loadtest import command as loadtest_command
 from driftloop_loadtest.results import AGGREGATED, read_schedule_log, read_stats
 
-from . import observe, timeline
+from . import observe, settle, timeline
 from .settings import REPO_ROOT, StackSettings
 
 
@@ -54,6 +54,9 @@ class DemoOptions:
     feedback_delay_s: float = 2.0
     deadline_scale: float = 1.0
     report_dir: Path | None = None
+    #: After the timeline completed, keep the drifted traffic this long and check that the
+    #: loop stays settled (no other DAG run, no other promotion: :mod:`.settle`). 0 = don't.
+    settle_s: int = 0
 
 
 @dataclass
@@ -69,6 +72,8 @@ class DemoSummary:
     events: dict[str, float] = field(default_factory=dict)
     report_dir: str = ""
     error: str | None = None
+    #: What the settle period saw (:class:`.settle.SettleReport`), when ``settle_s`` > 0.
+    settle: dict[str, Any] | None = None
 
 
 def endpoints(s: StackSettings) -> observe.Endpoints:
@@ -251,6 +256,8 @@ def run(s: StackSettings, opts: DemoOptions, printer: Progress) -> DemoSummary:
         summary.new_champion = state.new_version
         serving = next((o for o in observed if o.key == "replicas_serving"), None)
         summary.time_to_recover_s = serving.at if serving else None
+        if opts.settle_s:
+            summary.settle = settle.watch(ep, state, opts.settle_s, printer.note).as_dict()
     except (timeline.StageTimeout, RuntimeError) as exc:
         summary.error = str(exc)
         summary.new_champion = state.new_version

@@ -367,11 +367,14 @@ def check_alert_resolved(cx: Context) -> str | Pending:
 def check_one_run(cx: Context) -> str | Pending:
     st = cx.st
     others = _other_runs(cx)
+    fresh = _fresh(st, observe.bridge_decisions(cx.ep))
+    # a trigger queued, then stood down because this incident's run was active, started nothing
+    stood_down = {str(d.get("dag_run_id")) for d in fresh if d.get("decision") == "run_active"}
     run_ids = {
         str(d.get("dag_run_id"))
-        for d in _fresh(st, observe.bridge_decisions(cx.ep))
+        for d in fresh
         if d.get("decision") in TRIGGERING and d.get("dag_run_id")
-    }
+    } - stood_down
     if others or run_ids != {st.dag_run_id}:
         raise LinkageError(
             cx.stage,

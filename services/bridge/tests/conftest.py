@@ -53,12 +53,25 @@ class FakeClock:
 
 
 class FakeTrigger:
-    """Stands in for Airflow: records calls; ``mode`` is ok / down / reject."""
+    """Stands in for Airflow: records calls; ``mode`` is ok / down / reject.
+
+    ``active`` lists the run ids the active-run check answers (runs the test pretends are
+    queued or running); ``check_down`` makes only that check fail (the trigger would work).
+    """
 
     def __init__(self) -> None:
         self.mode = "ok"
         self.calls: list[tuple[str, str, dict[str, Any]]] = []
         self.runs: dict[str, dict[str, Any]] = {}
+        self.active: list[str] = []
+        self.check_down = False
+        self.checks = 0
+
+    async def active_runs(self, dag_id: str, *, call_timeout: float | None = None) -> list[str]:
+        self.checks += 1
+        if self.mode == "down" or self.check_down:
+            raise TriggerUnavailable("Airflow unreachable: connection refused")
+        return list(self.active)
 
     async def trigger(
         self,

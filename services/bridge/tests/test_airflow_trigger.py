@@ -63,6 +63,8 @@ class Stub:
         self.runs: dict[str, dict[str, Any]] = {}
         self.seen_auth: list[str] = []
         self.token_status = 201
+        self.active: list[str] = []  # run ids the list endpoint answers as queued/running
+        self.list_queries: list[str] = []
 
 
 @pytest.fixture
@@ -80,6 +82,17 @@ def stub() -> Iterator[tuple[Stub, str]]:
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            auth = self.headers.get("Authorization", "")
+            if auth.removeprefix("Bearer ") not in state.valid_tokens:
+                return self._send(403, {"detail": "Invalid JWT token"})
+            if state.run_statuses:
+                status = state.run_statuses.pop(0)
+                return self._send(status, {"detail": f"stub {status}"})
+            state.list_queries.append(self.path)
+            runs = [{**RUN_BODY, "dag_run_id": r, "state": "running"} for r in state.active]
+            return self._send(200, {"dag_runs": runs, "total_entries": len(runs)})
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -206,3 +219,25 @@ async def test_close_releases_the_connections(stub) -> None:
     trigger = _trigger(url)
     await trigger.trigger("d", "run-1", {})
     trigger.close()
+
+
+async def test_active_runs_asks_for_queued_and_running(stub) -> None:
+    state, url = stub
+    trigger = _trigger(url)
+    # the token comes from a trigger first, so the GET sees a valid one
+    await trigger.trigger("retrain_house_price", "run-0", {})
+    assert await trigger.active_runs("retrain_house_price") == []
+    state.active = ["run-1", "run-2"]
+    assert await trigger.active_runs("retrain_house_price") == ["run-1", "run-2"]
+    query = state.list_queries[-1]
+    assert query.startswith("/api/v2/dags/retrain_house_price/dagRuns?")
+    assert "state=queued" in query and "state=running" in query
+
+
+async def test_active_runs_failures_are_retryable_never_rejections(stub) -> None:
+    state, url = stub
+    trigger = _trigger(url)
+    for status in (400, 500):
+        state.run_statuses = [status]
+        with pytest.raises(TriggerUnavailable, match=f"{status}"):
+            await trigger.active_runs("retrain_house_price")

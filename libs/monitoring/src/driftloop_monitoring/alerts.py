@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from driftloop_contracts import PREDICTION_SERIES, PREDICTIONS_TOPIC
+from driftloop_contracts.warmup import DRIFT_WARMUP_WINDOWS, PERFORMANCE_WARMUP_ROWS
 
 from . import names
 from .promql import needs_parens
@@ -89,22 +90,32 @@ def _number(value: float) -> str:
 
 # --- the building blocks both paths share ---------------------------------------------------
 
+#: Warm-up (driftloop_contracts.warmup): a version's series count only once it closed this
+#: many drift windows of its own, or its online-error window holds this many of its own rows.
+DRIFT_WARMED_UP = f"on(model_version) (driftloop_windows_total >= {DRIFT_WARMUP_WINDOWS})"
+PERFORMANCE_WARMED_UP = (
+    f"on(model_version) (driftloop_online_error_rows >= {PERFORMANCE_WARMUP_ROWS})"
+)
+
 #: Per (feature, statistic): the latest window's drift of the champion the consumer measures
-#: against (the consumer drops the previous champion's series when the reference switches).
+#: against (the consumer drops the previous champion's series when the reference switches),
+#: once the champion is past its warm-up.
 FEATURE_DRIFT = (
-    f'max by (feature, statistic) (driftloop_drift_value{{feature!="{PREDICTION_SERIES}"}})'
+    "max by (feature, statistic) "
+    f'(driftloop_drift_value{{feature!="{PREDICTION_SERIES}"}} and {DRIFT_WARMED_UP})'
 )
 FEATURE_THRESHOLD = (
     "max by (feature, statistic) "
     f'(driftloop_drift_threshold{{feature!="", feature!="{PREDICTION_SERIES}"}})'
 )
 PREDICTION_DRIFT = (
-    f'max by (feature, statistic) (driftloop_drift_value{{feature="{PREDICTION_SERIES}"}})'
+    "max by (feature, statistic) "
+    f'(driftloop_drift_value{{feature="{PREDICTION_SERIES}"}} and {DRIFT_WARMED_UP})'
 )
 PREDICTION_THRESHOLD = (
     f'max by (feature, statistic) (driftloop_drift_threshold{{feature="{PREDICTION_SERIES}"}})'
 )
-RMSE_RATIO = "max by (model_version) (driftloop_online_rmse_ratio)"
+RMSE_RATIO = f"max by (model_version) (driftloop_online_rmse_ratio and {PERFORMANCE_WARMED_UP})"
 RMSE_RATIO_THRESHOLD = 'max(driftloop_drift_threshold{statistic="rmse_ratio"})'
 
 _PROM_THRESHOLD_OF = (
@@ -154,7 +165,9 @@ ALERTS: tuple[AlertSpec, ...] = (
         description=(
             "The latest window's {{ $labels.statistic }} of {{ $labels.feature }} against the "
             "champion's reference profile is above its threshold (driftloop_drift_threshold; "
-            "`driftloop thresholds show`). Routed to the bridge, which triggers retraining."
+            "`driftloop thresholds show`), and the champion is past its warm-up "
+            f"({DRIFT_WARMUP_WINDOWS} windows of its own). Routed to the bridge, which triggers "
+            "retraining."
         ),
         panel=(names.DRIFT_DASHBOARD_UID, 2),
     ),
@@ -176,7 +189,8 @@ ALERTS: tuple[AlertSpec, ...] = (
         ),
         description=(
             "The distribution of the champion's predictions moved away from the predictions on "
-            "its training data ({{ $labels.statistic }} above its threshold)."
+            "its training data ({{ $labels.statistic }} above its threshold), past its warm-up "
+            f"({DRIFT_WARMUP_WINDOWS} windows of its own)."
         ),
         panel=(names.DRIFT_DASHBOARD_UID, 20),
     ),
@@ -200,7 +214,8 @@ ALERTS: tuple[AlertSpec, ...] = (
         ),
         description=(
             "Rolling RMSE of predictions joined with their feedback, divided by the model's "
-            'training holdout RMSE, is above the "rmse_ratio" threshold.'
+            'training holdout RMSE, is above the "rmse_ratio" threshold; judged only once the '
+            f"version's own window holds {PERFORMANCE_WARMUP_ROWS} labelled rows (warm-up)."
         ),
         panel=(names.DRIFT_DASHBOARD_UID, 31),
     ),

@@ -31,6 +31,14 @@ the region at +24% and beat the champion's holdout RMSE by 21%; a plain union of
 rows and the recent rows learns +8% and wins by 7%. When the recent labels follow the base
 relationship, the challenger (which saw less data) is ~6% worse and the gate rejects it.
 
+Settling (one retrain per incident): when the trigger carries the alert's ``starts_at``, the
+rows *predicted since the incident began* are the incident's regime. The challenger's reference
+profile is computed from them alone (the drift baseline of the traffic it will serve, not a mix
+of regimes), and the holdout is their newest ``holdout_share``, so the gate judges both models
+on that traffic; the model itself still trains on every other recent row plus the base sample.
+Fewer than ``min_regime_rows`` of them and the DAG waits (``wait_for_regime``) rather than
+profile a mix; ``collect`` itself skips the run if it is ever called with too few.
+
 The gate: promote when there is no champion, or when the challenger's holdout RMSE is at least
 ``min_improvement`` (relative) below the champion's on the same holdout.
 """
@@ -45,6 +53,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
@@ -56,6 +65,7 @@ from .errors import DataError
 from .evaluate import Scores, score_model
 from .profile import compute_profile
 from .publisher import publish_model_promoted
+from .regime import regime_mask
 from .settings import TrainingSettings
 from .train import ModelParams, features_of, fit_model, predict_usd
 
@@ -80,6 +90,14 @@ class RetrainParams(BaseModel):
     recent_weight_share: float = Field(0.75, gt=0.0, lt=1.0)
     #: End of the lookback window; ``None`` means the DAG run's ``run_after``.
     window_end: AwareDatetime | None = None
+    #: The alert's ``startsAt`` (the bridge puts it in the conf): when the incident began.
+    #: With it, the profile and the holdout come from rows predicted since then
+    #: (:mod:`driftloop_training.regime`); without it (a manual run), from the newest rows.
+    starts_at: AwareDatetime | None = None
+    #: At least this many labelled rows of the incident's regime before collecting.
+    min_regime_rows: int = Field(300, ge=10)
+    #: How long after the trigger the DAG keeps re-checking for them; then it ends skipped.
+    regime_wait_seconds: int = Field(600, ge=0, le=3600)
 
 
 class CollectResult(BaseModel):
@@ -103,6 +121,10 @@ class CollectResult(BaseModel):
     recent_weight: float = 0.0
     train_path: str | None = None
     holdout_path: str | None = None
+    #: The incident's start (``starts_at``) and the rows predicted since: the profile's rows.
+    incident_start: AwareDatetime | None = None
+    regime_rows: int = 0
+    profile_path: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -263,8 +285,33 @@ def collect(
         log.info(reason)
         return CollectResult(status="skipped", reason=reason, **common)
 
+    regime: pd.Series | None = None
+    if params.starts_at is not None:
+        regime = regime_mask(recent, params.starts_at).reset_index(drop=True)
+        n_regime = int(regime.sum())
+        common.update(incident_start=params.starts_at, regime_rows=n_regime)
+        n_holdout = math.ceil(n_regime * params.holdout_share)
+        if n_regime < params.min_regime_rows or n_holdout < _MIN_SPLIT_ROWS:
+            reason = (
+                f"skipped: only {n_regime} labelled rows predicted since the incident began "
+                f"({params.starts_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC), minimum "
+                f"{params.min_regime_rows}; a profile of fewer rows would mix regimes"
+            )
+            log.info(reason)
+            return CollectResult(status="skipped", reason=reason, **common)
+
     rows = labelled_to_frame(recent)
-    recent_train, holdout = rows.iloc[: n - n_holdout], rows.iloc[n - n_holdout :]
+    profile_frame: pd.DataFrame | None = None
+    if regime is None:
+        recent_train, holdout = rows.iloc[: n - n_holdout], rows.iloc[n - n_holdout :]
+    else:
+        # The holdout is the newest share of the regime's rows: the gate asks whether the
+        # challenger is better on the traffic it will serve (docs/retraining.md, "settle").
+        in_regime = regime.to_numpy()
+        held = np.zeros(n, dtype=bool)
+        held[np.flatnonzero(in_regime)[-n_holdout:]] = True
+        recent_train, holdout = rows[~held], rows[held]
+        profile_frame = rows[in_regime]
     if base is None:
         full = load_base_data(download_if_missing=settings.download_if_missing)
         base, _ = split_base(full, holdout_share=settings.base_holdout_share, seed=settings.seed)
@@ -280,9 +327,19 @@ def collect(
     train_path, holdout_path = out / "train.parquet", out / "holdout.parquet"
     train.to_parquet(train_path, index=False)
     holdout.reset_index(drop=True).to_parquet(holdout_path, index=False)
+    profile_path: Path | None = None
+    if profile_frame is not None:
+        profile_path = out / "profile.parquet"
+        profile_frame.reset_index(drop=True).to_parquet(profile_path, index=False)
+    regime_note = (
+        f", profile from {len(profile_frame)} post-incident rows"
+        if profile_frame is not None
+        else ""
+    )
     result = CollectResult(
         status="ready",
-        reason=f"ready: {n} labelled rows ({n - n_holdout} train, {n_holdout} holdout)",
+        reason=f"ready: {n} labelled rows ({n - n_holdout} train, {n_holdout} holdout{regime_note})",
+        profile_path=str(profile_path) if profile_path else None,
         recent_train_rows=n - n_holdout,
         holdout_rows=n_holdout,
         base_rows=len(train) - (n - n_holdout),
@@ -341,7 +398,11 @@ def train(
     mp = model_params or ModelParams(random_state=settings.seed)
     model = fit_model(frame, sample_weight=frame[WEIGHT_COLUMN].to_numpy(), params=mp)
     features = features_of(frame)
-    profile_frame = profile_rows(frame, pd.read_parquet(collected.holdout_path))
+    profile_frame = (
+        pd.read_parquet(collected.profile_path)
+        if collected.profile_path
+        else profile_rows(frame, pd.read_parquet(collected.holdout_path))
+    )
     profile = compute_profile(features_of(profile_frame), predict_usd(model, profile_frame))
     lineage = collected.lineage()
     logged = registry.log_model_run(

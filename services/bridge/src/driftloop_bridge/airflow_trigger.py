@@ -7,6 +7,9 @@
 * Trigger: ``DagRunApi.trigger_dag_run(dag_id, TriggerDAGRunPostBody(dag_run_id, conf))``
   with the deterministic run id; 409 (``ConflictException``) means the run already exists,
   which is the idempotent success case.
+* Active runs: ``DagRunApi.get_dag_runs(dag_id, state=["queued", "running"])``; the retry
+  queue asks before every trigger, so a second run is never requested while one is active
+  (one retrain per incident; see :mod:`retry_queue`).
 * Failures are classified for the retry queue: connection errors, timeouts, 5xx, token
   trouble and 404 (the DAG may not be parsed yet) are :class:`TriggerUnavailable`; 400/422
   (the request itself is wrong) are :class:`TriggerRejected`.
@@ -22,7 +25,8 @@ import base64
 import json
 import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import structlog
 import urllib3
@@ -46,6 +50,13 @@ from .retry_queue import TriggerResult
 from .store import Clock
 
 log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+#: Airflow 3's DagRunState values of a run that has not ended (``max_active_runs=1`` keeps a
+#: second triggered run ``queued`` behind the running one: both count).
+ACTIVE_STATES = ("queued", "running")
+#: How many active runs one check lists (one is enough to decide; a few help the audit line).
+ACTIVE_RUNS_LIMIT = 5
 
 #: Refresh the token this long before it expires, so a call never races its expiry.
 TOKEN_MARGIN_SECONDS = 60.0
@@ -112,6 +123,9 @@ class AirflowTrigger:
             self.trigger_sync, dag_id, dag_run_id, conf, call_timeout or self._timeout
         )
 
+    async def active_runs(self, dag_id: str, *, call_timeout: float | None = None) -> list[str]:
+        return await asyncio.to_thread(self.active_runs_sync, dag_id, call_timeout or self._timeout)
+
     def close(self) -> None:
         self._http.clear()
         # The generated ApiClient has no close(); its connections live in the REST client's pool.
@@ -166,23 +180,17 @@ class AirflowTrigger:
         log.info("airflow_token_refreshed", user=self._username)
         return str(token)
 
-    # --- trigger ---------------------------------------------------------------------------
-    def trigger_sync(
-        self, dag_id: str, dag_run_id: str, conf: dict[str, Any], timeout: float
-    ) -> TriggerResult:
-        body = TriggerDAGRunPostBody(dag_run_id=dag_run_id, conf=conf)
+    # --- calls ---------------------------------------------------------------------------
+    def _call(
+        self, what: str, dag_id: str, call: Callable[[dict[str, str]], T], timeout: float
+    ) -> T:
+        """``call(headers)`` with a current token; one refresh-and-retry on 401/403, and every
+        failure classified (see the module docstring). 409 is left to the caller."""
         for attempt in (1, 2):
             token = self._current_token(timeout)
             started = time.perf_counter()
             try:
-                run = self._dag_runs.trigger_dag_run(
-                    dag_id,
-                    body,
-                    _request_timeout=timeout,
-                    _headers={"Authorization": f"Bearer {token}"},
-                )
-            except ConflictException:
-                return TriggerResult("exists")
+                return call({"Authorization": f"Bearer {token}"})
             except (UnauthorizedException, ForbiddenException) as exc:
                 self._invalidate()
                 if attempt == 1:
@@ -196,16 +204,58 @@ class AirflowTrigger:
                 ) from None
             except (BadRequestException, UnprocessableEntityException) as exc:
                 raise TriggerRejected(
-                    f"Airflow answered {exc.status}: {_detail(exc)}", exc.status
+                    f"Airflow answered {exc.status} to {what}: {_detail(exc)}", exc.status
                 ) from None
+            except ConflictException:
+                raise
             except ApiException as exc:
                 raise TriggerUnavailable(
-                    f"Airflow answered {exc.status}: {_detail(exc)}", exc.status
+                    f"Airflow answered {exc.status} to {what}: {_detail(exc)}", exc.status
                 ) from None
             except urllib3.exceptions.HTTPError as exc:
-                raise TriggerUnavailable(f"Airflow unreachable: {exc}") from None
+                raise TriggerUnavailable(f"Airflow unreachable ({what}): {exc}") from None
             finally:
                 self._metrics.airflow_call_seconds.observe(time.perf_counter() - started)
-            state = getattr(run.state, "value", run.state)
-            return TriggerResult("created", str(state) if state is not None else None)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def trigger_sync(
+        self, dag_id: str, dag_run_id: str, conf: dict[str, Any], timeout: float
+    ) -> TriggerResult:
+        body = TriggerDAGRunPostBody(dag_run_id=dag_run_id, conf=conf)
+        try:
+            run = self._call(
+                "the trigger",
+                dag_id,
+                lambda headers: self._dag_runs.trigger_dag_run(
+                    dag_id, body, _request_timeout=timeout, _headers=headers
+                ),
+                timeout,
+            )
+        except ConflictException:
+            return TriggerResult("exists")
+        state = getattr(run.state, "value", run.state)
+        return TriggerResult("created", str(state) if state is not None else None)
+
+    def active_runs_sync(self, dag_id: str, timeout: float) -> list[str]:
+        """Ids of the DAG's runs that are queued or running, oldest first.
+
+        A 400/422 here is our request's fault, not the trigger's: it is reported as
+        :class:`TriggerUnavailable` (retried) rather than dead-lettering the trigger.
+        """
+        try:
+            page = self._call(
+                "the active-run check",
+                dag_id,
+                lambda headers: self._dag_runs.get_dag_runs(
+                    dag_id,
+                    state=list(ACTIVE_STATES),
+                    order_by=["run_after"],
+                    limit=ACTIVE_RUNS_LIMIT,
+                    _request_timeout=timeout,
+                    _headers=headers,
+                ),
+                timeout,
+            )
+        except TriggerRejected as exc:
+            raise TriggerUnavailable(exc.message, exc.status) from None
+        return [str(run.dag_run_id) for run in page.dag_runs]

@@ -20,6 +20,7 @@ DecisionKind = Literal[
     "duplicate",
     "cooldown",
     "braked",
+    "run_active",
     "resolved",
     "ignored",
     "dead_letter",
@@ -47,6 +48,8 @@ class Decision(BaseModel):
     #: why the trigger was given up on (max_age / rejected).
     outcome: str | None = None
     via: Literal["webhook", "retry"] = "webhook"
+    #: For ``run_active``: the DAG run that was still queued or running.
+    active_dag_run_id: str | None = None
 
 
 class DecisionsResponse(BaseModel):

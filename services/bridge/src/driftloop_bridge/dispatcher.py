@@ -9,8 +9,11 @@ Per alert, in order:
 5. the circuit breaker is engaged, or this trigger would exceed its budget -> ``braked``
    (no DAG run; see :mod:`brake`)
 6. otherwise the trigger is persisted (atomically with 3-5), then tried once inline with a short
-   timeout: Airflow created it or already had it -> ``triggered``; Airflow unavailable ->
-   ``queued`` (the retry worker takes over); Airflow rejected it -> ``dead_letter``.
+   timeout: another run of the DAG is still queued or running -> ``run_active`` (no run; the
+   claim is released, see :mod:`retry_queue`); Airflow created it or already had it ->
+   ``triggered``; Airflow unavailable (for the trigger or for the active-run check) ->
+   ``queued`` (the retry worker takes over, and checks again before triggering); Airflow
+   rejected it -> ``dead_letter``.
 
 A ``dead_letter`` (here, or from the retry worker when the trigger outlived the retry age) has
 released the incident's claim (see :mod:`retry_queue`); the audit trail then gets a second line,
@@ -190,6 +193,14 @@ class Dispatcher:
                 outcome=attempt.outcome,
                 reason="DAG run created" if attempt.outcome == "created" else "DAG run existed",
             )
+        if attempt.outcome == "run_active":
+            return Decision(
+                **routed,
+                decision="run_active",
+                outcome="stood_down",
+                reason=_run_active_reason(routed["dag_id"], attempt.active_run_id),
+                active_dag_run_id=attempt.active_run_id,
+            )
         if attempt.outcome == "dead_letter":
             return Decision(
                 **routed,
@@ -206,6 +217,28 @@ class Dispatcher:
 
     async def record_final(self, item: PendingTrigger, attempt: Attempt) -> None:
         """The retry worker's final outcome for a queued trigger, added to the audit trail."""
+        if attempt.outcome == "run_active":
+            await self._record(
+                [
+                    Decision(
+                        at=self._decisions.now(),
+                        source=item.source,
+                        alertname=item.alertname,
+                        fingerprint=item.fingerprint,
+                        status="firing",
+                        rule=item.rule,
+                        decision="run_active",
+                        reason=f"after {item.attempts} attempts: "
+                        + _run_active_reason(item.dag_id, attempt.active_run_id),
+                        dag_id=item.dag_id,
+                        dag_run_id=item.dag_run_id,
+                        outcome="stood_down",
+                        via="retry",
+                        active_dag_run_id=attempt.active_run_id,
+                    )
+                ]
+            )
+            return
         decision = Decision(
             at=self._decisions.now(),
             source=item.source,
@@ -253,3 +286,11 @@ class Dispatcher:
             outcome=release.reason,
             via=via,
         )
+
+
+def _run_active_reason(dag_id: str, active_run_id: str | None) -> str:
+    return (
+        f"DAG {dag_id} run {active_run_id} is still queued or running: no second run while one "
+        "is active (one retrain per incident); if the alert still fires after that run ends, "
+        "its next notification is decided again"
+    )

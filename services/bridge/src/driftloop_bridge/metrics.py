@@ -1,10 +1,11 @@
 """The bridge's Prometheus metrics, one :class:`BridgeMetrics` per app on its own registry.
 
 Names are shared with the monitoring config. ``decision`` values: triggered, queued,
-duplicate, cooldown, braked, resolved, ignored, dead_letter, released (a dead-lettered trigger's claim
+duplicate, cooldown, braked, run_active (another run of the DAG was still queued or running: no
+second run for the incident), resolved, ignored, dead_letter, released (a dead-lettered trigger's claim
 given back), plus unauthorized / invalid / unavailable for requests refused before any alert
 was decided (``unavailable``: Redis down, answered 503). ``outcome`` values of triggers: created, exists (Airflow's 409), retry,
-dead_letter. ``reason`` values of releases: max_age, rejected.
+dead_letter, run_active (stood down: another run was active). ``reason`` values of releases: max_age, rejected.
 
 Redis: Brake (:mod:`brake`): ``driftloop_bridge_brake_engaged`` is 1 while the circuit breaker holds
 retraining back (refreshed every ``BRAKE_REFRESH_SECONDS`` and on every ``braked`` decision;

@@ -21,6 +21,17 @@ created the run during the outage, it answers 409, which counts as success. Rele
 in ``driftloop_bridge_released_total{reason}``.
 
 Repeated calls are harmless: the run id is deterministic and Airflow's 409 counts as success.
+
+One retrain per incident: before every trigger (the webhook's inline attempt and the worker's)
+the queue asks Airflow whether a run of the DAG is queued or running. If another run is
+active, the trigger is *stood down*: in one Lua script it leaves the queue and releases what
+its claim took (incident key, the DAG's cooldown window if it holds it, its count in the
+brake's window), and the outcome is ``run_active`` naming the active run. Nothing is
+dead-lettered: alerts raised while a retrain is under way are the same incident seen again (or
+the old champion's drift still visible); if the alert is still firing once the run has ended,
+its next notification is claimed afresh. If Airflow cannot answer the check, the trigger stays
+pending and is retried like any unavailable trigger, so an outage loses no incident and the
+check is never skipped.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ from .store import Clock, RedisKeys, guarded, ms
 
 log = structlog.get_logger(__name__)
 
-AttemptOutcome = Literal["created", "exists", "retry", "dead_letter"]
+AttemptOutcome = Literal["created", "exists", "retry", "dead_letter", "run_active"]
 #: Why a trigger was given up on (and its keys released): too old, or refused by Airflow (4xx).
 ReleaseReason = Literal["max_age", "rejected"]
 #: Which of the claim's keys a release deleted (the incident's, the DAG's cooldown window).
@@ -93,6 +104,10 @@ class Trigger(Protocol):
         call_timeout: float | None = None,
     ) -> TriggerResult: ...
 
+    async def active_runs(self, dag_id: str, *, call_timeout: float | None = None) -> list[str]:
+        """Run ids of ``dag_id`` that are queued or running (oldest first)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Release:
@@ -109,6 +124,8 @@ class Attempt:
     next_attempt_at: float | None = None
     #: Set when ``outcome`` is ``dead_letter``: the claim was released.
     release: Release | None = None
+    #: Set when ``outcome`` is ``run_active``: the run that was still queued or running.
+    active_run_id: str | None = None
 
 
 FinalHook = Callable[[PendingTrigger, Attempt], Awaitable[None]]
@@ -151,6 +168,24 @@ return released
 """
 
 
+#: Stand a trigger down because another run of its DAG is active: leave the queue and release
+#: the claim. KEYS: pending schedule, pending items, incident, cooldown, brake triggers.
+_STAND_DOWN = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('DEL', KEYS[3])
+local cd = redis.call('GET', KEYS[4])
+if cd then
+  local sep = string.find(cd, '|', 1, true)
+  if sep and string.sub(cd, sep + 1) == ARGV[1] then
+    redis.call('DEL', KEYS[4])
+  end
+end
+redis.call('ZREM', KEYS[5], ARGV[1])
+return 1
+"""
+
+
 class RetryQueue:
     def __init__(
         self,
@@ -180,6 +215,7 @@ class RetryQueue:
         self._batch = batch
         self._lease = redis.register_script(_LEASE)
         self._give_up = redis.register_script(_DEAD_LETTER)
+        self._stand_down_script = redis.register_script(_STAND_DOWN)
         self._wake = asyncio.Event()
 
     def set_final_hook(self, hook: FinalHook) -> None:
@@ -190,9 +226,17 @@ class RetryQueue:
     async def attempt(self, item: PendingTrigger, *, call_timeout: float | None = None) -> Attempt:
         """Call Airflow for ``item`` once and update the queue with the result."""
         item.attempts += 1
+        timeout = call_timeout or self._timeout
+        try:
+            active = await self._trigger.active_runs(item.dag_id, call_timeout=timeout)
+        except TriggerUnavailable as exc:
+            return await self._retry_later(item, f"cannot check for an active run: {exc.message}")
+        others = [run for run in active if run != item.dag_run_id]
+        if others:
+            return await self._stand_down(item, others[0])
         try:
             result = await self._trigger.trigger(
-                item.dag_id, item.dag_run_id, item.conf, call_timeout=call_timeout or self._timeout
+                item.dag_id, item.dag_run_id, item.conf, call_timeout=timeout
             )
         except TriggerRejected as exc:
             return await self._dead_letter(item, "rejected", f"rejected by Airflow: {exc.message}")
@@ -238,6 +282,31 @@ class RetryQueue:
             error=error,
         )
         return Attempt("retry", error, next_at)
+
+    async def _stand_down(self, item: PendingTrigger, active_run_id: str) -> Attempt:
+        """Another run of the DAG is active: drop ``item`` and release its claim (no run)."""
+        await guarded(
+            "standing a trigger down",
+            self._stand_down_script(
+                keys=[
+                    self._keys.pending_schedule,
+                    self._keys.pending_items,
+                    self._keys.incident(item.dag_run_id),
+                    self._keys.cooldown(item.dag_id),
+                    self._keys.brake_triggers,
+                ],
+                args=[item.dag_run_id],
+            ),
+        )
+        self._metrics.triggered("run_active")
+        log.info(
+            "trigger_stood_down",
+            dag_id=item.dag_id,
+            dag_run_id=item.dag_run_id,
+            active_run_id=active_run_id,
+            attempts=item.attempts,
+        )
+        return Attempt("run_active", f"run {active_run_id} is active", active_run_id=active_run_id)
 
     async def _dead_letter(self, item: PendingTrigger, why: ReleaseReason, reason: str) -> Attempt:
         """Move ``item`` to the dead letters and release its incident and cooldown keys."""

@@ -10,6 +10,11 @@ Drift gauges carry ``model_version``; when the champion changes the previous ver
 and online-error series are removed, so an alert on the old baseline resolves instead of
 sticking at its last value.
 
+Warm-up (:mod:`driftloop_contracts.warmup`): ``driftloop_online_error_rows{model_version}`` is
+how many of the version's own labelled rows its online-error window holds (it starts empty for
+a new champion), and ``driftloop_windows_total{model_version}`` how many of its own drift
+windows closed; the alert rules judge a new champion only past both minimums.
+
 ``driftloop_drift_threshold{feature,statistic}`` has one series per series x statistic
 (``psi``, ``ks``, ``wasserstein``) plus ``feature=""`` for ``drift_share`` and ``rmse_ratio``;
 ``driftloop_drift_value`` additionally exports ``statistic="ks_pvalue"``, which has no threshold
@@ -69,6 +74,13 @@ class ConsumerMetrics:
         self.online_bias = Gauge(
             "driftloop_online_bias_usd",
             "Rolling mean of prediction - actual, USD",
+            ["model_version"],
+            registry=r,
+        )
+        self.online_error_rows = Gauge(
+            "driftloop_online_error_rows",
+            "Labelled rows of the version's own predictions in its online-error window (the "
+            "alerts' warm-up: driftloop_contracts.warmup)",
             ["model_version"],
             registry=r,
         )
@@ -202,6 +214,7 @@ class ConsumerMetrics:
         self.online_rmse.labels(version).set(summary.rmse)
         self.online_mae.labels(version).set(summary.mae)
         self.online_bias.labels(version).set(summary.bias)
+        self.online_error_rows.labels(version).set(summary.n)
         if ratio is not None:
             self.online_rmse_ratio.labels(version).set(ratio)
 
@@ -223,6 +236,7 @@ class ConsumerMetrics:
             self.online_mae,
             self.online_bias,
             self.online_rmse_ratio,
+            self.online_error_rows,
         ):
             for labels in list(_label_sets(gauge)):
                 if labels == (version,):

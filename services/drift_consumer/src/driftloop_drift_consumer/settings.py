@@ -24,6 +24,7 @@ from driftloop_contracts import (
     PREDICTIONS_TOPIC,
     PortPlan,
 )
+from driftloop_contracts.warmup import PERFORMANCE_WARMUP_ROWS
 
 _DEFAULT_PORTS = PortPlan(DEFAULT_BASE_PORT)
 
@@ -99,8 +100,9 @@ class DriftConsumerSettings(BaseSettings):
     thresholds_poll_seconds: float = Field(default=1.0, gt=0)
 
     # --- online error ---------------------------------------------------------------------
-    #: Rolling RMSE/MAE/bias over the latest this-many labelled rows per model version.
-    online_error_rows: int = Field(default=1_000, ge=1)
+    #: Rolling RMSE/MAE/bias over the latest this-many labelled rows per model version; at
+    #: least the alerts' warm-up (driftloop_contracts.warmup), or PerformanceDegraded never fires.
+    online_error_rows: int = Field(default=1_000, ge=PERFORMANCE_WARMUP_ROWS)
 
     # --- InfluxDB -------------------------------------------------------------------------
     influx_url: str = f"http://{HOST}:{_DEFAULT_PORTS.influxdb}"
