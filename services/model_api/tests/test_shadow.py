@@ -256,7 +256,7 @@ async def test_a_shadow_that_fails_to_load_is_counted_and_serving_goes_on() -> N
     source = FakeSource(
         alias_version="2",
         shadow_version="1",
-        rejected={"1": UntrustedArtifact("1", ["os.system"])},
+        rejected={"1": UntrustedArtifact(["os.system"], "version 1")},
     )
     reloader, holder, shadow, metrics = make(source)
     await reloader.start()
