@@ -33,6 +33,7 @@ from pathlib import Path
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import httpx
+import psutil
 
 BENCH_DIR = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH_DIR))
@@ -56,10 +57,7 @@ def serve(port: int, shadow: bool) -> None:
     from driftloop_training.train import ModelParams, fit_model
 
     data = load_base_data()
-    estimators = {
-        v: fit_model(data, params=ModelParams(random_state=seed))
-        for v, seed in (("1", 1), ("2", 2))
-    }
+    seeds = {"1": 1, "2": 2}
 
     class MemorySource:
         model_name = MODEL_NAME
@@ -78,7 +76,7 @@ def serve(port: int, shadow: bool) -> None:
                 run_id=f"run-{version}",
                 loaded_at=utcnow(),
                 profile_id=None,
-                estimator=estimators[version],
+                estimator=fit_model(data, params=ModelParams(random_state=seeds[version])),
             )
 
     settings = ModelApiSettings(
@@ -91,6 +89,26 @@ def serve(port: int, shadow: bool) -> None:
     )
     app = create_app(settings, source=MemorySource(), redis=None, label_redis=None)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def cpu_seconds(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return float(times.user + times.system)
+
+
+def predict_requests(url: str) -> float:
+    """``POST /predict`` answered so far (the replica's own counter)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"{url}/metrics").text):
+        for sample in family.samples:
+            if (
+                sample.name == "driftloop_http_requests_total"
+                and sample.labels["route"] == "/predict"
+            ):
+                total += sample.value
+    return total
 
 
 def random_row(rng: random.Random) -> dict[str, float]:
@@ -146,17 +164,21 @@ def main() -> None:
     me = [sys.executable, str(Path(__file__).resolve())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     with (
-        process([*me, "--serve", str(args.port)], env, work / "off.log"),
+        process([*me, "--serve", str(args.port)], env, work / "off.log") as off,
         process([*me, "--serve", str(args.port + 1), "--shadow"], env, work / "on.log") as on,
     ):
+        servers = {"off": psutil.Process(off.pid), "on": psutil.Process(on.pid)}
         for name, url in urls.items():
             wait_http(f"{url}/health/ready", 300, on, work / f"{name}.log")
         info = httpx.get(f"{urls['on']}/model").json()
         assert info["shadow_model_version"] == "1", info
         singles: dict[str, list[Result]] = {"off": [], "on": []}
         batches: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
+        #: CPU seconds the server process spent (all its threads) and rows it answered.
+        cpu: dict[str, list[float]] = {"off": [0.0, 0.0], "on": [0.0, 0.0]}
         for round_ in range(args.rounds):
             for name in ("off", "on") if round_ % 2 == 0 else ("on", "off"):
+                before, served = cpu_seconds(servers[name]), predict_requests(urls[name])
                 singles[name].append(
                     run_wrk(
                         f"{name} r{round_}",
@@ -168,6 +190,8 @@ def main() -> None:
                         warmup=1,
                     )
                 )
+                cpu[name][0] += cpu_seconds(servers[name]) - before
+                cpu[name][1] += predict_requests(urls[name]) - served
                 batches[name].append(
                     batch_latency(urls[name], args.batch_rows, args.batches, seed=round_)
                 )
@@ -189,6 +213,10 @@ def main() -> None:
     for name in ("off", "on"):
         b = batches[name]
         print(f"{name:8}{med([x[0] for x in b]):9.2f}{med([x[1] for x in b]):9.2f}")
+    print("\nCPU per single-row request (server process, all threads; robust to a shared box):")
+    for name in ("off", "on"):
+        spent, answered = cpu[name]
+        print(f"{name:8}{spent / answered * 1000 if answered else 0.0:9.3f} ms")
     per_call = rows / calls if calls else 0.0
     print(
         f"\nshadow model calls: {calls:.0f} for {rows:.0f} rows ({per_call:.1f} rows per call),"
