@@ -170,8 +170,11 @@ def main() -> None:
         servers = {"off": psutil.Process(off.pid), "on": psutil.Process(on.pid)}
         for name, url in urls.items():
             wait_http(f"{url}/health/ready", 300, on, work / f"{name}.log")
-        info = httpx.get(f"{urls['on']}/model").json()
-        assert info["shadow_model_version"] == "1", info
+        deadline = time.monotonic() + 600  # the shadow loads (is fitted) after the champion
+        while httpx.get(f"{urls['on']}/model").json()["shadow_model_version"] != "1":
+            if time.monotonic() > deadline:
+                raise SystemExit("the 'on' replica did not load its shadow within 600 s")
+            time.sleep(1)
         singles: dict[str, list[Result]] = {"off": [], "on": []}
         batches: dict[str, list[tuple[float, float]]] = {"off": [], "on": []}
         #: CPU seconds the server process spent (all its threads) and rows it answered.
