@@ -4,6 +4,7 @@ counts."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -370,3 +371,15 @@ def test_shadow_disabled_never_loads_it(settings: ModelApiSettings) -> None:
         wait_for(lambda: client.get("/health/ready").status_code == 200)
         assert client.get("/model").json()["shadow_model_version"] is None
     assert source.loads == ["2"]
+
+
+async def test_a_linger_gathers_rows_submitted_meanwhile_into_one_call() -> None:
+    shadow, out, metrics = stage(linger_s=0.05)
+    shadow.set(loaded("1"))
+    shadow.submit(event("a"), ROW)
+    for _ in range(3):  # later turns of the loop, within the linger
+        await asyncio.sleep(0)
+    shadow.submit(event("b"), ROW)
+    await shadow.drain()
+    assert [e.request_id for e in out] == ["a", "b"]
+    assert metrics.value("driftloop_shadow_call_seconds_count") == 1

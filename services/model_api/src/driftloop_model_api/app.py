@@ -175,6 +175,7 @@ def create_app(
             shadow_metrics,
             max_batch=settings.shadow_max_batch_rows,
             max_pending=settings.shadow_max_pending,
+            linger_s=settings.shadow_linger_ms / 1000,
         )
         shadow_watch = (
             ShadowWatch(shadow, model_source, shadow_metrics) if settings.shadow_enabled else None

@@ -103,6 +103,9 @@ class ModelApiSettings(FeedbackApiKeySettings):
     #: Load the version under alias ``shadow`` and predict every request with it too (its
     #: answer travels on the event only). Off: events never carry a shadow prediction.
     shadow_enabled: bool = True
+    #: How long the first held event waits for others before the shadow's model call (the
+    #: answer never waits; only the event leaves this much later). Fewer, bigger calls.
+    shadow_linger_ms: float = Field(default=20.0, ge=0, le=1_000)
     #: Most held events predicted by the shadow in one model call.
     shadow_max_batch_rows: int = Field(default=1_024, ge=1)
     #: Most events held for the shadow at once; beyond it events leave without the shadow's
