@@ -413,10 +413,13 @@ def service_metric_names() -> set[str]:
     from driftloop_bridge.metrics import BridgeMetrics
     from driftloop_drift_consumer.metrics import ConsumerMetrics
     from driftloop_model_api.metrics import Metrics
+    from driftloop_model_api.shadow import ShadowMetrics
 
+    model_api = Metrics("t", CollectorRegistry())
+    ShadowMetrics(model_api.registry, "t")  # the shadow's series, on the replica's registry
     out: set[str] = set()
     for registry in (
-        Metrics("t", CollectorRegistry()).registry,
+        model_api.registry,
         ConsumerMetrics(CollectorRegistry()).registry,
         BridgeMetrics(CollectorRegistry()).registry,
     ):

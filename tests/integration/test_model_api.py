@@ -824,3 +824,145 @@ def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
         120,
         "the restarted replica to load the champion",
     )
+
+
+# --- shadow during the post-promotion watch (docs/retraining.md, "Shadow during the watch") ----
+
+
+def watch_states(urls: list[str]) -> list[tuple[str | None, str | None]]:
+    """(served version, shadow version) of every replica; (None, None) if it does not answer."""
+    states: list[tuple[str | None, str | None]] = []
+    for url in urls:
+        try:
+            info = httpx.get(f"{url}/model", timeout=2).json()
+            states.append((info.get("model_version"), info.get("shadow_model_version")))
+        except (httpx.HTTPError, ValueError):
+            states.append((None, None))
+    return states
+
+
+def sample_through_nginx(
+    stack: Any, seed: int, n: int = 40
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """``n`` fresh rows through nginx: answers and rows by request id (every one answered)."""
+    rng = random.Random(seed)
+    answers: dict[str, dict[str, Any]] = {}
+    rows: dict[str, dict[str, float]] = {}
+    with httpx.Client(timeout=10) as client:
+        for _ in range(n):
+            row = jittered_row(rng)
+            response = client.post(f"{stack.nginx_url}/predict", json=row)
+            assert response.status_code == 200, response.text
+            body = response.json()
+            answers[body["request_id"]] = body
+            rows[body["request_id"]] = row
+    return answers, rows
+
+
+def model_usd(stack: Any, version: str, rows: list[dict[str, float]]) -> list[float]:
+    """What registered ``version`` predicts for ``rows``, loaded outside the replicas."""
+    import pandas as pd
+
+    from driftloop_training import registry
+    from driftloop_training.train import predict_usd
+
+    model = registry.load_model(stack.mlflow_url, version)
+    frame = pd.DataFrame([[r[n] for n in FEATURE_NAMES] for r in rows], columns=FEATURE_NAMES)
+    return [float(v) for v in predict_usd(model, frame)]
+
+
+def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothing(
+    ready_stack: Any, restore_champion: str
+) -> None:
+    """The watch as the DAG starts it (tag, alias ``shadow`` on the old champion, ``champion``
+    on the new, ModelPromoted): every replica keeps the old version as its shadow, answers with
+    the new one only, and every event through nginx carries the old version and exactly what
+    the old model predicts for those features. Removing the alias (watch kept, no event) stops
+    it at the replicas' next alias check; a rollback (champion back, alias removed, announced)
+    switches every replica with 0 failed requests, and events stop carrying a shadow."""
+    from driftloop_training import registry
+    from driftloop_training.bootstrap import bootstrap
+    from driftloop_training.settings import TrainingSettings
+    from driftloop_training.train import ModelParams
+
+    stack, old = ready_stack, restore_champion
+    urls, uri = stack.model_api_urls, stack.mlflow_url
+    training = TrainingSettings(
+        mlflow_tracking_uri=uri,
+        kafka_bootstrap=stack.kafka_bootstrap,
+        labelled_log_dir=stack.state_dir / "labelled",
+        work_dir=stack.state_dir / "work",
+    )
+    new = bootstrap(
+        training, force=True, sample_rows=2_000, params=ModelParams(max_iter=30, random_state=7)
+    )
+    registry.set_champion(uri, old)  # bootstrap moved it; the DAG's decide step moves it below
+    old_run = registry.get_version(uri, old).run_id
+    try:
+        # 1. The watch starts: the replaced champion becomes every replica's shadow.
+        with background_load(stack.nginx_url) as load:
+            registry.promote(uri, new.version, previous=old, watch_s=600)
+            announce(stack, new.version, new.run_id, "integration test: promotion with a watch")
+            took = wait_until(
+                lambda: set(watch_states(urls)) == {(new.version, old)},
+                RELOAD_DEADLINE_S,
+                f"every replica on {new.version} with shadow {old}",
+            )
+        assert load.failed == 0, load.errors[:5]
+        answers, rows = sample_through_nginx(stack, seed=21)
+        events = events_for(stack.kafka_bootstrap, set(answers))
+        assert events.keys() == answers.keys()
+        ids = sorted(answers)
+        expected = model_usd(stack, old, [rows[i] for i in ids])
+        for request_id, shadow_usd in zip(ids, expected, strict=True):
+            event, answer = events[request_id], answers[request_id]
+            assert answer["model_version"] == event.model_version == new.version
+            assert "shadow_model_version" not in answer
+            assert event.prediction == answer["median_house_value"]
+            assert event.shadow_model_version == old
+            assert event.shadow_prediction == pytest.approx(shadow_usd, rel=1e-9)
+        assert metric_sum(urls, "driftloop_shadow_loaded") == len(urls)
+        assert metric_sum(urls, "driftloop_shadow_predictions_total") >= len(answers)
+        print(f"watch: shadow on every replica {took:.1f}s after ModelPromoted, {load.total} req")
+
+        # 2. The watch is kept: the alias goes, no event; the periodic alias check drops it.
+        registry.end_watch(uri)
+        took = wait_until(
+            lambda: set(watch_states(urls)) == {(new.version, None)},
+            60,
+            "every replica to drop the shadow",
+        )
+        answers, _ = sample_through_nginx(stack, seed=22, n=10)
+        events = events_for(stack.kafka_bootstrap, set(answers))
+        assert all(e.shadow_model_version is None for e in events.values())
+        assert all(e.shadow_prediction is None for e in events.values())
+        print(f"watch kept: shadow dropped by every replica {took:.1f}s after the alias went")
+
+        # 3. A watch again (the shadow loaded from the registry this time), then a rollback.
+        registry.promote(uri, new.version, previous=old, watch_s=600)
+        announce(stack, new.version, new.run_id, "integration test: watch again")
+        wait_until(
+            lambda: set(watch_states(urls)) == {(new.version, old)},
+            RELOAD_DEADLINE_S,
+            f"every replica to load shadow {old}",
+        )
+        with background_load(stack.nginx_url) as load:
+            registry.set_champion(uri, old)
+            registry.end_watch(uri)
+            announce(stack, old, old_run, "rollback: integration test")
+            took = wait_until(
+                lambda: set(watch_states(urls)) == {(old, None)},
+                RELOAD_DEADLINE_S,
+                f"every replica back on {old} without a shadow",
+            )
+        assert load.failed == 0, load.errors[:5]
+        assert old in load.versions and new.version in load.versions, load.versions
+        answers, _ = sample_through_nginx(stack, seed=23, n=10)
+        events = events_for(stack.kafka_bootstrap, set(answers))
+        assert {e.model_version for e in events.values()} == {old}
+        assert all(e.shadow_model_version is None for e in events.values())
+        print(
+            f"rollback: every replica on {old} {took:.1f}s after the event, {load.total} req, 0 failed"
+        )
+    finally:
+        registry.end_watch(uri)

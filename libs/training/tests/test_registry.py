@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,10 @@ from driftloop_contracts import (
     HOLDOUT_R2_METRIC,
     HOLDOUT_RMSE_METRIC,
     MODEL_NAME,
+    SHADOW_ALIAS,
+    WATCH_UNTIL_TAG,
+    utcnow,
+    watch_until,
 )
 from driftloop_training import registry
 from driftloop_training.bootstrap import bootstrap
@@ -87,3 +93,45 @@ def test_alias_is_the_contract_name(settings: TrainingSettings, fast: ModelParam
         MODEL_NAME, CHAMPION_ALIAS
     )
     assert str(mv.version) == result.version
+
+
+def _alias(uri: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(registry.client(uri).get_model_version_by_alias(MODEL_NAME, alias).version)
+    except MlflowException:
+        return None
+
+
+def test_promote_starts_the_watch_then_moves_the_champion(
+    settings: TrainingSettings, fast: ModelParams
+) -> None:
+    uri = settings.mlflow_tracking_uri
+    old = bootstrap(settings, sample_rows=1000, params=fast).version
+    new = bootstrap(settings, force=True, sample_rows=1000, params=fast).version
+    registry.set_champion(uri, old)
+    before = utcnow()
+    until = registry.promote(uri, new, previous=old, watch_s=600)
+    assert (_alias(uri, CHAMPION_ALIAS), _alias(uri, SHADOW_ALIAS)) == (new, old)
+    tags = registry.get_version(uri, new).tags
+    assert tags[WATCH_UNTIL_TAG] == until
+    end = watch_until(tags)
+    assert end is not None
+    assert before + timedelta(seconds=599) <= end <= utcnow() + timedelta(seconds=601)
+
+    assert registry.end_watch(uri) is True
+    assert _alias(uri, SHADOW_ALIAS) is None
+    assert registry.end_watch(uri) is False  # already gone: nothing to do, no error
+
+
+def test_promote_without_a_watch_removes_a_stale_shadow(
+    settings: TrainingSettings, fast: ModelParams
+) -> None:
+    uri = settings.mlflow_tracking_uri
+    old = bootstrap(settings, sample_rows=1000, params=fast).version
+    new = bootstrap(settings, force=True, sample_rows=1000, params=fast).version
+    registry.set_champion(uri, old)
+    registry.promote(uri, new, previous=old, watch_s=600)
+    assert registry.promote(uri, old, previous=new, watch_s=0) is None
+    assert (_alias(uri, CHAMPION_ALIAS), _alias(uri, SHADOW_ALIAS)) == (old, None)

@@ -14,7 +14,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from driftloop_contracts import MODEL_EVENTS_TOPIC, MODEL_NAME, ModelPromoted
+from driftloop_contracts import (
+    MODEL_EVENTS_TOPIC,
+    MODEL_NAME,
+    SHADOW_ALIAS,
+    ModelPromoted,
+    watch_until,
+)
 from driftloop_training import registry, retrain
 from driftloop_training.bootstrap import bootstrap
 from driftloop_training.errors import DataError
@@ -282,6 +288,10 @@ def test_challenger_better_is_promoted_and_announced(
     uri = settings.mlflow_tracking_uri
     current = registry.get_champion(uri)
     assert current is not None and current.version == decision.version != champ.version
+    # the watch started: the previous champion is the shadow until the tagged end
+    shadow = registry.client(uri).get_model_version_by_alias(MODEL_NAME, SHADOW_ALIAS)
+    assert str(shadow.version) == champ.version
+    assert watch_until(current.tags) is not None
 
     run = registry.client(uri).get_run(decision.run_id)
     assert run.data.tags["driftloop.trigger.alertname"] == "DriftHigh"

@@ -20,11 +20,12 @@ from driftloop_contracts import (
     FEATURE_SPECS,
     LOCAL_FEEDBACK_API_KEY,
     MODEL_NAME,
+    SHADOW_ALIAS,
     utcnow,
 )
 from driftloop_contracts.model_artifact import ModelRejected
 from driftloop_model_api.app import create_app
-from driftloop_model_api.errors import ModelLoadError
+from driftloop_model_api.errors import AliasNotFound, ModelLoadError
 from driftloop_model_api.metrics import Metrics
 from driftloop_model_api.model_holder import LoadedModel
 from driftloop_model_api.model_source import VersionRef
@@ -60,9 +61,13 @@ def loaded(version: str = "1", scale: float = 1.0) -> LoadedModel:
 @dataclass
 class FakeSource:
     """A registry in memory: versions -> scale of the tiny model; ``broken`` versions fail,
-    ``rejected`` ones are refused by the artifact checks with the given error."""
+    ``rejected`` ones are refused by the artifact checks with the given error. The ``shadow``
+    alias names ``shadow_version`` (none: the alias does not exist); the champion carries
+    ``champion_tags`` (the watch's end)."""
 
     alias_version: str = "1"
+    shadow_version: str | None = None
+    champion_tags: dict[str, str] = field(default_factory=dict)
     versions: dict[str, float] = field(default_factory=lambda: {"1": 1.0, "2": 2.0})
     broken: set[str] = field(default_factory=set)
     rejected: dict[str, ModelRejected] = field(default_factory=dict)
@@ -73,7 +78,11 @@ class FakeSource:
     def resolve_alias(self, alias: str) -> VersionRef:
         if self.unavailable:
             raise ModelLoadError("registry unavailable")
-        return VersionRef(self.alias_version, f"run-{self.alias_version}")
+        if alias == SHADOW_ALIAS:
+            if self.shadow_version is None:
+                raise AliasNotFound(f"{MODEL_NAME}@{alias} does not exist")
+            return VersionRef(self.shadow_version, f"run-{self.shadow_version}")
+        return VersionRef(self.alias_version, f"run-{self.alias_version}", dict(self.champion_tags))
 
     def load(self, version: str) -> LoadedModel:
         self.loads.append(version)

@@ -57,6 +57,7 @@ from .profile import ReferenceProfile, SeriesProfile
 from .registry import (
     CHAMPION_ALIAS,
     DAG_ID,
+    DEFAULT_WATCH_SECONDS,
     EXPERIMENT_NAME,
     HOLDOUT_MAE_METRIC,
     HOLDOUT_R2_METRIC,
@@ -65,7 +66,10 @@ from .registry import (
     MODEL_NAME,
     PROFILE_ARTIFACT_PATH,
     SHADOW_ALIAS,
+    WATCH_UNTIL_TAG,
     PromotionIgnored,
+    format_watch_until,
+    watch_until,
 )
 from .settings import SettingsError, load_settings
 from .thresholds import (
@@ -99,6 +103,7 @@ __all__ = [
     "DEAD_LETTER_TOPICS",
     "DEFAULT_BASE_PORT",
     "DEFAULT_THRESHOLDS",
+    "DEFAULT_WATCH_SECONDS",
     "DOCKER_BASE_PORT",
     "EVENT_TOPICS",
     "EXAMPLE_FEATURES",
@@ -139,6 +144,7 @@ __all__ = [
     "TEST_BASE_PORT",
     "THRESHOLDS_REDIS_KEY",
     "TOPICS",
+    "WATCH_UNTIL_TAG",
     "DeadLetter",
     "EventError",
     "FeatureSpec",
@@ -166,8 +172,10 @@ __all__ = [
     "decode_event",
     "dlq_topic",
     "encode_key",
+    "format_watch_until",
     "load_settings",
     "part_file_name",
     "partition_dir",
     "utcnow",
+    "watch_until",
 ]

@@ -1,6 +1,9 @@
 """Names shared by everything that talks to the MLflow model registry."""
 
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Final
 
 MODEL_NAME = "california-housing"
 CHAMPION_ALIAS = "champion"
@@ -8,6 +11,12 @@ CHAMPION_ALIAS = "champion"
 #: as a shadow (its predictions travel on the event, never to the client) and a rollback moves
 #: ``champion`` back to it. Removed when the watch ends, either way.
 SHADOW_ALIAS = "shadow"
+#: Tag on a newly promoted version: when its watch ends (ISO 8601, UTC; written with
+#: :func:`format_watch_until`, read with :func:`watch_until`). Past it replicas drop the shadow
+#: even if the alias is still there, and no rollback is decided any more.
+WATCH_UNTIL_TAG: Final = "driftloop.watch_until"
+#: Default length of the watch after a promotion (``DRIFTLOOP_TRAINING_WATCH_SECONDS``).
+DEFAULT_WATCH_SECONDS: Final = 1800.0
 #: Artifact path (relative to the run) of a model version's reference profile.
 PROFILE_ARTIFACT_PATH = "reference_profile.json"
 #: Artifact sub-directory that holds the logged model inside a run.
@@ -33,3 +42,21 @@ class PromotionIgnored(StrEnum):
     STALE = "stale"
     #: Not newer than an event already handled (a re-read after a rewind).
     REPLAYED = "replayed"
+
+
+def format_watch_until(moment: datetime) -> str:
+    """The :data:`WATCH_UNTIL_TAG` value for ``moment`` (an aware datetime)."""
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def watch_until(tags: Mapping[str, str]) -> datetime | None:
+    """When the watch of the version carrying ``tags`` ends; ``None`` if it has no readable
+    :data:`WATCH_UNTIL_TAG` (then only the :data:`SHADOW_ALIAS` alias bounds the watch)."""
+    raw = tags.get(WATCH_UNTIL_TAG)
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

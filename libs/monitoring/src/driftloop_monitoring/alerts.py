@@ -334,6 +334,25 @@ ALERTS: tuple[AlertSpec, ...] = (
         panel=(names.MODEL_SERVICE_DASHBOARD_UID, 8),
     ),
     AlertSpec(
+        name="ShadowFailing",
+        uid="driftloop-shadow-failing",
+        group="operations",
+        a="sum by (replica, reason) (increase(driftloop_shadow_failures_total[1m]))",
+        op=">",
+        b=0,
+        pending="2m",
+        grafana_pending="2m",
+        summary_prometheus="Replica {{ $labels.replica }} serves the watch without its shadow"
+        " ({{ $labels.reason }})",
+        summary_grafana="Replica {{ $labels.replica }} serves the watch without its shadow"
+        " ({{ $labels.reason }})",
+        description="During the watch after a promotion the previous champion could not be "
+        "loaded (load_error, or the artifact was refused: see shadow_load_failed in the "
+        "replica's log) or could not predict (predict_error, non_finite, overloaded): requests "
+        "are served, but their events lack the comparison a rollback is decided on. "
+        "services/model_api/README.md, 'Shadow during the watch'.",
+    ),
+    AlertSpec(
         name="RedisUnavailable",
         uid="driftloop-redis-unavailable",
         group="operations",

@@ -9,7 +9,9 @@ Layout of what a model version carries (the drift consumer and the model API rel
   the model on its holdout in USD;
 - the run, and every version registered from it, carry the tag ``ARTIFACT_DIGEST_TAG``: the
   sha256 of the model's files as stored, computed from a download right after logging;
-- the registered model ``MODEL_NAME`` has the alias ``CHAMPION_ALIAS`` on the served version.
+- the registered model ``MODEL_NAME`` has the alias ``CHAMPION_ALIAS`` on the served version;
+  during the watch after a promotion (:func:`promote`) also ``SHADOW_ALIAS`` on the previous
+  champion, and the new champion carries ``WATCH_UNTIL_TAG`` (when the watch ends).
 
 Serialisation: skops with the trusted types of :mod:`driftloop_contracts.model_artifact`
 (the one definition). Logging passes them to MLflow, which test-loads the file with them
@@ -26,6 +28,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +41,11 @@ from driftloop_contracts import (
     MODEL_ARTIFACT_NAME,
     MODEL_NAME,
     PROFILE_ARTIFACT_PATH,
+    SHADOW_ALIAS,
+    WATCH_UNTIL_TAG,
     ReferenceProfile,
+    format_watch_until,
+    utcnow,
 )
 from driftloop_contracts.model_artifact import (
     ARTIFACT_DIGEST_TAG,
@@ -62,6 +69,8 @@ TAG_DECISION = "driftloop.decision"
 #: The Airflow run that trained a challenger: on its MLflow run, copied onto its version.
 TAG_DAG_RUN_ID = "driftloop.dag_run_id"
 _MAX_TAG_CHARS = 5000
+#: MLflow error codes meaning "no such alias / registered model" (they vary by version).
+_ABSENT = ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 _MAX_PARAM_CHARS = 500
 
 
@@ -316,7 +325,7 @@ def get_champion(tracking_uri: str) -> VersionInfo | None:
     try:
         mv = c.get_model_version_by_alias(MODEL_NAME, CHAMPION_ALIAS)
     except MlflowException as exc:
-        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"):
+        if exc.error_code in _ABSENT:
             return None
         raise RegistryError(f"MLflow failed to read the champion alias: {exc.message}") from exc
     except OSError as exc:
@@ -339,6 +348,46 @@ def set_champion(tracking_uri: str, version: str) -> None:
     c = client(tracking_uri)
     with _registry_errors(f"move alias {CHAMPION_ALIAS} to version {version}"):
         c.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
+
+
+def promote(tracking_uri: str, version: str, *, previous: str | None, watch_s: float) -> str | None:
+    """Make ``version`` the champion and start its watch; returns the watch's end (tag value).
+
+    With a ``previous`` champion and ``watch_s > 0``: tag ``version`` with
+    :data:`WATCH_UNTIL_TAG` (now + ``watch_s``), point :data:`SHADOW_ALIAS` at ``previous``,
+    then move :data:`CHAMPION_ALIAS`. In that order, so a replica that sees the new champion
+    always finds its shadow too, and a retried call repeats the same steps. Otherwise (first
+    champion, watch disabled) a shadow alias left by an earlier watch is removed, since it
+    would name a version that is no longer the previous champion.
+    """
+    c = client(tracking_uri)
+    if previous is None or previous == version or watch_s <= 0:
+        set_champion(tracking_uri, version)
+        end_watch(tracking_uri)
+        return None
+    until = format_watch_until(utcnow() + timedelta(seconds=watch_s))
+    with _registry_errors(f"start the watch of version {version}"):
+        c.set_model_version_tag(MODEL_NAME, version, WATCH_UNTIL_TAG, until)
+        c.set_registered_model_alias(MODEL_NAME, SHADOW_ALIAS, previous)
+    set_champion(tracking_uri, version)
+    return until
+
+
+def end_watch(tracking_uri: str) -> bool:
+    """Remove :data:`SHADOW_ALIAS` (replicas drop the shadow on their next alias check);
+    returns whether it existed."""
+    from mlflow.exceptions import MlflowException
+
+    c = client(tracking_uri)
+    with _registry_errors(f"remove alias {SHADOW_ALIAS}"):
+        try:
+            c.get_model_version_by_alias(MODEL_NAME, SHADOW_ALIAS)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                return False
+            raise
+        c.delete_registered_model_alias(MODEL_NAME, SHADOW_ALIAS)
+    return True
 
 
 def load_model(tracking_uri: str, version: str) -> Any:

@@ -546,7 +546,9 @@ def decide(
     registry.tag_version(uri, version.version, tags)
     registry.set_run_tags(uri, evaluated.run_id, tags)
     if promote and current_version != version.version:
-        registry.set_champion(uri, version.version)
+        registry.promote(
+            uri, version.version, previous=current_version, watch_s=settings.watch_seconds
+        )
     log.info("%s %s version %s: %s", decision.decision, MODEL_NAME, version.version, reason)
     return decision
 

@@ -12,7 +12,13 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from driftloop_contracts import DEFAULT_BASE_PORT, HOST, PortPlan, load_settings
+from driftloop_contracts import (
+    DEFAULT_BASE_PORT,
+    DEFAULT_WATCH_SECONDS,
+    HOST,
+    PortPlan,
+    load_settings,
+)
 
 _DEFAULT_PORTS = PortPlan(DEFAULT_BASE_PORT)
 
@@ -36,6 +42,10 @@ class TrainingSettings(BaseSettings):
     base_holdout_share: float = Field(0.2, gt=0.0, lt=0.9)
     #: Seconds to wait for the Kafka broker when announcing a promotion.
     kafka_timeout_s: float = Field(20.0, gt=0.0)
+    #: Length of the watch after a promotion: the previous champion stays loaded on every
+    #: replica as a shadow (alias ``shadow``) and a worse new champion is rolled back.
+    #: 0 disables the watch (docs/retraining.md, "Shadow during the watch").
+    watch_seconds: float = Field(DEFAULT_WATCH_SECONDS, ge=0.0)
 
 
 def load_training_settings(**overrides: object) -> TrainingSettings:

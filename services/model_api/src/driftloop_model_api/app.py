@@ -39,6 +39,8 @@ from .reloader import ConsumerFactory, Reloader
 from .routes import api_router
 from .serving import PredictionService
 from .settings import LOCAL_FEEDBACK_TOKEN_KEY, ModelApiSettings
+from .shadow import ShadowMetrics, ShadowStage
+from .shadow_watch import ShadowWatch
 from .tokens import FeedbackTokens
 
 log = structlog.get_logger(__name__)
@@ -167,6 +169,17 @@ def create_app(
             drain_timeout_s=settings.publish_drain_seconds,
             ledger=ledger,
         )
+        shadow_metrics = ShadowMetrics(metrics.registry, settings.replica_id)
+        shadow = ShadowStage(
+            lambda event: service.publish_prediction(event),
+            shadow_metrics,
+            max_batch=settings.shadow_max_batch_rows,
+            max_pending=settings.shadow_max_pending,
+            linger_s=settings.shadow_linger_ms / 1000,
+        )
+        shadow_watch = (
+            ShadowWatch(shadow, model_source, shadow_metrics) if settings.shadow_enabled else None
+        )
         reloader = Reloader(
             holder,
             model_source,
@@ -177,11 +190,12 @@ def create_app(
             retry_initial_s=settings.load_retry_initial_seconds,
             retry_max_s=settings.load_retry_max_seconds,
             reload_attempts=settings.reload_attempts,
+            shadow=shadow_watch,
         )
         labels = _label_gate(settings, metrics, label_redis)
         batcher = MicroBatcher(settings.micro_batch_max_rows) if settings.micro_batching else None
         service = PredictionService(
-            holder, cache, publisher, metrics, settings.replica_id, batcher=batcher
+            holder, cache, publisher, metrics, settings.replica_id, batcher=batcher, shadow=shadow
         )
         app.state.runtime = Runtime(
             settings=settings,
@@ -214,6 +228,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await recovering
             await reloader.stop()
+            await shadow.drain()
             await publisher.stop()
             if ledger is not None:
                 ledger.close()

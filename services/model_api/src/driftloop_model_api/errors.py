@@ -18,6 +18,7 @@ nothing a client sends can produce a 500 or a traceback::
      ├── LabelStoreUnavailable      503: "labelled" cannot be recorded (Redis); retry later
      ├── ModelNotReady              503: no champion loaded yet (nginx tries another replica)
      └── ModelLoadError             a version could not be fetched or does not fit the schema
+          └── AliasNotFound         the registry has no such alias (e.g. no watch: no shadow)
 
 Every answer uses the one error body of all driftloop services
 (:mod:`driftloop_service.http_errors`)::
@@ -39,6 +40,7 @@ from driftloop_service import BODY, ApiError, FieldProblem, problems_from_errors
 
 __all__ = [
     "BODY",
+    "AliasNotFound",
     "AlreadyLabelled",
     "ClientDisconnected",
     "ClientError",
@@ -230,3 +232,9 @@ class ModelLoadError(ModelApiError):
     """A model version could not be fetched, deserialised, or does not take our features."""
 
     code = "model_load_error"
+
+
+class AliasNotFound(ModelLoadError):
+    """The registry answered that the alias does not exist (not that it is unreachable)."""
+
+    code = "alias_not_found"

@@ -17,7 +17,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,18 +27,23 @@ import structlog
 from driftloop_contracts import PROFILE_ARTIFACT_PATH, utcnow
 from driftloop_contracts.model_artifact import ARTIFACT_DIGEST_TAG, ModelRejected, load_verified
 
-from .errors import ModelLoadError
+from .errors import AliasNotFound, ModelLoadError
 from .model_holder import LoadedModel
 
 log = structlog.get_logger(__name__)
 
+#: MLflow error codes of "no such alias / registered model" (they vary between versions).
+_ABSENT = frozenset({"RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE"})
+
 
 @dataclass(frozen=True)
 class VersionRef:
-    """A registered version: its number and the training run that produced it."""
+    """A registered version: its number, the training run that produced it and its tags
+    (the champion's ``driftloop.watch_until`` bounds the shadow, :mod:`.shadow_watch`)."""
 
     version: str
     run_id: str
+    tags: Mapping[str, str] = field(default_factory=dict)
 
 
 class ModelSource(Protocol):
@@ -45,7 +51,8 @@ class ModelSource(Protocol):
 
     model_name: str
 
-    def resolve_alias(self, alias: str) -> VersionRef: ...
+    def resolve_alias(self, alias: str) -> VersionRef:
+        """The alias's version; :class:`AliasNotFound` if the registry has no such alias."""
 
     def load(self, version: str) -> LoadedModel: ...
 
@@ -69,11 +76,17 @@ class MlflowModelSource:
         self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     def resolve_alias(self, alias: str) -> VersionRef:
+        from mlflow.exceptions import MlflowException
+
         try:
             mv = self._client.get_model_version_by_alias(self.model_name, alias)
+        except MlflowException as exc:
+            if exc.error_code in _ABSENT:
+                raise AliasNotFound(f"{self.model_name}@{alias} does not exist") from exc
+            raise ModelLoadError(f"cannot resolve {self.model_name}@{alias}: {exc}") from exc
         except Exception as exc:
             raise ModelLoadError(f"cannot resolve {self.model_name}@{alias}: {exc}") from exc
-        return VersionRef(version=str(mv.version), run_id=mv.run_id or "")
+        return VersionRef(version=str(mv.version), run_id=mv.run_id or "", tags=dict(mv.tags or {}))
 
     def load(self, version: str) -> LoadedModel:
         """Download, verify and deserialise ``version``; :class:`ModelRejected` if unsafe."""

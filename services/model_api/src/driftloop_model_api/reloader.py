@@ -17,6 +17,11 @@ Only the ``champion`` alias decides what is served; nothing else names a version
 * **Safety net**: every ``alias_check_interval_seconds`` the alias is read again, so a missed
   event (broker down, topic recreated) only delays a reload.
 
+* **Shadow**: after every look at the champion the :class:`~.shadow_watch.ShadowWatch` (if
+  any) follows the ``shadow`` alias, so the watch after a promotion starts and ends on the
+  same events and checks. A champion the shadow already holds (a rollback) is swapped in
+  without a download.
+
 All loads run one at a time in a single worker task, in arrival order, so a slow alias check
 can never overwrite a newer promotion. Loading (HTTP + deserialisation) runs in a thread; the
 new model is swapped in atomically (see :mod:`driftloop_model_api.model_holder`). A failed
@@ -49,8 +54,9 @@ from driftloop_service import (
 from driftloop_service.subscriber import ConsumerFactory
 
 from .metrics import Metrics
-from .model_holder import ModelHolder
-from .model_source import ModelSource
+from .model_holder import LoadedModel, ModelHolder
+from .model_source import ModelSource, VersionRef
+from .shadow_watch import ShadowWatch
 
 log = structlog.get_logger(__name__)
 
@@ -86,6 +92,7 @@ class Reloader:
         retry_initial_s: float = 0.5,
         retry_max_s: float = 10.0,
         reload_attempts: int = 3,
+        shadow: ShadowWatch | None = None,
     ) -> None:
         self._holder = holder
         self._source = source
@@ -94,6 +101,10 @@ class Reloader:
         self._check_interval = check_interval_s
         self._backoff = Backoff(retry_initial_s, retry_max_s)
         self._attempts = reload_attempts
+        self._shadow = shadow
+        #: The champion resolved last, and the model the last swap replaced (a shadow candidate).
+        self._champion: VersionRef | None = None
+        self._replaced: LoadedModel | None = None
         self._queue: asyncio.Queue[_Command] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
@@ -177,6 +188,7 @@ class Reloader:
 
     async def _worker(self) -> None:
         await self._initial_load()
+        await self._follow_shadow()
         while not self._stopping.is_set():
             command = await self._queue.get()
             try:
@@ -200,6 +212,7 @@ class Reloader:
     async def _load_alias(self) -> None:
         try:
             ref = await asyncio.to_thread(self._source.resolve_alias, self._alias)
+            self._champion = ref
             await self._load(ref.version, reason="start-up")
         except Exception as exc:
             self.last_error = str(exc)
@@ -220,12 +233,24 @@ class Reloader:
             self._metrics.alias_check_failed()
             log.warning("alias_check_failed", error=str(exc))
             return None
+        self._champion = ref
         return ref.version
 
     async def _check_alias(self) -> None:
         version = await self._resolve()
         if version is not None:
             await self._load_with_retries(version, reason=f"alias {self._alias} moved")
+            await self._follow_shadow()
+
+    async def _follow_shadow(self) -> None:
+        """Let the shadow follow the champion just resolved (never fails the reload)."""
+        if self._shadow is None or self._champion is None:
+            return
+        try:
+            await self._shadow.follow(self._champion, self._replaced)
+        except Exception as exc:
+            log.error("shadow_follow_failed", error=str(exc))
+        self._replaced = None  # a shadow keeps its own reference; do not pin old models
 
     async def _follow_event(self, announced: str, reason: str) -> None:
         """A promotion was announced: load what the alias names, whatever the event said."""
@@ -242,6 +267,7 @@ class Reloader:
             )
             reason = f"alias {self._alias} (event announced version {announced})"
         await self._load_with_retries(version, reason)
+        await self._follow_shadow()
 
     async def _load_with_retries(self, version: str, reason: str) -> None:
         """Up to ``reload_attempts`` loads of ``version``; on failure the current model stays."""
@@ -282,8 +308,10 @@ class Reloader:
         return None
 
     async def _load(self, version: str, reason: str) -> None:
+        model = self._shadow.take(version) if self._shadow is not None else None
         try:
-            model = await asyncio.to_thread(self._source.load, version)
+            if model is None:
+                model = await asyncio.to_thread(self._source.load, version)
         except Exception as exc:
             failure = exc.reason if isinstance(exc, ModelRejected) else LOAD_ERROR
             self._metrics.reload("failure")
@@ -299,6 +327,7 @@ class Reloader:
             )
             raise
         previous = self._holder.swap(model)
+        self._replaced = previous
         self._metrics.reload("success")
         self._metrics.set_model(model.name, model.version, model.loaded_at.timestamp())
         self.last_error = None

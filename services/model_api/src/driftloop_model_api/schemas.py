@@ -130,6 +130,11 @@ class ModelInfoResponse(BaseModel):
     loaded_at: datetime
     reference_profile_id: str | None
     replica_id: str
+    shadow_model_version: str | None = Field(
+        default=None,
+        description="the previous champion this replica also asks during a post-promotion"
+        " watch (its answers go on the events only); null outside a watch",
+    )
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

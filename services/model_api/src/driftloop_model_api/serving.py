@@ -24,6 +24,7 @@ from .cache import PredictionCache, cache_key
 from .metrics import Metrics
 from .model_holder import LoadedModel, ModelHolder
 from .publisher import EventPublisher
+from .shadow import ShadowStage
 
 
 class PredictionService:
@@ -37,6 +38,7 @@ class PredictionService:
         metrics: Metrics,
         replica_id: str,
         batcher: MicroBatcher | None = None,
+        shadow: ShadowStage | None = None,
     ) -> None:
         self.batcher = batcher
         self.holder = holder
@@ -44,6 +46,9 @@ class PredictionService:
         self.publisher = publisher
         self.metrics = metrics
         self.replica_id = replica_id
+        #: During a post-promotion watch, holds each event for the previous champion's
+        #: prediction (off the answer path; :mod:`.shadow`).
+        self.shadow = shadow
 
     async def predict_one(
         self, request_id: str, row: Sequence[float], started: float
@@ -105,4 +110,8 @@ class PredictionService:
             replica_id=self.replica_id,
             cache_hit=cache_hit,
         )
-        self.publisher.publish(PREDICTIONS_TOPIC, encode_key(request_id), event.to_bytes())
+        if self.shadow is None or not self.shadow.submit(event, row):
+            self.publish_prediction(event)
+
+    def publish_prediction(self, event: PredictionEvent) -> None:
+        self.publisher.publish(PREDICTIONS_TOPIC, encode_key(event.request_id), event.to_bytes())

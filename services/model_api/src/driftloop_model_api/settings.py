@@ -99,6 +99,19 @@ class ModelApiSettings(FeedbackApiKeySettings):
     micro_batching: bool = True
     micro_batch_max_rows: int = Field(default=64, ge=1)
 
+    # --- shadow (post-promotion watch; shadow.py, docs/retraining.md) ---------------------
+    #: Load the version under alias ``shadow`` and predict every request with it too (its
+    #: answer travels on the event only). Off: events never carry a shadow prediction.
+    shadow_enabled: bool = True
+    #: How long the first held event waits for others before the shadow's model call (the
+    #: answer never waits; only the event leaves this much later). Fewer, bigger calls.
+    shadow_linger_ms: float = Field(default=20.0, ge=0, le=1_000)
+    #: Most held events predicted by the shadow in one model call.
+    shadow_max_batch_rows: int = Field(default=1_024, ge=1)
+    #: Most events held for the shadow at once; beyond it events leave without the shadow's
+    #: prediction (counted, ``driftloop_shadow_failures_total{reason="overloaded"}``).
+    shadow_max_pending: int = Field(default=20_000, ge=1)
+
     # --- labels (POST /feedback; docs/security.md) ----------------------------------------
     #: HMAC key of the feedback tokens; the same on every replica (a label may reach another
     #: replica than its prediction). Read from ``DRIFTLOOP_FEEDBACK_TOKEN_KEY`` (no service
