@@ -65,6 +65,8 @@ from .registry import (
     MODEL_NAME,
     PROFILE_ARTIFACT_PATH,
     SHADOW_ALIAS,
+    WATCH_DECISION_TAG_PREFIX,
+    WATCH_UNTIL_TAG,
     PromotionIgnored,
 )
 from .settings import SettingsError, load_settings
@@ -139,6 +141,8 @@ __all__ = [
     "TEST_BASE_PORT",
     "THRESHOLDS_REDIS_KEY",
     "TOPICS",
+    "WATCH_DECISION_TAG_PREFIX",
+    "WATCH_UNTIL_TAG",
     "DeadLetter",
     "EventError",
     "FeatureSpec",

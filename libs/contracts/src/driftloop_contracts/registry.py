@@ -8,6 +8,15 @@ CHAMPION_ALIAS = "champion"
 #: as a shadow (its predictions travel on the event, never to the client) and a rollback moves
 #: ``champion`` back to it. Removed when the watch ends, either way.
 SHADOW_ALIAS = "shadow"
+#: Model-version tag on the new champion: when its post-promotion watch ends (ISO-8601 UTC).
+#: Set at promotion with the ``shadow`` alias; once it has passed without a rollback the drift
+#: consumer records ``kept`` and removes the alias.
+WATCH_UNTIL_TAG = "driftloop.watch_until"
+#: Model-version tags the drift consumer writes on both versions when a watch is decided
+#: (``<prefix>.<name>``: ``outcome`` = ``rolled_back`` | ``kept``, ``champion``, ``shadow``, ``rows``,
+#: ``champion_rmse_usd``, ``shadow_rmse_usd``, ``champion_mae_usd``, ``shadow_mae_usd``,
+#: ``rmse_margin``, ``decided_at``, ``reason``).
+WATCH_DECISION_TAG_PREFIX = "driftloop.rollback"
 #: Artifact path (relative to the run) of a model version's reference profile.
 PROFILE_ARTIFACT_PATH = "reference_profile.json"
 #: Artifact sub-directory that holds the logged model inside a run.
