@@ -176,12 +176,17 @@ class ConsumerMetrics:
         # --- the post-promotion watch (watch.py, rollback.py) ---------------------------
         self.watch_decisions = Counter(
             "driftloop_watch_decisions_total",
-            "Post-promotion watches decided, by outcome (rolled_back | kept); counted once "
+            "Post-promotion watches decided, by outcome (rolled_back | kept | superseded); "
+            "counted once "
             "across instances",
             ["outcome"],
             registry=r,
         )
-        for outcome in ("rolled_back", "kept"):  # at 0, so increase() sees the first one
+        for outcome in (
+            "rolled_back",
+            "kept",
+            "superseded",
+        ):  # at 0, so increase() sees the first one
             self.watch_decisions.labels(outcome)
         self.watch_failures = Counter(
             "driftloop_watch_failures_total",

@@ -18,12 +18,14 @@ done in Redis, so an instance that dies half way is finished by the next tick of
 
 * ``rolled_back``: move ``champion`` back to the shadow version, but only if it still names
   the watched version (if it names the shadow already, the move was done; if a third
-  version, a newer promotion overtook the watch and nothing is moved: ``superseded``);
+  version, a newer promotion overtook the watch: nothing is moved or announced, and the
+  outcome is recorded and counted as ``superseded``);
 * tag both versions with the decision and its figures (``driftloop.rollback.*``);
 * delete alias ``shadow`` if it still names the shadow version;
 * ``rolled_back``: announce ``ModelPromoted(version=<shadow>, reason="rollback: ...")`` on
   ``model-events`` (replicas and the drift consumer follow the alias);
-* count ``driftloop_watch_decisions_total{outcome}`` once (``HSETNX done``).
+* count ``driftloop_watch_decisions_total{outcome}`` once (``HSETNX done``); ``outcome`` is
+  ``rolled_back``, ``kept`` or ``superseded``.
 
 Each registry or Kafka step is retried until it succeeds (capped backoff up to
 ``WATCH_RETRY_MAX_SECONDS``; ``driftloop_retries_total{operation="watch_action"}`` and
@@ -45,7 +47,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import structlog
 
-from driftloop_contracts import WATCH_UNTIL_TAG, ModelPromoted, utcnow
+from driftloop_contracts import WATCH_DECISION_TAG_PREFIX, WATCH_UNTIL_TAG, ModelPromoted, utcnow
 from driftloop_service import Backoff, RetryStopped, retrying, wait_or_stop
 
 from .errors import DriftConsumerError, WatchActionError
@@ -368,16 +370,18 @@ class PostPromotionWatch:
                     )
                     await self.store.mark(pair, SUPERSEDED)
                 await self.store.mark(pair, MOVED)
+            superseded = SUPERSEDED in await self.store.done_steps(pair)
             if TAGGED not in steps:
                 tags = decision.tags()
+                if superseded:
+                    tags[f"{WATCH_DECISION_TAG_PREFIX}.outcome"] = SUPERSEDED
                 await self._step(TAGGED, self.registry.tag, pair.champion, tags)
                 await self._step(TAGGED, self.registry.tag, pair.shadow, tags)
                 await self.store.mark(pair, TAGGED)
             if SHADOW_REMOVED not in steps:
                 await self._step(SHADOW_REMOVED, self.registry.remove_shadow, pair.shadow)
                 await self.store.mark(pair, SHADOW_REMOVED)
-            steps = await self.store.done_steps(pair)
-            announce = rolling_back and SUPERSEDED not in steps
+            announce = rolling_back and not superseded
             if announce and ANNOUNCED not in steps:
                 run_id = await self._step(ANNOUNCED, self.registry.run_id, pair.shadow)
                 event = ModelPromoted(
@@ -389,10 +393,11 @@ class PostPromotionWatch:
                 await self._retry(ANNOUNCED, lambda: self.announcer.announce(event))
                 await self.store.mark(pair, ANNOUNCED)
             if await self.store.mark(pair, DONE):
-                self.metrics.watch_decisions.labels(decision.outcome.value).inc()
+                outcome = SUPERSEDED if superseded else decision.outcome.value
+                self.metrics.watch_decisions.labels(outcome).inc()
                 log.warning(
                     "model_rolled_back" if announce else "watch_ended",
-                    outcome=decision.outcome.value,
+                    outcome=outcome,
                     champion=pair.shadow if announce else pair.champion,
                     figures=decision.summary(),
                 )
