@@ -194,6 +194,8 @@ class ConsumerMetrics:
             ["step"],
             registry=r,
         )
+        for step in ("read_watch", "moved", "tagged", "shadow_removed", "announced", "tick"):
+            self.watch_failures.labels(step)
         self.watch_rows = Gauge(
             "driftloop_watch_rows",
             "Labelled requests the running watch compared both models on",
