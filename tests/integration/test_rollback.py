@@ -56,7 +56,7 @@ from driftloop_contracts import (
 pytestmark = pytest.mark.integration
 
 #: Two consumer instances, outside the port plan of the stack (base + 0..93).
-PORTS = [int(os.environ.get("DRIFTLOOP_TEST_BASE_PORT", TEST_BASE_PORT)) + 500 + i for i in (0, 1)]
+PORTS = [int(os.environ.get("DRIFTLOOP_TEST_BASE_PORT", TEST_BASE_PORT)) + 230 + i for i in (0, 1)]
 DATA_PARTITIONS = next(t.partitions for t in TOPICS if t.name == "predictions")
 DEADLINE_S = 120.0
 #: Labelled requests per case, and the consumers' minimum (default 200): a rollback is then
@@ -333,8 +333,8 @@ def world(stack, tmp_path_factory) -> Iterator[World]:
     asyncio.run(_create_topics(stack.kafka_bootstrap, w.topics))
     first = w.register()
     w.mlflow.set_registered_model_alias(w.model_name, CHAMPION_ALIAS, first)
-    w.start()
     try:
+        w.start()
         yield w
     finally:
         w.stop()

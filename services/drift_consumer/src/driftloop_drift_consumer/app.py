@@ -177,17 +177,21 @@ def create_app(
         ]
         if reports is not None:
             tasks.append(asyncio.create_task(reports.run(loop.stopping), name="reports"))
-        if settings.watch_enabled:
+        # A caller that injects a fake reference source (a test) gets no watch on the real
+        # MLflow unless it injects a watch registry too: it must never move a real alias.
+        registry = watch_registry
+        if registry is None and reference_source is None:
+            registry = MlflowWatchRegistry(
+                settings.mlflow_tracking_uri,
+                settings.model_name,
+                settings.champion_alias,
+                settings.shadow_alias,
+            )
+        if settings.watch_enabled and registry is not None:
             post_promotion = PostPromotionWatch(
                 settings,
                 store=watch_store,
-                registry=watch_registry
-                or MlflowWatchRegistry(
-                    settings.mlflow_tracking_uri,
-                    settings.model_name,
-                    settings.champion_alias,
-                    settings.shadow_alias,
-                ),
+                registry=registry,
                 announcer=announcer
                 or KafkaAnnouncer(
                     settings.kafka_bootstrap,
