@@ -117,6 +117,8 @@ def test_the_decision_round_trips_and_tags_both_figures() -> None:
     assert tags[f"{p}.champion_rmse_usd"] == "30000.00"
     assert tags[f"{p}.shadow_rmse_usd"] == "20000.00"
     assert (tags[f"{p}.champion"], tags[f"{p}.shadow"]) == ("2", "1")
+    # written in this order, one tag at a time: whoever sees the outcome sees every figure
+    assert list(tags)[-1] == f"{p}.outcome"
 
 
 def test_no_rows_tags_empty_figures_not_nan() -> None:

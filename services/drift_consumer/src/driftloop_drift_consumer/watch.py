@@ -169,7 +169,6 @@ class Decision:
             return "" if math.isnan(x) else f"{x:.2f}"
 
         fields = {
-            "outcome": self.outcome.value,
             "champion": self.pair.champion,
             "shadow": self.pair.shadow,
             "rows": str(s.rows),
@@ -181,6 +180,8 @@ class Decision:
             "min_rows": str(self.min_rows),
             "decided_at": self.decided_at.isoformat(),
             "reason": self.summary(),
+            # last: MLflow sets tags one by one, so a reader that sees the outcome sees it all
+            "outcome": self.outcome.value,
         }
         return {f"{WATCH_DECISION_TAG_PREFIX}.{k}": v for k, v in fields.items()}
 
