@@ -30,7 +30,7 @@ from driftloop_cli.timeline import (
     StageTimeout,
     TimelineSettings,
 )
-from driftloop_contracts import DAG_ID
+from driftloop_contracts import DAG_ID, WATCH_DECISION_TAG_PREFIX, WATCH_UNTIL_TAG
 
 RUN = "alert__DriftFeatureHigh__20261206T080000__0123456789abcdef"
 OTHER_RUN = "alert__PerformanceDegraded__20261206T080200__fedcba9876543210"
@@ -74,6 +74,10 @@ class FakeStack:
     #: (windows, drifting windows) of version 2, one pair per query; the last one repeats.
     windows: list[tuple[float, float]] = field(default_factory=lambda: [(5.0, 0.0)])
     drifting_versions: set[str] = field(default_factory=lambda: {"1"})
+    #: Tags of version 2 besides its run tag (the watch's, written by the drift consumer).
+    watch_tags: dict[str, str] = field(
+        default_factory=lambda: {WATCH_UNTIL_TAG: "2026-12-06T09:10:00+00:00"}
+    )
 
     def __post_init__(self) -> None:
         self.decide("triggered", RUN, FP)
@@ -152,8 +156,29 @@ class FakeStack:
         return {"dag_run_id": run_id, "state": self.runs[run_id]}
 
     def _mlflow(self, request: httpx.Request) -> Any:
+        if request.url.path.endswith("/model-versions/get"):
+            version = request.url.params["version"]
+            tagged = {observe.DAG_RUN_ID_TAG: self.champion_run_tag}
+            if version == "2":
+                tagged |= self.watch_tags
+            tags = [{"key": k, "value": v} for k, v in tagged.items()]
+            return {"model_version": {"version": version, "tags": tags}}
         tags = [{"key": observe.DAG_RUN_ID_TAG, "value": self.champion_run_tag}]
         return {"model_version": {"version": self.champion, "tags": tags}}
+
+    def decide_watch(self, outcome: str, champion: str = "2", shadow: str = "1") -> None:
+        """The drift consumer's record of the watch on version 2 (and, for a rollback, its
+        effect: champion and replicas back on version 1)."""
+        p = WATCH_DECISION_TAG_PREFIX
+        self.watch_tags |= {
+            f"{p}.outcome": outcome,
+            f"{p}.champion": champion,
+            f"{p}.shadow": shadow,
+            f"{p}.reason": "v2 RMSE 61,000 USD vs v1 RMSE 30,000 USD on 300 labelled rows",
+        }
+        if outcome == "rolled_back":
+            self.champion = "1"
+            self.replicas = {"replica-0": "1", "replica-1": "1"}
 
     def _replica(self, request: httpx.Request) -> Any:
         host = urlsplit(str(request.url)).hostname or ""
@@ -200,6 +225,7 @@ def run(
     keys: list[str],
     st: LoopState | None = None,
     on_stage: Callable[[Observed], None] | None = None,
+    watch_required: bool = False,
 ) -> list[Observed]:
     clock = FakeClock(fake.onset + 1)
     return timeline.follow(
@@ -208,7 +234,7 @@ def run(
         on_stage=on_stage or (lambda rec: None),
         on_note=lambda msg: None,
         poll_s=5.0,
-        settings=TimelineSettings(recovered_windows=3),
+        settings=TimelineSettings(recovered_windows=3, watch_required=watch_required),
         stages=[STAGE_BY_KEY[k] for k in keys],
         clock=clock,
         sleep=clock.sleep,
@@ -226,6 +252,7 @@ READS = {
     "drift_recovered": ["prometheus"],
     "alert_resolved": ["alertmanager", "bridge"],
     "one_run": ["airflow", "bridge"],
+    "watch": ["mlflow"],
 }
 
 
@@ -482,3 +509,64 @@ def test_one_run_ignores_a_trigger_stood_down_while_the_run_was_active(fake: Fak
     fake.decide("run_active", OTHER_RUN, "0000000000000001", "PerformanceDegraded")
     [rec] = run(fake, ["one_run"])
     assert rec.detail == f"run {RUN} only (Airflow and the bridge agree)"
+
+
+# ---------------------------------------------------------------------------- the watch
+
+
+def test_a_running_watch_passes_unless_required(fake: FakeStack) -> None:
+    [rec] = run(fake, ["watch"])
+    assert rec.detail.startswith("watching version 2 against 1 until 2026-12-06T09:10:00")
+    with pytest.raises(StageTimeout, match="watching version 2 against 1"):
+        run(fake, ["watch"], watch_required=True)
+
+
+def test_kept_is_reported_with_its_figures(fake: FakeStack) -> None:
+    fake.decide_watch("kept")
+    [rec] = run(fake, ["watch"], watch_required=True)
+    assert rec.detail == (
+        "kept version 2: v2 RMSE 61,000 USD vs v1 RMSE 30,000 USD on 300 labelled rows"
+    )
+
+
+def test_a_rollback_needs_the_champion_and_every_replica_back(fake: FakeStack) -> None:
+    fake.decide_watch("rolled_back")
+    [rec] = run(fake, ["watch"], watch_required=True)
+    assert rec.detail.startswith("rolled back to version 1 (2 replicas serve it): v2 RMSE")
+    fake.replicas["replica-1"] = "2"
+    with pytest.raises(StageTimeout, match="rolled back; replicas serve"):
+        run(fake, ["watch"])
+    fake.champion = "2"
+    with pytest.raises(StageTimeout, match="rollback recorded, champion is 2"):
+        run(fake, ["watch"])
+
+
+@pytest.mark.parametrize("host", ["mlflow", "replica-0", "replica-1"])
+@pytest.mark.parametrize("how", ["unreachable", "500"])
+def test_a_rollback_fails_when_a_component_it_reads_is_broken(
+    fake: FakeStack, host: str, how: str
+) -> None:
+    fake.decide_watch("rolled_back")
+    (fake.down if how == "unreachable" else fake.failing).add(host)
+    with pytest.raises(ObservationError, match=f"http://{host}"):
+        run(fake, ["watch"])
+
+
+def test_a_watch_of_another_pair_is_not_this_incident(fake: FakeStack) -> None:
+    fake.decide_watch("kept", champion="2", shadow="0")
+    with pytest.raises(LinkageError, match="not of this incident's 2 vs 1"):
+        run(fake, ["watch"])
+
+
+def test_a_superseded_watch_breaks_the_chain(fake: FakeStack) -> None:
+    fake.decide_watch("superseded")
+    with pytest.raises(LinkageError, match="is superseded"):
+        run(fake, ["watch"])
+
+
+def test_no_watch_tag_passes_only_when_not_required(fake: FakeStack) -> None:
+    fake.watch_tags = {}
+    [rec] = run(fake, ["watch"])
+    assert "has no driftloop.watch_until tag" in rec.detail
+    with pytest.raises(StageTimeout, match="no watch"):
+        run(fake, ["watch"], watch_required=True)

@@ -5,7 +5,11 @@ causality rather than coincidence: the bridge's decision names the alert Alertma
 (alertname and fingerprint), the DAG run that succeeded is the one the bridge triggered, the
 new champion is tagged with that run, every replica serves that version, the new version's own
 windows stay under the thresholds, the very alert that fired is resolved (Alertmanager no
-longer lists it and the bridge recorded ``resolved``), and that incident got exactly one run.
+longer lists it and the bridge recorded ``resolved``), that incident got exactly one run, and
+the post-promotion watch of that new version against the previous champion was decided (kept,
+or rolled back with ``champion`` and every replica on the previous version again). The watch
+may outlast the demo: unless ``DRIFTLOOP_TIMELINE_WATCH_REQUIRED`` is set, its stage reports
+"watching" and passes; a decision already recorded is checked either way.
 
 Three ways a stage ends:
 
@@ -30,6 +34,8 @@ from typing import Any
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from driftloop_contracts import WATCH_DECISION_TAG_PREFIX, WATCH_UNTIL_TAG
+
 from . import observe
 from .observe import Endpoints
 
@@ -47,6 +53,10 @@ class TimelineSettings(BaseSettings):
     #: Consecutive closed windows of the new champion, none over a threshold, before "drift
     #: back under" counts: one clean window can be luck.
     recovered_windows: int = Field(3, ge=1)
+    #: Wait for the post-promotion watch's decision (kept or rolled back). Off (the demo's
+    #: default): the last stage reports the watch still running and passes, because the watch
+    #: may be longer than the demo; a decision already taken is checked either way.
+    watch_required: bool = False
 
 
 class LinkageError(RuntimeError):
@@ -156,6 +166,13 @@ STAGES = [
         "exactly one DAG run for the incident",
         560,
         "Airflow UI → DAG retrain_house_price (runs); GET bridge /decisions",
+    ),
+    Stage(
+        "watch",
+        "post-promotion watch: kept or rolled back",
+        1200,
+        "MLflow UI → model california-housing (aliases champion/shadow, version tags "
+        "driftloop.watch_until and driftloop.rollback.*); `driftloop logs drift-consumer`",
     ),
 ]
 
@@ -384,6 +401,52 @@ def check_one_run(cx: Context) -> str | Pending:
     return f"run {st.dag_run_id} only (Airflow and the bridge agree)"
 
 
+def check_watch(cx: Context) -> str | Pending:
+    """The watch of the new champion against the previous one (the drift consumer decides;
+    docs/retraining.md, 'Watch and rollback'). A decision must be about this incident's pair
+    (new version vs the champion before onset); a rollback counts once ``champion`` names the
+    previous version again and every replica serves it."""
+    st = cx.st
+    assert st.new_version
+    version = observe.model_version(cx.ep, st.new_version)
+    if version is None:
+        raise LinkageError(cx.stage, f"MLflow has no version {st.new_version} any more")
+    tags = observe.version_tags(version)
+    outcome = tags.get(f"{WATCH_DECISION_TAG_PREFIX}.outcome")
+    if outcome is None:
+        until = tags.get(WATCH_UNTIL_TAG)
+        seen = (
+            f"watching version {st.new_version} against {st.start_champion} until {until}"
+            if until
+            else f"version {st.new_version} has no {WATCH_UNTIL_TAG} tag (no watch)"
+        )
+        if cx.settings.watch_required:
+            return Pending(seen)
+        return f"{seen}; no decision yet (not awaited: DRIFTLOOP_TIMELINE_WATCH_REQUIRED=false)"
+    decided = (
+        tags.get(f"{WATCH_DECISION_TAG_PREFIX}.champion"),
+        tags.get(f"{WATCH_DECISION_TAG_PREFIX}.shadow"),
+    )
+    if decided != (st.new_version, st.start_champion) or outcome not in {"kept", "rolled_back"}:
+        raise LinkageError(
+            cx.stage,
+            f"the watch recorded on version {st.new_version} is {outcome} of {decided[0]} vs "
+            f"{decided[1]}, not of this incident's {st.new_version} vs {st.start_champion}",
+        )
+    figures = tags.get(f"{WATCH_DECISION_TAG_PREFIX}.reason", "")
+    if outcome == "kept":
+        return f"kept version {st.new_version}: {figures}"
+    champ = observe.champion_version(cx.ep)
+    if not champ or str(champ.get("version")) != st.start_champion:
+        return Pending(f"rollback recorded, champion is {champ and champ.get('version')}")
+    versions = observe.replica_versions(cx.ep)
+    if any(v != st.start_champion for v in versions.values()):
+        return Pending(f"rolled back; replicas serve {versions}")
+    return (
+        f"rolled back to version {st.start_champion} ({len(versions)} replicas serve it): {figures}"
+    )
+
+
 CHECKS: dict[str, Check] = {
     "drift_detected": check_drift_detected,
     "alert_firing": check_alert_firing,
@@ -394,6 +457,7 @@ CHECKS: dict[str, Check] = {
     "drift_recovered": check_drift_recovered,
     "alert_resolved": check_alert_resolved,
     "one_run": check_one_run,
+    "watch": check_watch,
 }
 
 

@@ -17,6 +17,11 @@ JOIN_PREFIX: Final = "driftloop:join:"
 #: Drift consumer: which feedback record joined a request (``partition:offset``), so a replay
 #: rewrites its own row and any other record for that request is a duplicate (join TTL).
 JOIN_CLAIM_PREFIX: Final = "driftloop:join-claim:"
+#: Drift consumer: the post-promotion watch, per (champion, shadow) pair: the error sums of
+#: both models (``<prefix>:<model>:<champion>:<shadow>:sums``), the request ids already counted
+#: (``...:seen``), the decision once taken (``...:decision``) and the lock of whoever acts on it
+#: (``...:lock``). TTL: the join TTL after the last write.
+WATCH_PREFIX: Final = "driftloop:watch:"
 #: Bridge state (``DRIFTLOOP_BRIDGE_REDIS_PREFIX`` may change it).
 BRIDGE_PREFIX: Final = "driftloop:bridge"
 #: Drift thresholds (no TTL).
@@ -27,6 +32,7 @@ ALL_PREFIXES: Final = (
     LABEL_ACCEPTED_PREFIX,
     JOIN_PREFIX,
     JOIN_CLAIM_PREFIX,
+    WATCH_PREFIX,
     BRIDGE_PREFIX,
     THRESHOLDS_KEY,
 )

@@ -17,6 +17,11 @@ SHADOW_ALIAS = "shadow"
 WATCH_UNTIL_TAG: Final = "driftloop.watch_until"
 #: Default length of the watch after a promotion (``DRIFTLOOP_TRAINING_WATCH_SECONDS``).
 DEFAULT_WATCH_SECONDS: Final = 1800.0
+#: Model-version tags the drift consumer writes on both versions when a watch is decided
+#: (``<prefix>.<name>``: ``outcome`` = ``rolled_back`` | ``kept``, ``champion``, ``shadow``, ``rows``,
+#: ``champion_rmse_usd``, ``shadow_rmse_usd``, ``champion_mae_usd``, ``shadow_mae_usd``,
+#: ``rmse_margin``, ``decided_at``, ``reason``).
+WATCH_DECISION_TAG_PREFIX = "driftloop.rollback"
 #: Artifact path (relative to the run) of a model version's reference profile.
 PROFILE_ARTIFACT_PATH = "reference_profile.json"
 #: Artifact sub-directory that holds the logged model inside a run.

@@ -442,6 +442,44 @@ ALERTS: tuple[AlertSpec, ...] = (
         "the loop does not settle (docs/retraining.md, 'Brake'), then `driftloop loop reset-brake`.",
     ),
     AlertSpec(
+        # No route label: a rollback is the loop correcting itself; a person finds out why the
+        # challenger got through, but no retrain must follow from this alert.
+        name="ModelRolledBack",
+        uid="driftloop-model-rolled-back",
+        group="operations",
+        a='sum(increase(driftloop_watch_decisions_total{outcome="rolled_back"}[1h]))',
+        op=">",
+        b=0,
+        summary_prometheus="The new champion was rolled back to the previous version",
+        summary_grafana="The new champion was rolled back to the previous version",
+        description="During its post-promotion watch the new champion's online RMSE exceeded "
+        "the previous champion's by more than DRIFTLOOP_DRIFT_CONSUMER_WATCH_RMSE_MARGIN on at "
+        "least DRIFTLOOP_DRIFT_CONSUMER_WATCH_MIN_ROWS labelled requests, so the drift consumer "
+        "moved alias champion back. The figures are on both MLflow versions (tags "
+        "driftloop.rollback.*) and in the ModelPromoted reason; find why the challenger passed "
+        "validation (docs/retraining.md, 'Watch and rollback'). Fires for an hour.",
+    ),
+    AlertSpec(
+        name="WatchDecisionStalled",
+        uid="driftloop-watch-decision-stalled",
+        group="operations",
+        a=(
+            "sum by (step) (increase(driftloop_watch_failures_total"
+            '{step=~"moved|tagged|shadow_removed|announced"}[2m]))'
+        ),
+        op=">",
+        b=0,
+        pending="2m",
+        summary_prometheus="A post-promotion watch decision cannot be carried out "
+        "(step {{ $labels.step }} keeps failing)",
+        summary_grafana="A post-promotion watch decision cannot be carried out "
+        "(step {{ $labels.step }} keeps failing)",
+        description="The decision (rollback or kept) is recorded in Redis and retried, not "
+        "lost, but MLflow (alias move, tags) or Kafka (the rollback's ModelPromoted) has been "
+        "refusing it for minutes: a worse champion may still be serving. `driftloop logs "
+        "mlflow`, `driftloop logs drift-consumer` (event watch_step_failed).",
+    ),
+    AlertSpec(
         name="DeadLettersPublished",
         uid="driftloop-dead-letters-published",
         group="operations",

@@ -6,8 +6,9 @@ consuming, a reference loaded, every sink writing), ``/reports``, ``/reports/lat
 Errors answer in the shared body (:mod:`driftloop_service.http_errors`).
 
 The lifespan builds the collaborators (which tests may inject: a fake registry, a consumer
-factory, a Redis client), starts the consumer loop, the reference and model-events tasks, the
-threshold watcher and the report scheduler, and stops them in reverse on shutdown (the loop
+factory, a Redis client, a watch registry), starts the consumer loop, the reference and
+model-events tasks, the threshold watcher, the report scheduler and the post-promotion watch
+(:mod:`.rollback`), and stops them in reverse on shutdown (the loop
 flushes finished work and commits before it leaves the group).
 """
 
@@ -40,11 +41,19 @@ from .loop import DriftLoop
 from .metrics import ConsumerMetrics
 from .reference import MlflowReferenceSource, ReferenceManager, ReferenceSource
 from .reports import ReportScheduler, ReportStore
+from .rollback import (
+    Announcer,
+    KafkaAnnouncer,
+    MlflowWatchRegistry,
+    PostPromotionWatch,
+    WatchRegistry,
+)
 from .routes import api_router
 from .settings import DriftConsumerSettings
 from .sinks.influx import InfluxSink
 from .sinks.labelled_log import LabelledLogWriter
 from .threshold_watcher import ThresholdWatcher
+from .watch_store import WatchStore
 from .windows import WindowManager, WindowPolicy
 
 log = structlog.get_logger(__name__)
@@ -60,6 +69,8 @@ def create_app(
     model_events_factory: Callable[[], ModelEventsConsumer] | None = _NOT_SET,
     redis: Any = None,
     metrics: ConsumerMetrics | None = None,
+    watch_registry: WatchRegistry | None = None,
+    announcer: Announcer | None = None,
 ) -> FastAPI:
     """The drift consumer for one instance.
 
@@ -123,6 +134,9 @@ def create_app(
             if settings.dead_letters_enabled
             else None
         )
+        watch_store = WatchStore(
+            client, model_name=settings.model_name, ttl_seconds=settings.join_ttl_seconds
+        )
         loop = DriftLoop(
             settings,
             metrics=metrics,
@@ -146,6 +160,7 @@ def create_app(
             consumer_factory=consumer_factory or data_consumer_factory(settings),
             model_events_factory=events_factory,
             dead_letters=dead_letters,
+            watch_store=watch_store,
         )
         watcher = ThresholdWatcher(
             client,
@@ -162,6 +177,32 @@ def create_app(
         ]
         if reports is not None:
             tasks.append(asyncio.create_task(reports.run(loop.stopping), name="reports"))
+        # A caller that injects a fake reference source (a test) gets no watch on the real
+        # MLflow unless it injects a watch registry too: it must never move a real alias.
+        registry = watch_registry
+        if registry is None and reference_source is None:
+            registry = MlflowWatchRegistry(
+                settings.mlflow_tracking_uri,
+                settings.model_name,
+                settings.champion_alias,
+                settings.shadow_alias,
+            )
+        if settings.watch_enabled and registry is not None:
+            post_promotion = PostPromotionWatch(
+                settings,
+                store=watch_store,
+                registry=registry,
+                announcer=announcer
+                or KafkaAnnouncer(
+                    settings.kafka_bootstrap,
+                    settings.model_events_topic,
+                    client_id=f"driftloop-drift-watch-{settings.instance_id}",
+                ),
+                metrics=metrics,
+                stopping=loop.stopping,
+                on_rolled_back=loop.request_reference_check,
+            )
+            tasks.append(asyncio.create_task(post_promotion.run(), name="post-promotion-watch"))
         if settings.labelled_retention_days > 0:
             retention = run_retention(
                 settings.labelled_log_dir, settings.labelled_retention_days, loop.stopping

@@ -43,9 +43,18 @@ class JoinStoreError(SinkError):
     sink = "redis"
 
 
+class WatchStoreError(SinkError):
+    sink = "redis"
+
+
 class LabelledLogError(SinkError):
     sink = "labelled_log"
 
 
 class ReferenceUnavailable(DriftConsumerError):
     """No usable reference profile (no champion yet, MLflow down, or a malformed artifact)."""
+
+
+class WatchActionError(DriftConsumerError):
+    """Moving an alias, tagging a version or announcing a rollback failed (MLflow or Kafka
+    down); the decision is kept in Redis and the step is retried until it succeeds."""

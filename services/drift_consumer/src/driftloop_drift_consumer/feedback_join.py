@@ -65,6 +65,9 @@ class StoredPrediction:
     model_version: str
     features: tuple[float, ...]
     prediction: float
+    #: The previous champion's answer during a post-promotion watch (see :mod:`.watch`).
+    shadow_model_version: str | None = None
+    shadow_prediction: float | None = None
 
     @classmethod
     def from_event(
@@ -79,6 +82,8 @@ class StoredPrediction:
             event.model_version,
             tuple(float(v) for v in row),
             float(event.prediction),
+            event.shadow_model_version if event.shadow_prediction is not None else None,
+            event.shadow_prediction if event.shadow_model_version is not None else None,
         )
 
     def to_json(self) -> str:
@@ -90,6 +95,11 @@ class StoredPrediction:
                 "model_version": self.model_version,
                 "features": list(self.features),
                 "prediction": self.prediction,
+                **(
+                    {"shadow_version": self.shadow_model_version, "shadow": self.shadow_prediction}
+                    if self.shadow_model_version is not None
+                    else {}
+                ),
             },
             separators=(",", ":"),
         )
@@ -104,6 +114,8 @@ class StoredPrediction:
             d["model_version"],
             tuple(float(v) for v in d["features"]),
             float(d["prediction"]),
+            d.get("shadow_version"),
+            float(d["shadow"]) if d.get("shadow") is not None else None,
         )
 
 
@@ -119,6 +131,10 @@ class LabelledRow:
     features: tuple[float, ...]
     prediction: float
     actual: float
+    #: Set during a post-promotion watch: the previous champion's answer to the same request
+    #: (not a column of the log; the watch accumulates it, see :mod:`.watch`).
+    shadow_model_version: str | None = None
+    shadow_prediction: float | None = None
 
     @property
     def error(self) -> float:
@@ -148,6 +164,8 @@ def join(prediction: StoredPrediction, feedback: FeedbackEvent) -> LabelledRow:
         prediction.features,
         prediction.prediction,
         float(feedback.actual),
+        prediction.shadow_model_version,
+        prediction.shadow_prediction,
     )
 
 

@@ -103,6 +103,7 @@ class LabelledRows:
             for flush in buffer.take():
                 if flush.already_logged:
                     continue
+                await self.sinks.record_watch(flush.rows)
                 await self.sinks.write_labelled(flush)
                 fresh_rows += flush.rows
         return self._update_online_error(fresh_rows)

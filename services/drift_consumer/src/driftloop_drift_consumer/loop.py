@@ -76,6 +76,7 @@ from .sinks.facade import Sinks
 from .sinks.influx import InfluxSink, window_lines
 from .sinks.labelled_log import LabelledLogWriter
 from .status import LoopStatus
+from .watch_store import WatchStore
 from .windows import ClosedWindow, WindowManager
 
 log = structlog.get_logger(__name__)
@@ -107,8 +108,10 @@ class DriftLoop:
         consumer_factory: ConsumerFactory,
         model_events_factory: Callable[[], ModelEventsConsumer] | None,
         dead_letters: DeadLetterPublisher | None = None,
+        watch_store: WatchStore | None = None,
     ) -> None:
-        """``dead_letters=None``: bad records are counted and skipped, not dead-lettered."""
+        """``dead_letters=None``: bad records are counted and skipped, not dead-lettered;
+        ``watch_store``: where the post-promotion watch's rows go (:mod:`.watch_store`)."""
         self.settings = settings
         self.metrics = metrics
         self.references = references
@@ -137,6 +140,7 @@ class DriftLoop:
             reports=reports,
             stopping=self.stopping,
             failing=self.status.failing_sinks,
+            watch=watch_store,
         )
         self.labelled_rows = LabelledRows(
             settings, state=self.state, sinks=self.sinks, references=references

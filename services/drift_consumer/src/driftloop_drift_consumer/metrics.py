@@ -30,6 +30,7 @@ from driftloop_service import RetryCounter, new_registry
 
 from .drift import DriftDecision
 from .feedback_join import ErrorSummary
+from .watch import ErrorSums
 from .windows import ClosedWindow
 
 
@@ -184,7 +185,51 @@ class ConsumerMetrics:
             ["outcome"],
             registry=r,
         )
+        # --- the post-promotion watch (watch.py, rollback.py) ---------------------------
+        self.watch_decisions = Counter(
+            "driftloop_watch_decisions_total",
+            "Post-promotion watches decided, by outcome (rolled_back | kept | superseded); "
+            "counted once "
+            "across instances",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in (
+            "rolled_back",
+            "kept",
+            "superseded",
+        ):  # at 0, so increase() sees the first one
+            self.watch_decisions.labels(outcome)
+        self.watch_failures = Counter(
+            "driftloop_watch_failures_total",
+            "Failed attempts of a watch step (MLflow, Kafka or Redis down); retried",
+            ["step"],
+            registry=r,
+        )
+        for step in ("read_watch", "moved", "tagged", "shadow_removed", "announced", "tick"):
+            self.watch_failures.labels(step)
+        self.watch_rows = Gauge(
+            "driftloop_watch_rows",
+            "Labelled requests the running watch compared both models on",
+            registry=r,
+        )
+        self.watch_rmse = Gauge(
+            "driftloop_watch_rmse_usd",
+            "RMSE of the running watch's models on the same labelled requests, USD",
+            ["role"],
+            registry=r,
+        )
         self._versions: set[str] = set()
+
+    def set_watch(self, sums: ErrorSums) -> None:
+        self.watch_rows.set(sums.rows)
+        if sums.rows:
+            self.watch_rmse.labels("champion").set(sums.champion_rmse)
+            self.watch_rmse.labels("shadow").set(sums.shadow_rmse)
+
+    def clear_watch(self) -> None:
+        self.watch_rows.set(0)
+        self.watch_rmse.clear()
 
     def start_dead_letter_series(self, topics: list[str]) -> None:
         """Export ``driftloop_dead_letters_total`` at 0 for ``topics``, so the alerts'

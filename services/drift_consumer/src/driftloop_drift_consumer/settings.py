@@ -22,6 +22,7 @@ from driftloop_contracts import (
     MODEL_EVENTS_TOPIC,
     MODEL_NAME,
     PREDICTIONS_TOPIC,
+    SHADOW_ALIAS,
     PortPlan,
 )
 from driftloop_contracts.warmup import PERFORMANCE_WARMUP_ROWS
@@ -103,6 +104,23 @@ class DriftConsumerSettings(BaseSettings):
     #: Rolling RMSE/MAE/bias over the latest this-many labelled rows per model version; at
     #: least the alerts' warm-up (driftloop_contracts.warmup), or PerformanceDegraded never fires.
     online_error_rows: int = Field(default=1_000, ge=PERFORMANCE_WARMUP_ROWS)
+
+    # --- post-promotion watch and rollback (watch.py, rollback.py) -------------------------
+    #: Compare the champion with the previous one (alias ``shadow``) while a watch runs, and
+    #: roll back a worse champion. Off: the sums are still kept, nothing is decided.
+    watch_enabled: bool = True
+    shadow_alias: str = SHADOW_ALIAS
+    #: Roll back when the champion's RMSE exceeds the shadow's by more than this share
+    #: (0.05: champion RMSE > 1.05 x shadow RMSE) on the same labelled requests...
+    watch_rmse_margin: float = Field(default=0.05, ge=0.0)
+    #: ...and at least this many of them are labelled: fewer cannot tell 5 % from noise.
+    watch_min_rows: int = Field(default=200, ge=1)
+    #: How often the watch reads the aliases (MLflow) and the sums (Redis).
+    watch_check_interval_seconds: float = Field(default=5.0, gt=0)
+    #: Lease of the Redis lock held while one instance carries a decision out.
+    watch_lock_seconds: float = Field(default=60.0, gt=0)
+    #: Longest wait between two tries of a registry or Kafka step of a decision.
+    watch_retry_max_seconds: float = Field(default=15.0, gt=0)
 
     # --- InfluxDB -------------------------------------------------------------------------
     influx_url: str = f"http://{HOST}:{_DEFAULT_PORTS.influxdb}"

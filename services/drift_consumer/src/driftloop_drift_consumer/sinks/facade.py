@@ -27,11 +27,13 @@ from driftloop_service import Backoff, retrying
 from ..decoding import Invalid
 from ..drift import DriftDecision
 from ..errors import SinkError
-from ..feedback_join import Flush, JoinStore, StoredPrediction
+from ..feedback_join import Flush, JoinStore, LabelledRow, StoredPrediction
 from ..metrics import ConsumerMetrics
 from ..reference import LoadedReference
 from ..reports import ReportScheduler
 from ..settings import DriftConsumerSettings
+from ..watch import watch_rows
+from ..watch_store import WatchStore
 from ..windows import ClosedWindow
 from .influx import InfluxSink
 from .labelled_log import LabelledLogWriter
@@ -55,14 +57,17 @@ class Sinks:
         reports: ReportScheduler | None,
         stopping: asyncio.Event,
         failing: dict[str, str],
+        watch: WatchStore | None = None,
     ) -> None:
-        """``failing`` is the dict ``/health/ready`` reads (sink name -> last error)."""
+        """``failing`` is the dict ``/health/ready`` reads (sink name -> last error);
+        ``watch``: where rows with a shadow prediction go (``None``: nowhere)."""
         self.settings = settings
         self.metrics = metrics
         self.join_store = join_store
         self.labelled = labelled
         self.influx = influx
         self.reports = reports
+        self.watch = watch
         self._stopping = stopping
         self._failing = failing
         self._backoff = Backoff(
@@ -85,6 +90,15 @@ class Sinks:
         if not claims:
             return {}
         return await self._until_ok("redis", lambda: self.join_store.claim_labels(claims))
+
+    async def record_watch(self, rows: list[LabelledRow]) -> None:
+        """Both models' errors of rows with a shadow prediction (retried; idempotent per
+        request, see :mod:`..watch_store`). Written before the rows' part file, so a crash in
+        between replays them into the same fields instead of losing them."""
+        watch = self.watch
+        pairs = watch_rows(rows) if watch is not None else {}
+        if watch is not None and pairs:
+            await self._until_ok("redis", lambda: watch.add(pairs))
 
     # --- the labelled-data log ----------------------------------------------------------
 
