@@ -54,6 +54,8 @@ class DemoOptions:
     feedback_delay_s: float = 2.0
     deadline_scale: float = 1.0
     report_dir: Path | None = None
+    #: Seconds between the timeline's looks at a stage (the observation delay of each stage).
+    poll_s: float = 1.0
 
 
 @dataclass
@@ -246,6 +248,7 @@ def run(s: StackSettings, opts: DemoOptions, printer: Progress) -> DemoSummary:
             on_note=printer.note,
             on_wait=printer.waiting_stage,
             deadline_scale=opts.deadline_scale,
+            poll_s=opts.poll_s,
         )
         summary.stages = [asdict(o) for o in observed]
         summary.new_champion = state.new_version
