@@ -32,7 +32,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psutil
 import redis
 from rich.console import Console
 from rich.markup import escape
@@ -92,25 +91,6 @@ def schedule_for(minutes: float, switch_minutes: float) -> str:
     return ",".join(f"{CYCLE[i % len(CYCLE)]}:{seconds}" for i in range(n))
 
 
-def tree_rss_mib(pid: int | None) -> float:
-    """RSS of a supervised process and all its descendants (Airflow and nginx fork workers;
-    the Kafka wrapper runs the broker as a child). 0 when the process is gone."""
-    if not pid:
-        return 0.0
-    try:
-        root = psutil.Process(pid)
-        procs = [root, *root.children(recursive=True)]
-    except psutil.Error:
-        return 0.0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.Error:
-            continue
-    return total / MIB
-
-
 def dag_runs(airflow: observe.Airflow) -> list[dict[str, Any]] | None:
     """Every run of the retraining DAG (newest first; at most 1000); ``None`` when Airflow
     did not answer (the sample then keeps the previous list: unknown is not zero)."""
@@ -157,7 +137,8 @@ def take_sample(
         time.sleep(RECHECK_S)
         again = {st.name: st for st in stack.status(s)}
         statuses = [st if is_ready(st) else again.get(st.name, st) for st in statuses]
-    rss = {st.name: round(tree_rss_mib(st.pid), 1) for st in statuses}
+    # status() measured each component's process tree (driftloop_cli.memory)
+    rss = {st.name: round((st.rss_bytes or 0) / MIB, 1) for st in statuses}
     ready = {st.name: is_ready(st) for st in statuses}
     why = {
         st.name: (st.ready_detail if st.ready is False else st.detail)

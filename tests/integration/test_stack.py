@@ -46,6 +46,14 @@ def test_every_component_is_healthy_and_answers_on_its_port(stack, driftloop) ->
                 pass
 
 
+def test_status_shows_each_components_memory_and_the_total(stack, driftloop) -> None:
+    doc = status_json(driftloop)
+    rss = {c["name"]: c["rss_bytes"] for c in doc["components"]}
+    # every running program has a resident tree; no process is smaller than 1 MiB
+    assert all(v is not None and v >= 1024 * 1024 for v in rss.values()), rss
+    assert doc["total_rss_bytes"] == sum(rss.values())
+
+
 def test_up_twice_is_harmless(driftloop) -> None:
     before = {c["name"]: c["pid"] for c in status_json(driftloop)["components"]}
     result = driftloop("up")

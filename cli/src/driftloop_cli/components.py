@@ -82,8 +82,8 @@ def build_components(s: StackSettings) -> list[Component]:
             [
                 py,
                 "-m",
-                "mlflow",
-                "server",
+                # `mlflow server`, exec'ing its uvicorn rather than waiting beside it (-260 MiB)
+                "driftloop_cli.mlflow_server",
                 "--host",
                 HOST,
                 "--port",
@@ -140,6 +140,11 @@ def build_components(s: StackSettings) -> list[Component]:
     return comps
 
 
+#: Airflow's LocalExecutor whose worker imports pandas/scikit-learn/MLflow once for every task
+#: (airflow/lib/driftloop_airflow/preloading_executor.py).
+PRELOADING_EXECUTOR = "driftloop_airflow.preloading_executor.PreloadingLocalExecutor"
+
+
 def airflow_env(s: StackSettings) -> dict[str, str]:
     p = s.ports
     home = s.state_dir / "airflow"
@@ -148,8 +153,11 @@ def airflow_env(s: StackSettings) -> dict[str, str]:
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "airflow" / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": "4",
+        # One LocalExecutor worker that has imported the tasks' libraries once (the DAG is a
+        # chain with max_active_runs=1: one task at a time); docs/performance.md.
+        "AIRFLOW__CORE__EXECUTOR": PRELOADING_EXECUTOR,
+        "AIRFLOW__CORE__PARALLELISM": "1",
+        "PYTHONPATH": str(REPO_ROOT / "airflow" / "lib"),
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{s.airflow_username}:admin",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "passwords.json"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
@@ -159,6 +167,9 @@ def airflow_env(s: StackSettings) -> dict[str, str]:
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{s.urls.airflow}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": configs.airflow_jwt_secret(s),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
+        # The scheduler loop sleeps this long when it found nothing to do (default 1 s): it is the
+        # gap between a trigger and the run starting, and between one task and the next.
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",

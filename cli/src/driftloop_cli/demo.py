@@ -57,6 +57,8 @@ class DemoOptions:
     #: After the timeline completed, keep the drifted traffic this long and check that the
     #: loop stays settled (no other DAG run, no other promotion: :mod:`.settle`). 0 = don't.
     settle_s: int = 0
+    #: Seconds between the timeline's looks at a stage (the observation delay of each stage).
+    poll_s: float = 1.0
 
 
 @dataclass
@@ -251,6 +253,7 @@ def run(s: StackSettings, opts: DemoOptions, printer: Progress) -> DemoSummary:
             on_note=printer.note,
             on_wait=printer.waiting_stage,
             deadline_scale=opts.deadline_scale,
+            poll_s=opts.poll_s,
         )
         summary.stages = [asdict(o) for o in observed]
         summary.new_champion = state.new_version

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from driftloop_contracts import SettingsError, load_settings
 
-from . import stack
+from . import memory, stack
 from .settings import StackSettings
 
 app = typer.Typer(no_args_is_help=True, help=__doc__, add_completion=False)
@@ -53,9 +53,11 @@ def main(
 
 
 def status_table(statuses: list[stack.ComponentStatus], title: str = "driftloop stack") -> Table:
-    table = Table(title=title)
-    for col in ("component", "state", "health", "ready", "url", "detail"):
-        table.add_column(col)
+    table = Table(
+        title=title, caption=f"memory (RSS) in all: {memory.mib(stack.total_rss(statuses))}"
+    )
+    for col in ("component", "state", "health", "ready", "memory", "url", "detail"):
+        table.add_column(col, justify="right" if col == "memory" else "left")
     for st in statuses:
         health = "[green]healthy[/]" if st.healthy else "[yellow]waiting[/]"
         if st.ready is None:
@@ -64,7 +66,7 @@ def status_table(statuses: list[stack.ComponentStatus], title: str = "driftloop 
             ready, detail = "[green]ready[/]", st.detail
         else:
             ready, detail = "[red]not ready[/]", st.ready_detail
-        table.add_row(st.name, st.state, health, ready, st.url, detail)
+        table.add_row(st.name, st.state, health, ready, memory.mib(st.rss_bytes), st.url, detail)
     return table
 
 
@@ -109,7 +111,8 @@ def status(
     """
     statuses = stack.status(settings(ctx))
     if as_json:
-        print(json.dumps({"components": stack.as_json(statuses)}, indent=2))
+        doc = {"components": stack.as_json(statuses), "total_rss_bytes": stack.total_rss(statuses)}
+        print(json.dumps(doc, indent=2))
     else:
         console.print(status_table(statuses))
     if not all(st.healthy for st in statuses):

@@ -51,6 +51,8 @@ class TaskInstance(TypedDict):
     task_id: str
     state: NotRequired[str | None]
     duration: NotRequired[float | None]
+    start_date: NotRequired[str | None]
+    end_date: NotRequired[str | None]
 
 
 @dataclass(frozen=True)

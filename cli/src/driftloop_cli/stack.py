@@ -15,7 +15,7 @@ import httpx
 
 from driftloop_contracts.retention import influx_retention_statement
 
-from . import configs, supervisor
+from . import configs, memory, supervisor
 from .components import Component, airflow_env, build_components
 from .health import airflow_status, probe, readiness
 from .settings import StackSettings
@@ -40,6 +40,8 @@ class ComponentStatus:
     #: Our services only: ready to do their job (``None`` for infrastructure), and why not.
     ready: bool | None = None
     ready_detail: str = ""
+    #: Resident memory of the program and all its descendants (``None``: not running).
+    rss_bytes: int | None = None
 
 
 def check_prerequisites(s: StackSettings) -> None:
@@ -177,7 +179,16 @@ def status(s: StackSettings, components: list[Component] | None = None) -> list[
         )
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return list(pool.map(one, components))
+        statuses = list(pool.map(one, components))
+    rss = memory.component_rss({st.name: st.pid for st in statuses})
+    for st in statuses:
+        st.rss_bytes = rss.get(st.name)
+    return statuses
+
+
+def total_rss(statuses: list[ComponentStatus]) -> int:
+    """The stack's resident memory: the sum over components (the budget in docs/performance.md)."""
+    return sum(st.rss_bytes or 0 for st in statuses)
 
 
 def down(s: StackSettings) -> bool:

@@ -90,3 +90,57 @@ def test_report_scheduler_renders_and_links_latest(
     latest = store.path("latest")
     assert latest is not None and latest.resolve().name == listing[0].name
     assert "<html" in latest.read_text()[:2000].lower()
+
+
+class _CountingExecutor(ThreadPoolExecutor):
+    """A report worker that records whether it was shut down."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.ended = False
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.ended = True
+        super().shutdown(wait, cancel_futures=cancel_futures)
+
+
+def test_report_worker_ends_after_an_idle_interval_and_the_next_window_brings_it_back(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    import asyncio
+    import time
+    from collections.abc import Callable
+
+    wm = WindowManager(WindowPolicy(), reference.compiled)
+    rng = np.random.default_rng(1)
+    values = reference.values[rng.integers(0, len(reference.values), 200)]
+    (window,) = wm.add(0, EventBatch(np.arange(200), np.full(200, 10**15), values))
+    loaded = LoadedReference.build("1", "run-1", reference.profile, None)
+    workers: list[_CountingExecutor] = []
+
+    def factory() -> _CountingExecutor:
+        workers.append(_CountingExecutor())
+        return workers[-1]
+
+    scheduler = ReportScheduler(ReportStore(tmp_path / "reports"), 0.05, executor_factory=factory)
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 60
+        while not condition():
+            assert time.monotonic() < deadline, "condition not reached within 60 s"
+            await asyncio.sleep(0.01)
+
+    async def run() -> None:
+        stopping = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stopping))
+        scheduler.offer(window, loaded)
+        await until(lambda: len(workers) == 1 and workers[0].ended)
+        assert len(workers) == 1  # idle intervals do not spawn one
+        scheduler.offer(window, loaded)
+        await until(lambda: len(workers) == 2)
+        stopping.set()
+        await task
+
+    asyncio.run(run())
+    scheduler.close()
+    assert workers[1].ended

@@ -17,7 +17,7 @@ Thresholds are data: changing one (``driftloop thresholds set``) changes ``B`` a
 scrape, with no rule edited or reloaded. In Grafana's UI a user can still edit the rule: change
 ``B``'s query, or replace the math ``$A > $B`` with ``$A > 0.3`` to pin a constant.
 
-Timing: ``pending`` is the Prometheus ``for`` (evaluation every 2 s locally); Grafana's minimum
+Timing: ``pending`` is the Prometheus ``for`` (evaluation every 1 s locally); Grafana's minimum
 evaluation interval is 10 s, so its pending period is at least one interval. Production values
 are in docs/monitoring.md.
 """
@@ -144,6 +144,11 @@ REDIS_UNAVAILABLE_FOR = "2m"
 FEEDBACK_REFUSED_REASONS = ("missing_api_key", "invalid_api_key", "invalid_feedback_token")
 #: More refusals than this in 15 minutes page someone; a handful is a typo at a terminal.
 FEEDBACK_REFUSED_MAX = 20
+#: Prometheus ``for`` of the retraining rules (local). Zero on purpose: the false-alarm rate is
+#: set per window by the calibrated thresholds (``bench_drift.py calibrate``), and a window's
+#: gauge stays up until the next window closes, so a pending period would only add waiting
+#: (docs/performance.md). Production waits longer (docs/monitoring.md).
+RETRAIN_PENDING = "0s"
 
 ALERTS: tuple[AlertSpec, ...] = (
     AlertSpec(
@@ -153,7 +158,7 @@ ALERTS: tuple[AlertSpec, ...] = (
         a=FEATURE_DRIFT,
         op=">",
         b=FEATURE_THRESHOLD,
-        pending="4s",
+        pending=RETRAIN_PENDING,
         summary_prometheus=(
             "Feature {{ $labels.feature }} drifted ({{ $labels.statistic }} "
             '{{ $value | printf "%.3f" }} > ' + _PROM_THRESHOLD_OF + ")"
@@ -178,7 +183,7 @@ ALERTS: tuple[AlertSpec, ...] = (
         a=PREDICTION_DRIFT,
         op=">",
         b=PREDICTION_THRESHOLD,
-        pending="4s",
+        pending=RETRAIN_PENDING,
         summary_prometheus=(
             "Prediction drift ({{ $labels.statistic }} "
             '{{ $value | printf "%.3f" }} > ' + _PROM_THRESHOLD_OF + ")"
@@ -202,7 +207,7 @@ ALERTS: tuple[AlertSpec, ...] = (
         op=">",
         b=RMSE_RATIO_THRESHOLD,
         matching="on() group_left()",
-        pending="4s",
+        pending=RETRAIN_PENDING,
         summary_prometheus=(
             "Online RMSE of v{{ $labels.model_version }} is "
             '{{ $value | printf "%.2f" }}x its holdout RMSE'

@@ -1,8 +1,9 @@
 """Evidently ``DataDriftPreset`` HTML reports of the latest window vs the reference.
 
 Evidently takes ~0.7 s of CPU per report (plus ~10 s to import), so it runs in one separate
-*process* (spawned once, reused): the consumer's event loop never waits for it and the GIL is
-not shared. At most one report is in flight; every ``reports_interval_seconds`` the newest
+*process* (spawned on the first report, reused while windows keep closing, ended after an
+interval with no new window, so an idle stack does not hold Evidently in memory): the consumer's
+event loop never waits for it and the GIL is not shared. At most one report is in flight; every ``reports_interval_seconds`` the newest
 closed window (if a new one closed since the last report) is rendered. Files are written to a
 temp name and renamed; ``latest.html`` is a symlink moved atomically to the newest report, so
 its URL (``GET /reports/latest``) is stable. Only the newest ``reports_keep`` files are kept.
@@ -209,7 +210,11 @@ class ReportScheduler:
         while not await wait_or_stop(stopping, self.interval_s):
             try:
                 name = await self.render_pending()
-                if name is not None and self._on_outcome is not None:
+                if name is None:
+                    # No window closed for a whole interval: traffic stopped. The worker holds
+                    # Evidently (~340 MiB) and is spawned again by the next report.
+                    self._reset_executor()
+                elif self._on_outcome is not None:
                     self._on_outcome("success")
                 self.last_error = None
             except asyncio.CancelledError:

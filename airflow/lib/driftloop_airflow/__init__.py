@@ -1,0 +1,1 @@
+"""Airflow-side code of the local stack that is not a DAG (on the Airflow programs' PYTHONPATH)."""
