@@ -131,12 +131,13 @@ def run_wrk(
         script = fh.name
     try:
         base = ["wrk", f"-t{threads}", f"-c{connections}", "-s", script, url]
-        subprocess.run(
-            [*base[:1], f"-d{warmup}s", *base[1:]],
-            check=True,
-            capture_output=True,
-            timeout=warmup + 60,
-        )
+        if warmup > 0:
+            subprocess.run(
+                [*base[:1], f"-d{warmup}s", *base[1:]],
+                check=True,
+                capture_output=True,
+                timeout=warmup + 60,
+            )
         out = subprocess.run(
             [*base[:1], f"-d{duration}s", "--timeout", "5s", *base[1:]],
             check=True,
