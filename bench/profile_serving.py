@@ -65,22 +65,29 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
     ("logging", ("structlog/", "logging/")),
     ("response building", ("routes/predict.py", "starlette/responses.py")),
     (
-        "dependency injection (thread pool)",
+        "dependency injection (FastAPI; thread pool before)",
         ("run_in_threadpool", "WorkerThread.run", "solve_dependencies"),
     ),
 ]
+UVICORN = "uvicorn HTTP (httptools) + socket I/O"
 #: Innermost frame wins among these (a sample in uvicorn's socket write under starlette's
 #: response is uvicorn's).
 FRAMEWORK: list[tuple[str, tuple[str, ...]]] = [
     ("FastAPI/Starlette routing + middleware", ("fastapi/", "starlette/", "anyio/")),
-    ("uvicorn HTTP (httptools) + socket I/O", ("uvicorn/", "httptools")),
+    (UVICORN, ("uvicorn/", "httptools")),
     ("event loop (asyncio/uvloop)", ("asyncio/", "uvloop")),
 ]
 OTHER = "other"
 
 
 def classify(frames: list[str]) -> str:
-    """The part of the path one collapsed py-spy stack (outermost frame first) belongs to."""
+    """The part of the path one collapsed py-spy stack (outermost frame first) belongs to.
+
+    A sample whose innermost frame is uvicorn's is socket I/O (writing the answer, reading the
+    next request), whoever called it: the response's send passes through our middleware.
+    """
+    if "uvicorn/" in frames[-1]:
+        return UVICORN
     for part, markers in PARTS:
         if any(m in f for f in frames for m in markers):
             return part
