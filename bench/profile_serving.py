@@ -6,7 +6,10 @@ running stack for ``--duration`` seconds and meanwhile
 * reads the CPU time (user + system, from ``/proc`` via psutil) of every process that serves a
   request: the replicas, nginx's workers, Redis, the Kafka broker, Prometheus, and wrk itself;
   divided by the requests answered, that is CPU milliseconds per request, whatever the other
-  load on the machine (CPU time, unlike wall time, does not grow when we wait for a core);
+  load on the machine (CPU time, unlike wall time, does not grow when we wait for a core).
+  What each process spends with no traffic at all (scrapes, polls, timers; measured for
+  ``--idle`` seconds first) is subtracted, so the figure is the cost of a request, not of the
+  time it took on a busy machine;
 * samples each replica with py-spy (``--nonblocking``, so the replica is never paused) and
   sorts every sample into one part of the path (:data:`PARTS`). A part's share of the samples
   times the replica's CPU per request is that part's CPU per request.
@@ -52,7 +55,7 @@ PARTS: list[tuple[str, tuple[str, ...]]] = [
         "model predict (micro-batched)",
         ("predict_usd", "MicroBatcher", "sklearn/", "threadpoolctl"),
     ),
-    ("Redis cache round trip", ("driftloop_model_api/cache.py", "redis/")),
+    ("prediction cache (Redis before, in-process now)", ("driftloop_model_api/cache.py", "redis/")),
     (
         "metrics on the request path",
         ("prometheus_client/", "Metrics."),
@@ -145,6 +148,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--duration", type=int, default=30)
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
+    parser.add_argument(
+        "--idle", type=float, default=10, help="seconds of no traffic measured first (0: none)"
+    )
     parser.add_argument("--py-spy", default="uv tool run py-spy", help="py-spy command")
     parser.add_argument("--keep", type=Path, help="keep the raw profiles in this directory")
     args = parser.parse_args()
@@ -161,6 +167,13 @@ def main() -> None:
         raise SystemExit(f"found {len(replicas)} replicas listening, expected {args.replicas}")
     out = args.keep or Path(tempfile.mkdtemp(prefix="driftloop-profile-"))
     out.mkdir(parents=True, exist_ok=True)
+
+    idle: dict[str, float] = dict.fromkeys((p.role for p in procs), 0.0)
+    if args.idle > 0:
+        for p in procs:
+            p.start = p.cpu()
+        time.sleep(args.idle)
+        idle = {p.role: (p.cpu() - p.start) / args.idle for p in procs}
 
     spies = []
     for p in replicas:
@@ -194,7 +207,8 @@ def main() -> None:
         duration=args.duration,
         warmup=0,
     )
-    spent = {p.role: p.cpu() - p.start for p in procs}
+    # Busy CPU minus what the process would have spent idle over the same time.
+    spent = {p.role: p.cpu() - p.start - idle[p.role] * args.duration for p in procs}
     spent["wrk (load generator)"] = _children_cpu() - wrk_cpu_before
     load_after = psutil.getloadavg()
     for spy in spies:

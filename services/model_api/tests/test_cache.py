@@ -12,9 +12,7 @@ ROW = [EXAMPLE_FEATURES[n] for n in FEATURE_NAMES]
 
 
 def counts(metrics: Metrics) -> dict[str, float]:
-    return {
-        r: metrics.value("driftloop_cache_requests_total", result=r) for r in ("hit", "miss")
-    }
+    return {r: metrics.value("driftloop_cache_requests_total", result=r) for r in ("hit", "miss")}
 
 
 def test_miss_then_hit_and_every_look_up_is_counted() -> None:
