@@ -287,7 +287,7 @@ def mlserver_repository(
 ) -> tuple[Path, list[int]]:
     """A model repository for MLServer holding ``version`` (loaded and checked by driftloop),
     and the model's column order (indices into the contract's feature order)."""
-    import joblib
+    import joblib  # type: ignore[import-untyped]  # no stubs; only dump() is used
 
     from driftloop_model_api.model_holder import column_order
     from driftloop_training import registry

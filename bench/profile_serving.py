@@ -29,15 +29,18 @@ import argparse
 import collections
 import shlex
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
-from bench_serving import run_wrk
 
 from driftloop_contracts import PortPlan, StackUrls
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script: bench.* importable
+from bench.bench_serving import run_wrk
 
 #: One part of the request path: a sample belongs to the first part (in this order) any of
 #: whose markers occurs in any frame of its stack. The order settles nesting: the histogram
@@ -129,7 +132,8 @@ def listeners(ports: dict[int, str]) -> list[Proc]:
     found: list[Proc] = []
     seen: set[int] = set()
     for conn in psutil.net_connections(kind="tcp"):
-        role = ports.get(conn.laddr.port) if conn.status == psutil.CONN_LISTEN else None
+        port = getattr(conn.laddr, "port", None)  # an unbound socket has an empty laddr
+        role = ports.get(port) if port is not None and conn.status == psutil.CONN_LISTEN else None
         if role is None or conn.pid is None or conn.pid in seen:
             continue
         seen.add(conn.pid)
