@@ -1,6 +1,6 @@
 """Serving benchmark: single-row ``/predict`` throughput and latency, up to seven ways, one run.
 
-    (a) driftloop through nginx (all replicas, events to Kafka, Redis cache, Prometheus scraping)
+    (a) driftloop through nginx (all replicas, events to Kafka, prediction cache, Prometheus scraping)
     (b) one driftloop replica, direct
     (c) bare FastAPI running the same model version, as many uvicorn workers as (a) has replicas
     (c1) the same bare app with one worker (the fair partner of (b))
@@ -21,7 +21,7 @@
 
 Every server runs with ``OMP_NUM_THREADS=1``. Load: ``wrk`` (Debian package) at a fixed number
 of connections; every request carries new random feature values, so the cache in (a)/(b) misses
-(it pays a Redis GET and SET per request) instead of flattering the result.
+(a look-up and an insert per request) instead of flattering the result.
 
 Run against a stack that is up (``driftloop up``; default base port 18000)::
 
