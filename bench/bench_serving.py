@@ -12,7 +12,7 @@
     (e) only with ``--with-mlserver``: Seldon's MLServer (``mlserver-sklearn``, adaptive batching
         on: ``max_batch_size`` 16, ``max_batch_time`` 2 ms) serving the same version with as
         many inference workers (``parallel_workers``) as (a) has replicas. It runs from its own
-        venv, ``bench/.venv-mlserver``, which the bench creates with uv on first use
+        venv, ``bench/.venv/mlserver``, which the bench creates with uv on first use
         (``bench/mlserver-requirements.txt`` plus the workspace's scikit-learn version): MLServer
         pins its own FastAPI, uvicorn and pandas. The model is loaded here with driftloop's
         checked loader and handed over as the joblib file ``mlserver-sklearn`` reads.
@@ -249,7 +249,8 @@ def prometheus_config(replicas: list[str], work: Path) -> Path:
     return conf
 
 
-MLSERVER_VENV = BENCH_DIR / ".venv-mlserver"
+#: Under a ``.venv`` directory: ignored by git, ruff, mypy and the repo's source scans.
+MLSERVER_VENV = BENCH_DIR / ".venv" / "mlserver"
 MLSERVER_MODEL = "california-housing"
 
 
@@ -262,7 +263,7 @@ def mlserver_executable() -> Path:
         return exe
     uv = shutil.which("uv")
     if uv is None:
-        raise SystemExit("--with-mlserver needs uv on PATH to create bench/.venv-mlserver")
+        raise SystemExit("--with-mlserver needs uv on PATH to create bench/.venv/mlserver")
     print(f"creating {MLSERVER_VENV} (MLServer + scikit-learn {sklearn.__version__})", flush=True)
     subprocess.run([uv, "venv", "-q", "--python", "3.11", str(MLSERVER_VENV)], check=True)
     subprocess.run(
@@ -349,7 +350,7 @@ def main() -> None:
     parser.add_argument(
         "--with-mlserver",
         action="store_true",
-        help="also measure (e) MLServer (creates bench/.venv-mlserver with uv on first use)",
+        help="also measure (e) MLServer (creates bench/.venv/mlserver with uv on first use)",
     )
     parser.add_argument(
         "--with-prometheus",
