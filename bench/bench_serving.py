@@ -1,6 +1,6 @@
-"""Serving benchmark: single-row ``/predict`` throughput and latency, four ways, one run.
+"""Serving benchmark: single-row ``/predict`` throughput and latency, up to seven ways, one run.
 
-    (a) driftloop through nginx (all replicas, events to Kafka, Redis cache, Prometheus scraping)
+    (a) driftloop through nginx (all replicas, events to Kafka, prediction cache, Prometheus scraping)
     (b) one driftloop replica, direct
     (c) bare FastAPI running the same model version, as many uvicorn workers as (a) has replicas
     (c1) the same bare app with one worker (the fair partner of (b))
@@ -9,10 +9,19 @@
         takes the skops trusted types (and the format) from the artifact's own ``MLmodel`` and
         needs ``MLFLOW_ALLOW_PICKLE_DESERIALIZATION``, set for that process only. (a)-(c1) load
         with driftloop's checked loader (digest + our trusted types).
+    (e) only with ``--with-mlserver``: Seldon's MLServer (``mlserver-sklearn``, adaptive batching
+        on: ``max_batch_size`` 16, ``max_batch_time`` 2 ms) serving the same version with as
+        many inference workers (``parallel_workers``) as (a) has replicas. It runs from its own
+        venv, ``bench/.venv/mlserver``, which the bench creates with uv on first use
+        (``bench/mlserver-requirements.txt`` plus the workspace's scikit-learn version): MLServer
+        pins its own FastAPI, uvicorn and pandas. The model is loaded here with driftloop's
+        checked loader and handed over as the joblib file ``mlserver-sklearn`` reads.
+    (f) the ceiling: FastAPI with the same validation as (c) answering a constant, as many
+        workers as (a) has replicas (``bench/ceiling_app.py``).
 
 Every server runs with ``OMP_NUM_THREADS=1``. Load: ``wrk`` (Debian package) at a fixed number
 of connections; every request carries new random feature values, so the cache in (a)/(b) misses
-(it pays a Redis GET and SET per request) instead of flattering the result.
+(a look-up and an insert per request) instead of flattering the result.
 
 Run against a stack that is up (``driftloop up``; default base port 18000)::
 
@@ -23,7 +32,9 @@ Run against a stack that is up (``driftloop up``; default base port 18000)::
 
 All servers are started first; the setups then run in interleaved rounds and the medians are
 reported, because this machine is shared and its background load swings within minutes.
-Prints a table and the ratios a/c, a/d (goals: >= 0.85 and >= 3.5; a/d with (d) only) and b/c1.
+Prints a table, the load average, and the ratios a/c, a/d, a/e (a/MLServer), a/f (a/ceiling)
+and b/c1 (each when both sides ran). Compare setups of one run with each other: on a shared
+machine the absolute figures move with the other load, the ratios much less.
 """
 
 from __future__ import annotations
@@ -68,11 +79,25 @@ RANGES = dict(
 )
 
 
-def lua_script(kind: str) -> str:
-    """A wrk script posting one fresh random row per request, in the target's body format."""
+def lua_script(kind: str, order: list[int] | None = None) -> str:
+    """A wrk script posting one fresh random row per request, in the target's body format.
+
+    ``order`` (MLServer only, which takes a bare tensor): the model's column order as indices
+    into the contract's feature order.
+    """
     names = [spec.name for spec in FEATURE_SPECS]
+    if kind == "mlserver" and order is not None:
+        names = [names[i] for i in order]
     draws = ", ".join(f"{lo} + math.random() * {hi - lo}" for lo, hi in (RANGES[n] for n in names))
-    if kind == "mlflow":
+    if kind == "mlserver":
+        fmt = (
+            '{\\"inputs\\": [{\\"name\\": \\"features\\", \\"shape\\": [1, '
+            + str(len(names))
+            + '], \\"datatype\\": \\"FP64\\", \\"data\\": ['
+            + ", ".join(["%.6f"] * len(names))
+            + "]}]}"
+        )
+    elif kind == "mlflow":
         columns = ", ".join(f'\\"{n}\\"' for n in names)
         fmt = (
             '{\\"dataframe_split\\": {\\"columns\\": ['
@@ -124,19 +149,28 @@ class Results(list[Result]):
 
 
 def run_wrk(
-    name: str, url: str, kind: str, *, connections: int, threads: int, duration: int, warmup: int
+    name: str,
+    url: str,
+    kind: str,
+    *,
+    connections: int,
+    threads: int,
+    duration: int,
+    warmup: int,
+    order: list[int] | None = None,
 ) -> Result:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as fh:
-        fh.write(lua_script(kind))
+        fh.write(lua_script(kind, order))
         script = fh.name
     try:
         base = ["wrk", f"-t{threads}", f"-c{connections}", "-s", script, url]
-        subprocess.run(
-            [*base[:1], f"-d{warmup}s", *base[1:]],
-            check=True,
-            capture_output=True,
-            timeout=warmup + 60,
-        )
+        if warmup > 0:
+            subprocess.run(
+                [*base[:1], f"-d{warmup}s", *base[1:]],
+                check=True,
+                capture_output=True,
+                timeout=warmup + 60,
+            )
         out = subprocess.run(
             [*base[:1], f"-d{duration}s", "--timeout", "5s", *base[1:]],
             check=True,
@@ -215,6 +249,80 @@ def prometheus_config(replicas: list[str], work: Path) -> Path:
     return conf
 
 
+#: Under a ``.venv`` directory: ignored by git, ruff, mypy and the repo's source scans.
+MLSERVER_VENV = BENCH_DIR / ".venv" / "mlserver"
+MLSERVER_MODEL = "california-housing"
+
+
+def mlserver_executable() -> Path:
+    """``mlserver`` from its own venv, created with uv on first use (see the module docstring)."""
+    import sklearn
+
+    exe = MLSERVER_VENV / "bin" / "mlserver"
+    if exe.exists():
+        return exe
+    uv = shutil.which("uv")
+    if uv is None:
+        raise SystemExit("--with-mlserver needs uv on PATH to create bench/.venv/mlserver")
+    print(f"creating {MLSERVER_VENV} (MLServer + scikit-learn {sklearn.__version__})", flush=True)
+    subprocess.run([uv, "venv", "-q", "--python", "3.11", str(MLSERVER_VENV)], check=True)
+    subprocess.run(
+        [
+            uv,
+            "pip",
+            "install",
+            "-q",
+            "--python",
+            str(MLSERVER_VENV / "bin" / "python"),
+            "-r",
+            str(BENCH_DIR / "mlserver-requirements.txt"),
+            f"scikit-learn=={sklearn.__version__}",
+        ],
+        check=True,
+    )
+    return exe
+
+
+def mlserver_repository(
+    work: Path, mlflow_url: str, version: str, *, workers: int, port: int
+) -> tuple[Path, list[int]]:
+    """A model repository for MLServer holding ``version`` (loaded and checked by driftloop),
+    and the model's column order (indices into the contract's feature order)."""
+    import joblib  # type: ignore[import-untyped]  # no stubs; only dump() is used
+
+    from driftloop_model_api.model_holder import column_order
+    from driftloop_training import registry
+
+    model = registry.load_model(mlflow_url, version)
+    root = work / "mlserver"
+    (root / MLSERVER_MODEL).mkdir(parents=True)
+    joblib.dump(model, root / MLSERVER_MODEL / "model.joblib")
+    (root / "settings.json").write_text(
+        json.dumps(
+            {
+                "host": HOST,
+                "http_port": port,
+                "grpc_port": port + 10,
+                "metrics_port": port + 11,
+                "parallel_workers": workers,
+                "debug": False,
+            }
+        )
+    )
+    (root / MLSERVER_MODEL / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": MLSERVER_MODEL,
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "max_batch_size": 16,
+                "max_batch_time": 0.002,
+                "parameters": {"uri": "./model.joblib", "version": version},
+            }
+        )
+    )
+    return root, column_order(model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -231,11 +339,18 @@ def main() -> None:
     parser.add_argument("--duration", type=int, default=10, help="seconds per measurement")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median kept)")
     parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--port", type=int, default=31900, help="first port for (c), (c1), (d)")
+    parser.add_argument(
+        "--port", type=int, default=31900, help="first port for (c)-(f) (uses port..port+13)"
+    )
     parser.add_argument(
         "--with-mlflow-serve",
         action="store_true",
         help="also measure (d) `mlflow models serve` (pyfunc load; registry you control only)",
+    )
+    parser.add_argument(
+        "--with-mlserver",
+        action="store_true",
+        help="also measure (e) MLServer (creates bench/.venv/mlserver with uv on first use)",
     )
     parser.add_argument(
         "--with-prometheus",
@@ -266,6 +381,8 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="driftloop-bench-"))
     env = {**server_env(mlflow_url), "BENCH_MODEL_VERSION": str(info["model_version"])}
     bare_n, bare_1, mlflow_port = args.port, args.port + 1, args.port + 2
+    ceiling_port, mlserver_port = args.port + 3, args.port + 4  # MLServer: +4, +14, +15
+    workers_n = ["--workers", str(workers)]
     uvicorn = [
         sys.executable,
         "-m",
@@ -287,7 +404,7 @@ def main() -> None:
         "duration": args.duration,
         "warmup": args.warmup,
     }
-    targets = [
+    targets: list[tuple[str, str, str]] = [
         ("a) driftloop via nginx", f"{nginx}/predict", "api"),
         ("b) one replica direct", f"{replicas[0]}/predict", "api"),
         (f"c) bare FastAPI x{workers}", f"{urls.http(bare_n)}/predict", "api"),
@@ -301,7 +418,20 @@ def main() -> None:
                 "mlflow",
             )
         )
+    if args.with_mlserver:
+        targets.append(
+            (
+                f"e) MLServer x{workers} (batching)",
+                f"{urls.http(mlserver_port)}/v2/models/{MLSERVER_MODEL}/infer",
+                "mlserver",
+            )
+        )
+    targets.append(
+        (f"f) ceiling: constant x{workers}", f"{urls.http(ceiling_port)}/predict", "api")
+    )
     runs: dict[str, list[Result]] = {name: [] for name, _, _ in targets}
+    order: list[int] | None = None
+    load_start = os.getloadavg()
     with contextlib.ExitStack() as stack:
         stack.callback(shutil.rmtree, work, True)
         servers = []
@@ -329,7 +459,31 @@ def main() -> None:
                 "bare1.log",
                 f"{urls.http(bare_1)}/docs",
             ),
+            (
+                [
+                    *uvicorn[:3],
+                    "ceiling_app:app",
+                    *uvicorn[4:],
+                    "--port",
+                    str(ceiling_port),
+                    *workers_n,
+                ],
+                "ceiling.log",
+                f"{urls.http(ceiling_port)}/docs",
+            ),
         ]
+        if args.with_mlserver:
+            exe = mlserver_executable()
+            repo, order = mlserver_repository(
+                work, mlflow_url, str(info["model_version"]), workers=workers, port=mlserver_port
+            )
+            commands.append(
+                (
+                    [str(exe), "start", str(repo)],
+                    "mlserver.log",
+                    f"{urls.http(mlserver_port)}/v2/models/{MLSERVER_MODEL}/ready",
+                )
+            )
         if args.with_mlflow_serve:
             commands.append(
                 (
@@ -367,7 +521,7 @@ def main() -> None:
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}/{args.rounds}", flush=True)
             for name, url, kind in targets:
-                runs[name].append(run_wrk(name, url, kind, **wrk))
+                runs[name].append(run_wrk(name, url, kind, order=order, **wrk))
 
     def median(values: list[float]) -> float:
         return statistics.median(values)
@@ -384,7 +538,12 @@ def main() -> None:
     ]
     by = {r.name.split(")")[0]: r for r in results}
     print()
+    load_end = os.getloadavg()
     print(f"medians of {args.rounds} rounds x {args.duration}s, {args.connections} connections")
+    print(
+        f"load average (1 min) {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end, "
+        f"on {os.cpu_count()} cores"
+    )
     print(f"| {'setup':<28} | {'req/s':>8} | {'p50 ms':>7} | {'p99 ms':>7} | {'errors':>6} |")
     print(f"|{'-' * 30}|{'-' * 10}|{'-' * 9}|{'-' * 9}|{'-' * 8}|")
     for r in results:
@@ -393,23 +552,20 @@ def main() -> None:
             f"{r.errors:>6} |"
         )
     ratios = {
-        "a/c": by["a"].rps / by["c"].rps,
-        "b/c1": by["b"].rps / by["c1"].rps,
+        f"{x}/{y}": by[x].rps / by[y].rps
+        for x, y in (("a", "c"), ("a", "d"), ("a", "e"), ("a", "f"), ("b", "c1"))
+        if x in by and y in by
     }
-    if "d" in by:
-        ratios["a/d"] = by["a"].rps / by["d"].rps
+    names = {"a/e": "a/MLServer", "a/f": "a/ceiling"}
     print()
-    print(
-        f"a/c = {ratios['a/c']:.2f} (goal >= 0.85)   "
-        + (f"a/d = {ratios['a/d']:.2f} (goal >= 3.5)   " if "a/d" in ratios else "")
-        + f"b/c1 = {ratios['b/c1']:.2f}"
-    )
+    print("   ".join(f"{names.get(k, k)} = {v:.2f}" for k, v in ratios.items()))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(
             json.dumps(
                 {
                     "results": [r.__dict__ for r in results],
+                    "load_average": [load_start[0], load_end[0]],
                     "ratios": ratios,
                     "runs": {k: [r.__dict__ for r in v] for k, v in runs.items()},
                 },

@@ -9,7 +9,7 @@ from driftloop_bridge.settings import BridgeSettings
 from driftloop_contracts import redis_keys
 from driftloop_contracts.thresholds import THRESHOLDS_REDIS_KEY
 from driftloop_drift_consumer import feedback_join
-from driftloop_model_api import cache, label_store
+from driftloop_model_api import label_store
 
 
 def test_no_prefix_is_another_prefix() -> None:
@@ -19,7 +19,6 @@ def test_no_prefix_is_another_prefix() -> None:
 
 
 def test_every_service_uses_the_contracts_prefixes() -> None:
-    assert cache.KEY_PREFIX == redis_keys.PREDICTION_CACHE_PREFIX
     assert label_store.KEY_PREFIX == redis_keys.LABEL_ACCEPTED_PREFIX
     assert feedback_join.JOIN_KEY_PREFIX == redis_keys.JOIN_PREFIX
     assert feedback_join.LABEL_KEY_PREFIX == redis_keys.JOIN_CLAIM_PREFIX

@@ -202,7 +202,6 @@ def harness(settings: ModelApiSettings) -> Iterator[AppHarness]:
         source=source,
         producer_factory=lambda: producer,
         consumer_factory=None,
-        redis=None,
         metrics=metrics,
         label_redis=labels,
     )

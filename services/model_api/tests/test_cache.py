@@ -1,88 +1,50 @@
-"""Cache keys (version + canonical features) and the bypass on Redis failure."""
+"""The in-process prediction cache: keys (version + exact values), LRU eviction, counters."""
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+import pytest
 
 from driftloop_contracts import EXAMPLE_FEATURES, FEATURE_NAMES
-from driftloop_model_api.cache import PredictionCache, cache_key, canonical_features
+from driftloop_model_api.cache import PredictionCache
 from driftloop_model_api.metrics import Metrics
 
 ROW = [EXAMPLE_FEATURES[n] for n in FEATURE_NAMES]
 
 
-def test_key_depends_on_version_and_values_only() -> None:
-    base = cache_key("m", "1", ROW)
-    assert base == cache_key("m", "1", list(ROW))
-    assert base != cache_key("m", "2", ROW)
-    assert base != cache_key("other", "1", ROW)
-    assert base != cache_key("m", "1", [ROW[0] + 1e-9, *ROW[1:]])
-    assert base.startswith("driftloop:prediction:m:1:")
+def counts(metrics: Metrics) -> dict[str, float]:
+    return {r: metrics.value("driftloop_cache_requests_total", result=r) for r in ("hit", "miss")}
 
 
-def test_canonical_text_treats_int_float_and_signed_zero_alike() -> None:
-    assert canonical_features([41, 0.0, 1]) == canonical_features([41.0, -0.0, 1.0])
-    assert canonical_features([1.0, 2.0]) != canonical_features([2.0, 1.0])
-
-
-class FakeRedis:
-    def __init__(self) -> None:
-        self.data: dict[str, Any] = {}
-        self.down = False
-        self.calls = 0
-
-    async def get(self, name: str) -> Any:
-        self.calls += 1
-        if self.down:
-            raise ConnectionError("redis down")
-        return self.data.get(name)
-
-    async def set(self, name: str, value: Any, ex: int | None = None) -> Any:
-        self.calls += 1
-        if self.down:
-            raise ConnectionError("redis down")
-        self.data[name] = value.encode() if isinstance(value, str) else value
-        return True
-
-    async def aclose(self) -> None:
-        return None
-
-
-async def test_miss_then_hit_then_bypass_while_down_then_recover() -> None:
-    now = [0.0]
-    redis = FakeRedis()
+def test_miss_then_hit_and_every_look_up_is_counted() -> None:
     metrics = Metrics("r")
-    cache = PredictionCache(
-        redis, metrics, ttl_s=60, timeout_s=0.5, retry_after_s=5, clock=lambda: now[0]
-    )
-    key = cache_key("m", "1", ROW)
-    assert await cache.get(key) is None
-    cache.put(key, 123.5)
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
-    assert await cache.get(key) == 123.5
-    redis.down = True
-    assert await cache.get(key) is None
-    calls = redis.calls
-    assert await cache.get(key) is None  # bypassed: Redis not even asked
-    assert redis.calls == calls and not cache.available
-    redis.down = False
-    now[0] += 6
-    assert await cache.get(key) == 123.5
-    values = {
-        r: metrics.value("driftloop_cache_requests_total", result=r)
-        for r in ("hit", "miss", "error")
-    }
-    assert values == {"hit": 2, "miss": 1, "error": 2}
+    cache = PredictionCache(metrics, max_entries=10)
+    assert cache.get("1", ROW) is None
+    cache.put("1", ROW, 123.5)
+    assert cache.get("1", list(ROW)) == 123.5
+    assert counts(metrics) == {"hit": 1, "miss": 1}
 
 
-async def test_slow_redis_counts_as_error_within_the_budget() -> None:
-    class Slow(FakeRedis):
-        async def get(self, name: str) -> Any:
-            await asyncio.sleep(5)
+def test_key_is_the_version_and_the_exact_values() -> None:
+    cache = PredictionCache(Metrics("r"), max_entries=10)
+    cache.put("1", ROW, 1.0)
+    assert cache.get("2", ROW) is None  # a promotion never serves the old champion's answer
+    assert cache.get("1", [ROW[0] + 1e-9, *ROW[1:]]) is None
+    cache.put("1", [41, 0.0, 1], 2.0)
+    assert cache.get("1", [41.0, -0.0, 1.0]) == 2.0  # int/float and signed zero agree
 
-    cache = PredictionCache(Slow(), Metrics("r"), ttl_s=60, timeout_s=0.05, retry_after_s=5)
-    started = asyncio.get_running_loop().time()
-    assert await cache.get("k") is None
-    assert asyncio.get_running_loop().time() - started < 1
+
+def test_the_least_recently_used_entry_goes_first() -> None:
+    cache = PredictionCache(Metrics("r"), max_entries=2)
+    cache.put("1", [1.0], 1.0)
+    cache.put("1", [2.0], 2.0)
+    assert cache.get("1", [1.0]) == 1.0  # now [2.0] is the least recently used
+    cache.put("1", [3.0], 3.0)
+    assert len(cache) == 2
+    assert cache.get("1", [2.0]) is None
+    assert cache.get("1", [1.0]) == 1.0 and cache.get("1", [3.0]) == 3.0
+
+
+def test_zero_entries_is_off_and_a_negative_size_is_refused() -> None:
+    assert not PredictionCache(Metrics("r"), max_entries=0).enabled
+    with pytest.raises(ValueError):
+        PredictionCache(Metrics("r"), max_entries=-1)

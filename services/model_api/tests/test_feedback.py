@@ -175,7 +175,6 @@ def test_any_configured_key_is_accepted(settings: ModelApiSettings, keys: str) -
         source=FakeSource(),
         producer_factory=RecordingProducer,
         consumer_factory=None,
-        redis=None,
         label_redis=FakeLabelRedis(),
     )
     with TestClient(app) as client:

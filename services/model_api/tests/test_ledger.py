@@ -231,7 +231,6 @@ def test_a_restarted_app_reports_what_its_killed_predecessor_lost(tmp_path: Path
         source=FakeSource(),
         producer_factory=RecordingProducer,
         consumer_factory=None,
-        redis=None,
         metrics=metrics,
         key_finder=find,
     )

@@ -132,14 +132,13 @@ def test_openapi_documents_the_feature_body_with_examples(harness: AppHarness) -
     assert "block_latitude" in body and "examples" in body
 
 
-def test_cache_hit_is_served_from_redis_and_still_emits_an_event(
+def test_cache_hit_is_served_from_the_process_and_still_emits_an_event(
     settings: ModelApiSettings,
 ) -> None:
     from driftloop_model_api.app import create_app
     from driftloop_model_api.metrics import Metrics
 
-    from .conftest import FakeSource, RecordingProducer
-    from .test_cache import FakeRedis
+    from .conftest import FakeLabelRedis, FakeSource, RecordingProducer
 
     producer, metrics = RecordingProducer(), Metrics("cache-replica")
     app = create_app(
@@ -147,15 +146,15 @@ def test_cache_hit_is_served_from_redis_and_still_emits_an_event(
         source=FakeSource(),
         producer_factory=lambda: producer,
         consumer_factory=None,
-        redis=FakeRedis(),
         metrics=metrics,
+        label_redis=FakeLabelRedis(),
     )
     with TestClient(app) as client:
         wait_for(lambda: client.get("/health/ready").status_code == 200, what="ready")
         first = client.post("/predict", json=EXAMPLE_FEATURES, headers={"X-Request-ID": "c1"})
-        wait_for(lambda: metrics.value("driftloop_cache_requests_total", result="miss") == 1)
         second = client.post("/predict", json=EXAMPLE_FEATURES, headers={"X-Request-ID": "c2"})
         assert first.json()["median_house_value"] == second.json()["median_house_value"]
+        assert metrics.value("driftloop_cache_requests_total", result="miss") == 1
         assert metrics.value("driftloop_cache_requests_total", result="hit") == 1
         wait_for(lambda: len(producer.topics(PREDICTIONS_TOPIC)) == 2, what="two events")
     hits = [

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from typing import Final
 
-#: Replica prediction cache: ``<prefix>:<model>:<version>:<row hash>`` (1 h TTL).
-PREDICTION_CACHE_PREFIX: Final = "driftloop:prediction"
 #: Replicas, ``POST /feedback``: first label wins per issued request id (TTL = token lifetime).
 LABEL_ACCEPTED_PREFIX: Final = "driftloop:labelled:"
 #: Drift consumer: a prediction waiting for its feedback (TTL = join TTL).
@@ -28,7 +26,6 @@ BRIDGE_PREFIX: Final = "driftloop:bridge"
 THRESHOLDS_KEY: Final = "driftloop:thresholds"
 
 ALL_PREFIXES: Final = (
-    PREDICTION_CACHE_PREFIX,
     LABEL_ACCEPTED_PREFIX,
     JOIN_PREFIX,
     JOIN_CLAIM_PREFIX,

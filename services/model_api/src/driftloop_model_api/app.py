@@ -25,7 +25,7 @@ from driftloop_service import (
 )
 
 from .batching import MicroBatcher
-from .cache import PredictionCache, RedisLike, redis_client
+from .cache import PredictionCache
 from .deps import Runtime
 from .label_gate import REJECTION_REASONS, LabelGate
 from .label_store import LabelRedis, LabelStore, label_redis_client
@@ -81,7 +81,6 @@ def create_app(
     source: ModelSource | None = None,
     producer_factory: ProducerFactory | None = None,
     consumer_factory: ConsumerFactory | Literal[_Default.NOT_SET] | None = _NOT_SET,
-    redis: RedisLike | Literal[_Default.NOT_SET] | None = _NOT_SET,
     metrics: Metrics | None = None,
     label_redis: LabelRedis | Literal[_Default.NOT_SET] | None = _NOT_SET,
     key_finder: KeyFinder | None = None,
@@ -124,14 +123,6 @@ def create_app(
             )
         else:
             make_consumer = None
-        redis_conn: RedisLike | None
-        if redis is not _NOT_SET:
-            redis_conn = redis
-        elif settings.cache_enabled and settings.redis_url:
-            redis_conn = redis_client(settings.redis_url, settings.cache_timeout_seconds)
-        else:
-            redis_conn = None
-
         topics = (PREDICTIONS_TOPIC, FEEDBACK_TOPIC)
         buffer_sizes = {
             PREDICTIONS_TOPIC: settings.publish_buffer_size,
@@ -153,11 +144,7 @@ def create_app(
             )
         holder = ModelHolder()
         cache = PredictionCache(
-            redis_conn,
-            metrics,
-            ttl_s=settings.cache_ttl_seconds,
-            timeout_s=settings.cache_timeout_seconds,
-            retry_after_s=settings.cache_retry_after_seconds,
+            metrics, max_entries=settings.cache_max_entries if settings.cache_enabled else 0
         )
         publisher = EventPublisher(
             make_producer,
@@ -232,7 +219,6 @@ def create_app(
             await publisher.stop()
             if ledger is not None:
                 ledger.close()
-            await cache.close()
             await labels.store.close()
             log.info("model_api_stopped", replica_id=settings.replica_id)
 

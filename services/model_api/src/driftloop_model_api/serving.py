@@ -20,7 +20,7 @@ from driftloop_contracts import (
 )
 
 from .batching import MicroBatcher
-from .cache import PredictionCache, cache_key
+from .cache import PredictionCache
 from .metrics import Metrics
 from .model_holder import LoadedModel, ModelHolder
 from .publisher import EventPublisher
@@ -55,19 +55,16 @@ class PredictionService:
     ) -> tuple[LoadedModel, float]:
         """One prediction (USD). The model is read once: a swap mid-request does not affect it."""
         model = self.holder.require()
-        value: float | None = None
-        key = ""
-        if self.cache.enabled:
-            key = cache_key(model.name, model.version, row)
-            value = await self.cache.get(key)
+        cached = self.cache.enabled
+        value = self.cache.get(model.version, row) if cached else None
         hit = value is not None
         if value is None:
             if self.batcher is not None:
                 value = await self.batcher.predict(model, row)
             else:
                 value = model.predict_usd([row])[0]
-            if key:
-                self.cache.put(key, value)
+            if cached:
+                self.cache.put(model.version, row, value)
         self._emit(model, request_id, row, value, started, cache_hit=hit)
         return model, value
 

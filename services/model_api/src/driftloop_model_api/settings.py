@@ -85,14 +85,11 @@ class ModelApiSettings(FeedbackApiKeySettings):
     #: Session timeout of the model-events consumer (Tansu joins wait about half of it).
     kafka_session_timeout_ms: int = Field(default=6_000, ge=1_000)
 
-    # --- cache ----------------------------------------------------------------------------
+    # --- Redis (the label store) and the prediction cache (in-process, cache.py) ----------
     redis_url: str | None = f"redis://{HOST}:{_DEFAULT_PORTS.redis}/0"
     cache_enabled: bool = True
-    cache_ttl_seconds: int = Field(default=3_600, ge=1)
-    #: Per-call budget for Redis; past it the request is served without the cache.
-    cache_timeout_seconds: float = Field(default=0.1, gt=0)
-    #: After a Redis failure the cache is bypassed for this long before it is tried again.
-    cache_retry_after_seconds: float = Field(default=5.0, ge=0)
+    #: Predictions the in-process LRU keeps (~200 bytes each); the oldest unused goes first.
+    cache_max_entries: int = Field(default=100_000, ge=1)
 
     # --- prediction ---------------------------------------------------------------------
     #: Predict concurrent single rows in one model call (see batching.py); off = one call each.

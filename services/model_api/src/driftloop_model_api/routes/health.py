@@ -1,7 +1,7 @@
 """``/health/live`` and ``/health/ready`` in the shared vocabulary (:mod:`driftloop_service.health`).
 
-Ready means "a model is loaded": Kafka and Redis outages degrade (events wait in the buffer,
-the cache is bypassed) but never stop predictions, so they show in the details, not the status.
+Ready means "a model is loaded": a Kafka outage degrades (events wait in the buffer) and a
+Redis outage only refuses labels; neither stops predictions, so they show in the details.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from ..deps import get_runtime
 
 
 async def readiness(request: Request) -> Readiness:
-    """Not ready until a champion is loaded; details on the broker and the cache."""
+    """Not ready until a champion is loaded; details on the broker and the (in-process) cache."""
     runtime = get_runtime(request)
     model = runtime.service.holder.current
     cache = runtime.service.cache
@@ -35,11 +35,7 @@ async def readiness(request: Request) -> Readiness:
                 "last_error": runtime.publisher.last_error,
             },
             "model_events_consumer": runtime.reloader.consumer_connected,
-            "cache": {
-                "enabled": cache.enabled,
-                "available": cache.available,
-                "last_error": cache.last_error,
-            },
+            "cache": {"enabled": cache.enabled, "entries": len(cache)},
         },
     )
 
