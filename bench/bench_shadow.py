@@ -87,7 +87,7 @@ def serve(port: int, shadow: bool) -> None:
         alias_check_interval_seconds=3600,
         log_level="warning",
     )
-    app = create_app(settings, source=MemorySource(), redis=None, label_redis=None)
+    app = create_app(settings, source=MemorySource(), label_redis=None)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

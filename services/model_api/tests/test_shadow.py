@@ -316,7 +316,6 @@ def watched(settings: ModelApiSettings) -> Iterator[AppHarness]:
         source=source,
         producer_factory=lambda: producer,
         consumer_factory=None,
-        redis=None,
         metrics=metrics,
         label_redis=FakeLabelRedis(),
     )
@@ -364,7 +363,6 @@ def test_shadow_disabled_never_loads_it(settings: ModelApiSettings) -> None:
         source=source,
         producer_factory=RecordingProducer,
         consumer_factory=None,
-        redis=None,
         label_redis=FakeLabelRedis(),
     )
     with TestClient(app) as client:
