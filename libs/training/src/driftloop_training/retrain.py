@@ -43,12 +43,13 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from driftloop_contracts import MODEL_NAME, ModelPromoted
+from driftloop_contracts.approval import DEFAULT_APPROVAL_TIMEOUT_MINUTES, ApprovalMode
 
 from . import registry
 from .data import labelled_to_frame, load_base_data, read_labelled_log, split_base
@@ -59,8 +60,16 @@ from .publisher import publish_model_promoted
 from .settings import TrainingSettings
 from .train import ModelParams, features_of, fit_model, predict_usd
 
+if TYPE_CHECKING:
+    from .approval import ApprovalAnswer
+
 log = logging.getLogger(__name__)
 
+#: What a person (or the timeout) answered to an approval request.
+ApprovalOutcome = Literal["approved", "rejected", "timed_out"]
+
+#: A week: a run waiting longer holds the DAG (max_active_runs=1) and every trigger behind it.
+MAX_APPROVAL_TIMEOUT_MINUTES = 7 * 24 * 60.0
 WEIGHT_COLUMN = "sample_weight"
 SOURCE_COLUMN = "source"
 _MIN_SPLIT_ROWS = 5
@@ -80,6 +89,11 @@ class RetrainParams(BaseModel):
     recent_weight_share: float = Field(0.75, gt=0.0, lt=1.0)
     #: End of the lookback window; ``None`` means the DAG run's ``run_after``.
     window_end: AwareDatetime | None = None
+    #: ``manual``: a challenger that passes the gate waits for a person (:mod:`.approval`).
+    approval: ApprovalMode = "auto"
+    approval_timeout_minutes: float = Field(
+        DEFAULT_APPROVAL_TIMEOUT_MINUTES, gt=0.0, le=MAX_APPROVAL_TIMEOUT_MINUTES
+    )
 
 
 class CollectResult(BaseModel):
@@ -143,6 +157,9 @@ class Decision(BaseModel):
     champion_rmse_usd: float | None = None
     champion_version: str | None = None
     improvement: float | None = None
+    #: With ``approval=manual``: the person's answer (``None``: not asked, e.g. auto mode).
+    approval: ApprovalOutcome | None = None
+    approved_by: str | None = None
 
     @property
     def promoted(self) -> bool:
@@ -437,13 +454,19 @@ def judge(
 
 
 def decide(
-    settings: TrainingSettings, evaluated: EvaluateResult, *, params: RetrainParams
+    settings: TrainingSettings,
+    evaluated: EvaluateResult,
+    *,
+    params: RetrainParams,
+    approval: ApprovalAnswer | None = None,
 ) -> Decision:
     """Register the challenger; move the champion alias only if it passes the gate.
 
     If the alias moved since ``evaluate`` (someone else promoted meanwhile) the comparison is
     stale, so the challenger is rejected rather than replacing a model it was never scored
-    against.
+    against. ``approval`` is a person's answer (``approval=manual``): a challenger that passes
+    the gate is promoted only if they approved; rejected or unanswered, it is tagged rejected
+    with the answer as the reason.
     """
     uri = settings.mlflow_tracking_uri
     challenger_rmse = float(evaluated.challenger["rmse_usd"])
@@ -451,6 +474,8 @@ def decide(
     promote, improvement, reason = judge(
         challenger_rmse, champion_rmse, min_improvement=params.min_improvement
     )
+    if promote and approval is not None and not approval.approved:
+        promote, reason = False, f"{approval.describe()}; the gate alone would promote: {reason}"
     version = registry.register_version(uri, run_id=evaluated.run_id, model_uri=evaluated.model_uri)
     current = registry.get_champion(uri)
     current_version = current.version if current else None
@@ -471,6 +496,8 @@ def decide(
         champion_rmse_usd=champion_rmse,
         champion_version=evaluated.champion_version,
         improvement=improvement,
+        approval=approval.outcome if approval else None,
+        approved_by=approval.by if approval else None,
     )
     tags = {
         registry.TAG_DECISION: decision.decision,
@@ -482,6 +509,8 @@ def decide(
         "driftloop.min_improvement": f"{params.min_improvement:.4f}",
         "driftloop.holdout_rows": str(evaluated.holdout_rows),
     }
+    if approval is not None:
+        tags |= {"driftloop.approval": approval.outcome, "driftloop.approval_by": approval.by or ""}
     registry.tag_version(uri, version.version, tags)
     registry.set_run_tags(uri, evaluated.run_id, tags)
     if promote and current_version != version.version:
