@@ -197,10 +197,11 @@ class PromotionApproval(HITLOperator):
         params = _retrain_params(context)
         if params.approval != "manual":  # before any import: the auto path stays cheap
             raise AirflowSkipException("approval=auto: the gate decides alone")
-        from driftloop_training import approval, retrain
+        from driftloop_training import retrain
+        from driftloop_training.approval_request import approval_request
 
         dag_run = context["dag_run"]
-        request = approval.approval_request(
+        request = approval_request(
             retrain.EvaluateResult.model_validate(self.evaluated),
             params,
             dag_run_id=dag_run.run_id,

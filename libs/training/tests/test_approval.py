@@ -17,7 +17,8 @@ import pytest
 
 from driftloop_contracts.approval import APPROVE, REJECT
 from driftloop_training import registry, retrain
-from driftloop_training.approval import ApprovalAnswer, answer_from_hitl, approval_request
+from driftloop_training.approval import ApprovalAnswer, answer_from_hitl
+from driftloop_training.approval_request import approval_request
 from driftloop_training.bootstrap import bootstrap
 from driftloop_training.retrain import EvaluateResult, RetrainParams
 from driftloop_training.settings import TrainingSettings

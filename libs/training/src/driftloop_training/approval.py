@@ -1,10 +1,9 @@
-"""Human approval of a promotion (DAG param ``approval=manual``), without Airflow.
+"""A person's answer to a promotion's approval request (DAG param ``approval=manual``).
 
 With ``manual``, a challenger that passes the gate is not promoted until a person approves it.
-The DAG's approval task (Airflow's human-in-the-loop ``HITLOperator``) shows the request built
-here — both models' figures on the same holdout — and hands the answer to ``decide``, which
-turns it into the decision via :func:`answer_from_hitl` and ``retrain.decide(approval=...)``.
-A challenger the gate rejects is never put to a person (approving it could not promote it).
+The DAG's approval task (Airflow's human-in-the-loop ``HITLOperator``) shows the request of
+:mod:`.approval_request` and hands the answer to ``decide``, which reads it with
+:func:`answer_from_hitl` and passes it to ``retrain.decide(approval=...)``.
 
 No answer within ``approval_timeout_minutes`` is a rejection: Airflow answers the request's
 default, ``Reject``, with no user, which :func:`answer_from_hitl` reads as ``timed_out``.
@@ -14,14 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from driftloop_contracts import MODEL_NAME
-from driftloop_contracts.approval import APPROVE, REJECT
+from driftloop_contracts.approval import APPROVE
 
-from .retrain import ApprovalOutcome, EvaluateResult, RetrainParams, judge
+#: What a person (or the timeout) answered to an approval request.
+ApprovalOutcome = Literal["approved", "rejected", "timed_out"]
 
 
 class ApprovalAnswer(BaseModel):
@@ -68,73 +67,4 @@ def answer_from_hitl(
     return ApprovalAnswer(outcome=outcome, by=by or None, at=at, timeout_minutes=timeout_minutes)
 
 
-class ApprovalRequest(BaseModel):
-    """Subject and Markdown body of the request a person sees (Airflow UI, REST API)."""
-
-    subject: str
-    body: str
-
-
-def _usd(value: float | None) -> str:
-    return "—" if value is None else f"{value:,.0f}"
-
-
-def _r2(value: float | None) -> str:
-    return "—" if value is None else f"{value:.3f}"
-
-
-def approval_request(
-    evaluated: EvaluateResult,
-    params: RetrainParams,
-    *,
-    dag_run_id: str,
-    trigger: Mapping[str, Any] | None = None,
-) -> ApprovalRequest | None:
-    """The request for a person, or ``None`` when the gate rejects the challenger anyway."""
-    ch = evaluated.challenger
-    champ = evaluated.champion or {}
-    promote, improvement, verdict = judge(
-        float(ch["rmse_usd"]),
-        float(champ["rmse_usd"]) if champ else None,
-        min_improvement=params.min_improvement,
-    )
-    if not promote:
-        return None
-    gain = "no champion" if improvement is None else f"{improvement:+.1%} RMSE"
-    subject = (
-        f"Promote {MODEL_NAME} challenger? RMSE {_usd(ch['rmse_usd'])} vs "
-        f"{_usd(champ.get('rmse_usd'))} USD ({gain})"
-    )
-    champion_name = (
-        f"champion v{evaluated.champion_version}" if evaluated.champion_version else "no champion"
-    )
-    lines = [
-        f"The retrained challenger passes the gate: {verdict}.",
-        "",
-        f"| same holdout ({evaluated.holdout_rows} newest labelled rows) | challenger "
-        f"| {champion_name} |",
-        "| --- | ---: | ---: |",
-        f"| RMSE (USD) | {_usd(ch['rmse_usd'])} | {_usd(champ.get('rmse_usd'))} |",
-        f"| MAE (USD) | {_usd(ch['mae_usd'])} | {_usd(champ.get('mae_usd'))} |",
-        f"| R² | {_r2(ch['r2'])} | {_r2(champ.get('r2'))} |",
-        f"| MLflow run | `{evaluated.run_id}` | `{evaluated.champion_run_id or '—'}` |",
-        "",
-        f"- improvement: {'—' if improvement is None else f'{improvement:.1%}'} "
-        f"(required {params.min_improvement:.1%})",
-        f"- DAG run: `{dag_run_id}`",
-    ]
-    if trigger and trigger.get("alertname"):
-        lines.append(
-            f"- triggered by alert `{trigger['alertname']}` "
-            f"(fingerprint `{trigger.get('fingerprint', '—')}`)"
-        )
-    lines += [
-        "",
-        f"**{APPROVE}**: the challenger becomes `champion` and the replicas switch to it. "
-        f"**{REJECT}**, or no answer within {params.approval_timeout_minutes:g} min: it is "
-        "registered, tagged rejected with the reason, and the champion stays.",
-    ]
-    return ApprovalRequest(subject=subject, body="\n".join(lines))
-
-
-__all__ = ["ApprovalAnswer", "ApprovalRequest", "answer_from_hitl", "approval_request"]
+__all__ = ["ApprovalAnswer", "ApprovalOutcome", "answer_from_hitl"]

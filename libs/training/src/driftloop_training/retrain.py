@@ -43,7 +43,7 @@ import math
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -52,6 +52,7 @@ from driftloop_contracts import MODEL_NAME, ModelPromoted
 from driftloop_contracts.approval import DEFAULT_APPROVAL_TIMEOUT_MINUTES, ApprovalMode
 
 from . import registry
+from .approval import ApprovalAnswer, ApprovalOutcome
 from .data import labelled_to_frame, load_base_data, read_labelled_log, split_base
 from .errors import DataError
 from .evaluate import Scores, score_model
@@ -60,13 +61,7 @@ from .publisher import publish_model_promoted
 from .settings import TrainingSettings
 from .train import ModelParams, features_of, fit_model, predict_usd
 
-if TYPE_CHECKING:
-    from .approval import ApprovalAnswer
-
 log = logging.getLogger(__name__)
-
-#: What a person (or the timeout) answered to an approval request.
-ApprovalOutcome = Literal["approved", "rejected", "timed_out"]
 
 #: A week: a run waiting longer holds the DAG (max_active_runs=1) and every trigger behind it.
 MAX_APPROVAL_TIMEOUT_MINUTES = 7 * 24 * 60.0
