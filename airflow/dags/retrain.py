@@ -16,7 +16,8 @@ the alert (name, labels, values, fingerprint) and may override any of the params
   UI "Required actions", or the REST API); no answer within ``approval_timeout_minutes`` is a
   rejection.
 - **decide** registers the challenger and moves alias ``champion`` only if its RMSE beats the
-  champion's by ``min_improvement`` (and, with ``approval=manual``, a person approved); otherwise the version is tagged ``rejected`` with the figures.
+  champion's by ``min_improvement`` (and, with ``approval=manual``, a person approved it);
+  otherwise the version is tagged ``rejected`` with the figures.
 - **announce** publishes ``ModelPromoted`` on ``model-events`` so replicas and the drift
   consumer switch to the new champion.
 
@@ -194,10 +195,11 @@ class PromotionApproval(HITLOperator):
         self.evaluated = evaluated
 
     def execute(self, context: Context) -> Any:
-        params = _retrain_params(context)
-        if params.approval != "manual":  # before any import: the auto path stays cheap
+        if context["params"]["approval"] != "manual":  # before any import: auto stays cheap
             raise AirflowSkipException("approval=auto: the gate decides alone")
         from driftloop_training import retrain
+
+        params = _retrain_params(context)
         from driftloop_training.approval_request import approval_request
 
         dag_run = context["dag_run"]
@@ -279,7 +281,7 @@ def retrain_house_price() -> None:
         context = get_current_context()
         params = _retrain_params(context)
         answer = None
-        if params.approval == "manual":  # None: not asked (the gate rejects)
+        if params.approval == "manual":  # nothing: not asked (the gate rejects)
             answered = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID)
             if answered:
                 answer = approval.answer_from_hitl(

@@ -192,6 +192,18 @@ def test_an_approved_challenger_is_promoted(
     assert (tags["driftloop.approval"], tags["driftloop.approval_by"]) == ("approved", "ann")
 
 
+def test_manual_mode_without_an_answer_promotes_nothing(
+    settings: TrainingSettings, evaluated_better: tuple[str, EvaluateResult]
+) -> None:
+    """An approval task skipped or marked success by hand leaves no answer: no promotion."""
+    champion, evaluated = evaluated_better
+    decision = retrain.decide(settings, evaluated, params=MANUAL, approval=None)
+    assert decision.decision == "rejected"
+    assert decision.reason.startswith("approval=manual but no answer recorded")
+    current = registry.get_champion(settings.mlflow_tracking_uri)
+    assert current is not None and current.version == champion
+
+
 def test_auto_mode_records_no_approval(
     settings: TrainingSettings, evaluated_better: tuple[str, EvaluateResult]
 ) -> None:

@@ -459,9 +459,9 @@ def decide(
 
     If the alias moved since ``evaluate`` (someone else promoted meanwhile) the comparison is
     stale, so the challenger is rejected rather than replacing a model it was never scored
-    against. ``approval`` is a person's answer (``approval=manual``): a challenger that passes
-    the gate is promoted only if they approved; rejected or unanswered, it is tagged rejected
-    with the answer as the reason.
+    against. With ``params.approval == "manual"`` a challenger that passes the gate is promoted
+    only if ``approval`` (a person's answer) approves it; rejected, timed out or missing, it is
+    tagged rejected with the answer as the reason.
     """
     uri = settings.mlflow_tracking_uri
     challenger_rmse = float(evaluated.challenger["rmse_usd"])
@@ -471,6 +471,9 @@ def decide(
     )
     if promote and approval is not None and not approval.approved:
         promote, reason = False, f"{approval.describe()}; the gate alone would promote: {reason}"
+    elif promote and approval is None and params.approval == "manual":
+        # the approval task skipped or marked by hand: without a "yes", nothing is promoted
+        promote, reason = False, f"approval=manual but no answer recorded; the gate: {reason}"
     version = registry.register_version(uri, run_id=evaluated.run_id, model_uri=evaluated.model_uri)
     current = registry.get_champion(uri)
     current_version = current.version if current else None
