@@ -3,7 +3,7 @@
 Triggered by the alert bridge (or by hand) through the REST API; the trigger's ``conf`` carries
 the alert (name, labels, values, fingerprint) and may override any of the params below.
 
-``wait_for_regime`` → ``collect`` → ``train`` → ``evaluate`` → ``decide`` → ``announce``
+``wait_for_regime`` → ``collect`` → ``train`` → ``evaluate`` → (``approval``) → ``decide`` → ``announce``
 
 - **wait_for_regime** (a sensor in reschedule mode): with the alert's ``starts_at`` in the conf,
   waits until ``min_regime_rows`` labelled rows predicted since the incident began are in the
@@ -17,8 +17,13 @@ the alert (name, labels, values, fingerprint) and may override any of the params
 - **train** fits the challenger and logs it to MLflow with its reference profile, data lineage
   and this trigger's conf as tags.
 - **evaluate** scores challenger and champion on the same holdout of the newest labelled rows.
+- **approval** only with ``approval=manual`` (skipped otherwise, and when the gate rejects the
+  challenger anyway): waits for a person to approve the promotion (Airflow's human-in-the-loop:
+  UI "Required actions", or the REST API); no answer within ``approval_timeout_minutes`` is a
+  rejection.
 - **decide** registers the challenger and moves alias ``champion`` only if its RMSE beats the
-  champion's by ``min_improvement``; otherwise the version is tagged ``rejected`` with the figures.
+  champion's by ``min_improvement`` (and, with ``approval=manual``, a person approved it);
+  otherwise the version is tagged ``rejected`` with the figures.
 - **announce** publishes ``ModelPromoted`` on ``model-events`` so replicas and the drift
   consumer switch to the new champion.
 
@@ -31,12 +36,14 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import (
     ExceptionRetryPolicy,
     Param,
     PokeReturnValue,
     RetryAction,
     RetryRule,
+    TriggerRule,
     dag,
     get_current_context,
     task,
@@ -44,6 +51,13 @@ from airflow.sdk import (
 from airflow.sdk.exceptions import AirflowSkipException
 
 from driftloop_contracts import DAG_ID
+from driftloop_contracts.approval import (
+    APPROVAL_MODES,
+    APPROVAL_OPTIONS,
+    APPROVAL_TASK_ID,
+    DEFAULT_APPROVAL_TIMEOUT_MINUTES,
+    REJECT,
+)
 
 if TYPE_CHECKING:  # imported inside the tasks at run time: DAG parsing stays light
     from airflow.sdk import Context
@@ -135,6 +149,19 @@ PARAMS: dict[str, Param] = {
         pattern=r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$",
         description="End of the lookback window (ISO 8601, with offset); empty: the run's time.",
     ),
+    "approval": Param(
+        "auto",
+        type="string",
+        enum=list(APPROVAL_MODES),
+        description="manual: a challenger that passes the gate waits for a person to approve it.",
+    ),
+    "approval_timeout_minutes": Param(
+        DEFAULT_APPROVAL_TIMEOUT_MINUTES,
+        type="number",
+        exclusiveMinimum=0,
+        maximum=7 * 24 * 60,
+        description="approval=manual: no answer within this many minutes rejects the challenger.",
+    ),
 }
 
 
@@ -186,6 +213,53 @@ def _retrain_params(context: Context) -> RetrainParams:
     from driftloop_training.retrain import RetrainParams
 
     return RetrainParams.model_validate(dict(context["params"]))
+
+
+class PromotionApproval(HITLOperator):
+    """Ask a person to approve the promotion (``approval=manual``); skip in ``auto`` mode.
+
+    Airflow's human-in-the-loop operator with ``Approve``/``Reject`` and ``Reject`` as the
+    answer on timeout. Subject, body and timeout come from the run (``evaluated`` is the
+    evaluate task's result, resolved like a template field), so they are set in ``execute``.
+    On Airflow 3.3 the task waits in state ``awaiting_input`` without a worker or triggerer;
+    the scheduler applies the default when ``response_timeout`` passes. The result (the
+    answer) goes to ``decide``, which records it on the version either way.
+    """
+
+    template_fields = (*HITLOperator.template_fields, "evaluated")
+
+    def __init__(self, *, evaluated: Any, **kwargs: Any) -> None:
+        super().__init__(
+            subject="Promote the challenger?",  # replaced by the run's figures in execute
+            options=list(APPROVAL_OPTIONS),
+            defaults=[REJECT],
+            multiple=False,
+            response_timeout=timedelta(minutes=DEFAULT_APPROVAL_TIMEOUT_MINUTES),
+            **kwargs,
+        )
+        self.evaluated = evaluated
+
+    def execute(self, context: Context) -> Any:
+        if context["params"]["approval"] != "manual":  # before any import: auto stays cheap
+            raise AirflowSkipException("approval=auto: the gate decides alone")
+        from driftloop_training import retrain
+
+        params = _retrain_params(context)
+        from driftloop_training.approval_request import approval_request
+
+        dag_run = context["dag_run"]
+        request = approval_request(
+            retrain.EvaluateResult.model_validate(self.evaluated),
+            params,
+            dag_run_id=dag_run.run_id,
+            trigger=dict(dag_run.conf or {}),
+        )
+        if request is None:
+            raise AirflowSkipException("the gate rejects the challenger: nothing to approve")
+        self.subject, self.body = request.subject, request.body
+        self.response_timeout = timedelta(minutes=params.approval_timeout_minutes)
+        print(f"waiting for approval ({params.approval_timeout_minutes:g} min): {request.subject}")
+        return super().execute(context)
 
 
 @dag(
@@ -272,16 +346,26 @@ def retrain_house_price() -> None:
         result = retrain.evaluate(_settings(), retrain.TrainResult.model_validate(trained))
         return result.model_dump(mode="json")
 
-    @task
+    # Runs after a skipped approval (auto mode), not after a skipped evaluate (nothing trained).
+    @task(trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS)
     def decide(evaluated: dict[str, Any]) -> dict[str, Any]:
-        """Register the challenger; promote it only past the margin."""
-        from driftloop_training import retrain
+        """Register the challenger; promote it only past the margin (and approved, if manual)."""
+        from driftloop_training import approval, retrain
 
         context = get_current_context()
+        params = _retrain_params(context)
+        answer = None
+        if params.approval == "manual":  # nothing: not asked (the gate rejects)
+            answered = context["ti"].xcom_pull(task_ids=APPROVAL_TASK_ID)
+            if answered:
+                answer = approval.answer_from_hitl(
+                    answered, timeout_minutes=params.approval_timeout_minutes
+                )
         decision = retrain.decide(
             _settings(),
             retrain.EvaluateResult.model_validate(evaluated),
-            params=_retrain_params(context),
+            params=params,
+            approval=answer,
         )
         print(f"{decision.decision} version {decision.version}: {decision.reason}")
         return decision.model_dump(mode="json")
@@ -299,7 +383,10 @@ def retrain_house_price() -> None:
     # Airflow's ``Task`` type says a task returns its function's value, but calling it in a
     # DAG returns an XComArg, which the next task's call accepts at run time ("there's no way
     # to express that right now", airflow.sdk.bases.decorator.Task).
-    announce(decide(evaluate(train(collect(wait_for_regime())))))  # type: ignore[arg-type]
+    evaluated = evaluate(train(collect(wait_for_regime())))  # type: ignore[arg-type]
+    decided = decide(evaluated)  # type: ignore[arg-type]
+    PromotionApproval(task_id=APPROVAL_TASK_ID, evaluated=evaluated) >> decided
+    announce(decided)  # type: ignore[arg-type]
 
 
 retrain_house_price()

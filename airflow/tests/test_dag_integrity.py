@@ -17,9 +17,11 @@ import pytest
 pytest.importorskip("airflow.sdk", reason="needs the Airflow environment (.venv-airflow)")
 
 from airflow.dag_processing.dagbag import DagBag
-from airflow.sdk import RetryAction
+from airflow.providers.standard.operators.hitl import HITLOperator
+from airflow.sdk import RetryAction, TriggerRule
 
 from driftloop_contracts import DAG_ID
+from driftloop_contracts.approval import APPROVAL_TASK_ID, APPROVE, REJECT
 from driftloop_contracts.model_artifact import DigestMismatch, UntrustedArtifact
 from driftloop_training.errors import DataError, RegistryError
 from driftloop_training.retrain import RetrainParams
@@ -27,7 +29,7 @@ from driftloop_training.retrain import RetrainParams
 pytestmark = pytest.mark.airflow
 
 DAGS = Path(__file__).resolve().parents[1] / "dags"
-TASKS = ["wait_for_regime", "collect", "train", "evaluate", "decide", "announce"]
+TASKS = ["wait_for_regime", "collect", "train", "evaluate", "approval", "decide", "announce"]
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +67,16 @@ def test_parsing_does_not_import_heavy_libraries() -> None:
     assert done.returncode == 0, f"imported at parse time: {done.stdout.strip()}"
 
 
-def test_task_graph_is_a_chain(dag: Any) -> None:
+def test_task_graph_is_a_chain_with_approval_before_decide(dag: Any) -> None:
     assert [t.task_id for t in dag.topological_sort()] == TASKS
     for upstream, downstream in itertools.pairwise(TASKS):
-        assert dag.get_task(downstream).upstream_task_ids == {upstream}
+        if downstream != "decide":
+            assert dag.get_task(downstream).upstream_task_ids == {upstream}
+    # decide reads evaluate's result and runs after approval, also when approval was skipped
+    # (auto mode), but not when evaluate was (nothing trained)
+    decide = dag.get_task("decide")
+    assert decide.upstream_task_ids == {"evaluate", APPROVAL_TASK_ID}
+    assert decide.trigger_rule == TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS
 
 
 def test_dag_settings(dag: Any) -> None:
@@ -114,6 +122,11 @@ def test_param_defaults_match_the_training_package(dag: Any) -> None:
         ("min_regime_rows", 5),
         ("regime_wait_seconds", -1),
         ("regime_wait_seconds", 3601),
+        ("approval", "maybe"),
+        ("approval", None),
+        ("approval_timeout_minutes", 0),
+        ("approval_timeout_minutes", -5),
+        ("approval_timeout_minutes", 7 * 24 * 60 + 1),
     ],
 )
 def test_invalid_params_are_refused(dag: Any, key: str, value: Any) -> None:
@@ -165,3 +178,93 @@ def test_the_bridges_starts_at_is_accepted(dag: Any) -> None:
     params.update({"starts_at": starts.isoformat()})
     parsed = RetrainParams.model_validate(params.validate())
     assert parsed.starts_at == starts
+
+
+# --------------------------------------------------------------------------- approval
+
+
+def _evaluated(challenger_rmse: float, champion_rmse: float | None) -> dict[str, Any]:
+    def scores(rmse: float) -> dict[str, float]:
+        return {"rmse_usd": rmse, "mae_usd": rmse * 0.7, "r2": 0.8, "n": 900}
+
+    return {
+        "run_id": "challenger-run",
+        "model_uri": "models:/m-1",
+        "run_key": "k",
+        "holdout_rows": 900,
+        "challenger": scores(challenger_rmse),
+        "champion": None if champion_rmse is None else scores(champion_rmse),
+        "champion_version": None if champion_rmse is None else "3",
+        "champion_run_id": None if champion_rmse is None else "champion-run",
+    }
+
+
+def _context(dag: Any, **conf: Any) -> dict[str, Any]:
+    from types import SimpleNamespace
+
+    from airflow.sdk.definitions.param import ParamsDict
+
+    params = ParamsDict(dict(dag.params.items()))
+    params.update(conf)
+    run = SimpleNamespace(run_id="manual__approval-test", conf=conf)
+    return {"params": params.validate(), "dag_run": run}
+
+
+def test_approval_task_is_airflows_human_in_the_loop(dag: Any) -> None:
+    task = dag.get_task(APPROVAL_TASK_ID)
+    assert isinstance(task, HITLOperator)
+    assert task.options == [APPROVE, REJECT]
+    assert task.defaults == [REJECT]  # what the scheduler answers at the timeout
+    assert task.multiple is False
+
+
+def _approval_task(dag: Any, evaluated: dict[str, Any]) -> Any:
+    """A copy of the DAG's approval task with evaluate's result resolved (as at run time)."""
+    import copy
+
+    task = copy.copy(dag.get_task(APPROVAL_TASK_ID))
+    task.evaluated = evaluated
+    return task
+
+
+def test_approval_is_skipped_in_auto_mode(dag: Any) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    task = _approval_task(dag, _evaluated(40_000, 50_000))
+    with pytest.raises(AirflowSkipException, match="approval=auto"):
+        task.execute(_context(dag))
+
+
+def test_approval_is_skipped_when_the_gate_rejects(dag: Any) -> None:
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    task = _approval_task(dag, _evaluated(49_500, 50_000))  # 1% better, 2% required
+    with pytest.raises(AirflowSkipException, match="gate rejects"):
+        task.execute(_context(dag, approval="manual"))
+
+
+def test_manual_approval_asks_with_both_models_figures_and_waits(
+    dag: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The request Airflow stores shows both models; the task parks awaiting input with the
+    run's timeout (no triggerer involved on Airflow 3.3)."""
+    from datetime import timedelta
+
+    from airflow.providers.standard.operators import hitl
+    from airflow.sdk.exceptions import TaskAwaitingInput
+
+    stored: dict[str, Any] = {}
+    monkeypatch.setattr(hitl, "upsert_hitl_detail", lambda **kw: stored.update(kw))
+    task = _approval_task(dag, _evaluated(40_000, 50_000))
+    context = _context(dag, approval="manual", approval_timeout_minutes=0.5)
+    context["task_instance"] = type("TI", (), {"id": "ti-1"})()
+    with pytest.raises(TaskAwaitingInput) as waiting:
+        task.execute(context)
+    assert waiting.value.timeout == timedelta(seconds=30)
+    assert waiting.value.method_name == "execute_complete"
+    assert stored["options"] == [APPROVE, REJECT] and stored["defaults"] == [REJECT]
+    assert "40,000 vs 50,000 USD" in stored["subject"]
+    body = stored["body"]
+    for figure in ("40,000", "50,000", "28,000", "35,000", "20.0%", "challenger-run", "v3"):
+        assert figure in body, (figure, body)
+    assert "manual__approval-test" in body

@@ -44,6 +44,7 @@ from driftloop_contracts import (
     decode_event,
     partition_dir,
 )
+from driftloop_contracts.approval import APPROVAL_MAP_INDEX, APPROVAL_TASK_ID, APPROVE, REJECT
 from driftloop_training import registry
 from driftloop_training.bootstrap import TAG_TRAIN_ROWS, bootstrap
 from driftloop_training.data import load_base_data, split_base, write_labelled_part
@@ -249,9 +250,11 @@ def trigger_and_wait(
     conf: dict[str, Any],
     *,
     champion: tuple[TrainingSettings, str] | None = None,
+    while_running: Callable[[Any], None] | None = None,
 ) -> RunOutcome:
     """Trigger a run and wait for its end. With ``champion``, first wait for the DAG to be idle
-    and make that version champion, so the run is judged against a known model."""
+    and make that version champion, so the run is judged against a known model.
+    ``while_running(api)`` is called right after the trigger (a person answering, say)."""
     from airflow_client.client import DagRunApi, TaskInstanceApi, TriggerDAGRunPostBody
 
     with af.api() as api:
@@ -266,6 +269,8 @@ def trigger_and_wait(
                 dag_run_id=run_id, conf=conf, logical_date=None, note=f"test: {run_id}"
             ),
         )
+        if while_running is not None:
+            while_running(api)
         deadline = started + RUN_TIMEOUT_S
         while True:
             run = runs.get_dag_run(DAG_ID, run_id)
@@ -378,7 +383,9 @@ def test_concept_drift_promotes_the_challenger(
         champion=(training, baseline_champion),
     )
     assert outcome.state == "success", outcome.report()
-    assert all(state == "success" for state, _ in outcome.tasks.values()), outcome.report()
+    states = {task: state for task, (state, _) in outcome.tasks.items()}
+    # approval=auto (the default): the approval task is skipped, the gate decides alone
+    assert states == {**dict.fromkeys(states, "success"), APPROVAL_TASK_ID: "skipped"}, states
 
     uri = training.mlflow_tracking_uri
     version = _run_version(training, run_id)
@@ -588,3 +595,200 @@ def test_dag_waits_for_rows_of_the_incidents_regime_then_collects(
         assert collected["status"] == "skipped"  # min_labelled_rows, as asked
     finally:
         path.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------- approval=manual
+
+
+def _await_approval_request(api: Any, run_id: str) -> Any:
+    """Poll until the approval task waits for a person; the request Airflow shows them."""
+    from airflow_client.client import TaskInstanceApi
+
+    tis = TaskInstanceApi(api)
+    deadline = time.monotonic() + RUN_TIMEOUT_S
+    state = None
+    while True:
+        ti = tis.get_task_instance(DAG_ID, run_id, APPROVAL_TASK_ID)
+        state = str(getattr(ti.state, "value", ti.state))
+        if state == "awaiting_input":
+            return tis.get_hitl_detail(DAG_ID, run_id, APPROVAL_TASK_ID, APPROVAL_MAP_INDEX)
+        if state in ("success", "failed", "skipped", "upstream_failed"):
+            raise AssertionError(f"approval ended {state} without waiting for a person")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"approval still {state} after {RUN_TIMEOUT_S}s")
+        time.sleep(1)
+
+
+def _manual_scenario(
+    training: TrainingSettings,
+    airflow: Airflow,
+    baseline_champion: str,
+    unseen_rows: pd.DataFrame,
+    labelled_log: Callable[..., datetime],
+    *,
+    day: int,
+    answer: Callable[[Any, str], None],
+    timeout_minutes: float = 30,
+) -> tuple[RunOutcome, Any, registry.VersionInfo]:
+    """A concept-drift run (the gate promotes) with approval=manual, answered by ``answer``."""
+    window_end = labelled_log(
+        unseen_rows,
+        window_end=datetime(2001, 1, day, 12, tzinfo=UTC),
+        champion_version=baseline_champion,
+        price_factor=la_prices_up(unseen_rows),
+    )
+    run_id = f"test_approval_{uuid.uuid4().hex[:12]}"
+    conf = {
+        **_conf(window_end, f"fp-{run_id}"),
+        "approval": "manual",
+        "approval_timeout_minutes": timeout_minutes,
+    }
+    seen: list[Any] = []
+
+    def person(api: Any) -> None:
+        seen.append(_await_approval_request(api, run_id))
+        answer(api, run_id)
+
+    outcome = trigger_and_wait(
+        airflow, run_id, conf, champion=(training, baseline_champion), while_running=person
+    )
+    assert outcome.state == "success", outcome.report()
+    assert outcome.tasks[APPROVAL_TASK_ID][0] == "success", outcome.report()
+    assert outcome.tasks["decide"][0] == "success", outcome.report()
+    version = _run_version(training, run_id)
+    (request,) = seen
+    # the person saw both models' figures on the same holdout, as evaluate logged them
+    metrics = registry.client(training.mlflow_tracking_uri).get_run(version.run_id).data.metrics
+    for metric in ("rmse_usd", "mae_usd"):
+        for name in (f"holdout_{metric}", f"champion_holdout_{metric}"):
+            assert f" {metrics[name]:,.0f} |" in request.body, (name, request.body)
+    assert f"champion v{baseline_champion}" in request.body
+    assert version.run_id in request.body and run_id in request.body
+    assert request.options == [APPROVE, REJECT] and request.defaults == [REJECT]
+    return outcome, request, version
+
+
+def test_manual_approval_approved_promotes(
+    stack: Any,
+    training: TrainingSettings,
+    airflow: Airflow,
+    baseline_champion: str,
+    unseen_rows: pd.DataFrame,
+    labelled_log: Callable[..., datetime],
+    driftloop: Callable[..., Any],
+) -> None:
+    """A person approves with the CLI (`driftloop loop approve`): the challenger is promoted."""
+
+    def approve(_api: Any, run_id: str) -> None:
+        done = driftloop("loop", "approve", run_id)
+        assert done.returncode == 0, done.stderr
+        assert "approved" in done.stdout
+
+    outcome, _, version = _manual_scenario(
+        training, airflow, baseline_champion, unseen_rows, labelled_log, day=6, answer=approve
+    )
+    assert outcome.tasks["announce"][0] == "success", outcome.report()
+    assert version.tags[registry.TAG_DECISION] == "promoted", version.tags
+    assert version.tags["driftloop.approval"] == "approved"
+    assert version.tags["driftloop.approval_by"] == stack.airflow_username
+    champion = registry.get_champion(training.mlflow_tracking_uri)
+    assert champion is not None and champion.version == version.version != baseline_champion
+    events = asyncio.run(_promotions(stack.kafka_bootstrap, version.version))
+    assert events and events[0].run_id == version.run_id
+    # a second answer is refused: the request was answered once
+    again = driftloop("loop", "reject", outcome.run_id)
+    assert again.returncode == 2 and "already answered" in again.stderr
+
+
+def test_manual_approval_rejected_keeps_the_champion(
+    training: TrainingSettings,
+    airflow: Airflow,
+    baseline_champion: str,
+    unseen_rows: pd.DataFrame,
+    labelled_log: Callable[..., datetime],
+) -> None:
+    """A person rejects over the REST API (PATCH …/hitlDetails): nothing is promoted."""
+    from airflow_client.client import TaskInstanceApi, UpdateHITLDetailPayload
+
+    def reject(api: Any, run_id: str) -> None:
+        """Answer, and answer again if the request comes back unanswered: Airflow 3.3.2 may
+        retry a task that has only just started waiting, and the new try asks anew
+        (docs/retraining.md, "Approval"); a person would see it in the UI and answer again."""
+        tis = TaskInstanceApi(api)
+        deadline = time.monotonic() + RUN_TIMEOUT_S
+        while True:
+            tis.update_hitl_detail(
+                DAG_ID,
+                run_id,
+                APPROVAL_TASK_ID,
+                APPROVAL_MAP_INDEX,
+                UpdateHITLDetailPayload(chosen_options=[REJECT]),
+            )
+            while True:
+                ti = tis.get_task_instance(DAG_ID, run_id, APPROVAL_TASK_ID)
+                if str(getattr(ti.state, "value", ti.state)) != "awaiting_input":
+                    return
+                detail = tis.get_hitl_detail(DAG_ID, run_id, APPROVAL_TASK_ID, APPROVAL_MAP_INDEX)
+                if not detail.response_received:
+                    break  # asked again: answer again
+                assert time.monotonic() < deadline, "the answered task never resumed"
+                time.sleep(0.5)
+            assert time.monotonic() < deadline, "the request kept coming back"
+
+    outcome, _, version = _manual_scenario(
+        training, airflow, baseline_champion, unseen_rows, labelled_log, day=7, answer=reject
+    )
+    assert outcome.tasks["announce"][0] == "skipped", outcome.report()
+    assert version.tags[registry.TAG_DECISION] == "rejected", version.tags
+    assert version.tags["driftloop.approval"] == "rejected"
+    reason = version.tags["driftloop.decision_reason"]
+    assert reason.startswith("rejected by ") and "the gate alone would promote" in reason
+    champion = registry.get_champion(training.mlflow_tracking_uri)
+    assert champion is not None and champion.version == baseline_champion
+
+
+def test_manual_approval_unanswered_times_out_as_rejected(
+    training: TrainingSettings,
+    airflow: Airflow,
+    baseline_champion: str,
+    unseen_rows: pd.DataFrame,
+    labelled_log: Callable[..., datetime],
+) -> None:
+    """Nobody answers within approval_timeout_minutes: Airflow answers Reject, no promotion."""
+    from airflow_client.client import TaskInstanceApi
+
+    timeout_minutes = 0.25
+
+    def nobody(_api: Any, _run_id: str) -> None:
+        """The request was seen waiting (by _manual_scenario); nobody answers it."""
+
+    outcome, _, version = _manual_scenario(
+        training,
+        airflow,
+        baseline_champion,
+        unseen_rows,
+        labelled_log,
+        day=8,
+        answer=nobody,
+        timeout_minutes=timeout_minutes,
+    )
+    with airflow.api() as api:
+        detail = TaskInstanceApi(api).get_hitl_detail(
+            DAG_ID, outcome.run_id, APPROVAL_TASK_ID, APPROVAL_MAP_INDEX
+        )
+    assert detail.chosen_options == [REJECT] and detail.responded_by_user is None
+    assert detail.responded_at is not None
+    print(
+        f"\n[approval timeout] {timeout_minutes * 60:.0f}s timeout answered after "
+        f"{(detail.responded_at - detail.created_at).total_seconds():.1f}s"
+    )
+    assert (detail.responded_at - detail.created_at).total_seconds() >= timeout_minutes * 60
+    assert outcome.tasks["announce"][0] == "skipped", outcome.report()
+    assert version.tags[registry.TAG_DECISION] == "rejected", version.tags
+    assert version.tags["driftloop.approval"] == "timed_out"
+    assert version.tags["driftloop.approval_by"] == ""
+    assert version.tags["driftloop.decision_reason"].startswith(
+        "approval timed out: nobody answered within 0.25 min"
+    )
+    champion = registry.get_champion(training.mlflow_tracking_uri)
+    assert champion is not None and champion.version == baseline_champion

@@ -5,6 +5,9 @@ The bridge stops triggering retrains once it accepted ``BRAKE_MAX_TRIGGERS`` wit
 resets it here or ``BRAKE_HOLD_SECONDS`` pass. Both commands call the bridge's authenticated
 ``/brake`` endpoints with this stack's bridge URL and webhook token
 (``DRIFTLOOP_BRIDGE_WEBHOOK_TOKEN``, the same variable the bridge reads).
+
+`driftloop loop approve|reject RUN_ID` answers a retraining run's approval request
+(``approval=manual``) through Airflow's REST API (:mod:`driftloop_cli.approval`).
 """
 
 from __future__ import annotations
@@ -17,11 +20,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from driftloop_contracts.approval import APPROVE, REJECT
+
+from ..approval import ApprovalCallError, answer
 from ..settings import StackSettings
 
 app = typer.Typer(
     no_args_is_help=True,
-    help="Operate the retraining loop: the bridge's circuit breaker (brake, reset-brake).",
+    help="Operate the retraining loop: the bridge's circuit breaker (brake, reset-brake) and "
+    "approval of a promotion (approve, reject).",
 )
 console = Console()
 err = Console(stderr=True, soft_wrap=True)  # one line per error, whatever the width
@@ -136,3 +143,35 @@ def reset_brake(ctx: typer.Context, url: UrlOption = None, as_json: JsonOption =
         console.print(
             f"brake was not engaged; {was['triggers_in_window']} trigger(s) in the window forgotten"
         )
+
+
+AirflowUrlOption = Annotated[
+    str | None, typer.Option("--url", help="Airflow base URL (default: this stack's Airflow)")
+]
+
+
+def _answer_approval(ctx: typer.Context, run_id: str, option: str, url: str | None) -> None:
+    s: StackSettings = ctx.obj
+    base = url or s.urls.airflow
+    try:
+        reply = answer(
+            base, s.airflow_username, s.airflow_password.get_secret_value(), run_id, option
+        )
+    except ApprovalCallError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    by = (reply.get("responded_by") or {}).get("name", "")
+    verb = "[green]approved[/]" if option == APPROVE else "[yellow]rejected[/]"
+    console.print(f"{run_id}: {verb} by {by}; the run continues with decide")
+
+
+@app.command()
+def approve(ctx: typer.Context, run_id: str, url: AirflowUrlOption = None) -> None:
+    """Approve the promotion a retraining run (approval=manual) is waiting for."""
+    _answer_approval(ctx, run_id, APPROVE, url)
+
+
+@app.command()
+def reject(ctx: typer.Context, run_id: str, url: AirflowUrlOption = None) -> None:
+    """Reject it: the challenger stays a version tagged rejected, the champion stays."""
+    _answer_approval(ctx, run_id, REJECT, url)

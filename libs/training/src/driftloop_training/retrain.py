@@ -58,8 +58,10 @@ import pandas as pd
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from driftloop_contracts import MODEL_NAME, ModelPromoted
+from driftloop_contracts.approval import DEFAULT_APPROVAL_TIMEOUT_MINUTES, ApprovalMode
 
 from . import registry
+from .approval import ApprovalAnswer, ApprovalOutcome
 from .data import labelled_to_frame, load_base_data, read_labelled_log, split_base
 from .errors import DataError
 from .evaluate import Scores, score_model
@@ -71,6 +73,8 @@ from .train import ModelParams, features_of, fit_model, predict_usd
 
 log = logging.getLogger(__name__)
 
+#: A week: a run waiting longer holds the DAG (max_active_runs=1) and every trigger behind it.
+MAX_APPROVAL_TIMEOUT_MINUTES = 7 * 24 * 60.0
 WEIGHT_COLUMN = "sample_weight"
 SOURCE_COLUMN = "source"
 _MIN_SPLIT_ROWS = 5
@@ -98,6 +102,11 @@ class RetrainParams(BaseModel):
     min_regime_rows: int = Field(300, ge=10)
     #: How long after the trigger the DAG keeps re-checking for them; then it ends skipped.
     regime_wait_seconds: int = Field(600, ge=0, le=3600)
+    #: ``manual``: a challenger that passes the gate waits for a person (:mod:`.approval`).
+    approval: ApprovalMode = "auto"
+    approval_timeout_minutes: float = Field(
+        DEFAULT_APPROVAL_TIMEOUT_MINUTES, gt=0.0, le=MAX_APPROVAL_TIMEOUT_MINUTES
+    )
 
 
 class CollectResult(BaseModel):
@@ -165,6 +174,9 @@ class Decision(BaseModel):
     champion_rmse_usd: float | None = None
     champion_version: str | None = None
     improvement: float | None = None
+    #: With ``approval=manual``: the person's answer (``None``: not asked, e.g. auto mode).
+    approval: ApprovalOutcome | None = None
+    approved_by: str | None = None
 
     @property
     def promoted(self) -> bool:
@@ -498,13 +510,19 @@ def judge(
 
 
 def decide(
-    settings: TrainingSettings, evaluated: EvaluateResult, *, params: RetrainParams
+    settings: TrainingSettings,
+    evaluated: EvaluateResult,
+    *,
+    params: RetrainParams,
+    approval: ApprovalAnswer | None = None,
 ) -> Decision:
     """Register the challenger; move the champion alias only if it passes the gate.
 
     If the alias moved since ``evaluate`` (someone else promoted meanwhile) the comparison is
     stale, so the challenger is rejected rather than replacing a model it was never scored
-    against.
+    against. With ``params.approval == "manual"`` a challenger that passes the gate is promoted
+    only if ``approval`` (a person's answer) approves it; rejected, timed out or missing, it is
+    tagged rejected with the answer as the reason.
     """
     uri = settings.mlflow_tracking_uri
     challenger_rmse = float(evaluated.challenger["rmse_usd"])
@@ -512,6 +530,11 @@ def decide(
     promote, improvement, reason = judge(
         challenger_rmse, champion_rmse, min_improvement=params.min_improvement
     )
+    if promote and approval is not None and not approval.approved:
+        promote, reason = False, f"{approval.describe()}; the gate alone would promote: {reason}"
+    elif promote and approval is None and params.approval == "manual":
+        # the approval task skipped or marked by hand: without a "yes", nothing is promoted
+        promote, reason = False, f"approval=manual but no answer recorded; the gate: {reason}"
     version = registry.register_version(uri, run_id=evaluated.run_id, model_uri=evaluated.model_uri)
     current = registry.get_champion(uri)
     current_version = current.version if current else None
@@ -532,6 +555,8 @@ def decide(
         champion_rmse_usd=champion_rmse,
         champion_version=evaluated.champion_version,
         improvement=improvement,
+        approval=approval.outcome if approval else None,
+        approved_by=approval.by if approval else None,
     )
     tags = {
         registry.TAG_DECISION: decision.decision,
@@ -543,6 +568,8 @@ def decide(
         "driftloop.min_improvement": f"{params.min_improvement:.4f}",
         "driftloop.holdout_rows": str(evaluated.holdout_rows),
     }
+    if approval is not None:
+        tags |= {"driftloop.approval": approval.outcome, "driftloop.approval_by": approval.by or ""}
     registry.tag_version(uri, version.version, tags)
     registry.set_run_tags(uri, evaluated.run_id, tags)
     if promote and current_version != version.version:
