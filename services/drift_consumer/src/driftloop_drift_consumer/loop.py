@@ -71,6 +71,7 @@ from .rebalance import DriftRebalanceListener
 from .reference import LoadedReference, ReferenceManager
 from .reference_watcher import ReferenceWatcher, promotions_subscriber
 from .reports import ReportScheduler
+from .sequential import CusumDesign, calibrated_design
 from .settings import DriftConsumerSettings
 from .sinks.facade import Sinks
 from .sinks.influx import InfluxSink, window_lines
@@ -189,10 +190,12 @@ class DriftLoop:
         return current.version if current else None
 
     async def apply_reference(self, loaded: LoadedReference) -> None:
-        """Switch windows, metrics and online error to ``loaded`` between two batches."""
+        """Switch windows, the sequential detector, metrics and online error to ``loaded``
+        between two batches (the detector's calibration runs before, off the event loop)."""
+        design = await asyncio.to_thread(self._detector_design, loaded)
         async with self._lock:
             previous = self.references.current
-            self.state.switch_reference(loaded.compiled)
+            self.state.switch_reference(loaded.compiled, design)
             self.references.accept(loaded)
             self.metrics.set_reference(loaded.version, loaded.profile.profile_id)
             self.labelled_rows.keep_only(loaded.version)
@@ -202,6 +205,16 @@ class DriftLoop:
             previous=previous.version if previous else None,
             profile_id=loaded.profile.profile_id,
         )
+
+    def _detector_design(self, loaded: LoadedReference) -> CusumDesign | None:
+        """The sequential detector for ``loaded``, its threshold calibrated (a few seconds of
+        numpy at an ERT of 10,000, once per profile), or None when it is off."""
+        ert = self.settings.sequential_ert_events
+        if ert <= 0:
+            return None
+        design = calibrated_design(loaded.compiled, self.settings.sequential_shift_sd, ert)
+        log.info("sequential_detector_calibrated", threshold=design.threshold, ert=ert)
+        return design
 
     async def reference_task(self) -> None:
         """Keep the reference on the champion (see :class:`ReferenceWatcher`)."""
@@ -337,8 +350,10 @@ class DriftLoop:
 
         # 2. windows (pure)
         closed: list[ClosedWindow] = []
+        alarm = False
         for partition, decoded in predictions.items():
             update = self.state.add_predictions(partition, decoded)
+            alarm |= update.alarm
             if update.no_reference:
                 self.metrics.events_ignored.labels("no_reference").inc(update.no_reference)
             if update.other_version:
@@ -346,6 +361,20 @@ class DriftLoop:
             if update.newer_version_seen:
                 self.request_reference_check()  # a replica already serves a newer champion
             closed += update.closed
+        detector = self.state.detector
+        if detector is not None and predictions:
+            self.metrics.record_detector(detector, alarm)
+            if alarm:
+                log.warning(
+                    "sequential_drift_alarm",
+                    model_version=detector.model_version,
+                    events=detector.alarm_at,
+                    series=[
+                        n
+                        for n, v in zip(detector.design.names, detector.per_series(), strict=True)
+                        if v > detector.design.threshold
+                    ],
+                )
 
         # 3. feedback into its buffers, then join what is waiting
         for partition, records in feedback.items():

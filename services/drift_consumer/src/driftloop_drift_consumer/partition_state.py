@@ -34,6 +34,7 @@ from .decoding import DecodedFeedback, DecodedPrediction, RawRecord
 from .drift import CompiledReference
 from .feedback_join import FeedbackBuffer
 from .kafka_consumer import DataConsumer
+from .sequential import CusumDesign, SequentialDetector
 from .windows import ClosedWindow, EventBatch, WindowManager
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -63,6 +64,8 @@ class WindowUpdate:
     #: Some prediction came from a version newer than the reference (a replica already
     #: serves a new champion): worth an immediate alias check.
     newer_version_seen: bool = False
+    #: The sequential detector went into alarm on this batch.
+    alarm: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,12 @@ class PartitionState:
         #: Latest prediction event time read per partition (for feedback that waits).
         self._watermark: dict[int, datetime] = {}
         self._windows_counted: dict[tuple[str, int], int] = {}
+        #: The sequential detector of the reference's version (None: off or no reference).
+        self.detector: SequentialDetector | None = None
+        #: Per predictions partition, the last offset fed to a detector: a replay after a
+        #: restart or a rebalance does not feed the same event twice (survives both, like
+        #: ``_counted_through``).
+        self._detected_through: dict[int, int] = {}
 
     # --- reading ------------------------------------------------------------------------
 
@@ -191,8 +200,21 @@ class PartitionState:
             timestamps_us=np.fromiter((_us(p.event.timestamp) for p in mine), np.int64, n),
             values=np.array([p.row for p in mine], dtype="float64"),
         )
-        closed = self.windows.add(partition, batch)
-        return WindowUpdate(closed, other_version=other, newer_version_seen=newer)
+        idx = ref.bin_index(batch.values)
+        closed = self.windows.add(partition, batch, idx)
+        alarm = self._detect(partition, batch.offsets, idx)
+        return WindowUpdate(closed, other_version=other, newer_version_seen=newer, alarm=alarm)
+
+    def _detect(self, partition: int, offsets: np.ndarray, idx: np.ndarray) -> bool:
+        """Feed the events not fed before to the sequential detector; True on a new alarm."""
+        through = self._detected_through.get(partition, -1)
+        fresh = offsets > through
+        if not fresh.any():
+            return False
+        self._detected_through[partition] = int(offsets[fresh][-1])
+        if self.detector is None:
+            return False
+        return self.detector.update(idx[fresh]) is not None
 
     def first_count(self, window: ClosedWindow) -> bool:
         """True the first time a window is seen (a replayed window is counted once: InfluxDB
@@ -203,9 +225,15 @@ class PartitionState:
         self._windows_counted[key] = window.last_offset
         return True
 
-    def switch_reference(self, reference: CompiledReference) -> None:
-        """New baseline: open windows of the previous one are discarded (never written)."""
+    def switch_reference(
+        self, reference: CompiledReference, design: CusumDesign | None = None
+    ) -> None:
+        """New baseline: open windows of the previous one are discarded (never written), and
+        the sequential detector starts from zero on ``design`` (None: no detector)."""
         self.windows.switch(reference)
+        self.detector = (
+            SequentialDetector(design, reference.model_version) if design is not None else None
+        )
 
     # --- feedback -----------------------------------------------------------------------
 

@@ -80,6 +80,12 @@ class DriftConsumerSettings(BaseSettings):
     #: for 200); fewer and it keeps filling.
     min_window_events: int = Field(default=200, ge=2)
     ks_method: Literal["auto", "exact", "asymp"] = "auto"
+    #: Sequential detector (sequential.py): CUSUMs on the merged binned stream of every owned
+    #: partition, designed for a location shift of this many reference standard deviations...
+    sequential_shift_sd: float = Field(default=0.5, gt=0)
+    #: ...with the threshold calibrated for this expected run length between false alarms
+    #: (events of the merged stream); 0 turns the detector off.
+    sequential_ert_events: float = Field(default=10_000.0, ge=0)
 
     # --- reference (MLflow) ---------------------------------------------------------------
     mlflow_tracking_uri: str = f"http://{HOST}:{_DEFAULT_PORTS.mlflow}"
@@ -141,6 +147,10 @@ class DriftConsumerSettings(BaseSettings):
             raise ValueError(
                 f"DRIFTLOOP_DRIFT_CONSUMER_MIN_WINDOW_EVENTS ({self.min_window_events}) must not "
                 f"exceed DRIFTLOOP_DRIFT_CONSUMER_WINDOW_EVENTS ({self.window_events})"
+            )
+        if 0 < self.sequential_ert_events < 100:
+            raise ValueError(
+                "DRIFTLOOP_DRIFT_CONSUMER_SEQUENTIAL_ERT_EVENTS must be 0 (off) or at least 100"
             )
         if 0 < self.labelled_retention_days * 24 < self.labelled_scan_hours:
             raise ValueError(

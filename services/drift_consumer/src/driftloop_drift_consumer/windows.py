@@ -210,12 +210,17 @@ class WindowManager:
         first = self.open_first_offset(partition)
         return next_offset if first is None else min(first, next_offset)
 
-    def add(self, partition: int, batch: EventBatch) -> list[ClosedWindow]:
-        """Add a partition's events; returns the windows they closed, with statistics."""
+    def add(
+        self, partition: int, batch: EventBatch, bin_index: np.ndarray | None = None
+    ) -> list[ClosedWindow]:
+        """Add a partition's events; returns the windows they closed, with statistics.
+
+        ``bin_index`` is the batch's :meth:`CompiledReference.bin_index` when the caller has
+        it already (the sequential detector uses the same bins)."""
         ref = self._reference
         if ref is None or len(batch) == 0:
             return []
-        idx = ref.bin_index(batch.values)
+        idx = ref.bin_index(batch.values) if bin_index is None else bin_index
         closed: list[ClosedWindow] = []
         policy = self.policy
         m = len(batch)
