@@ -30,6 +30,7 @@ differs from the profile without drifting (unseen rows with rarer extremes) lowe
 
 from __future__ import annotations
 
+import hashlib
 import math
 import threading
 from dataclasses import dataclass
@@ -188,23 +189,23 @@ def calibrate_threshold(
     return design.calibrated(math.ceil(hi * 100) / 100, ert)
 
 
-#: Calibrated designs by (profile id, shift, ERT): a restart or a second consumer app in one
-#: process (tests) does not pay for the simulation again. A handful of profiles at most.
-_CALIBRATED: dict[tuple[str, float, float], CusumDesign] = {}
+#: Calibrated thresholds by (digest of the design's ratios and shares, ERT): a restart or a
+#: second consumer app in one process (tests) does not pay for the simulation again.
+_CALIBRATED: dict[tuple[str, float], float] = {}
 _CALIBRATED_LOCK = threading.Lock()
 
 
 def calibrated_design(reference: CompiledReference, shift_sd: float, ert: float) -> CusumDesign:
-    """:func:`calibrate_threshold` of the reference's design, cached per profile."""
-    key = (reference.profile_id, shift_sd, ert)
+    """:func:`calibrate_threshold` of the reference's design, cached by its content."""
+    design = CusumDesign.from_reference(reference, shift_sd)
+    digest = hashlib.sha256(design.llr.tobytes() + design.shares.tobytes()).hexdigest()
+    key = (digest, ert)
     with _CALIBRATED_LOCK:
-        cached = _CALIBRATED.get(key)
-    if cached is None:
-        cached = calibrate_threshold(CusumDesign.from_reference(reference, shift_sd), ert)
+        threshold = _CALIBRATED.get(key)
+    if threshold is None:
+        threshold = calibrate_threshold(design, ert).threshold
         with _CALIBRATED_LOCK:
             if len(_CALIBRATED) >= 8:
                 _CALIBRATED.pop(next(iter(_CALIBRATED)))
-            _CALIBRATED[key] = cached
-    return CusumDesign(
-        reference.names, cached.llr, cached.shares, shift_sd, cached.threshold, cached.ert
-    )
+            _CALIBRATED[key] = threshold
+    return design.calibrated(threshold, ert)
