@@ -146,6 +146,26 @@ class SequentialDetector:
         return int(over[0]) + 1
 
 
+def alarm_positions(design: CusumDesign, bin_index: np.ndarray, chunk: int = 20_000) -> list[int]:
+    """1-based positions of the alarms in a ``(events, series)`` stream when the detector
+    restarts from zero after each alarm (how a run length between false alarms is counted)."""
+    out: list[int] = []
+    state = np.zeros(design.llr.shape[:2])
+    pos, n = 0, int(bin_index.shape[0])
+    while pos < n:
+        part = bin_index[pos : pos + chunk]
+        path = cusum_path(design.increments(part), state)
+        over = np.flatnonzero(path.reshape(len(part), -1).max(axis=1) > design.threshold)
+        if over.size:
+            pos += int(over[0]) + 1
+            out.append(pos)
+            state = np.zeros_like(state)
+        else:
+            pos += len(part)
+            state = path[-1]
+    return out
+
+
 def run_lengths(design: CusumDesign, paths: int, length: int, seed: int) -> np.ndarray:
     """``(paths, length)`` running maximum over every CUSUM of streams drawn from the
     reference's bin shares (series independent), starting at 0."""
