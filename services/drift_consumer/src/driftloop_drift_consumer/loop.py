@@ -350,10 +350,8 @@ class DriftLoop:
 
         # 2. windows (pure)
         closed: list[ClosedWindow] = []
-        alarm = False
         for partition, decoded in predictions.items():
             update = self.state.add_predictions(partition, decoded)
-            alarm |= update.alarm
             if update.no_reference:
                 self.metrics.events_ignored.labels("no_reference").inc(update.no_reference)
             if update.other_version:
@@ -361,6 +359,7 @@ class DriftLoop:
             if update.newer_version_seen:
                 self.request_reference_check()  # a replica already serves a newer champion
             closed += update.closed
+        alarm = self.state.detect()  # the fetch's events of every partition, in event time
         detector = self.state.detector
         if detector is not None and predictions:
             self.metrics.record_detector(detector, alarm)

@@ -64,8 +64,6 @@ class WindowUpdate:
     #: Some prediction came from a version newer than the reference (a replica already
     #: serves a new champion): worth an immediate alias check.
     newer_version_seen: bool = False
-    #: The sequential detector went into alarm on this batch.
-    alarm: bool = False
 
 
 @dataclass(frozen=True)
@@ -117,6 +115,8 @@ class PartitionState:
         #: restart or a rebalance does not feed the same event twice (survives both, like
         #: ``_counted_through``).
         self._detected_through: dict[int, int] = {}
+        #: ``(event times, bin indices)`` of this fetch's fresh events, for :meth:`detect`.
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     # --- reading ------------------------------------------------------------------------
 
@@ -202,19 +202,31 @@ class PartitionState:
         )
         idx = ref.bin_index(batch.values)
         closed = self.windows.add(partition, batch, idx)
-        alarm = self._detect(partition, batch.offsets, idx)
-        return WindowUpdate(closed, other_version=other, newer_version_seen=newer, alarm=alarm)
+        self._queue_for_detector(partition, batch, idx)
+        return WindowUpdate(closed, other_version=other, newer_version_seen=newer)
 
-    def _detect(self, partition: int, offsets: np.ndarray, idx: np.ndarray) -> bool:
-        """Feed the events not fed before to the sequential detector; True on a new alarm."""
+    def _queue_for_detector(self, partition: int, batch: EventBatch, idx: np.ndarray) -> None:
+        """Hold the events not fed before for :meth:`detect` (replays are skipped)."""
         through = self._detected_through.get(partition, -1)
-        fresh = offsets > through
+        fresh = batch.offsets > through
         if not fresh.any():
+            return
+        self._detected_through[partition] = int(batch.offsets[fresh][-1])
+        if self.detector is not None:
+            self._pending.append((batch.timestamps_us[fresh], idx[fresh]))
+
+    def detect(self) -> bool:
+        """Feed the fetch's events of every partition to the sequential detector as one
+        stream in event-time order (a fetch reads partition after partition; in that order
+        the pre-shift events of later partitions would dilute the evidence of a shift).
+        True when a new alarm started."""
+        pending, self._pending = self._pending, []
+        if self.detector is None or not pending:
             return False
-        self._detected_through[partition] = int(offsets[fresh][-1])
-        if self.detector is None:
-            return False
-        return self.detector.update(idx[fresh]) is not None
+        ts = np.concatenate([t for t, _ in pending])
+        idx = np.concatenate([i for _, i in pending])
+        order = np.argsort(ts, kind="stable")
+        return self.detector.update(idx[order]) is not None
 
     def first_count(self, window: ClosedWindow) -> bool:
         """True the first time a window is seen (a replayed window is counted once: InfluxDB
@@ -231,6 +243,7 @@ class PartitionState:
         """New baseline: open windows of the previous one are discarded (never written), and
         the sequential detector starts from zero on ``design`` (None: no detector)."""
         self.windows.switch(reference)
+        self._pending = []
         self.detector = (
             SequentialDetector(design, reference.model_version) if design is not None else None
         )
