@@ -35,8 +35,10 @@ def main(inp: str, out: str) -> None:
     first: list[int | None] = []
     events = 0
     t = time.perf_counter()
-    streams = data["streams"].astype("float32")
-    for stream in streams:
+    flat = data["streams"].astype("float32")
+    bounds = np.cumsum(np.concatenate([[0], data["lengths"]]))
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        stream = flat[lo:hi]
         cd.reset_state()
         hit = None
         for i, x in enumerate(stream):

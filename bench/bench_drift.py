@@ -442,7 +442,10 @@ def bench_sequential(s: Setup, *, quick: bool, ert: float, alibi: bool = True) -
             np.savez(
                 inp,
                 reference=ref_rows,
-                streams=np.stack([r for p in (1, 4, 8) for r in per_p[p].rows[:trials_alibi]]),
+                streams=np.concatenate(
+                    [r for p in (1, 4, 8) for r in per_p[p].rows[:trials_alibi]]
+                ),
+                lengths=np.array([len(r) for p in (1, 4, 8) for r in per_p[p].rows[:trials_alibi]]),
                 null=null,
                 ert=ert,
                 window_sizes=np.array([20, 50, 100]),
