@@ -9,6 +9,7 @@ after each), the calibration and per-event times.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 import time
@@ -37,7 +38,7 @@ def main(inp: str, out: str) -> None:
     t = time.perf_counter()
     flat = data["streams"].astype("float32")
     bounds = np.cumsum(np.concatenate([[0], data["lengths"]]))
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+    for lo, hi in itertools.pairwise(bounds):
         stream = flat[lo:hi]
         cd.reset_state()
         hit = None
