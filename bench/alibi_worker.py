@@ -20,7 +20,7 @@ import numpy as np
 
 def main(inp: str, out: str) -> None:
     warnings.filterwarnings("ignore")
-    from alibi_detect.cd import CVMDriftOnline
+    from alibi_detect.cd import CVMDriftOnline  # type: ignore[import-not-found]
 
     data = np.load(inp)
     ert = float(data["ert"])

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -376,7 +376,9 @@ def delays_of(streams: DelayStreams, first_alarm: list[int | None]) -> tuple[np.
     return np.array(delays, dtype=float), early
 
 
-def bench_sequential(s: Setup, *, quick: bool, ert: float, alibi: bool = True) -> list[dict]:
+def bench_sequential(
+    s: Setup, *, quick: bool, ert: float, alibi: bool = True
+) -> list[dict[str, Any]]:
     from driftloop_drift_consumer.sequential import (
         SequentialDetector,
         alarm_positions,
@@ -404,7 +406,7 @@ def bench_sequential(s: Setup, *, quick: bool, ert: float, alibi: bool = True) -
         det.update(s.reference.bin_index(null_rows[lo : lo + 500]))
     ours_eps = min(null_ours, 100_000) / (time.perf_counter() - t)
 
-    rows: list[dict] = []
+    rows: list[dict[str, Any]] = []
     per_p: dict[int, DelayStreams] = {}
     for partitions in (1, 4, 8):
         streams = delay_streams(s, partitions=partitions, trials=trials_ours, seed=20 + partitions)

@@ -77,7 +77,7 @@ from .sinks.facade import Sinks
 from .sinks.influx import InfluxSink, window_lines
 from .sinks.labelled_log import LabelledLogWriter
 from .status import LoopStatus
-from .windows import ClosedWindow, WindowManager
+from .windows import ClosedWindow, MergedWindows, WindowManager
 
 log = structlog.get_logger(__name__)
 
@@ -128,6 +128,16 @@ class DriftLoop:
             predictions_topic=settings.predictions_topic,
             feedback_topic=settings.feedback_topic,
             gap_patience_s=settings.fetch_gap_patience_seconds,
+            merged=(
+                MergedWindows(
+                    settings.merge_window_seconds,
+                    settings.min_window_events,
+                    idle_grace_seconds=settings.merge_idle_grace_seconds,
+                    ks_method=settings.ks_method,
+                )
+                if settings.merge_window_seconds > 0
+                else None
+            ),
         )
         self.sinks = Sinks(
             settings,
@@ -359,6 +369,7 @@ class DriftLoop:
             if update.newer_version_seen:
                 self.request_reference_check()  # a replica already serves a newer champion
             closed += update.closed
+        closed += self.state.merged_ready(consumer)
         alarm = self.state.detect()  # the fetch's events of every partition, in event time
         detector = self.state.detector
         if detector is not None and predictions:

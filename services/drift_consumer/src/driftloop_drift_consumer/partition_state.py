@@ -35,7 +35,7 @@ from .drift import CompiledReference
 from .feedback_join import FeedbackBuffer
 from .kafka_consumer import DataConsumer
 from .sequential import CusumDesign, SequentialDetector
-from .windows import ClosedWindow, EventBatch, WindowManager
+from .windows import ClosedWindow, EventBatch, MergedWindows, WindowManager
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -91,8 +91,12 @@ class PartitionState:
         feedback_topic: str,
         gap_patience_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        merged: MergedWindows | None = None,
     ) -> None:
+        """``merged``: decide on windows merged over the owned partitions (time-aligned
+        slots) instead of ``windows``' per-partition ones."""
         self.windows = windows
+        self.merged = merged
         self.gap_patience_s = gap_patience_s
         self._clock = clock
         #: Per partition: the offset missing from a fetch and when it was first missed.
@@ -201,7 +205,11 @@ class PartitionState:
             values=np.array([p.row for p in mine], dtype="float64"),
         )
         idx = ref.bin_index(batch.values)
-        closed = self.windows.add(partition, batch, idx)
+        if self.merged is not None:
+            self.merged.add(partition, batch, idx)
+            closed: list[ClosedWindow] = []  # see merged_ready
+        else:
+            closed = self.windows.add(partition, batch, idx)
         self._queue_for_detector(partition, batch, idx)
         return WindowUpdate(closed, other_version=other, newer_version_seen=newer)
 
@@ -228,6 +236,29 @@ class PartitionState:
         order = np.argsort(ts, kind="stable")
         return self.detector.update(idx[order]) is not None
 
+    def merged_ready(
+        self, consumer: DataConsumer, now_s: float | None = None
+    ) -> list[ClosedWindow]:
+        """Merged windows whose slots every owned predictions partition has passed (a
+        partition that is caught up counts as past a slot once the wall clock is)."""
+        if self.merged is None:
+            return []
+        owned = sorted(
+            tp.partition for tp in consumer.assignment() if tp.topic == self.predictions_topic
+        )
+
+        def caught_up(partition: int) -> bool:
+            tp = TopicPartition(self.predictions_topic, partition)
+            try:
+                high = consumer.highwater(tp)
+            except Exception:
+                return False
+            position = self.next_offset.get(tp, self.committed.get(tp))
+            return high is not None and position is not None and position >= high
+
+        now_us = round((time.time() if now_s is None else now_s) * 1e6)
+        return self.merged.ready(owned, now_us, caught_up)
+
     def first_count(self, window: ClosedWindow) -> bool:
         """True the first time a window is seen (a replayed window is counted once: InfluxDB
         overwrote its points, Prometheus must not count it again)."""
@@ -243,6 +274,8 @@ class PartitionState:
         """New baseline: open windows of the previous one are discarded (never written), and
         the sequential detector starts from zero on ``design`` (None: no detector)."""
         self.windows.switch(reference)
+        if self.merged is not None:
+            self.merged.switch(reference)
         self._pending = []
         self.detector = (
             SequentialDetector(design, reference.model_version) if design is not None else None
@@ -279,7 +312,8 @@ class PartitionState:
             if next_offset is None:
                 continue
             if tp.topic == self.predictions_topic:
-                offset = self.windows.commit_offset(tp.partition, next_offset)
+                windows = self.windows if self.merged is None else self.merged
+                offset = windows.commit_offset(tp.partition, next_offset)
             else:
                 buffer = self.buffers.get(tp.partition)
                 offset = buffer.commit_offset(next_offset) if buffer else next_offset
@@ -309,6 +343,8 @@ class PartitionState:
             self.committed.pop(tp, None)
             if tp.topic == self.predictions_topic:
                 self.windows.drop([tp.partition])
+                if self.merged is not None:
+                    self.merged.drop([tp.partition])
                 self._watermark.pop(tp.partition, None)
             elif tp.topic == self.feedback_topic:
                 self.buffers.pop(tp.partition, None)
@@ -316,6 +352,8 @@ class PartitionState:
     def reset(self) -> None:
         """Drop everything uncommitted (the consumer restarts and replays from the commits)."""
         self.windows.drop(self.windows.open_partitions())
+        if self.merged is not None:
+            self.merged.drop(self.merged.partitions())
         self.buffers.clear()
         self.next_offset.clear()
         self.committed.clear()

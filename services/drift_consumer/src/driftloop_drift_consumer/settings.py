@@ -80,6 +80,12 @@ class DriftConsumerSettings(BaseSettings):
     #: for 200); fewer and it keeps filling.
     min_window_events: int = Field(default=200, ge=2)
     ks_method: Literal["auto", "exact", "asymp"] = "auto"
+    #: > 0: decide on windows merged over every owned partition, in event-time slots of this
+    #: many seconds (windows.MergedWindows; a window takes slots until it holds
+    #: MIN_WINDOW_EVENTS); 0: per-partition windows of WINDOW_EVENTS (WINDOW_SECONDS).
+    merge_window_seconds: float = Field(default=0.0, ge=0.0)
+    #: A caught-up partition with no newer event stops holding a slot this long after its end.
+    merge_idle_grace_seconds: float = Field(default=2.0, ge=0.0)
     #: Sequential detector (sequential.py): CUSUMs on the merged binned stream of every owned
     #: partition, designed for a location shift of this many reference standard deviations...
     sequential_shift_sd: float = Field(default=0.5, gt=0)
