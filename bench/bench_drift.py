@@ -390,7 +390,9 @@ def bench_sequential(
     ours_cal = time.perf_counter() - t
     trials_ours, trials_alibi = (200, 8) if quick else (1_000, 40)
     null_ours, null_alibi = (200_000, 2_000) if quick else (1_000_000, 20_000)
-    n_bootstraps = 2_000 if quick else 20_000
+    # alibi estimates its per-step threshold as a quantile of its bootstrap streams and
+    # refuses fewer samples than about 9 x ERT (it asked for 90,000 at ERT 10,000)
+    n_bootstraps = max(2_000, int(10 * ert))
     rng = np.random.default_rng(7)
 
     # our false alarms: holdout rows (unseen by the profile), restarting after each alarm
@@ -788,8 +790,12 @@ def main(argv: list[str] | None = None) -> int:
         nargs="?",
         default="speed",
     )
-    parser.add_argument("--quick", action="store_true", help="sequential: fewer trials")
-    parser.add_argument("--ert", type=float, default=10_000, help="sequential: ERT target")
+    parser.add_argument(
+        "--quick", action="store_true", help="sequential: fewer trials, ERT 1,000 by default"
+    )
+    parser.add_argument(
+        "--ert", type=float, default=None, help="sequential: ERT target (10,000; quick 1,000)"
+    )
     parser.add_argument("--no-alibi", action="store_true", help="sequential: ours only")
     parser.add_argument(
         "--windows", type=int, default=20_000, help="null windows per calibration set"
@@ -809,7 +815,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("calibrate", "all"):
         bench_calibrate(s, windows=args.windows, size=args.window, target=args.target)
     if args.what in ("sequential", "all"):
-        bench_sequential(s, quick=args.quick, ert=args.ert, alibi=not args.no_alibi)
+        ert = args.ert if args.ert is not None else (1_000.0 if args.quick else 10_000.0)
+        bench_sequential(s, quick=args.quick, ert=ert, alibi=not args.no_alibi)
     if args.what in ("e2e", "all"):
         bench_e2e(s, events=args.events, base_port=args.base_port)
     return 0
