@@ -71,7 +71,7 @@ from .rebalance import DriftRebalanceListener
 from .reference import LoadedReference, ReferenceManager
 from .reference_watcher import ReferenceWatcher, promotions_subscriber
 from .reports import ReportScheduler
-from .sequential import CusumDesign, calibrated_design
+from .sequential import cached_design, calibrated_design
 from .settings import DriftConsumerSettings
 from .sinks.facade import Sinks
 from .sinks.influx import InfluxSink, window_lines
@@ -121,6 +121,8 @@ class DriftLoop:
         #: around ``getmany``.
         self._lock = asyncio.Lock()
         self._abandoned = False
+        #: Detector calibrations in flight (kept referenced until done).
+        self._calibrations: set[asyncio.Task[None]] = set()
         self._count_restart = metrics.retries.hook("consumer_restart")
         self._count_fetch_retry = metrics.retries.hook("kafka_fetch")
         self.state = PartitionState(
@@ -200,9 +202,10 @@ class DriftLoop:
         return current.version if current else None
 
     async def apply_reference(self, loaded: LoadedReference) -> None:
-        """Switch windows, the sequential detector, metrics and online error to ``loaded``
-        between two batches (the detector's calibration runs before, off the event loop)."""
-        design = await asyncio.to_thread(self._detector_design, loaded)
+        """Switch windows, metrics and online error to ``loaded`` between two batches. The
+        sequential detector follows once its threshold is calibrated (a few seconds of numpy,
+        off the event loop, once per profile): windows and readiness never wait for it."""
+        design = cached_design(loaded.compiled, **self._detector_params())
         async with self._lock:
             previous = self.references.current
             self.state.switch_reference(loaded.compiled, design)
@@ -215,16 +218,32 @@ class DriftLoop:
             previous=previous.version if previous else None,
             profile_id=loaded.profile.profile_id,
         )
+        if design is None and self.settings.sequential_ert_events > 0:
+            task = asyncio.create_task(self._calibrate_detector(loaded))
+            self._calibrations.add(task)
+            task.add_done_callback(self._calibrations.discard)
 
-    def _detector_design(self, loaded: LoadedReference) -> CusumDesign | None:
-        """The sequential detector for ``loaded``, its threshold calibrated (a few seconds of
-        numpy at an ERT of 10,000, once per profile), or None when it is off."""
-        ert = self.settings.sequential_ert_events
-        if ert <= 0:
-            return None
-        design = calibrated_design(loaded.compiled, self.settings.sequential_shift_sd, ert)
-        log.info("sequential_detector_calibrated", threshold=design.threshold, ert=ert)
-        return design
+    def _detector_params(self) -> dict[str, float]:
+        return {
+            "shift_sd": self.settings.sequential_shift_sd,
+            "ert": self.settings.sequential_ert_events,
+        }
+
+    async def _calibrate_detector(self, loaded: LoadedReference) -> None:
+        """Calibrate the detector for ``loaded`` in a thread; install it if ``loaded`` is
+        still the reference (events read meanwhile are not fed to it)."""
+        try:
+            design = await asyncio.to_thread(
+                calibrated_design, loaded.compiled, **self._detector_params()
+            )
+        except Exception as exc:  # never takes the consumer down: windows still decide
+            log.error("sequential_calibration_failed", error=repr(exc))
+            return
+        async with self._lock:
+            current = self.references.current
+            if current is not None and current.compiled is loaded.compiled:
+                self.state.install_detector(design)
+        log.info("sequential_detector_calibrated", threshold=design.threshold, ert=design.ert)
 
     async def reference_task(self) -> None:
         """Keep the reference on the champion (see :class:`ReferenceWatcher`)."""

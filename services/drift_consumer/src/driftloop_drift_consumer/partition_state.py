@@ -281,6 +281,13 @@ class PartitionState:
             SequentialDetector(design, reference.model_version) if design is not None else None
         )
 
+    def install_detector(self, design: CusumDesign) -> None:
+        """Start the sequential detector of the current reference (calibrated later)."""
+        ref = self.windows.reference
+        if ref is not None:
+            self._pending = []
+            self.detector = SequentialDetector(design, ref.model_version)
+
     # --- feedback -----------------------------------------------------------------------
 
     def buffer(self, partition: int) -> FeedbackBuffer:

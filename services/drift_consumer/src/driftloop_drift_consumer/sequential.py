@@ -224,11 +224,25 @@ _CALIBRATED: dict[tuple[str, float], float] = {}
 _CALIBRATED_LOCK = threading.Lock()
 
 
+def _cache_key(design: CusumDesign, ert: float) -> tuple[str, float]:
+    digest = hashlib.sha256(design.llr.tobytes() + design.shares.tobytes()).hexdigest()
+    return digest, ert
+
+
+def cached_design(reference: CompiledReference, shift_sd: float, ert: float) -> CusumDesign | None:
+    """The calibrated design if it is in the cache already (cheap), else None."""
+    if ert <= 0:
+        return None
+    design = CusumDesign.from_reference(reference, shift_sd)
+    with _CALIBRATED_LOCK:
+        threshold = _CALIBRATED.get(_cache_key(design, ert))
+    return None if threshold is None else design.calibrated(threshold, ert)
+
+
 def calibrated_design(reference: CompiledReference, shift_sd: float, ert: float) -> CusumDesign:
     """:func:`calibrate_threshold` of the reference's design, cached by its content."""
     design = CusumDesign.from_reference(reference, shift_sd)
-    digest = hashlib.sha256(design.llr.tobytes() + design.shares.tobytes()).hexdigest()
-    key = (digest, ert)
+    key = _cache_key(design, ert)
     with _CALIBRATED_LOCK:
         threshold = _CALIBRATED.get(key)
     if threshold is None:
