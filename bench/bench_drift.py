@@ -3,6 +3,7 @@
     uv run python bench/bench_drift.py speed        # our statistics vs Evidently, same windows
     uv run python bench/bench_drift.py calibrate    # false-alarm rate and detection delay
     uv run python bench/bench_drift.py e2e          # consumer from Tansu with all sinks on
+    uv run python bench/bench_drift.py sequential [--quick]  # CUSUM vs alibi-detect, 1/4/8 p.
     uv run python bench/bench_drift.py all
 
 Everything runs on the California housing data (``SCIKIT_LEARN_DATA`` defaults to the shared
@@ -27,7 +28,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -301,6 +302,219 @@ def bench_calibrate(s: Setup, *, windows: int, size: int, target: float) -> dict
     return out
 
 
+# --- sequential detection vs alibi-detect --------------------------------------------------
+
+ALIBI_VENV = Path(__file__).resolve().parents[1] / ".bench-venvs" / "alibi"
+ALIBI_REQUIREMENT = "alibi-detect==0.13.0"
+
+
+def alibi_python() -> Path:
+    """The bench-only venv with alibi-detect (created on first use with uv; numpy, scipy and
+    numba, no TensorFlow/PyTorch)."""
+    python = ALIBI_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"creating {ALIBI_VENV} with {ALIBI_REQUIREMENT} ...", file=sys.stderr)
+        subprocess.run(["uv", "venv", "-q", "-p", "3.11", str(ALIBI_VENV)], check=True)
+        subprocess.run(
+            ["uv", "pip", "install", "-q", "--python", str(python), ALIBI_REQUIREMENT],
+            check=True,
+        )
+    return python
+
+
+@dataclass
+class DelayStreams:
+    """Per trial: the rows in the order a consumer processes them, and the shift position."""
+
+    rows: list[np.ndarray]
+    pre: list[int]
+    #: Per trial, the number of post-shift rows among the first k processed (k = index + 1).
+    post_seen: list[np.ndarray]
+
+
+def delay_streams(
+    s: Setup, *, partitions: int, trials: int, seed: int, fetch: int = 100
+) -> DelayStreams:
+    """Streams with a +0.5 sd shift of ``SHIFT_FEATURE`` after a random number of holdout
+    rows, in the order a consumer feeds its detector. Requests hash uniformly over
+    ``partitions``; each partition lags the stream by its own random 0..``fetch`` events, so a
+    fetch holds each partition's events up to a different point; the consumer sorts a fetch's
+    events by event time (its detector's input), not across fetches."""
+    rng = np.random.default_rng(seed)
+    after = shifted_pool(s, 20_000, 0.5, seed + 1)
+    out = DelayStreams([], [], [])
+    for _ in range(trials):
+        pre = int(rng.integers(200, 600))
+        post = 700
+        rows = np.concatenate(
+            [
+                s.holdout_values[rng.integers(0, len(s.holdout_values), pre)],
+                after[rng.integers(0, len(after), post)],
+            ]
+        )
+        part = rng.integers(0, partitions, len(rows))
+        lag = rng.integers(0, fetch, partitions) if partitions > 1 else np.zeros(1, int)
+        position = np.arange(len(rows))
+        order = np.lexsort((position, (position + lag[part]) // fetch))
+        out.rows.append(rows[order])
+        out.pre.append(pre)
+        out.post_seen.append(np.cumsum(order >= pre))
+    return out
+
+
+def delays_of(streams: DelayStreams, first_alarm: list[int | None]) -> tuple[np.ndarray, int]:
+    """Events read from the shift to the alarm (events processed at the alarm minus the
+    pre-shift events), and the number of alarms raised before any shifted event was read."""
+    delays, early = [], 0
+    for k, pre, seen in zip(first_alarm, streams.pre, streams.post_seen, strict=True):
+        if k is None:
+            delays.append(math.inf)
+        elif seen[k - 1] == 0:
+            early += 1
+        else:
+            delays.append(max(k - pre, 1))
+    return np.array(delays, dtype=float), early
+
+
+def bench_sequential(
+    s: Setup, *, quick: bool, ert: float, alibi: bool = True
+) -> list[dict[str, Any]]:
+    from driftloop_drift_consumer.sequential import (
+        SequentialDetector,
+        alarm_positions,
+        calibrated_design,
+    )
+
+    t = time.perf_counter()
+    design = calibrated_design(s.reference, 0.5, ert)
+    ours_cal = time.perf_counter() - t
+    trials_ours, trials_alibi = (200, 8) if quick else (1_000, 40)
+    null_ours, null_alibi = (200_000, 2_000) if quick else (1_000_000, 20_000)
+    # alibi estimates its per-step threshold as a quantile of its bootstrap streams and
+    # refuses fewer samples than about 9 x ERT (it asked for 90,000 at ERT 10,000)
+    n_bootstraps = max(2_000, int(10 * ert))
+    rng = np.random.default_rng(7)
+
+    # our false alarms: holdout rows (unseen by the profile), restarting after each alarm
+    null_rows = s.holdout_values[rng.integers(0, len(s.holdout_values), null_ours)]
+    t = time.perf_counter()
+    idx = s.reference.bin_index(null_rows)
+    ours_alarms = len(alarm_positions(design, idx))
+    ours_eps = null_ours / (time.perf_counter() - t)
+    # throughput as the consumer runs it: bins + CUSUM in fetch-sized batches of 500
+    det = SequentialDetector(design, "bench")
+    t = time.perf_counter()
+    for lo in range(0, min(null_ours, 100_000), 500):
+        det.update(s.reference.bin_index(null_rows[lo : lo + 500]))
+    ours_eps = min(null_ours, 100_000) / (time.perf_counter() - t)
+
+    rows: list[dict[str, Any]] = []
+    per_p: dict[int, DelayStreams] = {}
+    for partitions in (1, 4, 8):
+        streams = delay_streams(s, partitions=partitions, trials=trials_ours, seed=20 + partitions)
+        per_p[partitions] = streams
+        first: list[int | None] = []
+        for stream in streams.rows:
+            first.append(SequentialDetector(design, "bench").update(s.reference.bin_index(stream)))
+        d, early = delays_of(streams, first)
+        rows.append(
+            {
+                "partitions": partitions,
+                "detector": f"driftloop CUSUM (h={design.threshold:.2f})",
+                "ert": null_ours / max(ours_alarms, 1),
+                "null": f"{ours_alarms} in {null_ours:,}",
+                "median": float(np.median(d)),
+                "p90": float(np.quantile(d, 0.9)),
+                "trials": len(streams.rows),
+                "early": early,
+                "eps": ours_eps,
+            }
+        )
+
+    alibi_info = ""
+    if alibi:
+        import json
+        import tempfile
+
+        python = alibi_python()
+        with tempfile.TemporaryDirectory() as tmp:
+            ref_rows = s.train_values[rng.integers(0, len(s.train_values), 2_000)]
+            null = s.holdout_values[rng.integers(0, len(s.holdout_values), null_alibi)]
+            # one alibi process, calibrated once, runs the streams of every partition count
+            # (each stops at its first alarm; streams end 700 events after the shift)
+            inp, out = Path(tmp) / "in.npz", Path(tmp) / "out.json"
+            np.savez(
+                inp,
+                reference=ref_rows,
+                streams=np.concatenate(
+                    [r for p in (1, 4, 8) for r in per_p[p].rows[:trials_alibi]]
+                ),
+                lengths=np.array([len(r) for p in (1, 4, 8) for r in per_p[p].rows[:trials_alibi]]),
+                null=null,
+                ert=ert,
+                window_sizes=np.array([20, 50, 100]),
+                n_bootstraps=n_bootstraps,
+            )
+            subprocess.run(
+                [str(python), str(Path(__file__).with_name("alibi_worker.py")), inp, out],
+                check=True,
+            )
+            base = json.loads(out.read_text())
+            results = {
+                p: {
+                    **base,
+                    "first_alarm": base["first_alarm"][i * trials_alibi : (i + 1) * trials_alibi],
+                }
+                for i, p in enumerate((1, 4, 8))
+            }
+            for partitions in (1, 4, 8):
+                r = results[partitions]
+                sub = DelayStreams(
+                    per_p[partitions].rows[:trials_alibi],
+                    per_p[partitions].pre[:trials_alibi],
+                    per_p[partitions].post_seen[:trials_alibi],
+                )
+                d, early = delays_of(sub, r["first_alarm"])
+                rows.append(
+                    {
+                        "partitions": partitions,
+                        "detector": "alibi-detect CVMDriftOnline (20/50/100)",
+                        "ert": base["null_events"] / max(base["null_alarms"], 1),
+                        "null": f"{base['null_alarms']} in {base['null_events']:,}",
+                        "median": float(np.median(d)),
+                        "p90": float(np.quantile(d, 0.9)),
+                        "trials": len(sub.rows),
+                        "early": early,
+                        "eps": 1 / r["per_event_s"],
+                    }
+                )
+            alibi_info = (
+                f"; alibi calibration {base['calibration_s']:.0f} s "
+                f"({n_bootstraps:,} bootstraps, 2,000-row reference)"
+            )
+
+    print(
+        f"\n## Sequential detection of a +0.5 sd shift of {SHIFT_FEATURE} at ERT {ert:,.0f}"
+        f"{' (quick)' if quick else ''}"
+    )
+    print(
+        f"Calibration: ours {ours_cal:.1f} s{alibi_info}. ERT measured on holdout rows, "
+        "restarting after each alarm (events / false alarms; 'x in n' = alarms in events).\n"
+    )
+    print(
+        "| partitions | detector | ERT measured | false alarms | trials | alarms before "
+        "the shift | median delay | p90 delay | events/s |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['partitions']} | {r['detector']} | {r['ert']:,.0f} | {r['null']} "
+            f"| {r['trials']} | {r['early']} | {r['median']:.0f} | {r['p90']:.0f} "
+            f"| {r['eps']:,.0f} |"
+        )
+    return rows
+
+
 # --- end to end -----------------------------------------------------------------------------
 
 
@@ -571,8 +785,18 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "what", choices=["speed", "calibrate", "e2e", "all"], nargs="?", default="speed"
+        "what",
+        choices=["speed", "calibrate", "e2e", "sequential", "all"],
+        nargs="?",
+        default="speed",
     )
+    parser.add_argument(
+        "--quick", action="store_true", help="sequential: fewer trials, ERT 1,000 by default"
+    )
+    parser.add_argument(
+        "--ert", type=float, default=None, help="sequential: ERT target (10,000; quick 1,000)"
+    )
+    parser.add_argument("--no-alibi", action="store_true", help="sequential: ours only")
     parser.add_argument(
         "--windows", type=int, default=20_000, help="null windows per calibration set"
     )
@@ -590,6 +814,9 @@ def main(argv: list[str] | None = None) -> int:
         bench_speed(s)
     if args.what in ("calibrate", "all"):
         bench_calibrate(s, windows=args.windows, size=args.window, target=args.target)
+    if args.what in ("sequential", "all"):
+        ert = args.ert if args.ert is not None else (1_000.0 if args.quick else 10_000.0)
+        bench_sequential(s, quick=args.quick, ert=ert, alibi=not args.no_alibi)
     if args.what in ("e2e", "all"):
         bench_e2e(s, events=args.events, base_port=args.base_port)
     return 0

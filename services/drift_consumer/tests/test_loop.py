@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import math
 import threading
@@ -531,3 +532,59 @@ async def test_a_labelled_log_outage_at_shutdown_commits_no_feedback(
     log = h.labelled()
     assert sorted(log["request_id"]) == sorted(ids) and log["request_id"].is_unique
     assert committed(h, FEEDBACK_TOPIC, 0) == 10 and committed(h, FEEDBACK_TOPIC, 1) == 10
+
+
+def partials(h: Harness) -> dict[str, list[tuple[int, int]]]:
+    """The ``drift_partial`` points per partition: (first, last) offsets, sorted."""
+    out: dict[str, list[tuple[int, int]]] = {}
+    for (series, _), fields in h.influx.points.items():
+        if series.startswith("drift_partial,"):
+            tags = dict(kv.split("=") for kv in series.split(",")[1:])
+            f = dict(kv.split("=") for kv in fields.split(","))
+            out.setdefault(tags["partition"], []).append(
+                (int(f["first_offset"].rstrip("i")), int(f["last_offset"].rstrip("i")))
+            )
+    return {p: sorted(v) for p, v in out.items()}
+
+
+async def test_merged_windows_are_written_once_and_committed_across_a_crash(
+    tmp_path: Path, reference: ReferenceData
+) -> None:
+    # 1,000 predictions 1 ms apart (the i-th at T0 + i+1 ms) over 2 partitions; 0.1 s slots
+    # hold 100 of them (the first 99), so merged windows of >= 200 close every 2-3 slots (a
+    # partition's own would need 400 events): slots 0-2, 3-4, 5-6, 7-8; slots 9-10 hold 101
+    # events, too few, so they stay open: from prediction 899 (partition 1, offset 449) and
+    # 900 (partition 0, offset 450) on, nothing is committed.
+    h = Harness(
+        tmp_path,
+        reference,
+        merge_window_seconds=0.1,
+        min_window_events=200,
+        sequential_ert_events=0,
+    )
+    h.predictions(1000)
+    first = h.make_loop()
+    tasks = await start(first)
+    await until(lambda: len(h.influx.windows()) >= 2)
+    for c in h.consumers:
+        c.fail_commits = True  # points written, offsets not committed ...
+    await until(lambda: len(h.influx.windows()) == 4)
+    await stop(first, tasks, kill=True)  # ... and then the process dies
+    before = set(h.influx.windows())
+    second = h.make_loop()
+    tasks = await start(second)
+    await until(
+        lambda: (
+            committed(h, PREDICTIONS_TOPIC, 0) == 450 and committed(h, PREDICTIONS_TOPIC, 1) == 449
+        )
+    )
+    windows = h.influx.windows()
+    assert before == windows and len(windows) == 4  # the replay overwrote the same points
+    assert all(",partition=-1" in series for series, _ in windows)
+    # every event of every partition in exactly one partial, consecutive from offset 0
+    for p, ranges in partials(h).items():
+        assert ranges[0][0] == 0 and ranges[-1][1] == {"0": 449, "1": 448}[p], (p, ranges)
+        assert all(b + 1 == c for (_, b), (c, _) in itertools.pairwise(ranges)), (p, ranges)
+    assert sorted(partials(h)) == ["0", "1"]
+    assert metric(first, "driftloop_windows_total", model_version="1") == 4
+    await stop(second, tasks)

@@ -71,13 +71,14 @@ from .rebalance import DriftRebalanceListener
 from .reference import LoadedReference, ReferenceManager
 from .reference_watcher import ReferenceWatcher, promotions_subscriber
 from .reports import ReportScheduler
+from .sequential import cached_design, calibrated_design
 from .settings import DriftConsumerSettings
 from .sinks.facade import Sinks
 from .sinks.influx import InfluxSink, window_lines
 from .sinks.labelled_log import LabelledLogWriter
 from .status import LoopStatus
 from .watch_store import WatchStore
-from .windows import ClosedWindow, WindowManager
+from .windows import ClosedWindow, MergedWindows, WindowManager
 
 log = structlog.get_logger(__name__)
 
@@ -123,6 +124,8 @@ class DriftLoop:
         #: around ``getmany``.
         self._lock = asyncio.Lock()
         self._abandoned = False
+        #: Detector calibrations in flight (kept referenced until done).
+        self._calibrations: set[asyncio.Task[None]] = set()
         self._count_restart = metrics.retries.hook("consumer_restart")
         self._count_fetch_retry = metrics.retries.hook("kafka_fetch")
         self.state = PartitionState(
@@ -130,6 +133,16 @@ class DriftLoop:
             predictions_topic=settings.predictions_topic,
             feedback_topic=settings.feedback_topic,
             gap_patience_s=settings.fetch_gap_patience_seconds,
+            merged=(
+                MergedWindows(
+                    settings.merge_window_seconds,
+                    settings.min_window_events,
+                    idle_grace_seconds=settings.merge_idle_grace_seconds,
+                    ks_method=settings.ks_method,
+                )
+                if settings.merge_window_seconds > 0
+                else None
+            ),
         )
         self.sinks = Sinks(
             settings,
@@ -193,10 +206,13 @@ class DriftLoop:
         return current.version if current else None
 
     async def apply_reference(self, loaded: LoadedReference) -> None:
-        """Switch windows, metrics and online error to ``loaded`` between two batches."""
+        """Switch windows, metrics and online error to ``loaded`` between two batches. The
+        sequential detector follows once its threshold is calibrated (a few seconds of numpy,
+        off the event loop, once per profile): windows and readiness never wait for it."""
+        design = cached_design(loaded.compiled, **self._detector_params())
         async with self._lock:
             previous = self.references.current
-            self.state.switch_reference(loaded.compiled)
+            self.state.switch_reference(loaded.compiled, design)
             self.references.accept(loaded)
             self.metrics.set_reference(loaded.version, loaded.profile.profile_id)
             self.labelled_rows.keep_only(loaded.version)
@@ -206,6 +222,32 @@ class DriftLoop:
             previous=previous.version if previous else None,
             profile_id=loaded.profile.profile_id,
         )
+        if design is None and self.settings.sequential_ert_events > 0:
+            task = asyncio.create_task(self._calibrate_detector(loaded))
+            self._calibrations.add(task)
+            task.add_done_callback(self._calibrations.discard)
+
+    def _detector_params(self) -> dict[str, float]:
+        return {
+            "shift_sd": self.settings.sequential_shift_sd,
+            "ert": self.settings.sequential_ert_events,
+        }
+
+    async def _calibrate_detector(self, loaded: LoadedReference) -> None:
+        """Calibrate the detector for ``loaded`` in a thread; install it if ``loaded`` is
+        still the reference (events read meanwhile are not fed to it)."""
+        try:
+            design = await asyncio.to_thread(
+                calibrated_design, loaded.compiled, **self._detector_params()
+            )
+        except Exception as exc:  # never takes the consumer down: windows still decide
+            log.error("sequential_calibration_failed", error=repr(exc))
+            return
+        async with self._lock:
+            current = self.references.current
+            if current is not None and current.compiled is loaded.compiled:
+                self.state.install_detector(design)
+        log.info("sequential_detector_calibrated", threshold=design.threshold, ert=design.ert)
 
     async def reference_task(self) -> None:
         """Keep the reference on the champion (see :class:`ReferenceWatcher`)."""
@@ -350,6 +392,22 @@ class DriftLoop:
             if update.newer_version_seen:
                 self.request_reference_check()  # a replica already serves a newer champion
             closed += update.closed
+        closed += self.state.merged_ready(consumer)
+        alarm = self.state.detect()  # the fetch's events of every partition, in event time
+        detector = self.state.detector
+        if detector is not None and predictions:
+            self.metrics.record_detector(detector, alarm)
+            if alarm:
+                log.warning(
+                    "sequential_drift_alarm",
+                    model_version=detector.model_version,
+                    events=detector.alarm_at,
+                    series=[
+                        n
+                        for n, v in zip(detector.design.names, detector.per_series(), strict=True)
+                        if v > detector.design.threshold
+                    ],
+                )
 
         # 3. feedback into its buffers, then join what is waiting
         for partition, records in feedback.items():

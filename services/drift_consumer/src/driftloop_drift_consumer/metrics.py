@@ -19,6 +19,13 @@ windows closed; the alert rules judge a new champion only past both minimums.
 (``psi``, ``ks``, ``wasserstein``) plus ``feature=""`` for ``drift_share`` and ``rmse_ratio``;
 ``driftloop_drift_value`` additionally exports ``statistic="ks_pvalue"``, which has no threshold
 (lower means drift) and therefore never matches a threshold in a rule.
+
+The sequential detector (:mod:`.sequential`) has its own series, so the threshold CLI and the
+window alerts are unchanged: ``driftloop_sequential_statistic{feature,model_version}`` (the
+CUSUM per series, larger direction), ``driftloop_sequential_threshold`` (its calibrated alarm
+level), ``driftloop_sequential_alarm{model_version}`` (1 while any series is above it) and
+``driftloop_sequential_alarms_total{model_version}`` (alarms started). An alert on it is
+``max by (feature) (driftloop_sequential_statistic) > scalar(driftloop_sequential_threshold)``.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from driftloop_service import RetryCounter, new_registry
 
 from .drift import DriftDecision
 from .feedback_join import ErrorSummary
+from .sequential import SequentialDetector
 from .watch import ErrorSums
 from .windows import ClosedWindow
 
@@ -136,6 +144,29 @@ class ConsumerMetrics:
         self.windows_declared = Counter(
             "driftloop_windows_drift_total",
             "Closed windows with any statistic over threshold",
+            ["model_version"],
+            registry=r,
+        )
+        self.sequential_statistic = Gauge(
+            "driftloop_sequential_statistic",
+            "CUSUM of the merged binned stream per series (larger of its two directions)",
+            ["feature", "model_version"],
+            registry=r,
+        )
+        self.sequential_threshold = Gauge(
+            "driftloop_sequential_threshold",
+            "Alarm level of the sequential detector, calibrated for sequential_ert_events",
+            registry=r,
+        )
+        self.sequential_alarm = Gauge(
+            "driftloop_sequential_alarm",
+            "1 while the sequential detector is in alarm",
+            ["model_version"],
+            registry=r,
+        )
+        self.sequential_alarms = Counter(
+            "driftloop_sequential_alarms_total",
+            "Alarms the sequential detector started",
             ["model_version"],
             registry=r,
         )
@@ -250,6 +281,17 @@ class ConsumerMetrics:
         self.window_size.set(window.n)
         self.window_end.set(window.end_us / 1e6)
 
+    def record_detector(self, detector: SequentialDetector, new_alarm: bool) -> None:
+        """The detector's state after a batch (and one more alarm if it started one)."""
+        version = detector.model_version
+        self._versions.add(version)
+        for name, value in zip(detector.design.names, detector.per_series(), strict=True):
+            self.sequential_statistic.labels(name, version).set(float(value))
+        self.sequential_threshold.set(detector.design.threshold)
+        self.sequential_alarm.labels(version).set(1 if detector.in_alarm else 0)
+        if new_alarm:
+            self.sequential_alarms.labels(version).inc()
+
     def set_thresholds(self, thresholds: ThresholdSet) -> None:
         for row in thresholds.rows():
             self.drift_threshold.labels(row.feature, row.statistic).set(row.value)
@@ -271,12 +313,13 @@ class ConsumerMetrics:
 
     def forget_version(self, version: str) -> None:
         """Remove every per-version series of ``version`` (it is no longer the champion)."""
-        for gauge in (self.drift_value,):
+        for gauge in (self.drift_value, self.sequential_statistic):
             for labels in list(_label_sets(gauge)):
                 if labels[-1] == version:
                     gauge.remove(*labels)
         for gauge in (
             self.drift_share,
+            self.sequential_alarm,
             self.online_rmse,
             self.online_mae,
             self.online_bias,

@@ -34,7 +34,8 @@ from .decoding import DecodedFeedback, DecodedPrediction, RawRecord
 from .drift import CompiledReference
 from .feedback_join import FeedbackBuffer
 from .kafka_consumer import DataConsumer
-from .windows import ClosedWindow, EventBatch, WindowManager
+from .sequential import CusumDesign, SequentialDetector
+from .windows import ClosedWindow, EventBatch, MergedWindows, WindowManager
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _US = timedelta(microseconds=1)
@@ -90,8 +91,12 @@ class PartitionState:
         feedback_topic: str,
         gap_patience_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        merged: MergedWindows | None = None,
     ) -> None:
+        """``merged``: decide on windows merged over the owned partitions (time-aligned
+        slots) instead of ``windows``' per-partition ones."""
         self.windows = windows
+        self.merged = merged
         self.gap_patience_s = gap_patience_s
         self._clock = clock
         #: Per partition: the offset missing from a fetch and when it was first missed.
@@ -108,6 +113,14 @@ class PartitionState:
         #: Latest prediction event time read per partition (for feedback that waits).
         self._watermark: dict[int, datetime] = {}
         self._windows_counted: dict[tuple[str, int], int] = {}
+        #: The sequential detector of the reference's version (None: off or no reference).
+        self.detector: SequentialDetector | None = None
+        #: Per predictions partition, the last offset fed to a detector: a replay after a
+        #: restart or a rebalance does not feed the same event twice (survives both, like
+        #: ``_counted_through``).
+        self._detected_through: dict[int, int] = {}
+        #: ``(event times, bin indices)`` of this fetch's fresh events, for :meth:`detect`.
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
 
     # --- reading ------------------------------------------------------------------------
 
@@ -191,8 +204,60 @@ class PartitionState:
             timestamps_us=np.fromiter((_us(p.event.timestamp) for p in mine), np.int64, n),
             values=np.array([p.row for p in mine], dtype="float64"),
         )
-        closed = self.windows.add(partition, batch)
+        idx = ref.bin_index(batch.values)
+        if self.merged is not None:
+            self.merged.add(partition, batch, idx)
+            closed: list[ClosedWindow] = []  # see merged_ready
+        else:
+            closed = self.windows.add(partition, batch, idx)
+        self._queue_for_detector(partition, batch, idx)
         return WindowUpdate(closed, other_version=other, newer_version_seen=newer)
+
+    def _queue_for_detector(self, partition: int, batch: EventBatch, idx: np.ndarray) -> None:
+        """Hold the events not fed before for :meth:`detect` (replays are skipped)."""
+        through = self._detected_through.get(partition, -1)
+        fresh = batch.offsets > through
+        if not fresh.any():
+            return
+        self._detected_through[partition] = int(batch.offsets[fresh][-1])
+        if self.detector is not None:
+            self._pending.append((batch.timestamps_us[fresh], idx[fresh]))
+
+    def detect(self) -> bool:
+        """Feed the fetch's events of every partition to the sequential detector as one
+        stream in event-time order (a fetch reads partition after partition; in that order
+        the pre-shift events of later partitions would dilute the evidence of a shift).
+        True when a new alarm started."""
+        pending, self._pending = self._pending, []
+        if self.detector is None or not pending:
+            return False
+        ts = np.concatenate([t for t, _ in pending])
+        idx = np.concatenate([i for _, i in pending])
+        order = np.argsort(ts, kind="stable")
+        return self.detector.update(idx[order]) is not None
+
+    def merged_ready(
+        self, consumer: DataConsumer, now_s: float | None = None
+    ) -> list[ClosedWindow]:
+        """Merged windows whose slots every owned predictions partition has passed (a
+        partition that is caught up counts as past a slot once the wall clock is)."""
+        if self.merged is None:
+            return []
+        owned = sorted(
+            tp.partition for tp in consumer.assignment() if tp.topic == self.predictions_topic
+        )
+
+        def caught_up(partition: int) -> bool:
+            tp = TopicPartition(self.predictions_topic, partition)
+            try:
+                high = consumer.highwater(tp)
+            except Exception:
+                return False
+            position = self.next_offset.get(tp, self.committed.get(tp))
+            return high is not None and position is not None and position >= high
+
+        now_us = round((time.time() if now_s is None else now_s) * 1e6)
+        return self.merged.ready(owned, now_us, caught_up)
 
     def first_count(self, window: ClosedWindow) -> bool:
         """True the first time a window is seen (a replayed window is counted once: InfluxDB
@@ -203,9 +268,25 @@ class PartitionState:
         self._windows_counted[key] = window.last_offset
         return True
 
-    def switch_reference(self, reference: CompiledReference) -> None:
-        """New baseline: open windows of the previous one are discarded (never written)."""
+    def switch_reference(
+        self, reference: CompiledReference, design: CusumDesign | None = None
+    ) -> None:
+        """New baseline: open windows of the previous one are discarded (never written), and
+        the sequential detector starts from zero on ``design`` (None: no detector)."""
         self.windows.switch(reference)
+        if self.merged is not None:
+            self.merged.switch(reference)
+        self._pending = []
+        self.detector = (
+            SequentialDetector(design, reference.model_version) if design is not None else None
+        )
+
+    def install_detector(self, design: CusumDesign) -> None:
+        """Start the sequential detector of the current reference (calibrated later)."""
+        ref = self.windows.reference
+        if ref is not None:
+            self._pending = []
+            self.detector = SequentialDetector(design, ref.model_version)
 
     # --- feedback -----------------------------------------------------------------------
 
@@ -238,7 +319,8 @@ class PartitionState:
             if next_offset is None:
                 continue
             if tp.topic == self.predictions_topic:
-                offset = self.windows.commit_offset(tp.partition, next_offset)
+                windows = self.windows if self.merged is None else self.merged
+                offset = windows.commit_offset(tp.partition, next_offset)
             else:
                 buffer = self.buffers.get(tp.partition)
                 offset = buffer.commit_offset(next_offset) if buffer else next_offset
@@ -268,6 +350,8 @@ class PartitionState:
             self.committed.pop(tp, None)
             if tp.topic == self.predictions_topic:
                 self.windows.drop([tp.partition])
+                if self.merged is not None:
+                    self.merged.drop([tp.partition])
                 self._watermark.pop(tp.partition, None)
             elif tp.topic == self.feedback_topic:
                 self.buffers.pop(tp.partition, None)
@@ -275,6 +359,8 @@ class PartitionState:
     def reset(self) -> None:
         """Drop everything uncommitted (the consumer restarts and replays from the commits)."""
         self.windows.drop(self.windows.open_partitions())
+        if self.merged is not None:
+            self.merged.drop(self.merged.partitions())
         self.buffers.clear()
         self.next_offset.clear()
         self.committed.clear()

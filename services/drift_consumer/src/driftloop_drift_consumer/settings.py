@@ -82,6 +82,18 @@ class DriftConsumerSettings(BaseSettings):
     #: for 200); fewer and it keeps filling.
     min_window_events: int = Field(default=200, ge=2)
     ks_method: Literal["auto", "exact", "asymp"] = "auto"
+    #: > 0: decide on windows merged over every owned partition, in event-time slots of this
+    #: many seconds (windows.MergedWindows; a window takes slots until it holds
+    #: MIN_WINDOW_EVENTS); 0: per-partition windows of WINDOW_EVENTS (WINDOW_SECONDS).
+    merge_window_seconds: float = Field(default=0.0, ge=0.0)
+    #: A caught-up partition with no newer event stops holding a slot this long after its end.
+    merge_idle_grace_seconds: float = Field(default=2.0, ge=0.0)
+    #: Sequential detector (sequential.py): CUSUMs on the merged binned stream of every owned
+    #: partition, designed for a location shift of this many reference standard deviations...
+    sequential_shift_sd: float = Field(default=0.5, gt=0)
+    #: ...with the threshold calibrated for this expected run length between false alarms
+    #: (events of the merged stream); 0 turns the detector off.
+    sequential_ert_events: float = Field(default=10_000.0, ge=0)
 
     # --- reference (MLflow) ---------------------------------------------------------------
     mlflow_tracking_uri: str = f"http://{HOST}:{_DEFAULT_PORTS.mlflow}"
@@ -161,6 +173,10 @@ class DriftConsumerSettings(BaseSettings):
             raise ValueError(
                 f"DRIFTLOOP_DRIFT_CONSUMER_MIN_WINDOW_EVENTS ({self.min_window_events}) must not "
                 f"exceed DRIFTLOOP_DRIFT_CONSUMER_WINDOW_EVENTS ({self.window_events})"
+            )
+        if 0 < self.sequential_ert_events < 100:
+            raise ValueError(
+                "DRIFTLOOP_DRIFT_CONSUMER_SEQUENTIAL_ERT_EVENTS must be 0 (off) or at least 100"
             )
         if 0 < self.labelled_retention_days * 24 < self.labelled_scan_hours:
             raise ValueError(

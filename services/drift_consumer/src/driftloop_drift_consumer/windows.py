@@ -20,6 +20,8 @@ Offsets to commit: a partition may be committed up to the first offset of its op
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -150,6 +152,11 @@ class ClosedWindow:
     values: np.ndarray
     bin_counts: np.ndarray
     statistics: WindowStatistics
+    #: A merged window's partitions (``partition`` is :data:`MERGED_PARTITION`, the offsets
+    #: are its first and last slot); empty for a partition's own window.
+    parts: tuple[PartialSummary, ...] = ()
+    #: Added to :attr:`time_ns` in place of ``last_offset % 1000`` for a merged window.
+    time_tag: int | None = None
 
     @property
     def n(self) -> int:
@@ -160,7 +167,8 @@ class ClosedWindow:
         """InfluxDB timestamp: the window's last event time, with the last offset modulo 1000
         in the nanoseconds, so two windows whose events share a microsecond stay distinct
         while a replay of the same window lands on the same point."""
-        return self.end_us * 1000 + self.last_offset % 1000
+        tag = self.last_offset % 1000 if self.time_tag is None else self.time_tag
+        return self.end_us * 1000 + tag
 
 
 class WindowManager:
@@ -210,12 +218,17 @@ class WindowManager:
         first = self.open_first_offset(partition)
         return next_offset if first is None else min(first, next_offset)
 
-    def add(self, partition: int, batch: EventBatch) -> list[ClosedWindow]:
-        """Add a partition's events; returns the windows they closed, with statistics."""
+    def add(
+        self, partition: int, batch: EventBatch, bin_index: np.ndarray | None = None
+    ) -> list[ClosedWindow]:
+        """Add a partition's events; returns the windows they closed, with statistics.
+
+        ``bin_index`` is the batch's :meth:`CompiledReference.bin_index` when the caller has
+        it already (the sequential detector uses the same bins)."""
         ref = self._reference
         if ref is None or len(batch) == 0:
             return []
-        idx = ref.bin_index(batch.values)
+        idx = ref.bin_index(batch.values) if bin_index is None else bin_index
         closed: list[ClosedWindow] = []
         policy = self.policy
         m = len(batch)
@@ -264,4 +277,227 @@ class WindowManager:
             values=values,
             bin_counts=window.bin_counts.copy(),
             statistics=stats,
+        )
+
+
+# --- windows merged over a consumer's partitions ----------------------------------------------
+
+#: ``ClosedWindow.partition`` of a merged window (its partitions are in ``parts``).
+MERGED_PARTITION = -1
+
+
+@dataclass(frozen=True)
+class PartialSummary:
+    """One partition's share of a merged window: a slot's events of that partition."""
+
+    partition: int
+    slot: int
+    first_offset: int
+    last_offset: int
+    events: int
+    end_us: int
+
+    @property
+    def time_ns(self) -> int:
+        """Deterministic per partition (like :attr:`ClosedWindow.time_ns`)."""
+        return self.end_us * 1000 + self.last_offset % 1000
+
+
+@dataclass
+class _Partial:
+    partition: int
+    slot: int
+    state: WindowState
+
+    def summary(self) -> PartialSummary:
+        first, last = self.state.segments[self.partition]
+        return PartialSummary(
+            self.partition, self.slot, first, last, self.state.count, self.state.end_us
+        )
+
+
+class MergedWindows:
+    """Time-aligned windows whose bin counts are added across every partition this instance
+    owns, so a window fills at the consumer's rate, not at one partition's.
+
+    Each partition's events fall into *slots* of ``slot_seconds`` of event time aligned to
+    the epoch. A partition's slot never goes back: an event stamped in an earlier slot than
+    the partition's current one (a late event) counts in the current slot. So the partial
+    window of (partition, slot) is a function of that partition's offsets and timestamps
+    alone: a replay from its first offset (a commit never passes it) rebuilds it exactly.
+
+    A slot is complete when every owned partition has moved past it, or, for a partition
+    that is caught up and has no newer event, once the wall clock is ``idle_grace_seconds``
+    past the slot's end. Complete slots are merged (counts add, values concatenate) into the
+    open merged window, which closes at the first slot boundary where it holds at least
+    ``min_events`` (the thresholds' calibration size); fewer and it takes the next slot too.
+
+    Commit rule (:meth:`commit_offset`): a partition up to the first offset of its oldest
+    partial not yet in a closed merged window. :meth:`drop` forgets a revoked partition's
+    partials (the next owner replays them); nothing of them was written, so nothing is lost
+    or counted twice. Partials are also the unit a cross-consumer merge would exchange: keyed
+    by (model version, partition, slot) they can be published idempotently and summed once.
+    """
+
+    def __init__(
+        self,
+        slot_seconds: float,
+        min_events: int,
+        reference: CompiledReference | None = None,
+        *,
+        idle_grace_seconds: float = 2.0,
+        ks_method: KsMethod = "auto",
+    ) -> None:
+        if slot_seconds <= 0 or min_events < 2:
+            raise ValueError("slot_seconds must be > 0 and min_events >= 2")
+        self.slot_us = round(slot_seconds * 1e6)
+        self.min_events = min_events
+        self.idle_grace_us = round(idle_grace_seconds * 1e6)
+        self._reference = reference
+        self._ks_method: KsMethod = ks_method
+        self._open: dict[int, _Partial] = {}
+        self._slot: dict[int, int] = {}
+        #: Closed partials per partition, oldest first, not yet merged.
+        self._done: dict[int, list[_Partial]] = {}
+        #: Partials merged into the open merged window, and the slots it spans.
+        self._acc: list[_Partial] = []
+        self._acc_slots: tuple[int, int] | None = None
+
+    @property
+    def reference(self) -> CompiledReference | None:
+        return self._reference
+
+    def switch(self, reference: CompiledReference | None) -> None:
+        """New baseline: everything open is discarded (never written)."""
+        self._reference = reference
+        self._open.clear()
+        self._slot.clear()
+        self._done.clear()
+        self._acc = []
+        self._acc_slots = None
+
+    def drop(self, partitions: set[int] | list[int]) -> None:
+        """Forget a partition's partials (its next owner replays them from the commit)."""
+        gone = set(partitions)
+        for p in gone:
+            self._open.pop(p, None)
+            self._slot.pop(p, None)
+            self._done.pop(p, None)
+        self._acc = [part for part in self._acc if part.partition not in gone]
+        if not self._acc:
+            self._acc_slots = None
+
+    def partitions(self) -> list[int]:
+        return sorted(set(self._open) | set(self._done) | {p.partition for p in self._acc})
+
+    def commit_offset(self, partition: int, next_offset: int) -> int:
+        """Offset safe to commit: the first offset of the partition's oldest unwritten partial."""
+        firsts = [p.state.segments[partition][0] for p in self._acc if p.partition == partition]
+        firsts += [p.state.segments[partition][0] for p in self._done.get(partition, [])]
+        if partition in self._open:
+            firsts.append(self._open[partition].state.segments[partition][0])
+        return min([next_offset, *firsts])
+
+    def add(self, partition: int, batch: EventBatch, bin_index: np.ndarray | None = None) -> None:
+        """Add a partition's events (offset order) to its slots' partials."""
+        ref = self._reference
+        if ref is None or len(batch) == 0:
+            return
+        idx = ref.bin_index(batch.values) if bin_index is None else bin_index
+        raw = batch.timestamps_us // self.slot_us
+        current = self._slot.get(partition, int(raw[0]))
+        slots = np.maximum.accumulate(np.maximum(raw, current))
+        cuts = [0, *(np.flatnonzero(np.diff(slots)) + 1).tolist(), len(batch)]
+        for a, b in itertools.pairwise(cuts):
+            slot = int(slots[a])
+            part = self._open.get(partition)
+            if part is not None and part.slot != slot:
+                self._done.setdefault(partition, []).append(part)
+                part = None
+            if part is None:
+                empty = WindowState.empty(ref.model_version, len(ref.series), ref.n_bins)
+                part = self._open[partition] = _Partial(partition, slot, empty)
+            part.state.extend(
+                partition,
+                batch.offsets[a:b],
+                batch.timestamps_us[a:b],
+                batch.values[a:b],
+                ref.counts_from_index(idx[a:b]),
+            )
+        self._slot[partition] = int(slots[-1])
+
+    def complete_through(
+        self, owned: list[int], now_us: int, caught_up: Callable[[int], bool]
+    ) -> int | None:
+        """The newest slot every owned partition is past (None: none yet)."""
+        idle_slot = (now_us - self.idle_grace_us) // self.slot_us - 1
+        through: int | None = None
+        for p in owned:
+            slot = self._slot.get(p)
+            if caught_up(p):
+                # nothing newer can come but late events, which count in a later slot
+                mine = idle_slot if slot is None else max(slot - 1, min(slot, idle_slot))
+            elif slot is None:
+                return None
+            else:
+                mine = slot - 1
+            through = mine if through is None else min(through, mine)
+        return through
+
+    def ready(
+        self, owned: list[int], now_us: int, caught_up: Callable[[int], bool]
+    ) -> list[ClosedWindow]:
+        """Merged windows that closed: complete slots merged until ``min_events``."""
+        ref = self._reference
+        through = self.complete_through(owned, now_us, caught_up)
+        if ref is None or through is None:
+            return []
+        for p, part in list(self._open.items()):
+            if part.slot <= through:  # an idle partition's last partial
+                self._done.setdefault(p, []).append(self._open.pop(p))
+        complete = sorted(
+            (part for parts in self._done.values() for part in parts if part.slot <= through),
+            key=lambda part: (part.slot, part.partition),
+        )
+        for p in list(self._done):
+            self._done[p] = [part for part in self._done[p] if part.slot > through]
+            if not self._done[p]:
+                del self._done[p]
+        closed: list[ClosedWindow] = []
+        for slot, group in itertools.groupby(complete, key=lambda part: part.slot):
+            self._acc.extend(group)
+            first = slot if self._acc_slots is None else self._acc_slots[0]
+            self._acc_slots = (first, slot)
+            if sum(part.state.count for part in self._acc) >= self.min_events:
+                closed.append(self._close(ref))
+        # a stretch of empty slots ends the open window's span where it is (no new key)
+        return closed
+
+    def _close(self, ref: CompiledReference) -> ClosedWindow:
+        parts, self._acc = self._acc, []
+        assert self._acc_slots is not None
+        first_slot, last_slot = self._acc_slots
+        self._acc_slots = None
+        merged = parts[0].state
+        for part in parts[1:]:
+            merged = merged.merge(part.state)
+        values = merged.values()
+        stats = compute_statistics(ref, values, merged.bin_counts, ks_method=self._ks_method)
+        summaries = tuple(part.summary() for part in parts)
+        # timestamp: the span's last microsecond, with the partition set in the nanoseconds
+        # (two consumers merging different partitions of one slot write distinct points)
+        tag = sum(1 << s.partition for s in summaries) % 1000
+        end_us = (last_slot + 1) * self.slot_us - 1
+        return ClosedWindow(
+            model_version=merged.model_version,
+            partition=MERGED_PARTITION,
+            first_offset=first_slot,
+            last_offset=last_slot,
+            start_us=merged.start_us,
+            end_us=end_us,
+            values=values,
+            bin_counts=merged.bin_counts.copy(),
+            statistics=stats,
+            parts=summaries,
+            time_tag=tag,
         )

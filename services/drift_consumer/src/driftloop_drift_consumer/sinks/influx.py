@@ -14,6 +14,9 @@ Measurements (what Grafana charts)::
     drift         tags feature, statistic, model_version, partition   field value
     drift_window  tags model_version, partition
                   fields events, drift_share, drifted_series, declared, first_offset, last_offset
+    drift_partial tags model_version, partition (a merged window's shares; the merged
+                  window itself is partition -1 in drift and drift_window)
+                  fields events, slot, first_offset, last_offset
     online_error  tags model_version
                   fields rmse_usd, mae_usd, bias_usd, rmse_ratio, rows
 
@@ -46,6 +49,8 @@ log = structlog.get_logger(__name__)
 DRIFT_MEASUREMENT = "drift"
 WINDOW_MEASUREMENT = "drift_window"
 ONLINE_ERROR_MEASUREMENT = "online_error"
+#: A merged window's per-partition shares (windows.MergedWindows), partition ``-1`` in the others.
+PARTIAL_MEASUREMENT = "drift_partial"
 
 
 def _point(measurement: str) -> Point:
@@ -88,6 +93,18 @@ def window_lines(window: ClosedWindow, decision: DriftDecision) -> list[str]:
         .time(ts, WritePrecision.NS)
     )
     lines.append(summary.to_line_protocol())
+    for part in window.parts:  # a merged window: each partition's share, for accounting
+        lines.append(
+            _point(PARTIAL_MEASUREMENT)
+            .tag("model_version", window.model_version)
+            .tag("partition", str(part.partition))
+            .field("events", part.events)
+            .field("slot", part.slot)
+            .field("first_offset", part.first_offset)
+            .field("last_offset", part.last_offset)
+            .time(part.time_ns, WritePrecision.NS)
+            .to_line_protocol()
+        )
     return lines
 
 
