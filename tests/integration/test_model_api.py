@@ -732,9 +732,28 @@ def replica_counter(url: str, name: str, topic: str) -> float | None:
         return None
 
 
+@pytest.fixture
+def no_watch(ready_stack: Any) -> Any:
+    """No post-promotion watch running: earlier tests (the e2e's promotions) leave alias
+    ``shadow`` for 30 minutes, and a replica holding events for its shadow (≤20 ms) does not
+    have them in its ledger yet, so a SIGKILL would lose them uncounted (a known gap, see
+    services/model_api/README.md, "Shadow during the watch"); this test measures the path
+    without a watch."""
+    from driftloop_training import registry
+
+    registry.end_watch(ready_stack.mlflow_url)
+    wait_until(
+        lambda: all(shadow is None for _, shadow in watch_states(ready_stack.model_api_urls)),
+        90,
+        "every replica without a shadow",
+    )
+    return ready_stack
+
+
+
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
-    ready_stack: Any, how: str
+    no_watch: Any, how: str
 ) -> None:
     """Kill one replica while predictions and their feedback stream through nginx.
 
@@ -750,7 +769,7 @@ def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
     from driftloop_cli import stack as stack_ops
     from driftloop_model_api.settings import ModelApiSettings
 
-    stack = ready_stack
+    stack = no_watch
     victim, victim_url = "model-api-1", stack.model_api_urls[1]
     topics = (PREDICTIONS_TOPIC, FEEDBACK_TOPIC)
     lost_name = "driftloop_events_lost_total"
