@@ -750,7 +750,6 @@ def no_watch(ready_stack: Any) -> Any:
     return ready_stack
 
 
-
 @pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
 def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
     no_watch: Any, how: str
