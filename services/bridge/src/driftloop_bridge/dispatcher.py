@@ -24,7 +24,7 @@ can trigger again. The webhook's answer stays one decision per alert.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal, TypedDict
+from typing import Any, Literal, TypedDict
 
 import structlog
 
@@ -221,40 +221,24 @@ class Dispatcher:
             await self._record(
                 [
                     Decision(
-                        at=self._decisions.now(),
-                        source=item.source,
-                        alertname=item.alertname,
-                        fingerprint=item.fingerprint,
-                        status="firing",
-                        rule=item.rule,
+                        **self._about(item, via="retry"),
                         decision="run_active",
                         reason=f"after {item.attempts} attempts: "
                         + _run_active_reason(item.dag_id, attempt.active_run_id),
-                        dag_id=item.dag_id,
-                        dag_run_id=item.dag_run_id,
                         outcome="stood_down",
-                        via="retry",
                         active_dag_run_id=attempt.active_run_id,
                     )
                 ]
             )
             return
         decision = Decision(
-            at=self._decisions.now(),
-            source=item.source,
-            alertname=item.alertname,
-            fingerprint=item.fingerprint,
-            status="firing",
-            rule=item.rule,
+            **self._about(item, via="retry"),
             decision="triggered" if attempt.outcome in ("created", "exists") else "dead_letter",
             reason=f"after {item.attempts} attempts"
             + (
                 f": {attempt.detail}" if attempt.detail and attempt.outcome == "dead_letter" else ""
             ),
-            dag_id=item.dag_id,
-            dag_run_id=item.dag_run_id,
             outcome=attempt.outcome,
-            via="retry",
         )
         trail = [decision]
         if attempt.release is not None:
@@ -272,20 +256,26 @@ class Dispatcher:
             else "no incident or cooldown key of this trigger was left to clear"
         )
         return Decision(
-            at=self._decisions.now(),
-            source=item.source,
-            alertname=item.alertname,
-            fingerprint=item.fingerprint,
-            status="firing",
-            rule=item.rule,
+            **self._about(item, via=via),
             decision="released",
             reason=f"gave up on this trigger ({why}): {cleared}; "
             "the same alert triggers again if it is still firing",
-            dag_id=item.dag_id,
-            dag_run_id=item.dag_run_id,
             outcome=release.reason,
-            via=via,
         )
+
+    def _about(self, item: PendingTrigger, *, via: Literal["webhook", "retry"]) -> dict[str, Any]:
+        """The fields every audit line about a queued trigger shares (which alert, which run)."""
+        return {
+            "at": self._decisions.now(),
+            "source": item.source,
+            "alertname": item.alertname,
+            "fingerprint": item.fingerprint,
+            "status": "firing",
+            "rule": item.rule,
+            "dag_id": item.dag_id,
+            "dag_run_id": item.dag_run_id,
+            "via": via,
+        }
 
 
 def _run_active_reason(dag_id: str, active_run_id: str | None) -> str:
