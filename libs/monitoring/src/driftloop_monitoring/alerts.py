@@ -124,12 +124,14 @@ _PROM_THRESHOLD_OF = (
 )
 
 #: Per component (job), the share of its recent Redis calls that failed, as one union: the
-#: replicas' cache look-ups (bypassed look-ups count as errors), the drift consumer's join store
+#: replicas' label store (the share of ``POST /feedback`` refused ``label_store_unavailable``;
+#: their prediction cache is in-process and never touches Redis), the drift consumer's join store
 #: (``driftloop_sink_up{sink="redis"}`` is 0 while its retry runs) and the bridge (its retry
 #: worker polls Redis every half second, so its gauge is current even without webhooks).
 REDIS_FAILING = (
-    'sum by (job) (rate(driftloop_cache_requests_total{result="error"}[1m]))'
-    " / sum by (job) (rate(driftloop_cache_requests_total[1m]))"
+    "sum by (job) (rate(driftloop_feedback_rejected_total"
+    '{reason="label_store_unavailable"}[1m]))'
+    ' / sum by (job) (rate(driftloop_http_requests_total{route="/feedback"}[1m]))'
     ' or max by (job) (1 - driftloop_sink_up{sink="redis"})'
     " or max by (job) (1 - driftloop_bridge_redis_up)"
 )
@@ -371,7 +373,7 @@ ALERTS: tuple[AlertSpec, ...] = (
         summary_grafana="{{ $labels.job }} cannot reach Redis",
         description=f"Most of its Redis calls have failed for {REDIS_UNAVAILABLE_FOR}. "
         "Nothing is lost while "
-        "Redis is down, but the loop is paused: replicas serve without the cache, the drift "
+        "Redis is down, but the loop is paused: replicas refuse labels with 503 (the producers retry), the drift "
         "consumer stops consuming (labels and drift wait, ready=false), the bridge answers 503 "
         "to alerts (the senders retry). Start Redis; everything resumes on its own.",
     ),
