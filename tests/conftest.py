@@ -15,12 +15,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import pytest
 
 from driftloop_cli import stack as stack_ops
 from driftloop_cli import supervisor
 from driftloop_cli.settings import REPO_ROOT, StackSettings
-from driftloop_contracts import TEST_BASE_PORT, PortPlan
+from driftloop_contracts import DAG_ID, TEST_BASE_PORT, PortPlan
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "scikit_learn_data"
 os.environ.setdefault("SCIKIT_LEARN_DATA", str(SHARED_DATA))
@@ -182,3 +183,71 @@ def driftloop(stack: StackInfo):
         )
 
     return run
+
+
+class RetrainRuns:
+    """The retraining DAG's runs in the stack's Airflow, as the tests that need it idle see them.
+
+    The suite's stack is shared: a drift test's traffic may leave an alert firing, and the
+    stack's bridge then triggers a run that waits up to ``regime_wait_seconds`` for rows of its
+    regime. While it waits the bridge answers ``run_active`` to every other incident and, with
+    ``max_active_runs=1``, a test's own trigger queues behind it. A test that needs its own run
+    therefore ends the runs it did not start (state ``failed``, with a note) instead of waiting
+    them out.
+    """
+
+    def __init__(self, url: str, username: str, password: str) -> None:
+        self.url = url
+        self._auth = {"username": username, "password": password}
+        self._token: str | None = None
+
+    def _request(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        r: httpx.Response | None = None
+        for _ in range(2):
+            if self._token is None:
+                t = httpx.post(f"{self.url}/auth/token", json=self._auth, timeout=30)
+                self._token = t.raise_for_status().json()["access_token"]
+            r = httpx.request(
+                method,
+                f"{self.url}/api/v2/dags/{DAG_ID}{path}",
+                headers={"Authorization": f"Bearer {self._token}"},
+                timeout=30,
+                **kwargs,  # type: ignore[arg-type]
+            )
+            if r.status_code not in (401, 403):
+                return r
+            self._token = None
+        assert r is not None
+        return r
+
+    def active(self) -> list[str]:
+        """Run ids of the DAG that are queued or running."""
+        r = self._request("GET", "/dagRuns", params={"state": ["queued", "running"], "limit": 100})
+        if r.status_code == 404:  # the DAG is not parsed yet: nothing of it can run
+            return []
+        r.raise_for_status()
+        return [run["dag_run_id"] for run in r.json()["dag_runs"]]
+
+    def end_active(self, why: str, timeout_s: float = 60) -> list[str]:
+        """Mark every queued or running run failed and wait until none is active."""
+        ended: list[str] = []
+        deadline = time.monotonic() + timeout_s
+        while active := self.active():
+            for run_id in active:
+                r = self._request(
+                    "PATCH",
+                    f"/dagRuns/{run_id}",
+                    json={"state": "failed", "note": f"ended by the test suite: {why}"},
+                )
+                if r.status_code != 404:  # it may have ended on its own meanwhile
+                    r.raise_for_status()
+                ended.append(run_id)
+            if time.monotonic() > deadline:
+                raise AssertionError(f"runs of {DAG_ID} still active after {timeout_s}s: {active}")
+            time.sleep(0.5)
+        return ended
+
+
+@pytest.fixture(scope="session")
+def retrain_runs(stack: StackInfo) -> RetrainRuns:
+    return RetrainRuns(stack.airflow_url, stack.airflow_username, stack.airflow_password)

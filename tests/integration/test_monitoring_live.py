@@ -277,8 +277,9 @@ def thresholds_restored(stack: Any) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def retraining_held(stack: Any) -> Iterator[None]:
-    """The retraining DAG paused for the test, its queued runs deleted afterwards.
+def retraining_held(stack: Any, retrain_runs: Any) -> Iterator[None]:
+    """The retraining DAG paused for the test with no run active, its queued runs deleted
+    afterwards.
 
     Airflow still accepts a trigger for a paused DAG (the run waits, queued), which is all
     the alert path must prove. Were the run to execute, its promotion would lower the measured
@@ -308,6 +309,9 @@ def retraining_held(stack: Any) -> Iterator[None]:
 
         poll(f"DAG {DAG_ID} parsed by Airflow", parsed, 120)
         dags.patch_dag(DAG_ID, DAGPatchBody(is_paused=True))
+        # A run the bridge triggered for an earlier test's alert would make it answer
+        # `run_active` instead of `triggered` for this test's alert.
+        retrain_runs.end_active("the alert-path test needs the DAG idle")
         try:
             yield
         finally:

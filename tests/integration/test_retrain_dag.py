@@ -234,14 +234,11 @@ class RunOutcome:
         return f"{self.run_id}: {self.state} in {self.trigger_to_end_s:.1f}s ({tasks})"
 
 
-def _wait_until_idle(runs: Any) -> None:
-    """Wait until no run of the DAG is queued or running (the stack's bridge may have
-    triggered some); with max_active_runs=1 the next trigger then runs alone."""
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    while runs.get_dag_runs(DAG_ID, state=["queued", "running"], limit=1).dag_runs:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{DAG_ID} still busy after {RUN_TIMEOUT_S}s")
-        time.sleep(1)
+@pytest.fixture(autouse=True)
+def _no_active_run(retrain_runs: Any) -> None:
+    """Each test's runs run alone (max_active_runs=1): a run the stack's bridge triggered for a
+    live alert, waiting for rows of its regime, would hold them back for minutes."""
+    retrain_runs.end_active("a DAG test starts with no active run")
 
 
 def trigger_and_wait(
@@ -252,15 +249,14 @@ def trigger_and_wait(
     champion: tuple[TrainingSettings, str] | None = None,
     while_running: Callable[[Any], None] | None = None,
 ) -> RunOutcome:
-    """Trigger a run and wait for its end. With ``champion``, first wait for the DAG to be idle
-    and make that version champion, so the run is judged against a known model.
+    """Trigger a run and wait for its end. With ``champion``, first make that version champion,
+    so the run is judged against a known model (the DAG is idle: ``_no_active_run``).
     ``while_running(api)`` is called right after the trigger (a person answering, say)."""
     from airflow_client.client import DagRunApi, TaskInstanceApi, TriggerDAGRunPostBody
 
     with af.api() as api:
         runs = DagRunApi(api)
         if champion is not None:
-            _wait_until_idle(runs)
             _set_champion(*champion, "test setup: bootstrap champion")
         started = time.monotonic()
         runs.trigger_dag_run(
@@ -548,7 +544,6 @@ def test_dag_waits_for_rows_of_the_incidents_regime_then_collects(
     }
     with airflow.api() as api:
         runs = DagRunApi(api)
-        _wait_until_idle(runs)
         runs.trigger_dag_run(
             DAG_ID, TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=None)
         )
