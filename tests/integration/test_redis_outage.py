@@ -645,11 +645,18 @@ def test_bridge_answered_503_then_one_dag_run_per_incident(outage: Outage) -> No
     refused = bridge.metric("driftloop_bridge_decisions_total", decision="unavailable")
     assert refused >= OUTAGE_WEBHOOKS + 1
 
-    # The sender re-sends after the outage: accepted once, then duplicates.
+    # The sender re-sends after the outage. Two incidents are open at once (this one and
+    # Alertmanager's) and the bridge runs one DAG run at a time: whichever is decided first
+    # triggers, the other is stood down (run_active, naming that run) while it runs. Triggered:
+    # the re-sends are duplicates; stood down: each re-send is decided anew.
     answers = [bridge.post(outage.direct_payload) for _ in range(3)]
     assert [r.status_code for r in answers] == [202] * 3
     decided = [r.json()["decisions"][0]["decision"] for r in answers]
-    assert decided[0] in ("triggered", "queued") and decided[1:] == ["duplicate"] * 2, decided
+    assert decided in (
+        ["triggered", "duplicate", "duplicate"],
+        ["queued", "duplicate", "duplicate"],
+        ["run_active"] * 3,
+    ), decided
     direct_fp = outage.direct_payload["alerts"][0]["fingerprint"]
 
     (am_alert,) = httpx.get(
@@ -659,30 +666,35 @@ def test_bridge_answered_503_then_one_dag_run_per_incident(outage: Outage) -> No
     ).json()
     am_fp = am_alert["fingerprint"]
 
-    def am_decided() -> list[dict[str, Any]]:
+    def decisions_of(fp: str) -> list[dict[str, Any]]:
         return [
             d
             for d in bridge.decisions()
-            if d["fingerprint"] == am_fp and d["decision"] in ("triggered", "queued", "run_active")
+            if d["fingerprint"] == fp and d["decision"] in ("triggered", "queued", "run_active")
         ]
 
-    # Two incidents at once: the bridge runs one DAG run at a time, so Alertmanager's may be
-    # stood down (run_active, naming the direct incident's run) instead of triggering.
-    am_decisions = poll("Alertmanager's re-sent alert decided", am_decided)
-    direct_runs = poll(
-        f"the DAG run of incident {direct_fp}", partial(dag_runs_for, stack, direct_fp)
-    )
+    def settled(fp: str) -> tuple[bool, list[str], list[dict[str, Any]]] | None:
+        """(triggered, its runs, its decisions) once they agree: exactly one run of its own if
+        it triggered, none if it was only stood down."""
+        runs = dag_runs_for(stack, fp)
+        ds = decisions_of(fp)
+        triggered = any(d["decision"] in ("triggered", "queued") for d in ds)
+        if ds and len(runs) == (1 if triggered else 0):
+            return triggered, runs, ds
+        assert len(runs) <= 1, f"incident {fp}: {len(runs)} DAG runs {runs}"
+        return None
+
+    poll("Alertmanager's re-sent alert decided", lambda: decisions_of(am_fp))
+    outcomes = {
+        fp: poll(f"incident {fp}'s decisions and DAG runs to agree", partial(settled, fp))
+        for fp in (direct_fp, am_fp)
+    }
     assert bridge.metric("driftloop_bridge_redis_up") == 1
-    assert len(direct_runs) == 1
-    if any(d["decision"] in ("triggered", "queued") for d in am_decisions):
-        am_runs = poll(f"the DAG run of incident {am_fp}", partial(dag_runs_for, stack, am_fp))
-        assert len(am_runs) == 1
-    else:
-        # It names the run that was active: the direct incident's, or one the stack's own
-        # bridge triggered meanwhile for a live alert; never a run of its own.
-        named = [str(d["active_dag_run_id"]) for d in am_decisions if d.get("active_dag_run_id")]
-        assert all(run_id.startswith("alert__") for run_id in named), named
-        assert dag_runs_for(stack, am_fp) == []
+    assert any(triggered for triggered, _, _ in outcomes.values()), outcomes
+    for triggered, _, ds in outcomes.values():
+        if not triggered:  # stood down, naming the run that was active: never one of its own
+            named = [str(d["active_dag_run_id"]) for d in ds if d.get("active_dag_run_id")]
+            assert all(run_id.startswith("alert__") for run_id in named), named
     print(
         f"bridge: {refused:.0f} webhooks answered 503 during the outage "
         f"({OUTAGE_WEBHOOKS} direct, the rest Alertmanager's re-sends); afterwards exactly 1 "

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from fastapi.testclient import TestClient
 from driftloop_contracts import (
     EXAMPLE_FEATURES,
     FEATURE_NAMES,
+    FEEDBACK_TOPIC,
     MODEL_NAME,
     PREDICTIONS_TOPIC,
     SHADOW_ALIAS,
@@ -27,9 +29,11 @@ from driftloop_contracts import (
 from driftloop_contracts.model_artifact import UntrustedArtifact
 from driftloop_model_api.app import create_app
 from driftloop_model_api.errors import ModelLoadError
+from driftloop_model_api.ledger import MmapLedger, read_ledger
 from driftloop_model_api.metrics import Metrics
 from driftloop_model_api.model_holder import LoadedModel, ModelHolder
 from driftloop_model_api.model_source import VersionRef
+from driftloop_model_api.publisher import EventPublisher
 from driftloop_model_api.reloader import Reloader
 from driftloop_model_api.settings import ModelApiSettings
 from driftloop_model_api.shadow import ShadowMetrics, ShadowStage
@@ -65,7 +69,10 @@ def event(request_id: str = "r-1", version: str = "2", prediction: float = 1.0) 
 def stage(**kwargs: Any) -> tuple[ShadowStage, list[PredictionEvent], Metrics]:
     metrics = Metrics("r")
     out: list[PredictionEvent] = []
-    return ShadowStage(out.append, ShadowMetrics(metrics.registry, "r"), **kwargs), out, metrics
+    stage = ShadowStage(
+        lambda e, _slot: out.append(e), ShadowMetrics(metrics.registry, "r"), **kwargs
+    )
+    return stage, out, metrics
 
 
 class BrokenEstimator:
@@ -121,6 +128,42 @@ async def test_held_events_leave_with_the_shadow_prediction_in_one_call() -> Non
         metrics.value("driftloop_shadow_model_info", model_name=MODEL_NAME, model_version="1") == 1
     )
     assert metrics.value("driftloop_shadow_loaded") == 1
+
+
+async def test_held_events_are_in_the_ledger_from_the_moment_they_are_held(
+    tmp_path: Path,
+) -> None:
+    """A SIGKILL while the shadow holds events must leave their keys in the ledger (the next
+    incarnation counts those not on the topic as lost), and publishing them must not record
+    them a second time."""
+    producer, metrics = RecordingProducer(), Metrics("r")
+    producer.fail = True  # nothing is acknowledged: what is pending stays visible
+    sizes = {PREDICTIONS_TOPIC: 10, FEEDBACK_TOPIC: 10}
+    slots = EventPublisher.ledger_slots(sizes, 4, held=5)
+    ledger = MmapLedger(tmp_path, "r", (PREDICTIONS_TOPIC, FEEDBACK_TOPIC), slots)
+    publisher = EventPublisher(
+        lambda: producer, metrics, buffer_sizes=sizes, batch_size=4, ledger=ledger
+    )
+    shadow = ShadowStage(
+        lambda e, slot: publisher.publish(PREDICTIONS_TOPIC, e.request_id.encode(), b"v", slot),
+        ShadowMetrics(metrics.registry, "r"),
+        reserve=lambda e: publisher.reserve(PREDICTIONS_TOPIC, e.request_id.encode()),
+        max_pending=5,
+    )
+    shadow.set(loaded("1"))
+    for i in range(3):
+        assert shadow.submit(event(f"r-{i}"), ROW)
+    # held, not yet in the publisher: as a SIGKILL now would leave the file
+    assert publisher.buffered == 0
+    assert read_ledger(ledger.path).pending[PREDICTIONS_TOPIC] == [b"r-0", b"r-1", b"r-2"]
+    await shadow.drain()
+    assert publisher.buffered == 3
+    assert sorted(read_ledger(ledger.path).pending[PREDICTIONS_TOPIC]) == [b"r-0", b"r-1", b"r-2"]
+    publisher.publish(PREDICTIONS_TOPIC, b"p-3", b"v")  # a request without the shadow: one slot
+    assert len(read_ledger(ledger.path).pending[PREDICTIONS_TOPIC]) == 4
+    await publisher.stop()  # never acknowledged: dropped at the drain's end, counted, settled
+    assert read_ledger(ledger.path).pending[PREDICTIONS_TOPIC] == []
+    ledger.close()
 
 
 async def test_a_shadow_of_the_serving_version_is_skipped() -> None:
@@ -181,7 +224,7 @@ async def test_batches_are_bounded_and_keep_their_shadow_across_a_change() -> No
 def make(source: FakeSource) -> tuple[Reloader, ModelHolder, ShadowStage, Metrics]:
     holder, metrics = ModelHolder(), Metrics("r")
     shadow_metrics = ShadowMetrics(metrics.registry, "r")
-    shadow = ShadowStage(lambda e: None, shadow_metrics)
+    shadow = ShadowStage(lambda e, _slot: None, shadow_metrics)
     reloader = Reloader(
         holder,
         source,

@@ -140,7 +140,11 @@ def create_app(
                 settings.state_dir,
                 settings.replica_id,
                 topics,
-                EventPublisher.ledger_slots(buffer_sizes, settings.publish_batch_size),
+                EventPublisher.ledger_slots(
+                    buffer_sizes,
+                    settings.publish_batch_size,
+                    held=settings.shadow_max_pending if settings.shadow_enabled else 0,
+                ),
             )
         holder = ModelHolder()
         cache = PredictionCache(
@@ -158,8 +162,9 @@ def create_app(
         )
         shadow_metrics = ShadowMetrics(metrics.registry, settings.replica_id)
         shadow = ShadowStage(
-            lambda event: service.publish_prediction(event),
+            lambda event, slot: service.publish_prediction(event, slot),
             shadow_metrics,
+            reserve=lambda event: service.reserve_prediction(event),
             max_batch=settings.shadow_max_batch_rows,
             max_pending=settings.shadow_max_pending,
             linger_s=settings.shadow_linger_ms / 1000,

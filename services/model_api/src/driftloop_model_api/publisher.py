@@ -235,26 +235,39 @@ class EventPublisher:
 
     # --- request path ---------------------------------------------------------------------
 
-    def publish(self, topic: str, key: bytes, value: bytes) -> None:
+    def reserve(self, topic: str, key: bytes) -> int:
+        """Record in the ledger an event accepted now but published later (held for the
+        shadow); returns its slot, to hand to :meth:`publish`. Were the process killed in
+        between, the next incarnation finds the key pending and counts the event as lost if it
+        is not on the topic, as it does for the events waiting in a buffer."""
+        return self._ledger.add(topic, key)
+
+    def publish(self, topic: str, key: bytes, value: bytes, slot: int | None = None) -> None:
         """Accept one event; never blocks. Drops the topic's oldest if its buffer is full.
 
+        ``slot``: the ledger slot :meth:`reserve` gave the event (``None``: record it now).
         Raises :class:`KeyError` only for a topic the publisher was not built for (a bug).
         """
         buffer = self._buffers[topic]
         if self._stopping.is_set():
+            if slot is not None:
+                self._ledger.settle(slot)  # dropped and counted: no longer pending
             self._metrics.dropped(topic)
             return
         if len(buffer) >= self._capacity[topic]:
             self._settle(buffer.popleft())
             self._metrics.dropped(topic)
-        buffer.append(OutgoingEvent(topic, key, value, self._ledger.add(topic, key)))
+        if slot is None:
+            slot = self._ledger.add(topic, key)
+        buffer.append(OutgoingEvent(topic, key, value, slot))
         self._update_gauge(topic)
         self._wakeup.set()
 
     @staticmethod
-    def ledger_slots(buffer_sizes: Mapping[str, int], batch_size: int) -> int:
-        """Most events that can be pending at once: every buffer full plus a batch in flight."""
-        return sum(buffer_sizes.values()) + batch_size
+    def ledger_slots(buffer_sizes: Mapping[str, int], batch_size: int, held: int = 0) -> int:
+        """Most events that can be pending at once: every buffer full, a batch in flight and
+        ``held`` events reserved before they are published (the shadow's bound)."""
+        return sum(buffer_sizes.values()) + batch_size + held
 
     @property
     def buffered(self) -> int:

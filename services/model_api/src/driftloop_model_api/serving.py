@@ -110,5 +110,11 @@ class PredictionService:
         if self.shadow is None or not self.shadow.submit(event, row):
             self.publish_prediction(event)
 
-    def publish_prediction(self, event: PredictionEvent) -> None:
-        self.publisher.publish(PREDICTIONS_TOPIC, encode_key(event.request_id), event.to_bytes())
+    def reserve_prediction(self, event: PredictionEvent) -> int:
+        """The ledger slot of a prediction event held for the shadow (published later)."""
+        return self.publisher.reserve(PREDICTIONS_TOPIC, encode_key(event.request_id))
+
+    def publish_prediction(self, event: PredictionEvent, slot: int | None = None) -> None:
+        self.publisher.publish(
+            PREDICTIONS_TOPIC, encode_key(event.request_id), event.to_bytes(), slot
+        )

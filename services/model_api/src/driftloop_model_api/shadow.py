@@ -23,8 +23,10 @@ Cost policy (why the answer is not slowed):
 
 Never fails a request: a shadow call that raises, or a non-finite value, publishes the events
 without the shadow fields, counted in ``driftloop_shadow_failures_total{reason}``. Delivery:
-held events enter the publisher (and its ledger) after one shadow call, i.e. a few ms late;
-:meth:`ShadowStage.drain` flushes them at shutdown, before the publisher drains.
+held events enter the publisher after one shadow call, i.e. a few ms late, but they enter its
+ledger when held (``reserve``): a replica killed while holding them leaves their keys behind,
+and the next incarnation counts the ones that never reached the topic as lost, like the events
+of its buffers. :meth:`ShadowStage.drain` flushes them at shutdown, before the publisher drains.
 """
 
 from __future__ import annotations
@@ -113,6 +115,8 @@ class _Held:
     event: PredictionEvent
     row: Sequence[float]
     shadow: LoadedModel
+    #: The event's ledger slot, reserved when it was held (``-1``: none).
+    slot: int
 
 
 class ShadowStage:
@@ -120,14 +124,16 @@ class ShadowStage:
 
     def __init__(
         self,
-        publish: Callable[[PredictionEvent], None],
+        publish: Callable[[PredictionEvent, int], None],
         metrics: ShadowMetrics,
         *,
+        reserve: Callable[[PredictionEvent], int] = lambda _event: -1,
         max_batch: int = 1_024,
         max_pending: int = 20_000,
         linger_s: float = 0.0,
     ) -> None:
         self._publish = publish
+        self._reserve = reserve
         self._metrics = metrics
         self._max_batch = max_batch
         self._max_pending = max_pending
@@ -163,7 +169,7 @@ class ShadowStage:
         if len(self._held) >= self._max_pending:
             self._metrics.failed(OVERLOADED)
             return False
-        self._held.append(_Held(event, row, shadow))
+        self._held.append(_Held(event, row, shadow, self._reserve(event)))
         if self._draining is None:
             self._draining = asyncio.get_running_loop().create_task(
                 self._drain_held(), name="shadow-predict"
@@ -204,7 +210,7 @@ class ShadowStage:
                 self._metrics.failed(PREDICT_ERROR, len(items))
                 log.error("shadow_predict_failed", version=shadow.version, error=str(exc))
                 for item in items:
-                    self._publish(item.event)
+                    self._publish(item.event, item.slot)
                 continue
             self._metrics.call_seconds.observe(perf_counter() - started)
             published = 0
@@ -217,5 +223,5 @@ class ShadowStage:
                 else:
                     event = item.event
                     self._metrics.failed(NON_FINITE)
-                self._publish(event)
+                self._publish(event, item.slot)
             self._metrics.predictions.inc(published)
