@@ -53,7 +53,7 @@ from .feedback_auth import (
 )
 from .labelled_log import LABELLED_LOG_COLUMNS, part_file_name, partition_dir
 from .ports import DEFAULT_BASE_PORT, DOCKER_BASE_PORT, HOST, TEST_BASE_PORT, PortPlan, StackUrls
-from .profile import ReferenceProfile, SeriesProfile
+from .profile import REFERENCE_SAMPLE_ROWS, ReferenceProfile, SeriesProfile
 from .registry import (
     CHAMPION_ALIAS,
     DAG_ID,
@@ -74,6 +74,7 @@ from .registry import (
 )
 from .settings import SettingsError, load_settings
 from .thresholds import (
+    CALIBRATION_WINDOW_EVENTS,
     DEFAULT_THRESHOLDS,
     GLOBAL_STATISTICS,
     SERIES_STATISTICS,
@@ -82,6 +83,7 @@ from .thresholds import (
     ThresholdError,
     ThresholdRow,
     ThresholdSet,
+    reference_widening,
 )
 from .topics import (
     DEAD_LETTER_SUFFIX,
@@ -97,6 +99,7 @@ from .topics import (
 
 __all__ = [
     "API_KEY_HEADER",
+    "CALIBRATION_WINDOW_EVENTS",
     "CHAMPION_ALIAS",
     "CORRELATION_ID_HEADER",
     "DAG_ID",
@@ -131,6 +134,7 @@ __all__ = [
     "PREDICTIONS_TOPIC",
     "PREDICTION_SERIES",
     "PROFILE_ARTIFACT_PATH",
+    "REFERENCE_SAMPLE_ROWS",
     "REQUEST_ID_HEADER",
     "ROLLBACK_REASON_PREFIX",
     "SCHEMA_VERSION",
@@ -178,6 +182,7 @@ __all__ = [
     "load_settings",
     "part_file_name",
     "partition_dir",
+    "reference_widening",
     "utcnow",
     "watch_until",
 ]

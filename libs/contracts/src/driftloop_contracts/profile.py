@@ -9,6 +9,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 PROFILE_SCHEMA_VERSION = 1
+#: Most rows a series' ``sample`` holds (evenly spaced order statistics of the profiled data).
+REFERENCE_SAMPLE_ROWS = 5000
 
 
 class SeriesProfile(BaseModel):
@@ -27,6 +29,12 @@ class SeriesProfile(BaseModel):
     )
     bin_fractions: list[float] = Field(description="reference share per bin, len(bin_edges)+1")
     sample: list[float] = Field(description="sorted reference sample for KS and Wasserstein")
+    scale: float | None = Field(
+        default=None,
+        description="spread the Wasserstein distance is divided by: the standard deviation of "
+        "the model's whole training frame when the sample describes fewer rows (a post-incident "
+        "regime); None: the sample's own standard deviation",
+    )
 
 
 class ReferenceProfile(BaseModel):

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal, SupportsFloat, SupportsIndex, TypeAlias
 
 from .features import SERIES_NAMES
+from .profile import REFERENCE_SAMPLE_ROWS
 from .redis_keys import THRESHOLDS_KEY
 
 Statistic = Literal["psi", "ks", "wasserstein", "drift_share", "rmse_ratio"]
@@ -47,6 +48,29 @@ DEFAULT_THRESHOLDS: dict[Statistic, float] = {
     "drift_share": 0.5,
     "rmse_ratio": 1.5,
 }
+
+#: The sizes the thresholds are calibrated at (docs/drift.md): windows of 200 events against a
+#: reference sample of :data:`REFERENCE_SAMPLE_ROWS` rows.
+CALIBRATION_WINDOW_EVENTS = 200
+
+
+def reference_widening(statistic: str, reference_rows: int) -> float:
+    """The factor a threshold is widened by for a reference sample of ``reference_rows`` rows.
+
+    Why: a statistic between a window and a reference varies with both samples' sizes, as
+    ``1/window + 1/reference``. The thresholds hold their false-alarm rate for references of
+    :data:`REFERENCE_SAMPLE_ROWS` rows; a champion retrained for a regime has a reference of its
+    post-incident rows only (a few hundred), whose own noise alone would cross them on one
+    window in eight (docs/drift.md, "Small references"). Widening by that variance ratio (PSI
+    grows with the variance, KS and Wasserstein with its square root) keeps the calibrated
+    rate. 1 for a full-size reference and for the dataset- and model-level statistics.
+    """
+    if statistic not in SERIES_STATISTICS or reference_rows >= REFERENCE_SAMPLE_ROWS:
+        return 1.0
+    window = 1 / CALIBRATION_WINDOW_EVENTS
+    ratio = (window + 1 / max(reference_rows, 1)) / (window + 1 / REFERENCE_SAMPLE_ROWS)
+    return ratio if statistic == "psi" else math.sqrt(ratio)
+
 
 #: Redis hash holding overrides: field "<statistic>" or "<statistic>:<feature>" -> value.
 THRESHOLDS_REDIS_KEY = THRESHOLDS_KEY

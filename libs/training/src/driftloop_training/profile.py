@@ -20,12 +20,17 @@ from datetime import UTC, datetime
 import numpy as np
 import pandas as pd
 
-from driftloop_contracts import FEATURE_NAMES, ReferenceProfile, SeriesProfile
+from driftloop_contracts import (
+    FEATURE_NAMES,
+    REFERENCE_SAMPLE_ROWS,
+    ReferenceProfile,
+    SeriesProfile,
+)
 
 from .errors import DataError
 
 N_BINS = 10
-SAMPLE_SIZE = 5000
+SAMPLE_SIZE = REFERENCE_SAMPLE_ROWS
 QUANTILES: dict[str, float] = {
     "p01": 0.01,
     "p05": 0.05,
@@ -66,9 +71,14 @@ def sorted_sample(values: np.ndarray, size: int = SAMPLE_SIZE) -> np.ndarray:
 
 
 def series_profile(
-    values: np.ndarray | pd.Series, *, n_bins: int = N_BINS, sample_size: int = SAMPLE_SIZE
+    values: np.ndarray | pd.Series,
+    *,
+    n_bins: int = N_BINS,
+    sample_size: int = SAMPLE_SIZE,
+    scale_from: np.ndarray | pd.Series | None = None,
 ) -> SeriesProfile:
-    """Profile one numeric series."""
+    """Profile one numeric series; ``scale_from``: a larger sample of the same quantity whose
+    standard deviation the Wasserstein distance is divided by (see ``SeriesProfile.scale``)."""
     arr = np.asarray(values, dtype="float64")
     if arr.ndim != 1 or len(arr) == 0:
         raise DataError("cannot profile an empty series")
@@ -86,7 +96,15 @@ def series_profile(
         bin_edges=[float(e) for e in edges],
         bin_fractions=[float(f) for f in bin_fractions(arr, edges)],
         sample=[float(v) for v in sorted_sample(arr, sample_size)],
+        scale=None if scale_from is None else _scale(scale_from),
     )
+
+
+def _scale(values: np.ndarray | pd.Series) -> float:
+    arr = np.asarray(values, dtype="float64")
+    if arr.ndim != 1 or len(arr) == 0 or not np.isfinite(arr).all():
+        raise DataError("the scale of a profile needs a non-empty, finite series")
+    return float(arr.std())
 
 
 def _content_hash(payload: dict[str, object]) -> str:
@@ -101,8 +119,14 @@ def compute_profile(
     created_at: datetime | None = None,
     n_bins: int = N_BINS,
     sample_size: int = SAMPLE_SIZE,
+    scale_from: tuple[pd.DataFrame, np.ndarray] | None = None,
 ) -> ReferenceProfile:
     """Profile of a model's training features and of its predictions (USD) on them.
+
+    ``scale_from`` (features, predictions of the model's whole training frame): when the
+    profiled rows are few (a regime's post-incident rows), the spread the Wasserstein distance
+    is divided by comes from these instead: the few rows' own standard deviation depends on
+    which rare extremes they happen to hold, and so would every window's distance.
 
     ``profile_id`` is a hash of the content (not of ``created_at``), so the same data always
     gets the same id and a consumer can tell whether a switch actually changed its baseline.
@@ -113,11 +137,19 @@ def compute_profile(
     preds = np.asarray(predictions_usd, dtype="float64")
     if len(preds) != len(features):
         raise DataError(f"{len(preds)} predictions for {len(features)} feature rows")
+    wide_features, wide_preds = scale_from if scale_from is not None else (None, None)
     series = {
-        name: series_profile(features[name].to_numpy(), n_bins=n_bins, sample_size=sample_size)
+        name: series_profile(
+            features[name].to_numpy(),
+            n_bins=n_bins,
+            sample_size=sample_size,
+            scale_from=None if wide_features is None else wide_features[name].to_numpy(),
+        )
         for name in FEATURE_NAMES
     }
-    prediction = series_profile(preds, n_bins=n_bins, sample_size=sample_size)
+    prediction = series_profile(
+        preds, n_bins=n_bins, sample_size=sample_size, scale_from=wide_preds
+    )
     content = {
         "n_rows": len(features),
         "features": {k: v.model_dump() for k, v in series.items()},

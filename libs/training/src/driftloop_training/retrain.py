@@ -415,7 +415,12 @@ def train(
         if collected.profile_path
         else profile_rows(frame, pd.read_parquet(collected.holdout_path))
     )
-    profile = compute_profile(features_of(profile_frame), predict_usd(model, profile_frame))
+    profile = compute_profile(
+        features_of(profile_frame),
+        predict_usd(model, profile_frame),
+        # A regime's (or the newest) few rows: the Wasserstein scale from the training frame.
+        scale_from=(features, predict_usd(model, frame)),
+    )
     lineage = collected.lineage()
     logged = registry.log_model_run(
         uri,

@@ -28,11 +28,11 @@ the comparison the alert rules make); see docs/drift.md for how the defaults wer
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import import_module
-from typing import Literal, TypeAlias
+from typing import Literal, Self, TypeAlias
 
 import numpy as np
 from scipy.stats import kstwo
@@ -40,9 +40,11 @@ from scipy.stats import kstwo
 from driftloop_contracts import (
     FEATURE_NAMES,
     PREDICTION_SERIES,
+    REFERENCE_SAMPLE_ROWS,
     SERIES_STATISTICS,
     ReferenceProfile,
     SeriesProfile,
+    reference_widening,
 )
 from driftloop_contracts.thresholds import Statistic
 
@@ -91,7 +93,8 @@ class SeriesReference:
             raise ValueError(f"profile series {name!r}: bin edges are not strictly increasing")
         if len(sample) == 0 or not np.isfinite(sample).all():
             raise ValueError(f"profile series {name!r}: sample is empty or not finite")
-        norm = max(float(np.std(sample)), WASSERSTEIN_MIN_NORM)
+        spread = profile.scale if profile.scale is not None else float(np.std(sample))
+        norm = max(spread, WASSERSTEIN_MIN_NORM)
         return cls(name, edges, fractions, sample, norm)
 
 
@@ -334,6 +337,31 @@ class DriftDecision:
     def any_drift(self) -> bool:
         """What an alert rule comparing every gauge with its threshold would see."""
         return bool(self.drifted_series) or self.dataset_drift
+
+
+@dataclass(frozen=True)
+class ReferenceThresholds:
+    """The configured thresholds as applied against one reference: widened where its sample is
+    smaller than the calibration's (:func:`driftloop_contracts.thresholds.reference_widening`).
+
+    The alert rules compare with the exported ``driftloop_drift_threshold`` gauges, so the
+    consumer exports these applied values and decides with them too.
+    """
+
+    configured: ThresholdLookup
+    #: Sample rows per series of the reference (absent: a full-size sample).
+    rows: Mapping[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, configured: ThresholdLookup, reference: CompiledReference | None) -> Self:
+        rows = {s.name: int(s.sample.size) for s in reference.series} if reference else {}
+        return cls(configured, rows)
+
+    def widening(self, statistic: str, series: str) -> float:
+        return reference_widening(statistic, self.rows.get(series, REFERENCE_SAMPLE_ROWS))
+
+    def __call__(self, statistic: str, series: str) -> float:
+        return self.configured(statistic, series) * self.widening(statistic, series)
 
 
 def decide(stats: WindowStatistics, threshold: ThresholdLookup) -> DriftDecision:

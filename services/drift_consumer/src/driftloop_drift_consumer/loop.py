@@ -61,7 +61,7 @@ from .decoding import (
     decode_feedback,
     decode_predictions,
 )
-from .drift import decide
+from .drift import ReferenceThresholds, decide
 from .feedback_join import JoinStore, StoredPrediction
 from .kafka_consumer import ConsumerFactory, DataConsumer
 from .labelled_rows import LabelledRows
@@ -117,6 +117,7 @@ class DriftLoop:
         self.metrics = metrics
         self.references = references
         self.thresholds = ThresholdSet()
+        self.applied = ReferenceThresholds(self.thresholds)
         self.stopping = asyncio.Event()
         self.status = LoopStatus()
         self._consumer_factory = consumer_factory
@@ -195,7 +196,16 @@ class DriftLoop:
 
     def set_thresholds(self, thresholds: ThresholdSet) -> None:
         self.thresholds = thresholds
-        self.metrics.set_thresholds(thresholds)
+        self._apply_thresholds()
+
+    def _apply_thresholds(self) -> None:
+        """Widen the configured thresholds for the current reference (drift.ReferenceThresholds)
+        and export what is applied: the alert rules compare with the gauges."""
+        current = self.references.current
+        self.applied = ReferenceThresholds.of(
+            self.thresholds, current.compiled if current else None
+        )
+        self.metrics.set_thresholds(self.thresholds, self.applied)
 
     def request_reference_check(self) -> None:
         self.watcher.request_check()
@@ -216,6 +226,7 @@ class DriftLoop:
             self.references.accept(loaded)
             self.metrics.set_reference(loaded.version, loaded.profile.profile_id)
             self.labelled_rows.keep_only(loaded.version)
+            self._apply_thresholds()
         log.info(
             "reference_switched",
             model_version=loaded.version,
@@ -418,7 +429,7 @@ class DriftLoop:
         lines = await self.labelled_rows.flush(now, force=False)
 
         # 5. InfluxDB, then Prometheus and the report
-        decisions = [(w, decide(w.statistics, self.thresholds)) for w in closed]
+        decisions = [(w, decide(w.statistics, self.applied)) for w in closed]
         for window, decision in decisions:
             lines += window_lines(window, decision)
         await self.sinks.write_points(lines)

@@ -15,7 +15,8 @@ how many of the version's own labelled rows its online-error window holds (it st
 a new champion), and ``driftloop_windows_total{model_version}`` how many of its own drift
 windows closed; the alert rules judge a new champion only past both minimums.
 
-``driftloop_drift_threshold{feature,statistic}`` has one series per series x statistic
+``driftloop_drift_threshold{feature,statistic}`` (the threshold as applied: configured, widened
+for a small reference, :class:`.drift.ReferenceThresholds`) has one series per series x statistic
 (``psi``, ``ks``, ``wasserstein``) plus ``feature=""`` for ``drift_share`` and ``rmse_ratio``;
 ``driftloop_drift_value`` additionally exports ``statistic="ks_pvalue"``, which has no threshold
 (lower means drift) and therefore never matches a threshold in a rule.
@@ -29,6 +30,8 @@ level), ``driftloop_sequential_alarm{model_version}`` (1 while any series is abo
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -58,7 +61,8 @@ class ConsumerMetrics:
         )
         self.drift_threshold = Gauge(
             "driftloop_drift_threshold",
-            "Effective alert threshold (Redis override or default)",
+            "Alert threshold as applied (Redis override or default, widened for a reference"
+            " sample of fewer than 5,000 rows: docs/drift.md, 'Small references')",
             ["feature", "statistic"],
             registry=r,
         )
@@ -292,9 +296,14 @@ class ConsumerMetrics:
         if new_alarm:
             self.sequential_alarms.labels(version).inc()
 
-    def set_thresholds(self, thresholds: ThresholdSet) -> None:
+    def set_thresholds(
+        self, thresholds: ThresholdSet, applied: Callable[[str, str], float] | None = None
+    ) -> None:
+        """Export ``applied`` (the thresholds as widened for the reference) where given, else
+        the configured values."""
         for row in thresholds.rows():
-            self.drift_threshold.labels(row.feature, row.statistic).set(row.value)
+            value = row.value if applied is None else applied(row.statistic, row.feature)
+            self.drift_threshold.labels(row.feature, row.statistic).set(value)
 
     def set_online_error(self, version: str, summary: ErrorSummary, ratio: float | None) -> None:
         self._versions.add(version)

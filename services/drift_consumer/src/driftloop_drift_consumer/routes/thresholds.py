@@ -15,5 +15,13 @@ router = APIRouter(tags=["thresholds"])
 
 @router.get("/thresholds")
 async def thresholds(loop: LoopDep) -> dict[str, Any]:
-    rows = loop.thresholds.rows() if loop else []
-    return {"thresholds": [asdict(r) for r in rows]}
+    """Each configured ``value`` with the ``applied`` one (widened for a small reference)."""
+    if loop is None:
+        return {"thresholds": []}
+    applied = loop.applied
+    return {
+        "thresholds": [
+            {**asdict(r), "applied": applied(r.statistic, r.feature)}
+            for r in loop.thresholds.rows()
+        ]
+    }
