@@ -4,6 +4,7 @@
     uv run python bench/bench_drift.py calibrate    # false-alarm rate and detection delay
     uv run python bench/bench_drift.py e2e          # consumer from Tansu with all sinks on
     uv run python bench/bench_drift.py sequential [--quick]  # CUSUM vs alibi-detect, 1/4/8 p.
+    uv run python bench/bench_drift.py small-reference  # a regime's few-hundred-row reference
     uv run python bench/bench_drift.py all
 
 Everything runs on the California housing data (``SCIKIT_LEARN_DATA`` defaults to the shared
@@ -306,6 +307,101 @@ def bench_calibrate(s: Setup, *, windows: int, size: int, target: float) -> dict
 
 ALIBI_VENV = Path(__file__).resolve().parents[1] / ".bench-venvs" / "alibi"
 ALIBI_REQUIREMENT = "alibi-detect==0.13.0"
+
+
+# --- small references -------------------------------------------------------------------
+
+
+def bench_small_reference(
+    s: Setup, *, sizes: tuple[int, ...] = (300, 600, 1000, 2000), references: int = 40
+) -> list[dict[str, Any]]:
+    """False alarms of a champion whose reference is a few hundred rows (a regime's).
+
+    A retrained champion's profile describes only the rows labelled since its incident began.
+    Drawn as ``references`` random subsets of ``n`` holdout rows (the regime: same population,
+    unseen by the model), each judged on 50 windows of 200 other holdout rows, with the
+    thresholds applied three ways: as configured (before), widened for the reference's size,
+    and widened with the Wasserstein scale from the training frame (what the consumer and the
+    DAG do). The bootstrap champion (5,000-value sample of 16,512 training rows) on holdout
+    windows is the baseline; a 0.5-sd shift of median income (full window) shows what the
+    widening costs in sensitivity.
+    """
+    import dataclasses
+
+    from driftloop_contracts import reference_widening
+    from driftloop_drift_consumer.drift import ReferenceThresholds, decide
+    from driftloop_training.profile import compute_profile
+
+    thresholds = ThresholdSet()
+    rng = np.random.default_rng(7)
+    wide = s.reference
+    holdout = s.holdout_values
+    shifted = shifted_pool(s, 20_000, 0.5, seed=3)
+
+    def rates(ref: CompiledReference, lookup: Callable[[str, str], float]) -> tuple[int, int]:
+        alarms = detected = 0
+        for _ in range(50):
+            window = holdout[rng.integers(0, len(holdout), 200)]
+            alarms += decide(compute_statistics(ref, window), lookup).any_drift
+            window = shifted[rng.integers(0, len(shifted), 200)]
+            detected += decide(compute_statistics(ref, window), lookup).any_drift
+        return alarms, detected
+
+    base_alarms, base_detected = 0, 0
+    for _ in range(references):
+        a, d = rates(wide, thresholds)
+        base_alarms, base_detected = base_alarms + a, base_detected + d
+    n_windows = 50 * references
+    rows: list[dict[str, Any]] = []
+    for n in sizes:
+        counts = {"configured": [0, 0], "widened": [0, 0], "widened + scale": [0, 0]}
+        for _ in range(references):
+            pick = holdout[rng.choice(len(holdout), n, replace=False)]
+            frame = pd.DataFrame(pick[:, : len(FEATURE_NAMES)], columns=list(FEATURE_NAMES))
+            plain = CompiledReference.from_profile(compute_profile(frame, pick[:, -1]), "n")
+            scaled = CompiledReference(
+                plain.model_version,
+                plain.profile_id,
+                tuple(
+                    dataclasses.replace(series, wasserstein_norm=w.wasserstein_norm)
+                    for series, w in zip(plain.series, wide.series, strict=True)
+                ),
+                plain.padded_edges,
+                plain.ref_fractions,
+                plain.bin_mask,
+            )
+            for name, ref, lookup in (
+                ("configured", plain, thresholds),
+                ("widened", plain, ReferenceThresholds.of(thresholds, plain)),
+                ("widened + scale", scaled, ReferenceThresholds.of(thresholds, scaled)),
+            ):
+                a, d = rates(ref, lookup)
+                counts[name][0] += a
+                counts[name][1] += d
+        for name, (a, d) in counts.items():
+            rows.append(
+                {
+                    "reference rows": n,
+                    "thresholds": name,
+                    "false alarms": a / n_windows,
+                    "vs bootstrap": (a / n_windows) / max(base_alarms / n_windows, 1 / n_windows),
+                    "0.5-sd detected": d / n_windows,
+                    "ks x": reference_widening("ks", n) if name != "configured" else 1.0,
+                }
+            )
+    print(
+        f"\nsmall references: {references} references x 50 windows of 200 holdout rows each;"
+        f" bootstrap champion: {base_alarms / n_windows:.2%} false alarms,"
+        f" {base_detected / n_windows:.1%} of 0.5-sd windows detected"
+    )
+    print("| reference rows | thresholds | false alarms | x bootstrap | 0.5-sd detected | ks x |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for r in rows:
+        print(
+            f"| {r['reference rows']:,} | {r['thresholds']} | {r['false alarms']:.2%} |"
+            f" {r['vs bootstrap']:.1f} | {r['0.5-sd detected']:.1%} | {r['ks x']:.3f} |"
+        )
+    return rows
 
 
 def alibi_python() -> Path:
@@ -786,7 +882,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "what",
-        choices=["speed", "calibrate", "e2e", "sequential", "all"],
+        choices=["speed", "calibrate", "e2e", "sequential", "small-reference", "all"],
         nargs="?",
         default="speed",
     )
@@ -817,6 +913,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.what in ("sequential", "all"):
         ert = args.ert if args.ert is not None else (1_000.0 if args.quick else 10_000.0)
         bench_sequential(s, quick=args.quick, ert=ert, alibi=not args.no_alibi)
+    if args.what in ("small-reference", "all"):
+        bench_small_reference(s)
     if args.what in ("e2e", "all"):
         bench_e2e(s, events=args.events, base_port=args.base_port)
     return 0

@@ -43,3 +43,28 @@ def test_field_names() -> None:
     assert field_name("psi", "prediction") == "psi:prediction"
     with pytest.raises(ThresholdError, match="not per feature"):
         field_name("rmse_ratio", "prediction")
+
+
+def test_thresholds_widen_for_a_reference_smaller_than_the_calibration_one() -> None:
+    """Variance of a statistic ~ 1/window + 1/reference: PSI widens by that ratio against the
+    calibration's (200-event windows, 5,000-row sample), KS and Wasserstein by its root."""
+    from driftloop_contracts import (
+        CALIBRATION_WINDOW_EVENTS,
+        REFERENCE_SAMPLE_ROWS,
+        reference_widening,
+    )
+
+    w, n0 = 1 / CALIBRATION_WINDOW_EVENTS, 1 / REFERENCE_SAMPLE_ROWS
+    ratio = (w + 1 / 300) / (w + n0)
+    assert reference_widening("psi", 300) == pytest.approx(ratio)
+    assert reference_widening("ks", 300) == pytest.approx(ratio**0.5)
+    assert reference_widening("wasserstein", 300) == pytest.approx(ratio**0.5)
+    assert 1.26 < reference_widening("ks", 300) < 1.27
+    for stat in ("psi", "ks", "wasserstein"):
+        assert reference_widening(stat, REFERENCE_SAMPLE_ROWS) == 1.0
+        assert reference_widening(stat, 20_000) == 1.0  # never narrower than configured
+        sizes = (10, 100, 300, 1000, 4999)
+        factors = [reference_widening(stat, n) for n in sizes]
+        assert factors == sorted(factors, reverse=True) and factors[-1] > 1.0
+    for stat in ("drift_share", "rmse_ratio"):
+        assert reference_widening(stat, 300) == 1.0

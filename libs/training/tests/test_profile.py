@@ -67,3 +67,23 @@ def test_profile_id_depends_on_content_only(base_data: pd.DataFrame) -> None:
     c = compute_profile(frame, preds + 1)
     assert a.profile_id == b.profile_id != c.profile_id
     assert len(a.profile_id) == 64
+
+
+def test_a_few_rows_take_their_wasserstein_scale_from_the_training_frame(
+    base_data: pd.DataFrame,
+) -> None:
+    """A regime's profile describes its few rows, but the spread its Wasserstein distance is
+    divided by comes from the whole training frame (features and the model's predictions)."""
+    few, whole = base_data.head(300), base_data
+    preds_few = few["median_income_in_block"].to_numpy() * 40_000
+    preds_whole = whole["median_income_in_block"].to_numpy() * 40_000
+    plain = compute_profile(few, preds_few)
+    scaled = compute_profile(few, preds_few, scale_from=(whole, preds_whole))
+    for name in FEATURE_NAMES:
+        assert plain.features[name].scale is None
+        assert scaled.features[name].scale == pytest.approx(float(whole[name].std(ddof=0)))
+        assert scaled.features[name].sample == plain.features[name].sample  # still the few rows
+    assert scaled.prediction.scale == pytest.approx(float(preds_whole.std()))
+    assert scaled.profile_id != plain.profile_id
+    with pytest.raises(DataError):
+        compute_profile(few, preds_few, scale_from=(whole, preds_whole * np.nan))

@@ -8,6 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+import pytest
 from aiokafka.structs import TopicPartition
 from fastapi.testclient import TestClient
 
@@ -144,3 +145,48 @@ def test_report_worker_ends_after_an_idle_interval_and_the_next_window_brings_it
     asyncio.run(run())
     scheduler.close()
     assert workers[1].ended
+
+
+def test_a_small_reference_widens_the_exported_and_applied_thresholds(tmp_path: Path) -> None:
+    """A champion whose reference is a regime's 300 rows: the gauges the alert rules compare
+    with, and /thresholds' ``applied``, are the configured values widened for that sample;
+    the configured ``value`` is unchanged and dataset-level thresholds never widen."""
+    from driftloop_contracts import reference_widening
+
+    from .conftest import make_reference
+
+    small = make_reference(n=300)
+    settings = DriftConsumerSettings(
+        influx_enabled=False,
+        reports_interval_seconds=0,
+        labelled_log_dir=tmp_path / "l",
+        reports_dir=tmp_path / "r",
+        state_dir=tmp_path / "s",
+    )
+    app = create_app(
+        settings,
+        reference_source=FakeSource({"1": small.profile}),
+        consumer_factory=lambda: FakeConsumer(FakeLog(), PARTITIONS),
+        model_events_factory=None,
+        redis=FakeAsyncRedis(),
+    )
+    ks = 0.15 * reference_widening("ks", 300)
+    assert ks > 0.18
+    with TestClient(app) as client:
+        deadline = time.monotonic() + 20
+        while client.get("/health/ready").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/health/ready").json()
+            time.sleep(0.05)
+        deadline = time.monotonic() + 20
+        gauge = f'driftloop_drift_threshold{{feature="block_latitude",statistic="ks"}} {ks}'
+        while gauge not in (metrics := client.get("/metrics").text):
+            assert time.monotonic() < deadline, metrics
+            time.sleep(0.05)
+        assert 'driftloop_drift_threshold{feature="",statistic="drift_share"} 0.5' in metrics
+        rows = {
+            (r["statistic"], r["feature"]): r
+            for r in client.get("/thresholds").json()["thresholds"]
+        }
+        assert rows[("ks", "block_latitude")]["value"] == 0.15
+        assert rows[("ks", "block_latitude")]["applied"] == pytest.approx(ks)
+        assert rows[("drift_share", "")]["applied"] == rows[("drift_share", "")]["value"] == 0.5

@@ -200,3 +200,45 @@ def test_statistics_are_large_for_a_shift_and_small_without(reference: Reference
 def test_empty_window_is_refused(reference: ReferenceData) -> None:
     with pytest.raises(ValueError, match="empty window"):
         compute_statistics(reference.compiled, np.empty((0, len(SERIES_NAMES))))
+
+
+def test_reference_thresholds_widen_only_a_small_sample(reference: ReferenceData) -> None:
+    from driftloop_contracts import reference_widening
+    from driftloop_drift_consumer.drift import ReferenceThresholds
+
+    from .conftest import make_reference
+
+    configured = ThresholdSet()
+    full = ReferenceThresholds.of(configured, reference.compiled)  # 16,000 rows: 5,000 sampled
+    small = ReferenceThresholds.of(configured, make_reference(n=300).compiled)
+    for name in SERIES_NAMES:
+        for stat in ("psi", "ks", "wasserstein"):
+            assert full(stat, name) == configured(stat, name)
+            assert small(stat, name) == pytest.approx(
+                configured(stat, name) * reference_widening(stat, 300)
+            )
+            assert small(stat, name) > configured(stat, name)
+    assert small("drift_share", "") == configured("drift_share", "")
+    assert ReferenceThresholds.of(configured, None)("ks", "prediction") == configured(
+        "ks", "prediction"
+    )
+
+
+def test_the_profiles_scale_divides_the_wasserstein_distance(reference: ReferenceData) -> None:
+    """A profile with ``scale`` (a regime's few rows, scaled by its training frame): the
+    normalised Wasserstein distance uses it instead of the sample's own spread."""
+    from driftloop_drift_consumer.drift import CompiledReference
+
+    features = {
+        name: series.model_copy(update={"scale": 2 * reference.compiled.series[i].wasserstein_norm})
+        for i, (name, series) in enumerate(reference.profile.features.items())
+    }
+    scaled = CompiledReference.from_profile(
+        reference.profile.model_copy(update={"features": features}), "1"
+    )
+    _, window = next(windows(reference, (500,), shift=0.3))
+    plain_w = compute_statistics(reference.compiled, window).wasserstein
+    scaled_w = compute_statistics(scaled, window).wasserstein
+    n = len(FEATURE_NAMES)
+    assert scaled_w[:n] == pytest.approx(plain_w[:n] / 2)
+    assert scaled_w[n] == pytest.approx(plain_w[n])  # the prediction kept its own spread
