@@ -130,8 +130,10 @@ class ModelApiSettings(FeedbackApiKeySettings):
 
     feedback_token_ttl_seconds: int = Field(default=86_400, ge=60)
     #: Budget of the Redis call that records "labelled" (first label wins); past it, or with
-    #: Redis down, the label is refused with 503 so the producer retries.
-    label_store_timeout_seconds: float = Field(default=0.5, gt=0)
+    #: Redis down, the label is refused with 503 so the producer retries. 2 s: a label is not
+    #: latency-critical, and on a busy 2-core machine a Redis round trip once took over 0.5 s
+    #: (one refused label in the settle e2e); a stopped Redis refuses the connection at once.
+    label_store_timeout_seconds: float = Field(default=2.0, gt=0)
 
     # --- HTTP limits ----------------------------------------------------------------------
     max_body_bytes: int = Field(default=1_048_576, ge=256)
