@@ -44,8 +44,8 @@ else
     echo "[test] unit part, run $i of $runs, random order: --randomly-seed=$seed"
     run_pytest -q -p randomly --randomly-seed="$seed" -m "$unit"
   done
-  echo "[test] the whole suite, file order (without the settle e2e: tests/e2e/test_settle.py)"
-  run_pytest -m "not settle"
+  echo "[test] the whole suite, file order"
+  run_pytest
 fi
 
 if [ -d airflow/tests ]; then

@@ -8,11 +8,11 @@ registry and Alertmanager. Before the settle work this promoted a second version
 after the first. Now: exactly one DAG run for the incident, no second promotion, no retraining
 alert firing at the end, no failed request.
 
-**Known to fail intermittently** (passed in one full CI run, failed in the next): after the
-promotion a feature's drift alert fired again against the new champion and, the 120 s local
-cooldown having expired and no run being active, the bridge triggered a second run for the same
-regime. Until that is fixed (issue 13, item 1) this test carries the ``settle`` marker, which
-``scripts/test.sh`` leaves out; run it with ``uv run pytest -m settle tests/e2e/test_settle.py``.
+It failed intermittently until the consumer judged a small reference as small: the promoted
+champion's reference is the regime's ~300 rows, against which a stationary window declared drift
+on 12.7% of windows, and once the 120 s cooldown expired a feature's drift alert triggered a
+second run. Thresholds widened for the sample size and the training frame's Wasserstein scale
+bring that to 0.30% (docs/drift.md, "Small references").
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import pytest
 from driftloop_cli.demo import DemoOptions, run
 from driftloop_cli.timeline import Observed
 
-pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.settle]
+pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
 #: Longer than the measured second promotion (130 s after the first) with margin, and longer
 #: than the warm-up takes at the demo's traffic (300 labelled rows, 2 windows).
