@@ -1408,3 +1408,19 @@ def load_env_file(path: Path) -> dict[str, str]:
         for line in path.read_text().splitlines()
         if line and not line.startswith("#") and "=" in line
     )
+
+
+def test_airflow_runs_the_local_stacks_executor(services: dict[str, Any]) -> None:
+    """One definition: the executor the compose stack selects is the local stack's, and the
+    image puts airflow/lib (where it lives) on the PYTHONPATH."""
+    from driftloop_cli.components import PRELOADING_EXECUTOR
+
+    for name in ("airflow-scheduler", "airflow-api-server", "airflow-dag-processor"):
+        env = services[name]["environment"]
+        assert env["AIRFLOW__CORE__EXECUTOR"] == PRELOADING_EXECUTOR, name
+        assert env["AIRFLOW__CORE__PARALLELISM"] == "1", name
+    dockerfile = (REPO / "airflow" / "Dockerfile").read_text()
+    assert "COPY --chown=airflow:0 airflow/lib /opt/driftloop/airflow-lib" in dockerfile
+    assert "ENV PYTHONPATH=/opt/driftloop/airflow-lib" in dockerfile
+    module = PRELOADING_EXECUTOR.rsplit(".", 1)[0].replace(".", "/")
+    assert (REPO / "airflow" / "lib" / f"{module}.py").is_file()
