@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from aiokafka.structs import TopicPartition
 from fastapi.testclient import TestClient
 
-from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC
+from driftloop_contracts import FEEDBACK_TOPIC, PREDICTIONS_TOPIC, ReferenceProfile
 from driftloop_drift_consumer.app import create_app
 from driftloop_drift_consumer.reference import LoadedReference
 from driftloop_drift_consumer.reports import ReportScheduler, ReportStore
@@ -24,7 +25,8 @@ from .conftest import FakeAsyncRedis, FakeConsumer, FakeLog, FakeSource, Referen
 PARTITIONS = [TopicPartition(t, p) for t in (PREDICTIONS_TOPIC, FEEDBACK_TOPIC) for p in (0, 1)]
 
 
-def test_endpoints(tmp_path: Path, reference: ReferenceData) -> None:
+def app_serving(tmp_path: Path, profile: ReferenceProfile) -> Any:
+    """The consumer app on fakes, its reference ``profile`` as version 1's."""
     settings = DriftConsumerSettings(
         influx_enabled=False,
         reports_interval_seconds=0,
@@ -32,14 +34,17 @@ def test_endpoints(tmp_path: Path, reference: ReferenceData) -> None:
         reports_dir=tmp_path / "r",
         state_dir=tmp_path / "s",
     )
-    log = FakeLog()
-    app = create_app(
+    return create_app(
         settings,
-        reference_source=FakeSource({"1": reference.profile}),
-        consumer_factory=lambda: FakeConsumer(log, PARTITIONS),
+        reference_source=FakeSource({"1": profile}),
+        consumer_factory=lambda: FakeConsumer(FakeLog(), PARTITIONS),
         model_events_factory=None,
         redis=FakeAsyncRedis(),
     )
+
+
+def test_endpoints(tmp_path: Path, reference: ReferenceData) -> None:
+    app = app_serving(tmp_path, reference.profile)
     with TestClient(app) as client:
         assert client.get("/health/live").json() == {"status": "alive"}
         deadline = time.monotonic() + 20
@@ -156,20 +161,7 @@ def test_a_small_reference_widens_the_exported_and_applied_thresholds(tmp_path: 
     from .conftest import make_reference
 
     small = make_reference(n=300)
-    settings = DriftConsumerSettings(
-        influx_enabled=False,
-        reports_interval_seconds=0,
-        labelled_log_dir=tmp_path / "l",
-        reports_dir=tmp_path / "r",
-        state_dir=tmp_path / "s",
-    )
-    app = create_app(
-        settings,
-        reference_source=FakeSource({"1": small.profile}),
-        consumer_factory=lambda: FakeConsumer(FakeLog(), PARTITIONS),
-        model_events_factory=None,
-        redis=FakeAsyncRedis(),
-    )
+    app = app_serving(tmp_path, small.profile)
     ks = 0.15 * reference_widening("ks", 300)
     assert ks > 0.18
     with TestClient(app) as client:
