@@ -13,7 +13,8 @@ the alert (name, labels, values, fingerprint) and may override any of the params
 - **collect** reads the labelled-data log over the lookback window (ending where the sensor
   looked) and combines it with the base data (policy: docs/retraining.md); the profile and the
   holdout come from the incident's regime. Below ``min_labelled_rows`` the run ends here as
-  *skipped* (the run succeeds, nothing is trained or promoted).
+  *skipped* (the run succeeds, nothing is trained or promoted). ``label_bias`` (fault
+  injection for the rollback e2e and demos, never production) multiplies every collected label.
 - **train** fits the challenger and logs it to MLflow with its reference profile, data lineage
   and this trigger's conf as tags.
 - **evaluate** scores challenger and champion on the same holdout of the newest labelled rows.
@@ -198,6 +199,15 @@ PARAMS.update(
             maximum=REGIME_WAIT_MAX_SECONDS,
             description="How long after the trigger to keep re-checking for min_regime_rows; "
             "then the run ends skipped.",
+        ),
+        "label_bias": Param(
+            1.0,
+            type="number",
+            exclusiveMinimum=0,
+            description="FAULT INJECTION, never for production: collect multiplies every "
+            "collected label (training and holdout) by this, so a biased challenger can pass "
+            "the gate and the post-promotion watch must roll it back (rollback e2e, demos). "
+            "1.0: no bias.",
         ),
     }
 )

@@ -127,6 +127,10 @@ def test_param_defaults_match_the_training_package(dag: Any) -> None:
         ("approval_timeout_minutes", 0),
         ("approval_timeout_minutes", -5),
         ("approval_timeout_minutes", 7 * 24 * 60 + 1),
+        ("label_bias", 0),
+        ("label_bias", -0.6),
+        ("label_bias", "0.6"),
+        ("label_bias", None),
     ],
 )
 def test_invalid_params_are_refused(dag: Any, key: str, value: Any) -> None:
@@ -156,6 +160,16 @@ def test_trigger_conf_with_alert_fields_is_accepted(dag: Any) -> None:
     parsed = RetrainParams.model_validate(resolved)
     assert parsed.lookback_hours == 6
     assert parsed.window_end is not None and parsed.window_end.utcoffset() is not None
+
+
+def test_label_bias_reaches_collect_unchanged(dag: Any) -> None:
+    """The fault-injection param: 1.0 by default, and an override arrives as given."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    assert dag.params.validate()["label_bias"] == 1.0
+    params = ParamsDict(dict(dag.params.items()))
+    params.update({"label_bias": 0.6})
+    assert RetrainParams.model_validate(params.validate()).label_bias == 0.6
 
 
 def test_wait_for_regime_is_a_bounded_rescheduling_sensor(dag: Any) -> None:

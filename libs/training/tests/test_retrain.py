@@ -13,11 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import ValidationError
 
 from driftloop_contracts import (
+    FEATURE_NAMES,
     MODEL_EVENTS_TOPIC,
     MODEL_NAME,
     SHADOW_ALIAS,
+    TARGET_NAME,
+    TARGET_SCALE_USD,
     ModelPromoted,
     watch_until,
 )
@@ -204,6 +208,87 @@ def test_collect_is_rerunnable(
     assert second == first
     assert second.train_path is not None
     pd.testing.assert_frame_equal(pd.read_parquet(second.train_path), frame)
+
+
+# --------------------------------------------------------------------------- label_bias
+
+
+def test_label_bias_multiplies_every_collected_label_and_nothing_else(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """Fault injection: the labelled rows' target, training and holdout alike, times the bias;
+    features, the split and the base rows unchanged; 1.0 leaves the labels as logged."""
+    log = log_of()
+
+    def collect(key: str, params: RetrainParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+        result = retrain.collect(
+            settings, run_key=key, window_end=window_end, params=params, base=base_split[0]
+        )
+        assert result.ready and result.train_path and result.holdout_path, result.reason
+        assert result.label_bias == params.label_bias
+        return pd.read_parquet(result.train_path), pd.read_parquet(result.holdout_path)
+
+    plain_train, plain_holdout = collect("plain", PARAMS)
+    train, holdout = collect("biased", PARAMS.model_copy(update={"label_bias": 0.6}))
+
+    # 1.0 changes nothing: the holdout's target is the log's actual (USD -> 100k USD)
+    newest = log.sort_values("labelled_at").tail(len(plain_holdout))
+    np.testing.assert_allclose(
+        plain_holdout[TARGET_NAME], newest["actual"].to_numpy() / TARGET_SCALE_USD
+    )
+    # 0.6: every labelled row's target times 0.6, the holdout's and the training rows'
+    np.testing.assert_allclose(holdout[TARGET_NAME], 0.6 * plain_holdout[TARGET_NAME])
+    pd.testing.assert_frame_equal(
+        holdout.drop(columns=TARGET_NAME), plain_holdout.drop(columns=TARGET_NAME)
+    )
+    recent = train[retrain.SOURCE_COLUMN] == "recent"
+    assert recent.sum() == (plain_train[retrain.SOURCE_COLUMN] == "recent").sum() > 0
+    np.testing.assert_allclose(
+        train.loc[recent, TARGET_NAME], 0.6 * plain_train.loc[recent, TARGET_NAME]
+    )
+    # the base data is not a collected label: unchanged, as are all features and weights
+    pd.testing.assert_frame_equal(train[~recent], plain_train[~recent])
+    pd.testing.assert_frame_equal(
+        train.drop(columns=TARGET_NAME), plain_train.drop(columns=TARGET_NAME)
+    )
+
+
+@pytest.mark.parametrize("bias", [0.0, -0.6, float("inf"), float("nan")])
+def test_label_bias_must_be_a_positive_number(bias: float) -> None:
+    with pytest.raises(ValidationError, match="label_bias"):
+        RetrainParams(label_bias=bias)
+
+
+def test_a_biased_challenger_passes_the_gate_and_is_worse_on_true_labels(
+    settings: TrainingSettings,
+    log_of: Callable[..., pd.DataFrame],
+    window_end: datetime,
+    fast: ModelParams,
+    base_split: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    """What the rollback e2e relies on: with labels x 0.6 the challenger beats the champion on
+    the equally biased holdout (promoted), yet on the true labels of the same rows it is far
+    worse than the champion, beyond the watch's 5 % margin. Its run records the bias."""
+    from driftloop_training.evaluate import score_model
+
+    bootstrap(settings, params=fast)
+    log = log_of()
+    params = PARAMS.model_copy(update={"label_bias": 0.6})
+    evaluated, decision = run_until_decision(settings, window_end, fast, base_split[0], params)
+    assert decision.promoted, decision.reason
+    assert evaluated.champion_version is not None
+    uri = settings.mlflow_tracking_uri
+    run = registry.client(uri).get_run(decision.run_id)
+    assert run.data.params["retrain.label_bias"] == "0.6"
+
+    truth = log.sort_values("labelled_at").tail(evaluated.holdout_rows)
+    frame = truth[list(FEATURE_NAMES)].assign(**{TARGET_NAME: truth["actual"] / TARGET_SCALE_USD})
+    challenger = score_model(registry.load_model(uri, decision.version), frame)
+    champion = score_model(registry.load_model(uri, evaluated.champion_version), frame)
+    assert challenger.rmse_usd > 1.05 * champion.rmse_usd, (challenger, champion)
 
 
 # --------------------------------------------------------------------------- gate

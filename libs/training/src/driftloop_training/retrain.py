@@ -41,6 +41,14 @@ profile a mix; ``collect`` itself skips the run if it is ever called with too fe
 
 The gate: promote when there is no champion, or when the challenger's holdout RMSE is at least
 ``min_improvement`` (relative) below the champion's on the same holdout.
+
+Fault injection (``label_bias``, default 1.0): ``collect`` multiplies the label of every
+collected row, training and holdout alike, by it. With 0.6 the challenger learns prices 40 %
+too low and, on the equally biased holdout, beats the champion, so the gate promotes a model
+that live (unbiased) feedback shows to be worse: the post-promotion watch must roll it back
+(tests/e2e/test_rollback.py, demos). Never for production; the value is a param of the
+challenger's MLflow run (``retrain.label_bias``) and in its lineage, so a reader of a bad
+version sees why it was bad.
 """
 
 from __future__ import annotations
@@ -107,6 +115,9 @@ class RetrainParams(BaseModel):
     approval_timeout_minutes: float = Field(
         DEFAULT_APPROVAL_TIMEOUT_MINUTES, gt=0.0, le=MAX_APPROVAL_TIMEOUT_MINUTES
     )
+    #: Fault injection, never for production: every collected label is multiplied by this
+    #: (module docstring, "Fault injection"). 1.0 changes nothing.
+    label_bias: float = Field(1.0, gt=0.0, allow_inf_nan=False)
 
 
 class CollectResult(BaseModel):
@@ -134,6 +145,8 @@ class CollectResult(BaseModel):
     incident_start: AwareDatetime | None = None
     regime_rows: int = 0
     profile_path: str | None = None
+    #: The ``label_bias`` applied to every collected label (1.0: none; fault injection).
+    label_bias: float = 1.0
 
     @property
     def ready(self) -> bool:
@@ -256,6 +269,19 @@ def combine(
     return frame, recent_weight
 
 
+def biased(labelled: pd.DataFrame, label_bias: float) -> pd.DataFrame:
+    """``labelled`` (log rows) with ``actual`` multiplied by ``label_bias`` (fault injection,
+    see the module docstring); the frame itself when the bias is 1.0."""
+    if label_bias == 1.0:
+        return labelled
+    log.warning(
+        "label_bias=%g: every collected label is multiplied by it (fault injection, never for "
+        "production); the challenger learns biased prices",
+        label_bias,
+    )
+    return labelled.assign(actual=labelled["actual"] * label_bias)
+
+
 def collect(
     settings: TrainingSettings,
     *,
@@ -287,6 +313,7 @@ def collect(
         "invalid_dropped": labelled.invalid_dropped,
         "first_labelled_at": labelled.first_labelled_at,
         "last_labelled_at": labelled.last_labelled_at,
+        "label_bias": params.label_bias,
     }
     n_holdout = math.ceil(n * params.holdout_share)
     if n < params.min_labelled_rows or min(n_holdout, n - n_holdout) < _MIN_SPLIT_ROWS:
@@ -312,7 +339,7 @@ def collect(
             log.info(reason)
             return CollectResult(status="skipped", reason=reason, **common)
 
-    rows = labelled_to_frame(recent)
+    rows = labelled_to_frame(biased(recent, params.label_bias))
     profile_frame: pd.DataFrame | None = None
     if regime is None:
         recent_train, holdout = rows.iloc[: n - n_holdout], rows.iloc[n - n_holdout :]
@@ -348,6 +375,8 @@ def collect(
         if profile_frame is not None
         else ""
     )
+    if params.label_bias != 1.0:
+        regime_note += f", labels x {params.label_bias:g} (fault injection: label_bias)"
     result = CollectResult(
         status="ready",
         reason=f"ready: {n} labelled rows ({n - n_holdout} train, {n_holdout} holdout{regime_note})",
