@@ -68,8 +68,7 @@ from driftloop_contracts import (
 from driftloop_contracts.approval import APPROVAL_TASK_ID
 from driftloop_loadtest import command as loadtest_command
 from driftloop_training import registry
-from driftloop_training.bootstrap import TAG_TRAIN_ROWS, bootstrap
-from driftloop_training.data import load_base_data, split_base
+from driftloop_training.bootstrap import full_bootstrap_version
 from driftloop_training.publisher import publish_model_promoted
 from driftloop_training.settings import TrainingSettings
 
@@ -137,37 +136,6 @@ def make_champion(training: TrainingSettings, version: str, reason: str) -> None
         training.kafka_bootstrap,
         ModelPromoted(model_name=MODEL_NAME, version=version, run_id=info.run_id, reason=reason),
     )
-
-
-def full_bootstrap(training: TrainingSettings) -> str:
-    """The version a full bootstrap trained (what the steady traffic is drawn from): an earlier
-    test may have left a champion retrained on drifted traffic, against which steady traffic
-    would itself be drift and fire an alert."""
-    uri = training.mlflow_tracking_uri
-    base = load_base_data(download_if_missing=False)
-    train, _ = split_base(base, holdout_share=training.base_holdout_share, seed=training.seed)
-    found = registry.search_versions(
-        uri, {registry.TAG_DECISION: "bootstrap", TAG_TRAIN_ROWS: str(len(train))}
-    )
-    if found:
-        return found[0].version
-    before = registry.get_champion(uri)
-    result = bootstrap(training, force=True)
-    if before is not None:
-        registry.set_champion(uri, before.version)
-    return result.version
-
-
-def replica_states(urls: list[str]) -> list[tuple[str | None, str | None]]:
-    """(served version, shadow version) of every replica; (None, None) if one does not answer."""
-    states: list[tuple[str | None, str | None]] = []
-    for url in urls:
-        try:
-            info = httpx.get(f"{url}/model", timeout=2).json()
-            states.append((info.get("model_version"), info.get("shadow_model_version")))
-        except (httpx.HTTPError, ValueError):
-            states.append((None, None))
-    return states
 
 
 def labelled_rows(stack: Any) -> float:
@@ -336,7 +304,7 @@ def restored(
     training = training_settings(stack)
     uri = training.mlflow_tracking_uri
     before = registry.get_champion(uri)
-    start = full_bootstrap(training)
+    start = full_bootstrap_version(training)
     make_champion(training, start, "rollback e2e setup: the bootstrap champion, no watch")
     try:
         yield training, start
@@ -346,7 +314,7 @@ def restored(
             make_champion(training, restore, "rollback e2e teardown: restore the champion")
         poll(
             f"every replica back on {restore} without a shadow",
-            lambda: set(replica_states(stack.model_api_urls)) == {(restore, None)},
+            lambda: set(observe.replica_watch_states(stack.model_api_urls)) == {(restore, None)},
             SWITCH_DEADLINE_S,
         )
 
@@ -363,7 +331,7 @@ def test_a_worse_promoted_champion_is_rolled_back_with_no_failed_request(
     urls = stack.model_api_urls
     poll(
         f"every replica on {previous} without a shadow",
-        lambda: set(replica_states(urls)) == {(previous, None)},
+        lambda: set(observe.replica_watch_states(urls)) == {(previous, None)},
         SWITCH_DEADLINE_S,
     )
     # an earlier test's incident still open would trigger a run of its own during this one
@@ -421,7 +389,7 @@ def test_a_worse_promoted_champion_is_rolled_back_with_no_failed_request(
         assert WATCH_UNTIL_TAG in registry.get_version(uri, new_version).tags
         poll(
             f"every replica on {new_version} with shadow {previous}",
-            lambda: set(replica_states(urls)) == {(new_version, previous)},
+            lambda: set(observe.replica_watch_states(urls)) == {(new_version, previous)},
             SWITCH_DEADLINE_S,
             every_s=0.25,
         )
@@ -481,7 +449,7 @@ def test_a_worse_promoted_champion_is_rolled_back_with_no_failed_request(
         # --- 5. every replica back on the previous version, without a shadow -----------------
         poll(
             f"every replica back on {previous} without a shadow",
-            lambda: set(replica_states(urls)) == {(previous, None)},
+            lambda: set(observe.replica_watch_states(urls)) == {(previous, None)},
             SWITCH_DEADLINE_S,
             every_s=0.25,
         )

@@ -24,6 +24,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from driftloop_cli import observe
 from driftloop_contracts import (
     API_KEY_HEADER,
     EXAMPLE_FEATURES,
@@ -744,7 +745,9 @@ def no_watch(ready_stack: Any) -> Any:
 
     registry.end_watch(ready_stack.mlflow_url)
     wait_until(
-        lambda: all(shadow is None for _, shadow in watch_states(ready_stack.model_api_urls)),
+        lambda: all(
+            shadow is None for _, shadow in observe.replica_watch_states(ready_stack.model_api_urls)
+        ),
         90,
         "every replica without a shadow",
     )
@@ -841,18 +844,6 @@ def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
 # --- shadow during the post-promotion watch (docs/retraining.md, "Shadow during the watch") ----
 
 
-def watch_states(urls: list[str]) -> list[tuple[str | None, str | None]]:
-    """(served version, shadow version) of every replica; (None, None) if it does not answer."""
-    states: list[tuple[str | None, str | None]] = []
-    for url in urls:
-        try:
-            info = httpx.get(f"{url}/model", timeout=2).json()
-            states.append((info.get("model_version"), info.get("shadow_model_version")))
-        except (httpx.HTTPError, ValueError):
-            states.append((None, None))
-    return states
-
-
 def sample_through_nginx(
     stack: Any, seed: int, n: int = 40
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
@@ -916,7 +907,7 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
             registry.promote(uri, new.version, previous=old, watch_s=600)
             announce(stack, new.version, new.run_id, "integration test: promotion with a watch")
             took = wait_until(
-                lambda: set(watch_states(urls)) == {(new.version, old)},
+                lambda: set(observe.replica_watch_states(urls)) == {(new.version, old)},
                 RELOAD_DEADLINE_S,
                 f"every replica on {new.version} with shadow {old}",
             )
@@ -940,7 +931,7 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
         # 2. The watch is kept: the alias goes, no event; the periodic alias check drops it.
         registry.end_watch(uri)
         took = wait_until(
-            lambda: set(watch_states(urls)) == {(new.version, None)},
+            lambda: set(observe.replica_watch_states(urls)) == {(new.version, None)},
             60,
             "every replica to drop the shadow",
         )
@@ -954,7 +945,7 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
         registry.promote(uri, new.version, previous=old, watch_s=600)
         announce(stack, new.version, new.run_id, "integration test: watch again")
         wait_until(
-            lambda: set(watch_states(urls)) == {(new.version, old)},
+            lambda: set(observe.replica_watch_states(urls)) == {(new.version, old)},
             RELOAD_DEADLINE_S,
             f"every replica to load shadow {old}",
         )
@@ -963,7 +954,7 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
             registry.end_watch(uri)
             announce(stack, old, old_run, "rollback: integration test")
             took = wait_until(
-                lambda: set(watch_states(urls)) == {(old, None)},
+                lambda: set(observe.replica_watch_states(urls)) == {(old, None)},
                 RELOAD_DEADLINE_S,
                 f"every replica back on {old} without a shadow",
             )

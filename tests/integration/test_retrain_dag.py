@@ -46,7 +46,7 @@ from driftloop_contracts import (
 )
 from driftloop_contracts.approval import APPROVAL_MAP_INDEX, APPROVAL_TASK_ID, APPROVE, REJECT
 from driftloop_training import registry
-from driftloop_training.bootstrap import TAG_TRAIN_ROWS, bootstrap
+from driftloop_training.bootstrap import full_bootstrap_version
 from driftloop_training.data import load_base_data, split_base, write_labelled_part
 from driftloop_training.publisher import publish_model_promoted
 from driftloop_training.settings import TrainingSettings
@@ -118,19 +118,7 @@ def full_bootstrap(training: TrainingSettings, champion: str) -> str:
     Looked up by tags (the alias may have moved on, and other tests register small models
     with ``sample_rows``); on a fresh stack the ``champion`` fixture registered it.
     """
-    uri = training.mlflow_tracking_uri
-    base = load_base_data(download_if_missing=False)
-    train, _ = split_base(base, holdout_share=training.base_holdout_share, seed=training.seed)
-    found = registry.search_versions(
-        uri, {registry.TAG_DECISION: "bootstrap", TAG_TRAIN_ROWS: str(len(train))}
-    )
-    if found:
-        return found[0].version
-    before = registry.get_champion(uri)
-    result = bootstrap(training, force=True)
-    if before is not None:
-        registry.set_champion(uri, before.version)
-    return result.version
+    return full_bootstrap_version(training)
 
 
 @pytest.fixture

@@ -277,6 +277,20 @@ def replica_versions(ep: Endpoints) -> dict[str, str]:
     return out
 
 
+def replica_watch_states(urls: list[str]) -> list[tuple[str | None, str | None]]:
+    """(served version, shadow version) of every replica, ``(None, None)`` for one that does not
+    answer: a replica killed or restarting is a state to poll through during a watch or a
+    rollback, not an error."""
+    states: list[tuple[str | None, str | None]] = []
+    for url in urls:
+        try:
+            info = httpx.get(f"{url}/model", timeout=TIMEOUT).json()
+            states.append((info.get("model_version"), info.get("shadow_model_version")))
+        except (httpx.HTTPError, ValueError):
+            states.append((None, None))
+    return states
+
+
 def scrape_metrics(
     urls: list[str], *, ignore_labels: tuple[str, ...] = ("replica",)
 ) -> dict[SeriesKey, float]:

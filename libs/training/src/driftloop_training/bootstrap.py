@@ -128,3 +128,26 @@ def bootstrap(
         scores=scores,
         profile_id=profile.profile_id,
     )
+
+
+def full_bootstrap_version(settings: TrainingSettings) -> str:
+    """A version trained by a full bootstrap (the whole base training split), registered if
+    none is; the ``champion`` alias is left where it was.
+
+    Why: after retrains, and after tests that register small models with ``sample_rows``, the
+    champion may no longer describe the base data; a scenario drawn from the base data (the
+    demos' steady traffic, the DAG tests' figures) needs the model that does. Found by its tags.
+    """
+    uri = settings.mlflow_tracking_uri
+    base = load_base_data(download_if_missing=settings.download_if_missing)
+    train, _ = split_base(base, holdout_share=settings.base_holdout_share, seed=settings.seed)
+    found = registry.search_versions(
+        uri, {registry.TAG_DECISION: "bootstrap", TAG_TRAIN_ROWS: str(len(train))}
+    )
+    if found:
+        return found[0].version
+    before = registry.get_champion(uri)
+    result = bootstrap(settings, force=True)
+    if before is not None:
+        registry.set_champion(uri, before.version)
+    return result.version
