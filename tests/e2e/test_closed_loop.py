@@ -42,7 +42,7 @@ class Recorder:
         pass
 
 
-def test_the_loop_closes_with_no_failed_request(stack, champion, tmp_path) -> None:
+def test_the_loop_closes_with_no_failed_request(stack, base_champion, tmp_path) -> None:
     recorder = Recorder()
     summary = run(
         stack.settings,

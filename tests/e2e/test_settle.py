@@ -43,7 +43,7 @@ class Recorder:
         pass
 
 
-def test_one_run_per_incident_while_the_drift_persists(stack, champion, tmp_path) -> None:
+def test_one_run_per_incident_while_the_drift_persists(stack, base_champion, tmp_path) -> None:
     summary = run(
         stack.settings,
         DemoOptions(
