@@ -430,17 +430,29 @@ def test_a_worse_promoted_champion_is_rolled_back_with_no_failed_request(
             lambda: alias(uri, CHAMPION_ALIAS) == previous,
             SWITCH_DEADLINE_S,
         )
-        assert alias(uri, SHADOW_ALIAS) is None
-        events = asyncio.run(_model_events(stack.kafka_bootstrap))
-        promotions = [
-            (at, e) for at, e in events if e.version == new_version and e.run_id == new.run_id
-        ]
-        assert len(promotions) == 1, promotions
-        rollbacks = [
-            (at, e)
-            for at, e in events
-            if at >= promotions[0][0] and e.reason.startswith(ROLLBACK_REASON_PREFIX)
-        ]
+        # the consumer moves the champion back, then removes the shadow alias, then announces
+        poll(
+            f"alias {SHADOW_ALIAS} removed",
+            lambda: alias(uri, SHADOW_ALIAS) is None,
+            SWITCH_DEADLINE_S,
+        )
+
+        def announced() -> tuple[list[Any], list[Any]] | None:
+            events = asyncio.run(_model_events(stack.kafka_bootstrap))
+            promotions = [
+                (at, e) for at, e in events if e.version == new_version and e.run_id == new.run_id
+            ]
+            assert len(promotions) == 1, promotions
+            rollbacks = [
+                (at, e)
+                for at, e in events
+                if at >= promotions[0][0] and e.reason.startswith(ROLLBACK_REASON_PREFIX)
+            ]
+            return (promotions, rollbacks) if rollbacks else None
+
+        promotions, rollbacks = poll(
+            "the rollback announced on model-events", announced, SWITCH_DEADLINE_S, every_s=1
+        )
         assert [(e.version, e.run_id) for _, e in rollbacks] == [
             (previous, registry.get_version(uri, previous).run_id)
         ], rollbacks
