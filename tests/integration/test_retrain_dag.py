@@ -694,29 +694,32 @@ def test_manual_approval_rejected_keeps_the_champion(
     from airflow_client.client import TaskInstanceApi, UpdateHITLDetailPayload
 
     def reject(api: Any, run_id: str) -> None:
-        """Answer, and answer again if the request comes back unanswered: Airflow 3.3.2 may
-        retry a task that has only just started waiting, and the new try asks anew
-        (docs/retraining.md, "Approval"); a person would see it in the UI and answer again."""
+        """Answer, and answer again whenever the request is back unanswered, until the task
+        has ended: Airflow 3.3.2 may retry a task that has only just started waiting, and the
+        new try asks anew, possibly after the first answer was seen (docs/retraining.md,
+        "Approval"); a person would see it in the UI and answer again."""
         tis = TaskInstanceApi(api)
         deadline = time.monotonic() + RUN_TIMEOUT_S
+        answers = 0
         while True:
-            tis.update_hitl_detail(
-                DAG_ID,
-                run_id,
-                APPROVAL_TASK_ID,
-                APPROVAL_MAP_INDEX,
-                UpdateHITLDetailPayload(chosen_options=[REJECT]),
-            )
-            while True:
-                ti = tis.get_task_instance(DAG_ID, run_id, APPROVAL_TASK_ID)
-                if str(getattr(ti.state, "value", ti.state)) != "awaiting_input":
-                    return
+            ti = tis.get_task_instance(DAG_ID, run_id, APPROVAL_TASK_ID)
+            state = str(getattr(ti.state, "value", ti.state))
+            if state in ("success", "failed", "skipped", "upstream_failed"):
+                assert answers >= 1, f"approval ended {state} before anyone answered"
+                return
+            if state == "awaiting_input":
                 detail = tis.get_hitl_detail(DAG_ID, run_id, APPROVAL_TASK_ID, APPROVAL_MAP_INDEX)
                 if not detail.response_received:
-                    break  # asked again: answer again
-                assert time.monotonic() < deadline, "the answered task never resumed"
-                time.sleep(0.5)
-            assert time.monotonic() < deadline, "the request kept coming back"
+                    tis.update_hitl_detail(
+                        DAG_ID,
+                        run_id,
+                        APPROVAL_TASK_ID,
+                        APPROVAL_MAP_INDEX,
+                        UpdateHITLDetailPayload(chosen_options=[REJECT]),
+                    )
+                    answers += 1
+            assert time.monotonic() < deadline, f"approval still {state} ({answers} answers)"
+            time.sleep(0.5)
 
     outcome, _, version = _manual_scenario(
         training, airflow, baseline_champion, unseen_rows, labelled_log, day=7, answer=reject
