@@ -14,6 +14,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -52,6 +53,18 @@ class StackInfo:
     bridge_url: str
     webhook_token: str
     started_pids: list[int] = field(default_factory=list)
+
+    def training_settings(self) -> Any:
+        """The training package's settings as the stack gives them to the DAG's tasks (the
+        same registry, broker and labelled-data log)."""
+        from driftloop_training.settings import TrainingSettings
+
+        return TrainingSettings(
+            mlflow_tracking_uri=self.mlflow_url,
+            kafka_bootstrap=self.kafka_bootstrap,
+            labelled_log_dir=self.state_dir / "labelled",
+            work_dir=self.state_dir / "work",
+        )
 
     def stop(self, program: str) -> None:
         supervisor.control(self.settings, "stop", program)
@@ -144,16 +157,8 @@ def stack() -> Iterator[StackInfo]:
 def champion(stack: StackInfo) -> str:
     """The registered champion's version (bootstrapped once if the registry has none)."""
     from driftloop_training.bootstrap import bootstrap
-    from driftloop_training.settings import TrainingSettings
 
-    result = bootstrap(
-        TrainingSettings(
-            mlflow_tracking_uri=stack.mlflow_url,
-            kafka_bootstrap=stack.kafka_bootstrap,
-            labelled_log_dir=stack.state_dir / "labelled",
-            work_dir=stack.state_dir / "work",
-        )
-    )
+    result = bootstrap(stack.training_settings())
     return str(result.version)
 
 

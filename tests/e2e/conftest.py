@@ -41,15 +41,9 @@ def base_champion(stack: Any, champion: str, retrain_runs: Any) -> str:
     from driftloop_training import registry
     from driftloop_training.bootstrap import full_bootstrap_version
     from driftloop_training.publisher import publish_model_promoted
-    from driftloop_training.settings import TrainingSettings
 
     retrain_runs.end_active("a drift scenario starts with the DAG idle")
-    training = TrainingSettings(
-        mlflow_tracking_uri=stack.mlflow_url,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        labelled_log_dir=stack.state_dir / "labelled",
-        work_dir=stack.state_dir / "work",
-    )
+    training = stack.training_settings()
     uri = training.mlflow_tracking_uri
     version = full_bootstrap_version(training)
     registry.end_watch(uri)

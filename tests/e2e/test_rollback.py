@@ -108,15 +108,6 @@ def note(message: str) -> None:
 # --------------------------------------------------------------------------- the stack
 
 
-def training_settings(stack: Any) -> TrainingSettings:
-    return TrainingSettings(
-        mlflow_tracking_uri=stack.mlflow_url,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        labelled_log_dir=stack.state_dir / "labelled",
-        work_dir=stack.state_dir / "work",
-    )
-
-
 def alias(uri: str, name: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
@@ -301,7 +292,7 @@ def restored(
     runs (yielded with the settings); afterwards the champion that served before serves
     again, with no watch."""
     retrain_runs.end_active("the rollback e2e needs the DAG idle")
-    training = training_settings(stack)
+    training: TrainingSettings = stack.training_settings()
     uri = training.mlflow_tracking_uri
     before = registry.get_champion(uri)
     start = full_bootstrap_version(training)

@@ -34,12 +34,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def training(stack: Any) -> TrainingSettings:
-    return TrainingSettings(
-        mlflow_tracking_uri=stack.mlflow_url,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        labelled_log_dir=stack.state_dir / "labelled",
-        work_dir=stack.state_dir / "work",
-    )
+    return stack.training_settings()
 
 
 @pytest.fixture(scope="module")

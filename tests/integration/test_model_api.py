@@ -210,16 +210,10 @@ def background_load(
 def new_champion(stack: Any, seed: int) -> str:
     """Train a small new version, move the alias to it and announce it (like the DAG does)."""
     from driftloop_training.bootstrap import bootstrap
-    from driftloop_training.settings import TrainingSettings
     from driftloop_training.train import ModelParams
 
     result = bootstrap(
-        TrainingSettings(
-            mlflow_tracking_uri=stack.mlflow_url,
-            kafka_bootstrap=stack.kafka_bootstrap,
-            labelled_log_dir=stack.state_dir / "labelled",
-            work_dir=stack.state_dir / "work",
-        ),
+        stack.training_settings(),
         force=True,
         sample_rows=2_000,
         params=ModelParams(max_iter=30, random_state=seed),
@@ -885,17 +879,11 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
     switches every replica with 0 failed requests, and events stop carrying a shadow."""
     from driftloop_training import registry
     from driftloop_training.bootstrap import bootstrap
-    from driftloop_training.settings import TrainingSettings
     from driftloop_training.train import ModelParams
 
     stack, old = ready_stack, restore_champion
     urls, uri = stack.model_api_urls, stack.mlflow_url
-    training = TrainingSettings(
-        mlflow_tracking_uri=uri,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        labelled_log_dir=stack.state_dir / "labelled",
-        work_dir=stack.state_dir / "work",
-    )
+    training = stack.training_settings()
     new = bootstrap(
         training, force=True, sample_rows=2_000, params=ModelParams(max_iter=30, random_state=7)
     )

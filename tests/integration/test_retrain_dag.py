@@ -65,12 +65,7 @@ DAG_TIMEOUT_S = 180.0
 @pytest.fixture(scope="module")
 def training(stack: Any) -> TrainingSettings:
     """Settings as the stack gives them to the DAG's tasks (same log directory)."""
-    return TrainingSettings(
-        mlflow_tracking_uri=stack.mlflow_url,
-        kafka_bootstrap=stack.kafka_bootstrap,
-        labelled_log_dir=stack.state_dir / "labelled",
-        work_dir=stack.state_dir / "work",
-    )
+    return stack.training_settings()
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from driftloop_contracts import (
+    CALIBRATION_WINDOW_EVENTS,
     CHAMPION_ALIAS,
     DEFAULT_BASE_PORT,
     FEEDBACK_TOPIC,
@@ -75,12 +76,12 @@ class DriftConsumerSettings(BaseSettings):
 
     # --- windows and statistics -----------------------------------------------------------
     #: Tumbling window size per (partition, model version), in events.
-    window_events: int = Field(default=200, ge=2)
+    window_events: int = Field(default=CALIBRATION_WINDOW_EVENTS, ge=2)
     #: Also close a window once its events span this many seconds (event time); 0 = count only.
     window_seconds: float = Field(default=0.0, ge=0.0)
-    #: A time-closed window needs at least this many events (the thresholds are calibrated
-    #: for 200); fewer and it keeps filling.
-    min_window_events: int = Field(default=200, ge=2)
+    #: A time-closed window needs at least this many events (the thresholds' calibration
+    #: size); fewer and it keeps filling.
+    min_window_events: int = Field(default=CALIBRATION_WINDOW_EVENTS, ge=2)
     ks_method: Literal["auto", "exact", "asymp"] = "auto"
     #: > 0: decide on windows merged over every owned partition, in event-time slots of this
     #: many seconds (windows.MergedWindows; a window takes slots until it holds
