@@ -172,11 +172,13 @@ def promote(stack: Any, version: str, *, move_alias: bool, reason: str) -> None:
 
 
 @pytest.fixture
-def serving(stack: Any, champion: str) -> Iterator[str]:
-    """Every replica serving the champion before the test; afterwards the alias is put back
-    on it (the tests move it) and every replica still serves it."""
+def serving(stack: Any, champion: str, retrain_runs: Any) -> Iterator[str]:
+    """No DAG run active (one would promote mid-test) and every replica serving the champion
+    before the test; afterwards the alias is put back on it (the tests move it) and every
+    replica still serves it."""
     from driftloop_training import registry
 
+    retrain_runs.end_active("the model trust tests need the champion to stay put")
     before = registry.get_champion(stack.mlflow_url)
     assert before is not None
     wait_until(

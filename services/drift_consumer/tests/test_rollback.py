@@ -147,6 +147,54 @@ async def test_a_worse_champion_is_rolled_back_once(redis: fakeredis.FakeAsyncRe
     )
 
 
+def watch_open(metrics: ConsumerMetrics) -> dict[str, float]:
+    return {
+        s.labels["model_version"]: s.value
+        for family in metrics.watch_open.collect()
+        for s in family.samples
+    }
+
+
+async def test_the_watched_champion_is_exported_as_open_until_the_decision_is_carried_out(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    """``driftloop_watch_open{model_version}`` is what keeps PerformanceDegraded from judging
+    a champion the watch is still judging (libs/monitoring alerts)."""
+    registry, announcer = FakeRegistry(), FakeAnnouncer()
+    watch, metrics = make_watch(redis, registry, announcer)
+    assert watch_open(metrics) == {}
+    await watch.store.add({PAIR: rows(199, 30_000.0, 20_000.0)})
+    assert await watch.tick() is None
+    assert watch_open(metrics) == {"2": 1.0}  # undecided: the watch owns the judgement
+    await watch.store.add({PAIR: rows(1, 30_000.0, 20_000.0, start=199)})
+    assert (await watch.tick()) is not None  # rolled back: the shadow alias is gone
+    assert await watch.tick() is None
+    # the rolled-back version's online error is exported until the reference leaves it
+    assert watch_open(metrics) == {"2": 1.0}
+    metrics.set_reference("1", "profile-1")
+    assert watch_open(metrics) == {}
+    # a later promotion's watch names only its own champion; kept, it is judged again
+    registry.aliases, registry.tags["3"] = {"champion": "3", "shadow": "1"}, {}
+    assert await watch.tick() is None
+    assert watch_open(metrics) == {"3": 1.0}
+    registry.until = NOW
+    assert (await watch.tick()) is not None
+    assert watch_open(metrics) == {}
+
+
+async def test_a_rolled_back_version_made_champion_again_is_judged_again(
+    redis: fakeredis.FakeAsyncRedis,
+) -> None:
+    registry, announcer = FakeRegistry(), FakeAnnouncer()
+    watch, metrics = make_watch(redis, registry, announcer)
+    metrics.set_reference("1", "profile-1")  # the reference moved before the watch finished
+    await watch.store.add({PAIR: rows(200, 30_000.0, 20_000.0)})
+    assert (await watch.tick()) is not None
+    assert watch_open(metrics) == {"2": 1.0}
+    metrics.set_reference("2", "profile-2")  # someone promoted it again, by hand
+    assert watch_open(metrics) == {}
+
+
 async def test_replayed_rows_are_counted_once(redis: fakeredis.FakeAsyncRedis) -> None:
     store = WatchStore(redis, model_name=MODEL_NAME, ttl_seconds=3600)
     await store.add({PAIR: rows(150, 3.0, 4.0)})

@@ -115,7 +115,14 @@ PREDICTION_DRIFT = (
 PREDICTION_THRESHOLD = (
     f'max by (feature, statistic) (driftloop_drift_threshold{{feature="{PREDICTION_SERIES}"}})'
 )
-RMSE_RATIO = f"max by (model_version) (driftloop_online_rmse_ratio and {PERFORMANCE_WARMED_UP})"
+#: The post-promotion watch judges its champion against the previous one (and rolls it back
+#: or keeps it); meanwhile the online-error alert stays out of it, or a champion the watch is
+#: about to roll back would also start a retrain (seen: the rollback e2e in CI).
+UNDER_WATCH = "on(model_version) (driftloop_watch_open > 0)"
+RMSE_RATIO = (
+    "max by (model_version) "
+    f"(driftloop_online_rmse_ratio and {PERFORMANCE_WARMED_UP} unless {UNDER_WATCH})"
+)
 RMSE_RATIO_THRESHOLD = 'max(driftloop_drift_threshold{statistic="rmse_ratio"})'
 
 _PROM_THRESHOLD_OF = (
@@ -222,7 +229,9 @@ ALERTS: tuple[AlertSpec, ...] = (
         description=(
             "Rolling RMSE of predictions joined with their feedback, divided by the model's "
             'training holdout RMSE, is above the "rmse_ratio" threshold; judged only once the '
-            f"version's own window holds {PERFORMANCE_WARMUP_ROWS} labelled rows (warm-up)."
+            f"version's own window holds {PERFORMANCE_WARMUP_ROWS} labelled rows (warm-up), and "
+            "not while the version is under its post-promotion watch (the watch compares it with "
+            "the previous champion and rolls it back or keeps it; docs/retraining.md)."
         ),
         panel=(names.DRIFT_DASHBOARD_UID, 31),
     ),

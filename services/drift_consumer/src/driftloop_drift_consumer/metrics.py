@@ -254,17 +254,45 @@ class ConsumerMetrics:
             ["role"],
             registry=r,
         )
+        self.watch_open = Gauge(
+            "driftloop_watch_open",
+            "1 while model_version is under its post-promotion watch, and for a version the "
+            "watch rolled back until the consumer's reference moved off it: PerformanceDegraded "
+            "does not judge it meanwhile (the watch does)",
+            ["model_version"],
+            registry=r,
+        )
+        #: The version the last watch rolled back, gated until the reference leaves it.
+        self._rolled_back: str | None = None
         self._versions: set[str] = set()
 
-    def set_watch(self, sums: ErrorSums) -> None:
+    def set_watch(self, champion: str, sums: ErrorSums) -> None:
+        """The running watch of ``champion``: open, and what it compared so far."""
+        self._versions.add(champion)
+        self._close_watches(keep={champion})
+        self.watch_open.labels(champion).set(1)
         self.watch_rows.set(sums.rows)
         if sums.rows:
             self.watch_rmse.labels("champion").set(sums.champion_rmse)
             self.watch_rmse.labels("shadow").set(sums.shadow_rmse)
 
-    def clear_watch(self) -> None:
+    def clear_watch(self, *, rolled_back: str | None = None) -> None:
+        """No watch runs. ``rolled_back``: the watch just rolled that version back; it stays
+        gated until the reference moves off it (its online-error window, over the alert's
+        threshold, is still exported until then)."""
+        if rolled_back is not None:
+            self._rolled_back = rolled_back
+            self._versions.add(rolled_back)
+            self.watch_open.labels(rolled_back).set(1)
+        self._close_watches(keep=set())
         self.watch_rows.set(0)
         self.watch_rmse.clear()
+
+    def _close_watches(self, keep: set[str]) -> None:
+        kept = keep | ({self._rolled_back} if self._rolled_back else set())
+        for labels in list(_label_sets(self.watch_open)):
+            if labels[0] not in kept:
+                self.watch_open.remove(*labels)
 
     def start_dead_letter_series(self, topics: list[str]) -> None:
         """Export ``driftloop_dead_letters_total`` at 0 for ``topics``, so the alerts'
@@ -315,6 +343,8 @@ class ConsumerMetrics:
             self.online_rmse_ratio.labels(version).set(ratio)
 
     def set_reference(self, version: str, profile_id: str) -> None:
+        if self._rolled_back == version:  # made champion again: judged like any champion
+            self._ungate(version)
         self.reference_info.clear()
         self.reference_info.labels(version, profile_id).set(1)
         for old in self._versions - {version}:
@@ -338,7 +368,14 @@ class ConsumerMetrics:
             for labels in list(_label_sets(gauge)):
                 if labels == (version,):
                     gauge.remove(version)
+        self._ungate(version)
         self._versions.discard(version)
+
+    def _ungate(self, version: str) -> None:
+        if (version,) in _label_sets(self.watch_open):
+            self.watch_open.remove(version)
+        if self._rolled_back == version:
+            self._rolled_back = None
 
     def set_sink_ok(self, sink: str, ok: bool) -> None:
         self.sink_up.labels(sink).set(1 if ok else 0)

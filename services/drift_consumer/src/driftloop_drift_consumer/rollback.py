@@ -304,7 +304,7 @@ class PostPromotionWatch:
             self.metrics.clear_watch()
             return None
         sums = await self.store.sums(state.pair)
-        self.metrics.set_watch(sums)
+        self.metrics.set_watch(state.pair.champion, sums)
         decision = await self.store.decision(state.pair)
         if decision is None:
             now = self._clock()
@@ -403,7 +403,7 @@ class PostPromotionWatch:
                 )
             await self.store.clear_pending(pair)
             self._last = None
-            self.metrics.clear_watch()
+            self.metrics.clear_watch(rolled_back=pair.champion if announce else None)
         finally:
             with contextlib.suppress(Exception):
                 await lock.release()
