@@ -74,3 +74,31 @@ def test_status_names_a_stopped_component(stack, driftloop) -> None:
     finally:
         stack.start("alertmanager")
         stack.wait_healthy("alertmanager")
+
+
+def test_the_drift_consumer_exports_redis_memory_against_its_bound(stack) -> None:
+    """RedisMemoryHigh's inputs come from the stack's real Redis (``INFO memory``), bounded by
+    the ``maxmemory`` of redis-conf/limits.conf."""
+    import time
+
+    import httpx
+    import redis
+    from prometheus_client.parser import text_string_to_metric_families
+
+    bound = int(redis.Redis.from_url(stack.redis_url).config_get("maxmemory")["maxmemory"] or 0)
+    assert bound > 0  # the local stack's Redis is bounded (noeviction at 1 GiB)
+
+    def exported() -> dict[str, float]:
+        text = httpx.get(f"{stack.drift_consumer_url}/metrics", timeout=5).text
+        return {
+            s.name: s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name.startswith("driftloop_redis_")
+        }
+
+    deadline = time.monotonic() + 60
+    while (got := exported()).get("driftloop_redis_maxmemory_bytes") != bound:
+        assert time.monotonic() < deadline, f"maxmemory {bound} never exported: {got}"
+        time.sleep(0.5)
+    assert 0 < got["driftloop_redis_used_memory_bytes"] < bound, got

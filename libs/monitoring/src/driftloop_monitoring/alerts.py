@@ -142,6 +142,13 @@ REDIS_FAILING = (
     ' or max by (job) (1 - driftloop_sink_up{sink="redis"})'
     " or max by (job) (1 - driftloop_bridge_redis_up)"
 )
+#: Redis' used memory as a share of its ``maxmemory`` (read by the drift consumer from
+#: ``INFO memory``; no data while Redis is unbounded). At 1 every write fails (``noeviction``).
+REDIS_MEMORY_SHARE = (
+    "max(driftloop_redis_used_memory_bytes) / max(driftloop_redis_maxmemory_bytes > 0)"
+)
+#: The share at which a person is asked to make room, while Redis still works.
+REDIS_MEMORY_HIGH_SHARE = 0.8
 #: How long Redis may be failing before a person is asked to act (every component rides out a
 #: shorter outage on its own: see the "Redis down" row of docs/monitoring.md).
 REDIS_UNAVAILABLE_FOR = "2m"
@@ -385,6 +392,22 @@ ALERTS: tuple[AlertSpec, ...] = (
         "Redis is down, but the loop is paused: replicas refuse labels with 503 (the producers retry), the drift "
         "consumer stops consuming (labels and drift wait, ready=false), the bridge answers 503 "
         "to alerts (the senders retry). Start Redis; everything resumes on its own.",
+    ),
+    AlertSpec(
+        name="RedisMemoryHigh",
+        uid="driftloop-redis-memory-high",
+        group="operations",
+        a=REDIS_MEMORY_SHARE,
+        op=">",
+        b=REDIS_MEMORY_HIGH_SHARE,
+        pending="10m",
+        grafana_pending="10m",
+        summary_prometheus="Redis uses {{ $value | humanizePercentage }} of its maxmemory",
+        summary_grafana="Redis uses {{ humanizePercentage $values.A.Value }} of its maxmemory",
+        description="Redis keeps the join keys, label claims and watch rows until their TTLs "
+        "and evicts nothing; at maxmemory every write fails and the loop pauses (labels "
+        "refused with 503, RedisUnavailable). Raise maxmemory (redis-conf/limits.conf) or "
+        "shorten the join and token TTLs for this traffic: docs/operations.md, 'Redis'.",
     ),
     AlertSpec(
         name="ModelArtifactRejected",

@@ -39,6 +39,7 @@ from .kafka_consumer import ConsumerFactory, data_consumer_factory
 from .labelled_retention import run_retention
 from .loop import DriftLoop
 from .metrics import ConsumerMetrics
+from .redis_memory import run_memory_watch
 from .reference import MlflowReferenceSource, ReferenceManager, ReferenceSource
 from .reports import ReportScheduler, ReportStore
 from .rollback import (
@@ -175,6 +176,10 @@ def create_app(
             asyncio.create_task(watcher.run(loop.stopping), name="thresholds"),
             asyncio.create_task(loop.run(), name="consumer"),
         ]
+        memory = run_memory_watch(
+            client, metrics, loop.stopping, settings.redis_memory_poll_seconds
+        )
+        tasks.append(asyncio.create_task(memory, name="redis-memory"))
         if reports is not None:
             tasks.append(asyncio.create_task(reports.run(loop.stopping), name="reports"))
         # A caller that injects a fake reference source (a test) gets no watch on the real

@@ -188,6 +188,16 @@ class ConsumerMetrics:
             ["sink"],
             registry=r,
         )
+        self.redis_used_memory = Gauge(
+            "driftloop_redis_used_memory_bytes",
+            "Redis INFO memory used_memory, read every redis_memory_poll_seconds (redis_memory.py)",
+            registry=r,
+        )
+        self.redis_max_memory = Gauge(
+            "driftloop_redis_maxmemory_bytes",
+            "Redis maxmemory (0: unbounded); at it every write fails (noeviction)",
+            registry=r,
+        )
         self.sink_up = Gauge(
             "driftloop_sink_up",
             "1 if the sink's last write succeeded, 0 while it is failing",

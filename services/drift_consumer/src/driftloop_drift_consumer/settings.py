@@ -112,6 +112,8 @@ class DriftConsumerSettings(BaseSettings):
     #: A feedback record whose prediction is not in the store after this long is skipped.
     feedback_wait_seconds: float = Field(default=30.0, ge=0.0)
     thresholds_poll_seconds: float = Field(default=1.0, gt=0)
+    #: How often Redis' memory is read for RedisMemoryHigh (redis_memory.py).
+    redis_memory_poll_seconds: float = Field(default=15.0, gt=0)
 
     # --- online error ---------------------------------------------------------------------
     #: Rolling RMSE/MAE/bias over the latest this-many labelled rows per model version; at
