@@ -130,6 +130,9 @@ class DriftLoop:
         #: around ``getmany``.
         self._lock = asyncio.Lock()
         self._abandoned = False
+        #: Wall time when the last fetch began: the shared windows' idle rule compares slots
+        #: with it, not with the time after a slow batch (the high watermarks are as old).
+        self._fetched_at: float | None = None
         #: Detector calibrations in flight (kept referenced until done).
         self._calibrations: set[asyncio.Task[None]] = set()
         self._count_restart = metrics.retries.hook("consumer_restart")
@@ -394,6 +397,7 @@ class DriftLoop:
         batches: Mapping[TopicPartition, Sequence[RawRecord]] = {}
         async for attempt in policy:
             with attempt:
+                self._fetched_at = time.time()
                 batches = await consumer.getmany(
                     timeout_ms=self.settings.poll_timeout_ms,
                     max_records=self.settings.max_poll_records,
@@ -483,7 +487,7 @@ class DriftLoop:
         finished partials, then merge what every partition has passed if we hold the lease."""
         if self.shared is None:
             return []
-        now_us = round(time.time() * 1e6)
+        now_us = round((self._fetched_at or time.time()) * 1e6)
         await self.shared.publish(now_us, lambda p: self.state.caught_up(consumer, p))
         topic_partitions = None
         with contextlib.suppress(Exception):  # metadata not loaded yet: merge next time
