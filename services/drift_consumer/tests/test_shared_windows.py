@@ -33,20 +33,23 @@ from driftloop_drift_consumer.shared_windows import (
 from driftloop_drift_consumer.sinks.facade import Sinks
 from driftloop_drift_consumer.windows import ClosedWindow, EventBatch, MergedWindows
 
-from .conftest import ReferenceData
+from .conftest import ReferenceData, until
 from .test_merged_windows import SLOT_S, SLOT_US, stream
 
 PARTS = [0, 1, 2, 3]
 MIN_EVENTS = 200
 
 
-@pytest.fixture(scope="module")
-def redis_port() -> Iterator[int]:
-    binary = shutil.which("redis-server")
-    assert binary, "redis-server is part of the stack's toolchain (scripts/setup.sh)"
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+        return int(s.getsockname()[1])
+
+
+def redis_server(port: int) -> subprocess.Popen[bytes]:
+    """A real ``redis-server`` on ``port``, listening when this returns."""
+    binary = shutil.which("redis-server")
+    assert binary, "redis-server is part of the stack's toolchain (scripts/setup.sh)"
     proc = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
@@ -56,8 +59,16 @@ def redis_port() -> Iterator[int]:
     while time.monotonic() < deadline:
         with socket.socket() as s:
             if s.connect_ex(("127.0.0.1", port)) == 0:
-                break
-        time.sleep(0.02)  # waiting for a process we started to listen (no event to await)
+                return proc
+        time.sleep(0.02)  # polling a process we started until it listens (no event to await)
+    proc.kill()
+    raise AssertionError(f"redis-server did not listen on {port}")
+
+
+@pytest.fixture(scope="module")
+def redis_port() -> Iterator[int]:
+    port = free_port()
+    proc = redis_server(port)
     try:
         yield port
     finally:
@@ -90,7 +101,13 @@ class Instance:
     metrics: ConsumerMetrics
 
 
-def instance(redis: Any, reference: ReferenceData, name: str, idle_grace: float = 2.0) -> Instance:
+def instance(
+    redis: Any,
+    reference: ReferenceData,
+    name: str,
+    idle_grace: float = 2.0,
+    late_seconds: float = 3600,
+) -> Instance:
     settings = DriftConsumerSettings(sink_retry_initial_seconds=0.01, sink_retry_max_seconds=0.05)
     metrics = ConsumerMetrics()
     sinks = Sinks(
@@ -111,7 +128,7 @@ def instance(redis: Any, reference: ReferenceData, name: str, idle_grace: float 
         metrics=metrics,
         min_events=MIN_EVENTS,
         lease_seconds=30,
-        late_seconds=3600,
+        late_seconds=late_seconds,
     )
     return Instance(windows, merge, metrics)
 
@@ -336,3 +353,46 @@ def test_shared_windows_need_a_slot_length() -> None:
         DriftConsumerSettings(shared_windows=True)
     assert DriftConsumerSettings(shared_windows=True, merge_window_seconds=1).shared_windows
     assert not DriftConsumerSettings().shared_windows  # off by default
+
+
+async def test_redis_down_pauses_publishing_counts_it_and_loses_nothing(
+    reference: ReferenceData,
+) -> None:
+    import redis.asyncio as aioredis
+
+    port = free_port()  # nothing listens yet: Redis is down
+    client = aioredis.Redis(port=port, socket_connect_timeout=0.2, socket_timeout=0.5)
+    parts = stream(reference, 1, 1_000, late=False)
+    a = instance(client, reference, "a")
+    task = asyncio.create_task(feed(a, parts, [0], 0, 1_000))
+    failures = a.metrics.sink_failures.labels("redis_shared")
+    await until(lambda: failures._value.get() >= 1, 30)
+    assert not task.done()
+    assert a.metrics.sink_up.labels("redis_shared")._value.get() == 0
+    assert a.windows.commit_offset(0, 1_000) == 0  # nothing shared: nothing committable
+    proc = redis_server(port)
+    try:
+        await asyncio.wait_for(task, 30)
+        assert a.metrics.sink_up.labels("redis_shared")._value.get() == 1
+        shared = (await store(client).progress(reference.compiled.model_version))[0]
+        assert a.windows.commit_offset(0, 1_000) == shared.offset + 1 > 0
+    finally:
+        await client.aclose()
+        proc.terminate()
+        proc.wait(10)
+
+
+async def test_a_slot_merged_long_after_its_end_is_counted_late(
+    redis: Any, reference: ReferenceData
+) -> None:
+    parts = stream(reference, 2, 2_000, late=False)
+    a = instance(redis, reference, "a", late_seconds=60)
+    await feed(a, parts, [0, 1], 0, 1_000)
+    last = int(parts[0][1].max())
+    closed = await a.merge.aggregate({0, 1}, last + 10 * SLOT_US, judge)
+    assert closed and a.metrics.shared_late_slots._value.get() == 0
+    await feed(a, parts, [0, 1], 1_000, 1_001)
+    await a.merge.publish(last + 120 * SLOT_US, caught_up=lambda p: True)
+    closed = await a.merge.aggregate({0, 1}, last + 120 * SLOT_US, judge)
+    assert closed and a.metrics.shared_late_slots._value.get() >= 1
+    assert a.metrics.shared_merge_lag._value.get() > 0

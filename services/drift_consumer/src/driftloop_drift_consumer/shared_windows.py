@@ -240,10 +240,12 @@ class SharedWindows:
 
     def commit_offset(self, partition: int, next_offset: int) -> int:
         """Offset safe to commit: the first offset of the partition's oldest unpublished
-        partial (``next_offset`` when everything read is shared)."""
+        partial (``next_offset`` when everything read is shared). A partition whose progress
+        is not loaded yet holds at 0 (nothing of it is windowed, nothing may pass), unless no
+        reference is loaded (its events are not windowed at all)."""
         owned = self._parts.get(partition)
         if owned is None:
-            return next_offset
+            return next_offset if self._reference is None else 0
         firsts = [part.state.segments[partition][0] for part in owned.done]
         if owned.open is not None:
             firsts.append(owned.open.state.segments[partition][0])
