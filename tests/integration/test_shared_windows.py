@@ -341,7 +341,18 @@ def assert_every_event_once(world: World, group: Group, load: Load) -> int:
     open_events = sum(e for *_, e in pending)
     assert in_windows + open_events == load.sent, (group.name, in_windows, open_events)
     assert open_events < MIN_EVENTS
-    assert len(shared["windows"]) == len(merged_windows(world, group)[0]), "closed once each"
+    # closed once each: one record per window in Redis, the same spans as in InfluxDB
+    spans_redis = [(w["first_slot"], w["last_slot"], w["events"]) for w in shared["windows"]]
+    influx_windows = merged_windows(world, group)[0]
+    spans_influx = list(
+        zip(
+            influx_windows["first_offset"].astype(int),
+            influx_windows["last_offset"].astype(int),
+            influx_windows["events"].astype(int),
+            strict=True,
+        )
+    )
+    assert spans_redis == spans_influx, group.name
     return in_windows
 
 
@@ -404,6 +415,10 @@ def test_three_consumers_with_a_kill_and_a_join_decide_exactly_as_one(world: Wor
             every_s=1,
         )
 
+    # each window counted once by whoever closed it (group one's consumer never restarted)
+    assert single.metric("driftloop_shared_windows_total", outcome="closed") == len(
+        merged_windows(world, one)[0]
+    )
     live = [single, a, c, d]
     late = {x.name: x.metric("driftloop_shared_late_events_total") for x in live}
     assert not any(late.values()), f"events later than the idle grace: {late}"

@@ -217,8 +217,8 @@ async def test_three_instances_with_moves_write_the_windows_of_one(
     assert_same_windows(got, expected)
     # the stream ends: every partition goes idle and the rest closes (all but an open tail)
     for inst in owners:
-        await inst.merge.publish(10**12, caught_up=lambda p: True)
-    got += [w for w, _ in await a.merge.aggregate(set(PARTS), 10**12, judge)]
+        await inst.merge.publish(100 * SLOT_US, caught_up=lambda p: True)
+    got += [w for w, _ in await a.merge.aggregate(set(PARTS), 100 * SLOT_US, judge)]
     await every_event_once(got, parts, store(redis), reference.compiled.model_version)
     # exactly one aggregator closed each window (the lease), nobody lost a race
     closed = sum(i.metrics.shared_windows.labels("closed")._value.get() for i in (a, b, c, d))
@@ -317,9 +317,11 @@ async def test_two_aggregators_close_each_window_once(redis: Any, reference: Ref
     )
     assert result.windows
     decided = [(w, judge(w.statistics)) for w in result.windows]
-    assert await s1.close(version, raw, result.cursor, decided)
-    assert not await s2.close(version, raw, result.cursor, decided)  # same start: loses
-    assert len(await s1.windows(version)) == len(result.windows)
+    assert await s1.close(version, raw, result.cursor, decided, slot_us=SLOT_US)
+    # same start: loses
+    assert not await s2.close(version, raw, result.cursor, decided, slot_us=SLOT_US)
+    kept = await s1.windows(version)
+    assert [w["first_slot"] for w in kept] == [w.first_offset for w in result.windows]
     # the merged partials are gone; the open window's are kept
     left = await s1.partials(version, None, through)
     assert all(slot >= (result.cursor.open_from or through + 1) for slot in left)
@@ -396,3 +398,29 @@ async def test_a_slot_merged_long_after_its_end_is_counted_late(
     closed = await a.merge.aggregate({0, 1}, last + 120 * SLOT_US, judge)
     assert closed and a.metrics.shared_late_slots._value.get() >= 1
     assert a.metrics.shared_merge_lag._value.get() > 0
+
+
+async def test_closed_windows_older_than_the_ttl_are_trimmed(
+    redis: Any, reference: ReferenceData
+) -> None:
+    from driftloop_drift_consumer.shared_windows import aggregate
+
+    parts = stream(reference, 1, 3_000, late=False)
+    a = instance(redis, reference, "a")
+    await feed(a, parts, [0], 0, 3_000)
+    s, version = store(redis), reference.compiled.model_version  # TTL 3600 s
+    cursor, raw = await s.cursor(version)
+    through = (await s.progress(version))[0].slot
+    partials = await s.partials(version, None, through)
+    result = aggregate(
+        reference.compiled, partials, cursor, through, min_events=200, slot_us=SLOT_US
+    )
+    assert len(result.windows) >= 4 and result.cursor.next_slot is not None
+    decided = [(w, judge(w.statistics)) for w in result.windows]
+    # were a slot 3600 s long, the TTL would keep the windows of the newest slot only
+    assert await s.close(version, raw, result.cursor, decided, slot_us=3_600 * SLOT_US)
+    kept = [w["first_slot"] for w in await s.windows(version)]
+    newest = [
+        w.first_offset for w in result.windows if w.first_offset >= result.cursor.next_slot - 1
+    ]
+    assert kept == newest and len(kept) < len(result.windows)

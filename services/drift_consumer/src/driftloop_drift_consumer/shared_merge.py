@@ -144,7 +144,8 @@ class SharedMerge:
         lines = [line for w, d in decided for line in window_lines(w, d)]
         await self.sinks.write_points(lines)  # idempotent: a second aggregator rewrites them
         won = await self.sinks.retried(
-            SINK, lambda: store.close(version, raw, result.cursor, decided)
+            SINK,
+            lambda: store.close(version, raw, result.cursor, decided, slot_us=self.windows.slot_us),
         )
         if not won:
             if decided:

@@ -13,7 +13,8 @@ Keys, per ``<prefix><group>:<model version>:`` (prefix
     slots         sorted set of the slots that hold unmerged partials
     slot:<slot>   hash partition -> partial (shared_windows.encode_partial)
     cursor        "<next slot> <first slot of the open window>" ("-" for none)
-    windows       hash first slot -> the closed window and its decision (JSON), HSETNX
+    windows       sorted set: the closed windows and their decisions (JSON), scored by first
+                  slot; those older than ``ttl_seconds`` of slots are trimmed
     lease         the aggregating instance (SET NX PX, renewed by its holder)
 
 Exactly once:
@@ -22,7 +23,7 @@ Exactly once:
   stored progress is past what is published (another owner shared further); a retry of a
   call that was applied (the reply was lost) finds its own progress and is a no-op.
 - *close* (per aggregation): the cursor moves by compare-and-set, with the windows it closed
-  (``HSETNX``) and the deletion of the merged partials, in one script; only the instance whose
+  and the deletion of the merged partials, in one script; only the instance whose
   set succeeds counts the windows. The lease only keeps the others from doing the same work:
   two aggregators compute the same windows and InfluxDB points (a pure function of the
   partials), and one of them wins the cursor.
@@ -34,6 +35,7 @@ Every key expires ``ttl_seconds`` after its last write.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from driftloop_contracts.redis_keys import SHARED_WINDOWS_PREFIX
@@ -79,14 +81,18 @@ return 1
 
 _CLOSE = """
 local prefix, ttl, expected, new, drop_below = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4], ARGV[5]
+local keep_from = ARGV[6]
 local cur = redis.call('GET', prefix .. 'cursor') or ''
 if cur ~= expected then return 0 end
 redis.call('SET', prefix .. 'cursor', new, 'EX', ttl)
-local n = (#ARGV - 5) / 2
+local n = (#ARGV - 6) / 2
 for i = 0, n - 1 do
-  redis.call('HSETNX', prefix .. 'windows', ARGV[6 + 2 * i], ARGV[7 + 2 * i])
+  redis.call('ZADD', prefix .. 'windows', tonumber(ARGV[7 + 2 * i]), ARGV[8 + 2 * i])
 end
-if n > 0 then redis.call('EXPIRE', prefix .. 'windows', ttl) end
+if n > 0 then
+  redis.call('EXPIRE', prefix .. 'windows', ttl)
+  redis.call('ZREMRANGEBYSCORE', prefix .. 'windows', '-inf', '(' .. keep_from)
+end
 if drop_below ~= '' then
   local old = redis.call('ZRANGEBYSCORE', prefix .. 'slots', '-inf', '(' .. drop_below)
   for _, s in ipairs(old) do redis.call('DEL', prefix .. 'slot:' .. s) end
@@ -230,16 +236,22 @@ class SharedStore:
         expected: str,
         cursor: Cursor,
         windows: list[tuple[ClosedWindow, DriftDecision]],
+        *,
+        slot_us: int,
     ) -> bool:
         """Move the cursor from ``expected`` to ``cursor`` with the windows it closed and drop
-        the partials no window needs any more; False if another aggregator moved it first."""
+        the partials no window needs any more (and windows older than ``ttl_seconds``);
+        False if another aggregator moved it first."""
         drop_below = cursor.read_from
+        kept_slots = math.ceil(self._ttl * 1_000_000 / slot_us)
+        keep_from = (cursor.next_slot or 0) - kept_slots
         args: list[Any] = [
             self.prefix(model_version),
             self._ttl,
             expected,
             cursor.encode(),
             "" if drop_below is None else drop_below,
+            keep_from,
         ]
         for window, decision in windows:
             args += [window.first_offset, json.dumps(window_record(window, decision))]
@@ -248,10 +260,10 @@ class SharedStore:
         except Exception as exc:
             raise SharedStoreError(f"could not close shared windows: {exc}") from exc
 
-    async def windows(self, model_version: str) -> dict[int, dict[str, Any]]:
-        """Every closed window still kept (first slot -> record); for accounting and tests."""
+    async def windows(self, model_version: str) -> list[dict[str, Any]]:
+        """Every closed window still kept, oldest first; for accounting and tests."""
         try:
-            raw = await self._redis.hgetall(self.prefix(model_version) + "windows")
+            raw = await self._redis.zrange(self.prefix(model_version) + "windows", 0, -1)
         except Exception as exc:
             raise SharedStoreError(f"could not read shared windows: {exc}") from exc
-        return {int(_text(k)): json.loads(v) for k, v in raw.items()}
+        return [json.loads(v) for v in raw]
