@@ -12,14 +12,20 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 
+from driftloop_contracts import PREDICTIONS_TOPIC
 from driftloop_drift_consumer.drift import DriftDecision, ReferenceThresholds, decide
 from driftloop_drift_consumer.errors import SharedProgressConflict
+from driftloop_drift_consumer.feedback_join import JoinStore
+from driftloop_drift_consumer.loop import DriftLoop
 from driftloop_drift_consumer.metrics import ConsumerMetrics
+from driftloop_drift_consumer.reference import ReferenceManager
 from driftloop_drift_consumer.settings import DriftConsumerSettings
 from driftloop_drift_consumer.shared_merge import SharedMerge
 from driftloop_drift_consumer.shared_store import SharedStore
@@ -31,9 +37,18 @@ from driftloop_drift_consumer.shared_windows import (
     encode_partial,
 )
 from driftloop_drift_consumer.sinks.facade import Sinks
-from driftloop_drift_consumer.windows import ClosedWindow, EventBatch, MergedWindows
+from driftloop_drift_consumer.sinks.influx import InfluxSink
+from driftloop_drift_consumer.windows import (
+    ClosedWindow,
+    EventBatch,
+    MergedWindows,
+    WindowManager,
+    WindowPolicy,
+)
 
-from .conftest import ReferenceData, until
+from .conftest import FakeAsyncRedis, FakeConsumer, ReferenceData, until
+from .test_loop import PARTITIONS as LOOP_PARTITIONS
+from .test_loop import Harness, committed, metric, partials, start, stop
 from .test_merged_windows import SLOT_S, SLOT_US, stream
 
 PARTS = [0, 1, 2, 3]
@@ -424,3 +439,103 @@ async def test_closed_windows_older_than_the_ttl_are_trimmed(
         w.first_offset for w in result.windows if w.first_offset >= result.cursor.next_slot - 1
     ]
     assert kept == newest and len(kept) < len(result.windows)
+
+
+# --- the loop (test_loop's harness: fake broker and InfluxDB, real Redis for the store) ------
+
+
+class GroupConsumer(FakeConsumer):
+    """The fake consumer with the topic metadata the aggregator reads."""
+
+    def partitions_for_topic(self, topic: str) -> set[int]:
+        return {tp.partition for tp in self.partitions if tp.topic == topic}
+
+
+class SharedHarness(Harness):
+    def __init__(self, tmp_path: Path, reference: ReferenceData, redis: Any, **kw: Any) -> None:
+        super().__init__(tmp_path, reference, **kw)
+        self.shared_redis = redis
+
+    def consumer(self) -> FakeConsumer:
+        c = GroupConsumer(self.log, LOOP_PARTITIONS, batch=37, batch_by_topic=self.batch_by_topic)
+        self.consumers.append(c)
+        return c
+
+    def make_loop(self) -> DriftLoop:
+        s = self.settings
+        client = httpx.AsyncClient(transport=httpx.MockTransport(self.influx.handler))
+        return DriftLoop(
+            s,
+            metrics=ConsumerMetrics(),
+            windows=WindowManager(WindowPolicy(s.window_events, 0.0, s.min_window_events)),
+            references=ReferenceManager(self.source, s.state_dir),
+            join_store=JoinStore(FakeAsyncRedis(self.redis), s.join_ttl_seconds),
+            labelled=self.writer(),
+            influx=InfluxSink(
+                "http://influx", "driftloop", client=client, retry_initial_s=0.001, attempts=1
+            ),
+            reports=None,
+            consumer_factory=self.consumer,
+            model_events_factory=None,
+            shared_store=SharedStore(
+                self.shared_redis, group="loop", ttl_seconds=3600, instance_id=f"i{self._n}"
+            ),
+        )
+
+
+async def test_the_loop_merges_for_the_group_and_a_crash_closes_nothing_twice(
+    tmp_path: Path, reference: ReferenceData, redis: Any
+) -> None:
+    # test_loop's merged-window scenario with SHARED_WINDOWS: 1,000 predictions 1 ms apart
+    # over 2 partitions, 0.1 s slots of 100; windows of >= 200: slots 0-2, 3-4, 5-6, 7-8,
+    # and slots 9-10 (101 events) stay open once the partitions are caught up
+    h = SharedHarness(
+        tmp_path,
+        reference,
+        redis,
+        merge_window_seconds=0.1,
+        min_window_events=200,
+        sequential_ert_events=0,
+        shared_windows=True,
+    )
+    h.predictions(1000)
+    first = h.make_loop()
+    tasks = await start(first)
+    await until(lambda: len(h.influx.windows()) >= 2)
+    for c in h.consumers:
+        c.fail_commits = True  # shared and written, offsets not committed ...
+    await until(lambda: len(h.influx.windows()) == 4)
+    # ... and then the process ends without a commit. (Not a task cancellation as in
+    # test_loop: redis-py 8.1's execute_command was seen to swallow a cancellation that
+    # lands while it waits, so the cancelled loop ran on; a SIGKILL has no such path.)
+    await stop(first, tasks)
+    before = set(h.influx.windows())
+    second = h.make_loop()
+    tasks = await start(second)
+    # the replay skips what was shared; everything is shared, so everything is committed
+    await until(
+        lambda: (
+            committed(h, PREDICTIONS_TOPIC, 0) == 500 and committed(h, PREDICTIONS_TOPIC, 1) == 500
+        )
+    )
+    assert set(h.influx.windows()) == before and len(before) == 4
+    assert all(",partition=-1" in series for series, _ in before)
+    closed = "driftloop_shared_windows_total"
+    assert metric(first, closed, outcome="closed") == 4
+    assert metric(second, closed, outcome="closed") == 0  # nothing closed twice
+    assert metric(first, "driftloop_windows_total", model_version="1") == 4
+    # every event in exactly one window's partial, or the open window's (Redis)
+    shared = store(redis, group="loop")
+    cursor, _ = await shared.cursor("1")
+    assert cursor.open_from is not None
+    pending = await shared.partials("1", cursor.open_from, 2**62)
+    spans = {p: list(r) for p, r in partials(h).items()}
+    for qs in pending.values():
+        for q in qs:
+            spans.setdefault(str(q.partition), []).append(q.state.segments[q.partition])
+    for p, ranges in spans.items():
+        ranges.sort()
+        assert ranges[0][0] == 0 and ranges[-1][1] == 499, (p, ranges)
+        assert all(b + 1 == c for (_, b), (c, _) in itertools.pairwise(ranges)), (p, ranges)
+    assert sum(q.state.count for qs in pending.values() for q in qs) == 101
+    await stop(second, tasks)

@@ -29,6 +29,8 @@ Exactly once:
   partials), and one of them wins the cursor.
 
 The slot keys are computed inside the scripts, which is fine for one Redis (not a cluster).
+No pipelines: redis-py 8.1's asyncio pipeline was seen to swallow a task's cancellation (the
+consumer then ran on after a kill in the loop test); one call per partition or slot is cheap.
 Every key expires ``ttl_seconds`` after its last write.
 """
 
@@ -167,8 +169,8 @@ class SharedStore:
     async def publish(self, model_version: str, publications: list[PartitionPublication]) -> None:
         """Publish each partition's partials and progress (one atomic script per partition)."""
         prefix = self.prefix(model_version)
+        results = []
         try:
-            pipe = self._redis.pipeline(transaction=False)
             for pp in publications:
                 args: list[Any] = [
                     prefix,
@@ -181,8 +183,7 @@ class SharedStore:
                 for part in pp.partials:
                     first = part.state.segments[part.partition][0]
                     args += [part.slot, first, encode_partial(part)]
-                await self._publish(args=args, client=pipe)
-            results = await pipe.execute()
+                results.append(await self._publish(args=args))
         except Exception as exc:
             raise SharedStoreError(f"could not publish shared partials: {exc}") from exc
         refused = [pp.partition for pp, r in zip(publications, results, strict=True) if r == -1]
@@ -219,10 +220,7 @@ class SharedStore:
         low = "-inf" if first is None else first
         try:
             slots = await self._redis.zrangebyscore(prefix + "slots", low, through)
-            pipe = self._redis.pipeline(transaction=False)
-            for s in slots:
-                pipe.hvals(prefix + "slot:" + _text(s))
-            blobs = await pipe.execute()
+            blobs = [await self._redis.hvals(prefix + "slot:" + _text(s)) for s in slots]
         except Exception as exc:
             raise SharedStoreError(f"could not read shared partials: {exc}") from exc
         out: dict[int, list[SlotPartial]] = {}
