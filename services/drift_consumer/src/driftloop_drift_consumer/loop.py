@@ -9,6 +9,9 @@
                     dead letter, skip)
             store predictions in the join store                 # Redis, retried
             windows.add(...) -> closed windows                  # pure
+            (SHARED_WINDOWS: publish finished slot partials,    # Redis, retried
+             merge the group's windows if we hold the lease;   # shared_merge.py
+             commits never pass an unpublished partial)
             feedback -> buffers, join waiting records           # Redis, retried
             flush due labelled rows                             # Parquet, retried
             write windows + online error to InfluxDB            # retried
