@@ -20,6 +20,11 @@ JOIN_CLAIM_PREFIX: Final = "driftloop:join-claim:"
 #: (``...:seen``), the decision once taken (``...:decision``) and the lock of whoever acts on it
 #: (``...:lock``). TTL: the join TTL after the last write.
 WATCH_PREFIX: Final = "driftloop:watch:"
+#: Drift consumer: windows merged across the consumer group (``shared_store.py``), per
+#: ``<prefix><group>:<model version>:``: each partition's progress, the published slot partials
+#: (one hash per slot), the aggregation cursor, the closed windows and the aggregator's lease.
+#: TTL: the join TTL after the last write.
+SHARED_WINDOWS_PREFIX: Final = "driftloop:xwindows:"
 #: Bridge state (``DRIFTLOOP_BRIDGE_REDIS_PREFIX`` may change it).
 BRIDGE_PREFIX: Final = "driftloop:bridge"
 #: Drift thresholds (no TTL).
@@ -30,6 +35,7 @@ ALL_PREFIXES: Final = (
     JOIN_PREFIX,
     JOIN_CLAIM_PREFIX,
     WATCH_PREFIX,
+    SHARED_WINDOWS_PREFIX,
     BRIDGE_PREFIX,
     THRESHOLDS_KEY,
 )

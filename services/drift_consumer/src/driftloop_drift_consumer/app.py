@@ -51,6 +51,7 @@ from .rollback import (
 )
 from .routes import api_router
 from .settings import DriftConsumerSettings
+from .shared_store import SharedStore
 from .sinks.influx import InfluxSink
 from .sinks.labelled_log import LabelledLogWriter
 from .threshold_watcher import ThresholdWatcher
@@ -162,6 +163,16 @@ def create_app(
             model_events_factory=events_factory,
             dead_letters=dead_letters,
             watch_store=watch_store,
+            shared_store=(
+                SharedStore(
+                    client,
+                    group=settings.consumer_group,
+                    ttl_seconds=settings.join_ttl_seconds,
+                    instance_id=settings.instance_id,
+                )
+                if settings.shared_windows
+                else None
+            ),
         )
         watcher = ThresholdWatcher(
             client,

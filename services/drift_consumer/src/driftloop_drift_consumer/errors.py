@@ -6,7 +6,9 @@
      ├── SinkError                  a write that must succeed before offsets are committed
      │    ├── InfluxWriteError      InfluxDB refused or did not answer a /write
      │    ├── JoinStoreError        Redis (join state) failed
-     │    └── LabelledLogError      a Parquet part file could not be written
+     │    ├── LabelledLogError      a Parquet part file could not be written
+     │    └── SharedStoreError      Redis (windows shared across consumers) failed
+     ├── SharedProgressConflict     another owner already shared further (the batch restarts)
      └── ReferenceUnavailable       no usable champion profile (none yet, MLflow down, bad file)
 
 An invalid threshold name or value is :class:`driftloop_contracts.ThresholdError`, raised by
@@ -49,6 +51,16 @@ class WatchStoreError(SinkError):
 
 class LabelledLogError(SinkError):
     sink = "labelled_log"
+
+
+class SharedStoreError(SinkError):
+    sink = "redis_shared"
+
+
+class SharedProgressConflict(DriftConsumerError):
+    """A partition's progress in the shared store is already past what this instance would
+    publish: another instance owned the partition meanwhile (a zombie after a rebalance).
+    Not retried: the consumer drops its state and replays from the commit, reloading it."""
 
 
 class ReferenceUnavailable(DriftConsumerError):

@@ -9,6 +9,9 @@
                     dead letter, skip)
             store predictions in the join store                 # Redis, retried
             windows.add(...) -> closed windows                  # pure
+            (SHARED_WINDOWS: publish finished slot partials,    # Redis, retried
+             merge the group's windows if we hold the lease;   # shared_merge.py
+             commits never pass an unpublished partial)
             feedback -> buffers, join waiting records           # Redis, retried
             flush due labelled rows                             # Parquet, retried
             write windows + online error to InfluxDB            # retried
@@ -61,7 +64,7 @@ from .decoding import (
     decode_feedback,
     decode_predictions,
 )
-from .drift import ReferenceThresholds, decide
+from .drift import DriftDecision, ReferenceThresholds, decide
 from .feedback_join import JoinStore, StoredPrediction
 from .kafka_consumer import ConsumerFactory, DataConsumer
 from .labelled_rows import LabelledRows
@@ -73,6 +76,9 @@ from .reference_watcher import ReferenceWatcher, promotions_subscriber
 from .reports import ReportScheduler
 from .sequential import cached_design, calibrated_design
 from .settings import DriftConsumerSettings
+from .shared_merge import SharedMerge
+from .shared_store import SharedStore
+from .shared_windows import SharedWindows
 from .sinks.facade import Sinks
 from .sinks.influx import InfluxSink, window_lines
 from .sinks.labelled_log import LabelledLogWriter
@@ -110,9 +116,11 @@ class DriftLoop:
         model_events_factory: Callable[[], ModelEventsConsumer] | None,
         dead_letters: DeadLetterPublisher | None = None,
         watch_store: WatchStore | None = None,
+        shared_store: SharedStore | None = None,
     ) -> None:
         """``dead_letters=None``: bad records are counted and skipped, not dead-lettered;
-        ``watch_store``: where the post-promotion watch's rows go (:mod:`.watch_store`)."""
+        ``watch_store``: where the post-promotion watch's rows go (:mod:`.watch_store`);
+        ``shared_store``: where the group's slot partials meet (``SHARED_WINDOWS`` on)."""
         self.settings = settings
         self.metrics = metrics
         self.references = references
@@ -125,10 +133,21 @@ class DriftLoop:
         #: around ``getmany``.
         self._lock = asyncio.Lock()
         self._abandoned = False
+        #: Wall time when the last fetch began: the shared windows' idle rule compares slots
+        #: with it, not with the time after a slow batch (the high watermarks are as old).
+        self._fetched_at: float | None = None
         #: Detector calibrations in flight (kept referenced until done).
         self._calibrations: set[asyncio.Task[None]] = set()
         self._count_restart = metrics.retries.hook("consumer_restart")
         self._count_fetch_retry = metrics.retries.hook("kafka_fetch")
+        shared = (
+            SharedWindows(
+                settings.merge_window_seconds,
+                idle_grace_seconds=settings.merge_idle_grace_seconds,
+            )
+            if settings.shared_windows and shared_store is not None
+            else None
+        )
         self.state = PartitionState(
             windows,
             predictions_topic=settings.predictions_topic,
@@ -141,9 +160,10 @@ class DriftLoop:
                     idle_grace_seconds=settings.merge_idle_grace_seconds,
                     ks_method=settings.ks_method,
                 )
-                if settings.merge_window_seconds > 0
+                if settings.merge_window_seconds > 0 and shared is None
                 else None
             ),
+            shared=shared,
         )
         self.sinks = Sinks(
             settings,
@@ -155,6 +175,20 @@ class DriftLoop:
             stopping=self.stopping,
             failing=self.status.failing_sinks,
             watch=watch_store,
+        )
+        self.shared = (
+            SharedMerge(
+                shared,
+                shared_store,
+                sinks=self.sinks,
+                metrics=metrics,
+                min_events=settings.min_window_events,
+                lease_seconds=settings.shared_lease_seconds,
+                late_seconds=settings.shared_late_seconds,
+                ks_method=settings.ks_method,
+            )
+            if shared is not None and shared_store is not None
+            else None
         )
         self.labelled_rows = LabelledRows(
             settings, state=self.state, sinks=self.sinks, references=references
@@ -366,6 +400,7 @@ class DriftLoop:
         batches: Mapping[TopicPartition, Sequence[RawRecord]] = {}
         async for attempt in policy:
             with attempt:
+                self._fetched_at = time.time()
                 batches = await consumer.getmany(
                     timeout_ms=self.settings.poll_timeout_ms,
                     max_records=self.settings.max_poll_records,
@@ -392,7 +427,9 @@ class DriftLoop:
         ]
         await self.sinks.store_predictions(stored)
 
-        # 2. windows (pure)
+        # 2. windows (pure; shared ones first read their partitions' progress)
+        if self.shared is not None:
+            await self.shared.load(self.state.owned_predictions(consumer))
         closed: list[ClosedWindow] = []
         for partition, decoded in predictions.items():
             update = self.state.add_predictions(partition, decoded)
@@ -404,6 +441,7 @@ class DriftLoop:
                 self.request_reference_check()  # a replica already serves a newer champion
             closed += update.closed
         closed += self.state.merged_ready(consumer)
+        shared_decisions = await self._share(consumer)
         alarm = self.state.detect()  # the fetch's events of every partition, in event time
         detector = self.state.detector
         if detector is not None and predictions:
@@ -433,6 +471,7 @@ class DriftLoop:
         for window, decision in decisions:
             lines += window_lines(window, decision)
         await self.sinks.write_points(lines)
+        decisions += shared_decisions  # written and closed by _share already
         current = self.references.current
         for window, decision in decisions:
             champion = current is None or window.model_version == current.version
@@ -445,6 +484,21 @@ class DriftLoop:
         # 7. the commit, which never passes one still held
         await self.dead_letters.publish()
         await self.committer.commit(consumer)
+
+    async def _share(self, consumer: DataConsumer) -> list[tuple[ClosedWindow, DriftDecision]]:
+        """Windows merged across the group (:mod:`.shared_merge`): publish this instance's
+        finished partials, then merge what every partition has passed if we hold the lease."""
+        if self.shared is None:
+            return []
+        now_us = round((self._fetched_at or time.time()) * 1e6)
+        await self.shared.publish(now_us, lambda p: self.state.caught_up(consumer, p))
+        topic_partitions = None
+        with contextlib.suppress(Exception):  # metadata not loaded yet: merge next time
+            known = consumer.partitions_for_topic(self.settings.predictions_topic)  # type: ignore[attr-defined]
+            topic_partitions = set(known) if known else None
+        return await self.shared.aggregate(
+            topic_partitions, now_us, lambda stats: decide(stats, self.applied)
+        )
 
     def _without_gaps(
         self, consumer: DataConsumer, tp: TopicPartition, records: Sequence[RawRecord]

@@ -274,6 +274,46 @@ class ConsumerMetrics:
         )
         #: The version the last watch rolled back, gated until the reference leaves it.
         self._rolled_back: str | None = None
+        # --- windows merged across the group (shared_merge.py) -----------------------------
+        self.shared_partials = Counter(
+            "driftloop_shared_partials_total",
+            "Slot partials published to the group's store (published), or refused because "
+            "another owner had shared the partition further (conflict: the consumer restarts)",
+            ["outcome"],
+            registry=r,
+        )
+        self.shared_windows = Counter(
+            "driftloop_shared_windows_total",
+            "Group-wide merged windows this instance closed (closed), or computed but another "
+            "aggregator closed first (lost_race)",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("published", "conflict"):
+            self.shared_partials.labels(outcome)
+        for outcome in ("closed", "lost_race"):
+            self.shared_windows.labels(outcome)
+        self.shared_late_slots = Counter(
+            "driftloop_shared_slots_late_total",
+            "Slots merged more than SHARED_LATE_SECONDS after their end (a partition was "
+            "unowned or far behind)",
+            registry=r,
+        )
+        self.shared_late_events = Counter(
+            "driftloop_shared_late_events_total",
+            "Events stamped in a slot their partition had already shared (counted in a later slot)",
+            registry=r,
+        )
+        self.shared_merge_lag = Gauge(
+            "driftloop_shared_merge_lag_seconds",
+            "Wall time since the end of the newest slot every partition has passed (aggregator)",
+            registry=r,
+        )
+        self.shared_aggregator = Gauge(
+            "driftloop_shared_aggregator",
+            "1 while this instance holds the lease to merge the group's windows",
+            registry=r,
+        )
         self._versions: set[str] = set()
 
     def set_watch(self, champion: str, sums: ErrorSums) -> None:

@@ -35,6 +35,7 @@ from .drift import CompiledReference
 from .feedback_join import FeedbackBuffer
 from .kafka_consumer import DataConsumer
 from .sequential import CusumDesign, SequentialDetector
+from .shared_windows import SharedWindows
 from .windows import ClosedWindow, EventBatch, MergedWindows, WindowManager
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -92,11 +93,14 @@ class PartitionState:
         gap_patience_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
         merged: MergedWindows | None = None,
+        shared: SharedWindows | None = None,
     ) -> None:
         """``merged``: decide on windows merged over the owned partitions (time-aligned
-        slots) instead of ``windows``' per-partition ones."""
+        slots) instead of ``windows``' per-partition ones; ``shared``: publish the slot
+        partials for a merge across the whole group instead (:mod:`.shared_merge`)."""
         self.windows = windows
         self.merged = merged
+        self.shared = shared
         self.gap_patience_s = gap_patience_s
         self._clock = clock
         #: Per partition: the offset missing from a fetch and when it was first missed.
@@ -205,9 +209,12 @@ class PartitionState:
             values=np.array([p.row for p in mine], dtype="float64"),
         )
         idx = ref.bin_index(batch.values)
-        if self.merged is not None:
+        if self.shared is not None:
+            self.shared.add(partition, batch, idx)
+            closed: list[ClosedWindow] = []  # merged by the group (shared_merge)
+        elif self.merged is not None:
             self.merged.add(partition, batch, idx)
-            closed: list[ClosedWindow] = []  # see merged_ready
+            closed = []  # see merged_ready
         else:
             closed = self.windows.add(partition, batch, idx)
         self._queue_for_detector(partition, batch, idx)
@@ -243,21 +250,27 @@ class PartitionState:
         partition that is caught up counts as past a slot once the wall clock is)."""
         if self.merged is None:
             return []
-        owned = sorted(
+        now_us = round((time.time() if now_s is None else now_s) * 1e6)
+        return self.merged.ready(
+            self.owned_predictions(consumer), now_us, lambda p: self.caught_up(consumer, p)
+        )
+
+    def owned_predictions(self, consumer: DataConsumer) -> list[int]:
+        """The predictions partitions assigned to this instance."""
+        return sorted(
             tp.partition for tp in consumer.assignment() if tp.topic == self.predictions_topic
         )
 
-        def caught_up(partition: int) -> bool:
-            tp = TopicPartition(self.predictions_topic, partition)
-            try:
-                high = consumer.highwater(tp)
-            except Exception:
-                return False
-            position = self.next_offset.get(tp, self.committed.get(tp))
-            return high is not None and position is not None and position >= high
-
-        now_us = round((time.time() if now_s is None else now_s) * 1e6)
-        return self.merged.ready(owned, now_us, caught_up)
+    def caught_up(self, consumer: DataConsumer, partition: int) -> bool:
+        """True when the predictions partition is read up to its high watermark (local
+        metadata of the last fetch, no I/O)."""
+        tp = TopicPartition(self.predictions_topic, partition)
+        try:
+            high = consumer.highwater(tp)
+        except Exception:
+            return False
+        position = self.next_offset.get(tp, self.committed.get(tp))
+        return high is not None and position is not None and position >= high
 
     def first_count(self, window: ClosedWindow) -> bool:
         """True the first time a window is seen (a replayed window is counted once: InfluxDB
@@ -276,6 +289,8 @@ class PartitionState:
         self.windows.switch(reference)
         if self.merged is not None:
             self.merged.switch(reference)
+        if self.shared is not None:
+            self.shared.switch(reference)
         self._pending = []
         self.detector = (
             SequentialDetector(design, reference.model_version) if design is not None else None
@@ -319,7 +334,11 @@ class PartitionState:
             if next_offset is None:
                 continue
             if tp.topic == self.predictions_topic:
-                windows = self.windows if self.merged is None else self.merged
+                windows: WindowManager | MergedWindows | SharedWindows = self.windows
+                if self.shared is not None:
+                    windows = self.shared
+                elif self.merged is not None:
+                    windows = self.merged
                 offset = windows.commit_offset(tp.partition, next_offset)
             else:
                 buffer = self.buffers.get(tp.partition)
@@ -352,6 +371,8 @@ class PartitionState:
                 self.windows.drop([tp.partition])
                 if self.merged is not None:
                     self.merged.drop([tp.partition])
+                if self.shared is not None:
+                    self.shared.drop([tp.partition])
                 self._watermark.pop(tp.partition, None)
             elif tp.topic == self.feedback_topic:
                 self.buffers.pop(tp.partition, None)
@@ -361,6 +382,8 @@ class PartitionState:
         self.windows.drop(self.windows.open_partitions())
         if self.merged is not None:
             self.merged.drop(self.merged.partitions())
+        if self.shared is not None:
+            self.shared.drop(self.shared.partitions())
         self.buffers.clear()
         self.next_offset.clear()
         self.committed.clear()

@@ -89,6 +89,16 @@ class DriftConsumerSettings(BaseSettings):
     merge_window_seconds: float = Field(default=0.0, ge=0.0)
     #: A caught-up partition with no newer event stops holding a slot this long after its end.
     merge_idle_grace_seconds: float = Field(default=2.0, ge=0.0)
+    #: Merge the windows across every consumer of the group, not only this one's partitions:
+    #: slot partials meet in Redis (shared_store.py) and one instance at a time closes the
+    #: windows. Needs MERGE_WINDOW_SECONDS > 0 (the slot). Off by default.
+    shared_windows: bool = False
+    #: Lease of the instance that aggregates the shared partials (renewed every fetch): how
+    #: long the windows wait when that instance dies.
+    shared_lease_seconds: float = Field(default=10.0, gt=0)
+    #: A slot merged more than this after its end is counted late
+    #: (driftloop_shared_slots_late_total): a partition was unowned or far behind.
+    shared_late_seconds: float = Field(default=60.0, gt=0)
     #: Sequential detector (sequential.py): CUSUMs on the merged binned stream of every owned
     #: partition, designed for a location shift of this many reference standard deviations...
     sequential_shift_sd: float = Field(default=0.5, gt=0)
@@ -176,6 +186,11 @@ class DriftConsumerSettings(BaseSettings):
             raise ValueError(
                 f"DRIFTLOOP_DRIFT_CONSUMER_MIN_WINDOW_EVENTS ({self.min_window_events}) must not "
                 f"exceed DRIFTLOOP_DRIFT_CONSUMER_WINDOW_EVENTS ({self.window_events})"
+            )
+        if self.shared_windows and self.merge_window_seconds <= 0:
+            raise ValueError(
+                "DRIFTLOOP_DRIFT_CONSUMER_SHARED_WINDOWS needs"
+                " DRIFTLOOP_DRIFT_CONSUMER_MERGE_WINDOW_SECONDS > 0 (the slot length)"
             )
         if 0 < self.sequential_ert_events < 100:
             raise ValueError(

@@ -304,7 +304,9 @@ class PartialSummary:
 
 
 @dataclass
-class _Partial:
+class SlotPartial:
+    """The events of one partition that fall in one slot (a merged window's building block)."""
+
     partition: int
     slot: int
     state: WindowState
@@ -355,12 +357,12 @@ class MergedWindows:
         self.idle_grace_us = round(idle_grace_seconds * 1e6)
         self._reference = reference
         self._ks_method: KsMethod = ks_method
-        self._open: dict[int, _Partial] = {}
+        self._open: dict[int, SlotPartial] = {}
         self._slot: dict[int, int] = {}
         #: Closed partials per partition, oldest first, not yet merged.
-        self._done: dict[int, list[_Partial]] = {}
+        self._done: dict[int, list[SlotPartial]] = {}
         #: Partials merged into the open merged window, and the slots it spans.
-        self._acc: list[_Partial] = []
+        self._acc: list[SlotPartial] = []
         self._acc_slots: tuple[int, int] | None = None
 
     @property
@@ -416,7 +418,7 @@ class MergedWindows:
                 part = None
             if part is None:
                 empty = WindowState.empty(ref.model_version, len(ref.series), ref.n_bins)
-                part = self._open[partition] = _Partial(partition, slot, empty)
+                part = self._open[partition] = SlotPartial(partition, slot, empty)
             part.state.extend(
                 partition,
                 batch.offsets[a:b],
@@ -478,26 +480,43 @@ class MergedWindows:
         assert self._acc_slots is not None
         first_slot, last_slot = self._acc_slots
         self._acc_slots = None
-        merged = parts[0].state
-        for part in parts[1:]:
-            merged = merged.merge(part.state)
-        values = merged.values()
-        stats = compute_statistics(ref, values, merged.bin_counts, ks_method=self._ks_method)
-        summaries = tuple(part.summary() for part in parts)
-        # timestamp: the span's last microsecond, with the partition set in the nanoseconds
-        # (two consumers merging different partitions of one slot write distinct points)
-        tag = sum(1 << s.partition for s in summaries) % 1000
-        end_us = (last_slot + 1) * self.slot_us - 1
-        return ClosedWindow(
-            model_version=merged.model_version,
-            partition=MERGED_PARTITION,
-            first_offset=first_slot,
-            last_offset=last_slot,
-            start_us=merged.start_us,
-            end_us=end_us,
-            values=values,
-            bin_counts=merged.bin_counts.copy(),
-            statistics=stats,
-            parts=summaries,
-            time_tag=tag,
+        return merged_window(
+            ref, parts, first_slot, last_slot, slot_us=self.slot_us, ks_method=self._ks_method
         )
+
+
+def merged_window(
+    ref: CompiledReference,
+    parts: list[SlotPartial],
+    first_slot: int,
+    last_slot: int,
+    *,
+    slot_us: int,
+    ks_method: KsMethod = "auto",
+) -> ClosedWindow:
+    """One merged window of ``parts`` (the partials of slots ``first_slot..last_slot``): used
+    by :class:`MergedWindows` and by the cross-consumer aggregation (:mod:`.shared_windows`),
+    so both write the same window for the same partials."""
+    merged = parts[0].state
+    for part in parts[1:]:
+        merged = merged.merge(part.state)
+    values = merged.values()
+    stats = compute_statistics(ref, values, merged.bin_counts, ks_method=ks_method)
+    summaries = tuple(part.summary() for part in parts)
+    # timestamp: the span's last microsecond, with the partition set in the nanoseconds
+    # (two consumers merging different partitions of one slot write distinct points)
+    tag = sum(1 << s.partition for s in summaries) % 1000
+    end_us = (last_slot + 1) * slot_us - 1
+    return ClosedWindow(
+        model_version=merged.model_version,
+        partition=MERGED_PARTITION,
+        first_offset=first_slot,
+        last_offset=last_slot,
+        start_us=merged.start_us,
+        end_us=end_us,
+        values=values,
+        bin_counts=merged.bin_counts.copy(),
+        statistics=stats,
+        parts=summaries,
+        time_tag=tag,
+    )

@@ -165,6 +165,11 @@ class Sinks:
 
     # --- retry --------------------------------------------------------------------------
 
+    async def retried(self, sink: str, op: Callable[[], Awaitable[T]]) -> T:
+        """Any other write or read that must succeed before the commit (e.g. the shared
+        windows' Redis, :mod:`..shared_merge`), with this class's retry and counters."""
+        return await self._until_ok(sink, op)
+
     async def _until_ok(self, sink: str, op: Callable[[], Awaitable[T]]) -> T:
         """Run ``op`` until it succeeds, backing off; raise ``RetryStopped`` on shutdown."""
         count_retry = self.metrics.retries.hook(f"sink_{sink}")
