@@ -410,6 +410,21 @@ ALERTS: tuple[AlertSpec, ...] = (
         "shorten the join and token TTLs for this traffic: docs/operations.md, 'Redis'.",
     ),
     AlertSpec(
+        name="SharedWindowsLate",
+        uid="driftloop-shared-windows-late",
+        group="operations",
+        a="sum(increase(driftloop_shared_slots_late_total[10m]))",
+        op=">",
+        b=0,
+        summary_prometheus="Drift windows of the consumer group were merged late",
+        summary_grafana="Drift windows of the consumer group were merged late",
+        description="With DRIFTLOOP_DRIFT_CONSUMER_SHARED_WINDOWS the group's windows close only "
+        "when every partition has passed a slot; a slot closed more than "
+        "DRIFTLOOP_DRIFT_CONSUMER_SHARED_LATE_SECONDS after its end, so a partition was unowned "
+        "or far behind and drift detection waited for it. Check the drift consumers "
+        "(`driftloop status`, their readiness and lag): docs/drift.md, 'Windows merged across the consumer group'.",
+    ),
+    AlertSpec(
         name="ModelArtifactRejected",
         uid="driftloop-model-artifact-rejected",
         group="operations",
