@@ -1,7 +1,7 @@
 """Where the local stack saturates: locust stepped up, every stage measured, each bound named.
 
     uv run python bench/saturation.py [--users 2,4,8,16,32,64] [--step-seconds 120]
-        [--settle-seconds 15] [--base-port 18000] [--out DIR] [--locust-processes N] [--down]
+        [--settle-seconds 15] [--base-port 18000] [--out DIR] [--down] [--replay saturation.json]
 
 Brings the stack up if it is not (``driftloop up`` + bootstrap, idempotent), then runs one
 headless locust process (``bench/saturation_locustfile.py``: the project's users stepped by a
@@ -691,12 +691,6 @@ def main() -> int:
     parser.add_argument("--feedback-share", type=float, default=0.5)
     parser.add_argument("--bad-share", type=float, default=0.02)
     parser.add_argument(
-        "--locust-processes",
-        type=int,
-        default=1,
-        help="locust worker processes (one is ~1 core of load generation)",
-    )
-    parser.add_argument(
         "--base-port",
         type=int,
         default=None,
@@ -751,7 +745,6 @@ def main() -> int:
             "--saturation-step-seconds", str(args.step_seconds),
             "--saturation-settle-seconds", str(args.settle_seconds),
             "--saturation-out", str(steps_file),
-            *(["--processes", str(args.locust_processes)] if args.locust_processes > 1 else []),
         ],
     )  # fmt: skip
     argv[argv.index("-f") + 1] = str(LOCUSTFILE)
