@@ -59,6 +59,15 @@ class ConsumerMetrics:
             ["feature", "statistic", "model_version"],
             registry=r,
         )
+        self.drift_confirmed = Gauge(
+            "driftloop_drift_confirmed",
+            "The smaller of a statistic's values in the latest two closed windows: what the "
+            "retraining alerts compare, so one window with an extreme row cannot start a retrain",
+            ["feature", "statistic", "model_version"],
+            registry=r,
+        )
+        #: (feature, statistic, model version) -> the value of the previous closed window.
+        self._previous: dict[tuple[str, str, str], float] = {}
         self.drift_threshold = Gauge(
             "driftloop_drift_threshold",
             "Alert threshold as applied (Redis override or default, widened for a reference"
@@ -356,6 +365,11 @@ class ConsumerMetrics:
         self._versions.add(version)
         for series, statistic, value in window.statistics.values():
             self.drift_value.labels(series, statistic, version).set(value)
+            key = (series, statistic, version)
+            previous = self._previous.get(key)
+            if previous is not None:
+                self.drift_confirmed.labels(*key).set(min(previous, value))
+            self._previous[key] = value
         self.drift_share.labels(version).set(decision.drift_share)
         self.windows.labels(version).inc()
         if decision.any_drift:
@@ -402,10 +416,12 @@ class ConsumerMetrics:
 
     def forget_version(self, version: str) -> None:
         """Remove every per-version series of ``version`` (it is no longer the champion)."""
-        for gauge in (self.drift_value, self.sequential_statistic):
+        for gauge in (self.drift_value, self.drift_confirmed, self.sequential_statistic):
             for labels in list(_label_sets(gauge)):
                 if labels[-1] == version:
                     gauge.remove(*labels)
+        for key in [k for k in self._previous if k[-1] == version]:
+            del self._previous[key]
         for gauge in (
             self.drift_share,
             self.sequential_alarm,
