@@ -197,6 +197,47 @@ class Consumer:
                 self.proc.wait(10)
 
 
+def consumer_env(
+    stack: Any,
+    champion: Champion,
+    topics: dict[str, str],
+    *,
+    port: int,
+    instance_id: str,
+    group: str,
+    redis_url: str,
+    influx_db: str,
+    labelled_dir: Path,
+    scratch: Path,
+    suffix: str,
+    **settings: str,
+) -> dict[str, str]:
+    """The environment of one drift consumer process of a rig, against the stack's real
+    broker, Redis, InfluxDB and MLflow; ``settings`` are more ``DRIFTLOOP_DRIFT_CONSUMER_*``
+    names (without the prefix) and their values."""
+    p = "DRIFTLOOP_DRIFT_CONSUMER_"
+    return {
+        **os.environ,
+        p + "HOST": "127.0.0.1",
+        p + "PORT": str(port),
+        p + "INSTANCE_ID": instance_id,
+        p + "KAFKA_BOOTSTRAP": stack.kafka_bootstrap,
+        p + "CONSUMER_GROUP": group,
+        p + "PREDICTIONS_TOPIC": topics["predictions"],
+        p + "FEEDBACK_TOPIC": topics["feedback"],
+        p + "MODEL_EVENTS_TOPIC": topics["model-events"],
+        p + "MODEL_NAME": champion.model_name,
+        p + "REDIS_URL": redis_url,
+        p + "INFLUX_URL": stack.influx_url,
+        p + "INFLUX_DB": influx_db,
+        p + "MLFLOW_TRACKING_URI": stack.mlflow_url,
+        p + "LABELLED_LOG_DIR": str(labelled_dir),
+        p + "REPORTS_DIR": str(scratch / f"reports-{suffix}"),
+        p + "STATE_DIR": str(scratch / f"state-{suffix}"),
+        **{p + k: v for k, v in settings.items()},
+    }
+
+
 @dataclass
 class Load:
     """What the load generator sent (filled while it runs, in its own thread)."""
@@ -235,32 +276,25 @@ class Rig:
         return self.tmp / "labelled"
 
     def consumer(self, name: str) -> Consumer:
-        p = "DRIFTLOOP_DRIFT_CONSUMER_"
         port = free_port()
-        env = {
-            **os.environ,
-            p + "HOST": "127.0.0.1",
-            p + "PORT": str(port),
-            p + "INSTANCE_ID": f"exact-{self.sfx}-{name}",
-            p + "KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
-            p + "CONSUMER_GROUP": self.group,
-            p + "PREDICTIONS_TOPIC": self.topics["predictions"],
-            p + "FEEDBACK_TOPIC": self.topics["feedback"],
-            p + "MODEL_EVENTS_TOPIC": self.topics["model-events"],
-            p + "MODEL_NAME": self.champion.model_name,
-            p + "REDIS_URL": self.redis_url,
-            p + "INFLUX_URL": self.stack.influx_url,
-            p + "INFLUX_DB": self.influx_db,
-            p + "MLFLOW_TRACKING_URI": self.stack.mlflow_url,
-            p + "LABELLED_LOG_DIR": str(self.labelled_dir),
-            p + "REPORTS_DIR": str(self.tmp / f"reports-{name}"),
-            p + "STATE_DIR": str(self.tmp / f"state-{name}"),
-            p + "WINDOW_EVENTS": str(WINDOW),
-            p + "MIN_WINDOW_EVENTS": str(WINDOW),
-            p + "LABELLED_FLUSH_SECONDS": "1",
-            p + "REPORTS_INTERVAL_SECONDS": "0",
-            p + "LOG_FORMAT": "console",
-        }
+        env = consumer_env(
+            self.stack,
+            self.champion,
+            self.topics,
+            port=port,
+            instance_id=f"exact-{self.sfx}-{name}",
+            group=self.group,
+            redis_url=self.redis_url,
+            influx_db=self.influx_db,
+            labelled_dir=self.labelled_dir,
+            scratch=self.tmp,
+            suffix=name,
+            WINDOW_EVENTS=str(WINDOW),
+            MIN_WINDOW_EVENTS=str(WINDOW),
+            LABELLED_FLUSH_SECONDS="1",
+            REPORTS_INTERVAL_SECONDS="0",
+            LOG_FORMAT="console",
+        )
         c = Consumer(name, port, env, self.tmp / f"consumer-{name}.log")
         self.consumers.append(c)
         return c

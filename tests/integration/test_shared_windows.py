@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import os
 import threading
 import uuid
 from collections.abc import Iterator
@@ -37,6 +36,7 @@ from .test_consumer_exactness import (  # the rig: a registered champion, consum
     Champion,
     Consumer,
     champion_model,
+    consumer_env,
     free_port,
     poll,
 )
@@ -85,37 +85,30 @@ class World:
     groups: dict[str, Group] = field(default_factory=dict)
 
     def consumer(self, group: Group, name: str) -> Consumer:
-        p = "DRIFTLOOP_DRIFT_CONSUMER_"
         port = free_port()
-        env = {
-            **os.environ,
-            p + "HOST": "127.0.0.1",
-            p + "PORT": str(port),
-            p + "INSTANCE_ID": f"xmerge-{self.sfx}-{group.name}-{name}",
-            p + "KAFKA_BOOTSTRAP": self.stack.kafka_bootstrap,
-            p + "CONSUMER_GROUP": group.group,
-            p + "PREDICTIONS_TOPIC": self.topics["predictions"],
-            p + "FEEDBACK_TOPIC": self.topics["feedback"],
-            p + "MODEL_EVENTS_TOPIC": self.topics["model-events"],
-            p + "MODEL_NAME": self.champion.model_name,
-            p + "REDIS_URL": self.redis_url,
-            p + "INFLUX_URL": self.stack.influx_url,
-            p + "INFLUX_DB": group.influx_db,
-            p + "MLFLOW_TRACKING_URI": self.stack.mlflow_url,
-            p + "LABELLED_LOG_DIR": str(self.tmp / f"labelled-{group.name}"),
-            p + "REPORTS_DIR": str(self.tmp / f"reports-{group.name}-{name}"),
-            p + "STATE_DIR": str(self.tmp / f"state-{group.name}-{name}"),
-            p + "WINDOW_EVENTS": str(MIN_EVENTS),
-            p + "MIN_WINDOW_EVENTS": str(MIN_EVENTS),
-            p + "MERGE_WINDOW_SECONDS": str(SLOT_S),
-            p + "MERGE_IDLE_GRACE_SECONDS": str(IDLE_GRACE_S),
-            p + "SHARED_WINDOWS": "true",
-            p + "SHARED_LEASE_SECONDS": "5",
-            p + "SEQUENTIAL_ERT_EVENTS": "0",  # not under test; saves each process a calibration
-            p + "WATCH_ENABLED": "false",
-            p + "REPORTS_INTERVAL_SECONDS": "0",
-            p + "LOG_FORMAT": "console",
-        }
+        env = consumer_env(
+            self.stack,
+            self.champion,
+            self.topics,
+            port=port,
+            instance_id=f"xmerge-{self.sfx}-{group.name}-{name}",
+            group=group.group,
+            redis_url=self.redis_url,
+            influx_db=group.influx_db,
+            labelled_dir=self.tmp / f"labelled-{group.name}",
+            scratch=self.tmp,
+            suffix=f"{group.name}-{name}",
+            WINDOW_EVENTS=str(MIN_EVENTS),
+            MIN_WINDOW_EVENTS=str(MIN_EVENTS),
+            MERGE_WINDOW_SECONDS=str(SLOT_S),
+            MERGE_IDLE_GRACE_SECONDS=str(IDLE_GRACE_S),
+            SHARED_WINDOWS="true",
+            SHARED_LEASE_SECONDS="5",
+            SEQUENTIAL_ERT_EVENTS="0",  # not under test; saves each process a calibration
+            WATCH_ENABLED="false",
+            REPORTS_INTERVAL_SECONDS="0",
+            LOG_FORMAT="console",
+        )
         c = Consumer(name, port, env, self.tmp / f"consumer-{group.name}-{name}.log")
         group.consumers.append(c)
         return c
