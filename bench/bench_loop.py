@@ -16,12 +16,15 @@ import argparse
 import os
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from rich.console import Console
 
 from driftloop_cli import loop_budget, observe, stack
 from driftloop_cli.commands.bootstrap import run_bootstrap
+from driftloop_cli.commands.loop import call_bridge
+from driftloop_cli.components import LOCAL_BRIDGE_COOLDOWN_SECONDS
 from driftloop_cli.demo import DemoOptions, DemoSummary, endpoints, run
 from driftloop_cli.settings import StackSettings
 from driftloop_cli.timeline import Observed, Stage
@@ -70,6 +73,26 @@ def fresh_champion(s: StackSettings) -> str | None:
         time.sleep(0.5)
 
 
+def open_bridge(s: StackSettings) -> None:
+    """Each run is one incident of its own, as the first run is: release the brake (two
+    triggers an hour at most, so a third run would be braked) and wait out the cooldown of the
+    previous run's trigger (otherwise the bridge answers ``cooldown`` and the alert's next
+    notification, a group interval later, is what triggers: measured 30 s more)."""
+    ep = endpoints(s)
+    call_bridge("POST", ep.bridge, "/brake/reset", s.bridge_webhook_token.get_secret_value())
+    triggered = [
+        datetime.fromisoformat(str(d["at"]).replace("Z", "+00:00"))
+        for d in observe.bridge_decisions(ep, limit=500)
+        if d.get("decision") == "triggered"
+    ]
+    if triggered:
+        free_at = max(triggered) + timedelta(seconds=LOCAL_BRIDGE_COOLDOWN_SECONDS + 1)
+        wait = (free_at - datetime.now(UTC)).total_seconds()
+        if wait > 0:
+            print(f"waiting {wait:.0f}s for the bridge's cooldown", file=sys.stderr, flush=True)
+            time.sleep(wait)
+
+
 def dag_tasks(
     s: StackSettings, summary: DemoSummary
 ) -> list[tuple[str, float | None, float | None]]:
@@ -100,6 +123,7 @@ def main() -> int:
         if error:
             print(error, file=sys.stderr)
             return 1
+        open_bridge(s)
         before = load1()
         print(f"run {i}/{args.runs} (load average {before:.1f})", file=sys.stderr, flush=True)
         opts = DemoOptions(users=args.users, steady_s=args.steady, poll_s=POLL_S)

@@ -5,7 +5,7 @@ the alert (name, labels, values, fingerprint) and may override any of the params
 
 ``wait_for_regime`` → ``collect`` → ``train`` → ``evaluate`` → (``approval``) → ``decide`` → ``announce``
 
-- **wait_for_regime** (a sensor in reschedule mode): with the alert's ``starts_at`` in the conf,
+- **wait_for_regime** (a sensor in poke mode): with the alert's ``starts_at`` in the conf,
   waits until ``min_regime_rows`` labelled rows predicted since the incident began are in the
   log (re-checking every ``REGIME_POKE_SECONDS`` until ``regime_wait_seconds`` after the
   trigger); then the run ends *skipped* with the reason rather than profile a mix of regimes.
@@ -169,9 +169,12 @@ PARAMS: dict[str, Param] = {
 #: The ``starts_at`` and ``window_end`` params: ISO 8601 with an offset. jsonschema checks
 #: "format" only with optional packages; the pattern always applies.
 _ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$"
-#: Seconds between two looks of ``wait_for_regime`` (labels arrive within seconds at demo
-#: traffic; each look is a short process start, freed in between by reschedule mode).
-REGIME_POKE_SECONDS = 5.0
+#: Seconds between two looks of ``wait_for_regime``. It pokes in its own process (poke mode):
+#: a look is one read of the labelled log's new part files, and the run cannot go on without
+#: its answer (the DAG is a chain, ``max_active_runs=1``), so the worker slot it holds has
+#: nothing else to do. Reschedule mode cost a scheduler round trip and a task start per look,
+#: and raced the executor's report of the previous look (docs/performance.md).
+REGIME_POKE_SECONDS = 1.0
 #: The most ``regime_wait_seconds`` may ask for; the sensor's own timeout, as a backstop.
 REGIME_WAIT_MAX_SECONDS = 3600
 
@@ -287,8 +290,8 @@ def retrain_house_price() -> None:
     @task.sensor(
         poke_interval=REGIME_POKE_SECONDS,
         timeout=REGIME_WAIT_MAX_SECONDS + 60,
-        mode="reschedule",
-        execution_timeout=timedelta(minutes=2),
+        mode="poke",
+        execution_timeout=timedelta(seconds=REGIME_WAIT_MAX_SECONDS + 120),
     )
     def wait_for_regime() -> PokeReturnValue:
         """Enough labelled rows of the incident's regime yet? (bounded by regime_wait_seconds)"""

@@ -172,13 +172,16 @@ def test_label_bias_reaches_collect_unchanged(dag: Any) -> None:
     assert RetrainParams.model_validate(params.validate()).label_bias == 0.6
 
 
-def test_wait_for_regime_is_a_bounded_rescheduling_sensor(dag: Any) -> None:
-    """It frees its worker slot between looks, and its own timeout covers the longest wait a
-    param may ask for (the param's bound ends it first, as *skipped*, with the reason)."""
+def test_wait_for_regime_is_a_bounded_poking_sensor(dag: Any) -> None:
+    """It looks every second in one process (no scheduler round trip per look), and neither its
+    own timeout nor its execution timeout ends it before the longest wait a param may ask for
+    (the param's bound ends it first, as *skipped*, with the reason)."""
     sensor = dag.get_task("wait_for_regime")
-    assert sensor.mode == "reschedule"
-    assert sensor.poke_interval <= 30
-    assert sensor.timeout > dag.params.get_param("regime_wait_seconds").schema["maximum"]
+    longest = dag.params.get_param("regime_wait_seconds").schema["maximum"]
+    assert sensor.mode == "poke"
+    assert sensor.poke_interval <= 1
+    assert sensor.timeout > longest
+    assert sensor.execution_timeout.total_seconds() > longest
 
 
 def test_the_bridges_starts_at_is_accepted(dag: Any) -> None:

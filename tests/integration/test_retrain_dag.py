@@ -508,7 +508,7 @@ def _xcom(af: Airflow, run_id: str, task_id: str) -> Any:
 def test_dag_waits_for_rows_of_the_incidents_regime_then_collects(
     airflow: Airflow, training: TrainingSettings, unseen_rows: pd.DataFrame
 ) -> None:
-    """With the alert's ``starts_at``, the run waits (sensor rescheduled) until
+    """With the alert's ``starts_at``, the run waits (the sensor looks every second) until
     ``min_regime_rows`` rows predicted since then are in the log, and ``collect`` reads the
     window up to where the sensor found them (not the trigger time, before they existed)."""
     from airflow_client.client import DagRunApi, TriggerDAGRunPostBody
@@ -531,7 +531,7 @@ def test_dag_waits_for_rows_of_the_incidents_regime_then_collects(
             DAG_ID, TriggerDAGRunPostBody(dag_run_id=run_id, conf=conf, logical_date=None)
         )
     deadline = time.monotonic() + 180
-    while _task_states(airflow, run_id).get("wait_for_regime") != "up_for_reschedule":
+    while _task_states(airflow, run_id).get("wait_for_regime") != "running":
         assert time.monotonic() < deadline, _task_states(airflow, run_id)
         time.sleep(0.5)
 

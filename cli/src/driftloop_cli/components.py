@@ -140,6 +140,10 @@ def build_components(s: StackSettings) -> list[Component]:
     return comps
 
 
+#: The local bridge's cooldown: one retrain per 2 minutes per DAG, for the loop budget (the
+#: bridge's production default is 15 minutes). bench/bench_loop.py waits it out between runs.
+LOCAL_BRIDGE_COOLDOWN_SECONDS = 120
+
 #: Airflow's LocalExecutor whose worker imports pandas/scikit-learn/MLflow once for every task
 #: (airflow/lib/driftloop_airflow/preloading_executor.py).
 PRELOADING_EXECUTOR = "driftloop_airflow.preloading_executor.PreloadingLocalExecutor"
@@ -170,6 +174,10 @@ def airflow_env(s: StackSettings) -> dict[str, str]:
         # The scheduler loop sleeps this long when it found nothing to do (default 1 s): it is the
         # gap between a trigger and the run starting, and between one task and the next.
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.25",
+        # A task's supervisor waits for its process's exit in a select() of up to this many
+        # seconds (default 5) once the task closed its sockets, and holds the one worker until
+        # then: up to 5 s between a task's end and the next task's start (docs/performance.md).
+        "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
         "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "False",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
@@ -345,8 +353,7 @@ def service_components(
                     "AIRFLOW_PASSWORD": s.airflow_password.get_secret_value(),
                     "WEBHOOK_TOKEN": s.bridge_webhook_token.get_secret_value(),
                     "RULES_FILE": str(REPO_ROOT / "services" / "bridge" / "rules.yaml"),
-                    # local loop budget: one retrain per 2 minutes (production default: 15 min)
-                    "COOLDOWN_SECONDS": "120",
+                    "COOLDOWN_SECONDS": str(LOCAL_BRIDGE_COOLDOWN_SECONDS),
                     **log_format,
                 },
             ),

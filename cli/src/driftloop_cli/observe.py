@@ -16,10 +16,16 @@ from typing import Any, NotRequired, TypedDict
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from driftloop_contracts import CHAMPION_ALIAS, DAG_ID, MODEL_NAME
 
 TIMEOUT = 5.0
+#: Tries of a GET that timed out. A loaded machine can leave one request unanswered for longer
+#: than TIMEOUT (measured: Airflow's API server under load 17, a demo run failed on one read);
+#: a GET asks again safely. A refused connection or an error status is not retried: that is an
+#: answer, and waiting would hide it.
+TIMEOUT_TRIES = 3
 
 #: The model-version tag naming the Airflow run that trained it (written by
 #: ``driftloop_training.registry.register_version`` from the run's tag of the same name).
@@ -68,6 +74,16 @@ class Endpoints:
     nginx: str
 
 
+@retry(
+    retry=retry_if_exception_type(httpx.TimeoutException),
+    stop=stop_after_attempt(TIMEOUT_TRIES),
+    wait=wait_exponential(multiplier=0.5, max=4),
+    reraise=True,
+)
+def _get_patiently(url: str, **kwargs: Any) -> httpx.Response:
+    return httpx.get(url, timeout=TIMEOUT, **kwargs)
+
+
 def get_json(
     component: str,
     url: str,
@@ -80,7 +96,7 @@ def get_json(
     """The JSON body of ``GET url``; ``None`` for a 404 when ``absent_ok`` (the thing asked
     for does not exist yet). Anything else that is not a 2xx JSON answer raises."""
     try:
-        r = httpx.get(url, params=params, headers=headers, auth=auth, timeout=TIMEOUT)
+        r = _get_patiently(url, params=params, headers=headers, auth=auth)
     except httpx.HTTPError as exc:
         raise ObservationError(component, url, f"unreachable ({exc!r})") from exc
     if absent_ok and r.status_code == 404:

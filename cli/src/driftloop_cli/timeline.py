@@ -18,7 +18,9 @@ Three ways a stage ends:
   :class:`StageTimeout` names the stage, what was last seen and where to look;
 * :class:`~driftloop_cli.observe.ObservationError` (a component is unreachable or erroring)
   or :class:`LinkageError` (a stage contradicts an earlier one): it fails at once, because
-  waiting cannot make an unknown answer or a broken chain true.
+  waiting cannot make an unknown answer or a broken chain true. (A read that timed out is
+  first asked again, up to ``observe.TIMEOUT_TRIES`` times: on a loaded machine that is a slow
+  answer, not an unknown one.)
 
 `driftloop demo` prints the timeline; the end-to-end test asserts on the same records.
 """

@@ -13,8 +13,8 @@ Right after an alert there may be few such rows (labels arrive with a delay), so
 re-checking at most until ``regime_wait_seconds`` after the run was triggered; then the run
 ends *skipped* with the reason, instead of profiling a mix of regimes.
 
-This module reads Parquet with pandas only (no scikit-learn, no MLflow), so each of the
-sensor's pokes stays a cheap process start.
+This module reads Parquet with pandas only (no scikit-learn, no MLflow), and only the hour
+partitions since the incident began, so the sensor's look every second stays cheap.
 """
 
 from __future__ import annotations
