@@ -51,6 +51,8 @@ BASE_PORT_OFFSET = 1000
 #: Inside the session's state directory (ignored by git, and `scripts/test.sh` looks for
 #: leftover processes of both under it), a directory of its own.
 STATE_DIR = REPO_ROOT / ".driftloop-test" / f"replicas-{REPLICAS}"
+#: Seconds for its programs to report healthy (`driftloop up`'s default is 240 for a lone stack).
+UP_TIMEOUT_S = 360.0
 
 
 def processes_naming(state_dir: Path) -> list[str]:
@@ -81,6 +83,9 @@ def four(start_stack: Callable[[StackSettings], AbstractContextManager[Any]]) ->
         state_dir=STATE_DIR,
         replicas=REPLICAS,
     ).resolved()
+    # It starts beside the session's stack (in a whole run), on the same cores: allow it more
+    # than a lone stack's default (DRIFTLOOP_UP_TIMEOUT_S still raises it further).
+    s = s.model_copy(update={"up_timeout_s": max(s.up_timeout_s, UP_TIMEOUT_S)})
     started = time.monotonic()
     with start_stack(s) as stack:
         assert len(stack.model_api_urls) == REPLICAS
