@@ -8,10 +8,12 @@ end, and the teardown fails if any of its processes outlives `down`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -118,13 +120,15 @@ def _alive(pid: int) -> bool:
     return supervisor._alive(pid)
 
 
-@pytest.fixture(scope="session")
-def stack() -> Iterator[StackInfo]:
-    s = StackSettings(
-        base_port=int(os.environ.get("DRIFTLOOP_TEST_BASE_PORT", TEST_BASE_PORT)),
-        state_dir=REPO_ROOT / ".driftloop-test",
-        scikit_learn_data=SHARED_DATA,
-    ).resolved()
+@contextlib.contextmanager
+def running_stack(s: StackSettings) -> Iterator[StackInfo]:
+    """The stack laid out by ``s`` (resolved), up for the ``with`` body.
+
+    If it is already up (another run keeps it), it is reused and left running; otherwise it is
+    started from an empty state directory and stopped at the end, and the exit fails if any of
+    its processes outlives `down`. One code path for the session's stack and for a module's own
+    (another replica count, base port and state directory: tests/integration/test_four_replicas.py).
+    """
     reused = supervisor.is_running(s)
     if not reused and s.state_dir.exists():
         # Start from nothing: an earlier session's registry, labelled log and retrained
@@ -151,6 +155,24 @@ def stack() -> Iterator[StackInfo]:
     ) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not alive, f"processes still alive after `driftloop down`: {alive}"
+
+
+@pytest.fixture(scope="session")
+def stack() -> Iterator[StackInfo]:
+    s = StackSettings(
+        base_port=int(os.environ.get("DRIFTLOOP_TEST_BASE_PORT", TEST_BASE_PORT)),
+        state_dir=REPO_ROOT / ".driftloop-test",
+        scikit_learn_data=SHARED_DATA,
+    ).resolved()
+    with running_stack(s) as info:
+        yield info
+
+
+@pytest.fixture(scope="session")
+def start_stack() -> Callable[[StackSettings], AbstractContextManager[StackInfo]]:
+    """:func:`running_stack`, for a module that needs a stack of its own, started and stopped
+    exactly as the session's is (a fixture, because test modules do not import conftest)."""
+    return running_stack
 
 
 @pytest.fixture(scope="session")

@@ -248,10 +248,9 @@ def restore_champion(stack: Any, champion: str) -> Iterator[str]:
     )
 
 
-@pytest.fixture
-def ready_stack(stack: Any, champion: str) -> Any:
-    """The stack with every replica serving and nginx routing to them again (a replica that was
-    just restarted stays out of nginx's rotation for up to fail_timeout)."""
+def wait_serving(stack: Any) -> None:
+    """Every replica serving and nginx routing to them again (a replica that was just restarted
+    stays out of nginx's rotation for up to fail_timeout)."""
     wait_until(
         lambda: all(v is not None for v in served_versions(stack.model_api_urls)),
         120,
@@ -269,7 +268,14 @@ def ready_stack(stack: Any, champion: str) -> Any:
         except httpx.HTTPError:
             return False
 
-    wait_until(lambda: all(nginx_ok() for _ in range(4)), 60, "nginx to route to the replicas")
+    rounds = 2 * len(stack.model_api_urls)
+    wait_until(lambda: all(nginx_ok() for _ in range(rounds)), 60, "nginx to route to the replicas")
+
+
+@pytest.fixture
+def ready_stack(stack: Any, champion: str) -> Any:
+    """The stack with every replica serving and nginx routing to them (:func:`wait_serving`)."""
+    wait_serving(stack)
     return stack
 
 
@@ -748,26 +754,16 @@ def no_watch(ready_stack: Any) -> Any:
     return ready_stack
 
 
-@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
-def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
-    no_watch: Any, how: str
-) -> None:
-    """Kill one replica while predictions and their feedback stream through nginx.
-
-    Requests: nginx retries what the dead replica did not answer on the other one (connect
-    errors, resets, 502/503), so none fails, prediction or feedback.
-
-    Events: every request id answered 200/202 is looked up on its topic (consumed = found
-    there), and the real drift consumer must have read at least that many records of each.
-    What is answered but not there must be exactly what the restarted replica counted in
-    ``driftloop_events_lost_total{reason="process_killed"}`` (from the ledger its killed
-    predecessor left), and at most the topic's buffer: answered - consumed - lost == 0.
-    SIGTERM drains the buffers, so there it is 0 of everything."""
+def kill_replica_under_load(
+    stack: Any, replica: int, how: str
+) -> dict[str, tuple[int, int, float]]:
+    """Kill replica ``replica`` with signal ``how`` while predictions and their feedback stream
+    through nginx, and check what the test below states; returns (answered, consumed, counted
+    lost) per topic. Used by the 4-replica stack's test too (test_four_replicas.py)."""
     from driftloop_cli import stack as stack_ops
     from driftloop_model_api.settings import ModelApiSettings
 
-    stack = no_watch
-    victim, victim_url = "model-api-1", stack.model_api_urls[1]
+    victim, victim_url = f"model-api-{replica}", stack.model_api_urls[replica]
     topics = (PREDICTIONS_TOPIC, FEEDBACK_TOPIC)
     lost_name = "driftloop_events_lost_total"
     lost_before = {t: replica_counter(victim_url, lost_name, t) for t in topics}
@@ -776,7 +772,7 @@ def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
     consumed_before = drift_consumed(stack)
 
     with answered_traffic(stack.nginx_url, concurrency=6) as traffic:
-        wait_until(lambda: traffic.count() >= 300, 60, "traffic on both replicas")
+        wait_until(lambda: traffic.count() >= 300, 60, "traffic on every replica")
         at_kill = traffic.count()
         os.kill(pid, getattr(signal, how))
         wait_until(lambda: traffic.count() >= at_kill + 300, 60, "traffic after the kill")
@@ -833,6 +829,25 @@ def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
         120,
         "the restarted replica to load the champion",
     )
+    return figures
+
+
+@pytest.mark.parametrize("how", ["SIGTERM", "SIGKILL"])
+def test_replica_killed_under_load_fails_no_request_and_counts_every_lost_event(
+    no_watch: Any, how: str
+) -> None:
+    """Kill one replica while predictions and their feedback stream through nginx.
+
+    Requests: nginx retries what the dead replica did not answer on the other one (connect
+    errors, resets, 502/503), so none fails, prediction or feedback.
+
+    Events: every request id answered 200/202 is looked up on its topic (consumed = found
+    there), and the real drift consumer must have read at least that many records of each.
+    What is answered but not there must be exactly what the restarted replica counted in
+    ``driftloop_events_lost_total{reason="process_killed"}`` (from the ledger its killed
+    predecessor left), and at most the topic's buffer: answered - consumed - lost == 0.
+    SIGTERM drains the buffers, so there it is 0 of everything."""
+    kill_replica_under_load(no_watch, 1, how)
 
 
 # --- shadow during the post-promotion watch (docs/retraining.md, "Shadow during the watch") ----
