@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -72,6 +73,7 @@ from bench.partition_delay import (  # noqa: E402
     slot_window_span,
     summarize,
 )
+from driftloop_cli.observe import metric_total, scrape_metrics  # noqa: E402
 from driftloop_contracts import FEATURE_NAMES, MODEL_NAME, PredictionEvent  # noqa: E402
 from tests.integration.test_consumer_exactness import (  # noqa: E402
     Champion,
@@ -86,6 +88,15 @@ LEAD_S = 30.0
 #: (MAX_EVENT_FUTURE_SKEW_SECONDS): the stream must fit in well under that.
 MAX_SPAN_S = 3_000.0
 GROUP_TIMEOUT_S = 180.0
+#: Counters that would make a row's windows suspect: bad or refused events, fetch gaps, an
+#: event stamped in a slot its partition had passed, a zombie's refused publish.
+FAULT_COUNTERS = (
+    "driftloop_events_invalid_total",
+    "driftloop_drift_events_ignored_total",
+    "driftloop_fetch_gaps_total",
+    "driftloop_shared_late_events_total",
+    "driftloop_shared_slots_late_total",
+)
 WINDOWS_TIMEOUT_S = 600.0
 
 
@@ -132,6 +143,8 @@ class Row:
     mean_events: float
     outcomes: list[Outcome]
     windows: list[tuple[int, int, int, int, bool]]
+    #: The group's fault counters at the end (all must be 0 for the row to be clean).
+    faults: dict[str, float]
 
 
 @dataclass
@@ -363,6 +376,11 @@ def run_partitions(
             )
             spans = [span for _, span in spans_of(raw, index, slot_of)]
             results = outcomes(spans, stream.trials)
+            scraped = scrape_metrics([c.url for c in g.consumers])
+            faults = {name: metric_total(scraped, name) for name in FAULT_COUNTERS}
+            faults["driftloop_shared_partials_total{outcome=conflict}"] = metric_total(
+                scraped, "driftloop_shared_partials_total", outcome="conflict"
+            )
             rows.append(
                 Row(
                     partitions,
@@ -371,6 +389,7 @@ def run_partitions(
                     float(np.mean([w[3] for w in windows])),
                     results,
                     windows,
+                    faults,
                 )
             )
         print(
@@ -421,6 +440,15 @@ def print_table(rows: list[Row], *, rate: float, slot_s: float) -> None:
         )
         if s.dropped:
             print(f"|  | ({s.dropped} trials dropped: a window straddled two trials) |")
+    faults = {
+        f"{r.partitions}/{r.mode.key}: {k}": v for r in rows for k, v in r.faults.items() if v
+    }
+    print(
+        "\nFault counters of every group ("
+        + ", ".join(FAULT_COUNTERS)
+        + "): "
+        + (f"NOT ZERO: {faults}" if faults else "all 0")
+    )
     by_p: dict[int, list[Row]] = {}
     for r in rows:
         if r.mode.windows != "per-partition":
@@ -438,6 +466,11 @@ def print_table(rows: list[Row], *, rate: float, slot_s: float) -> None:
             )
 
 
+def _in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -447,9 +480,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=200.0, help="event-time events/s")
     parser.add_argument("--slot", type=float, default=0.25, help="MERGE_WINDOW_SECONDS")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--base-port", type=int, default=31500)
+    parser.add_argument("--base-port", type=int, default=31800)
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    busy = [p for p in range(args.base_port, args.base_port + 60) if _in_use(p)]
+    if busy:  # another stack there: the broker would die with "Address in use" and we hang
+        raise SystemExit(f"ports in use near --base-port {args.base_port}: {busy}")
     t0 = time.perf_counter()
     s = setup()
     root = Path(tempfile.mkdtemp(prefix="driftloop-pdelay-"))
