@@ -1,7 +1,7 @@
 """Detection delay at 1, 4 and 8 partitions, measured on real processes: per-partition windows
 (the default) vs windows merged across the consumer group (``SHARED_WINDOWS``).
 
-    uv run python bench/bench_partitions.py                   # 1,4,8 partitions, 20 trials
+    uv run python bench/bench_partitions.py                   # 1,4,8 partitions, 40 trials
     uv run python bench/bench_partitions.py --trials 5 --partitions 4   # a quick look
 
 Per partition count it starts (once for the whole run) a Tansu broker, Redis and InfluxDB
@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--partitions", default="1,4,8", help="comma-separated counts")
-    parser.add_argument("--trials", type=int, default=20, help="shifts per partition count")
+    parser.add_argument("--trials", type=int, default=40, help="shifts per partition count")
     parser.add_argument("--rate", type=float, default=200.0, help="event-time events/s")
     parser.add_argument("--slot", type=float, default=0.25, help="MERGE_WINDOW_SECONDS")
     parser.add_argument("--seed", type=int, default=0)
