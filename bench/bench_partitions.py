@@ -4,11 +4,12 @@
     uv run python bench/bench_partitions.py                   # 1,4,8 partitions, 40 trials
     uv run python bench/bench_partitions.py --trials 5 --partitions 4   # a quick look
 
-Per partition count it starts (once for the whole run) a Tansu broker, Redis and InfluxDB
-(``bench_drift.LocalServices``, ports ``--base-port`` + 0..3), creates fresh topics, and runs
-three consumer groups of real ``python -m driftloop_drift_consumer`` processes side by side on
-the same events (``tests/integration/test_consumer_exactness.py``'s ``Consumer`` and
-``consumer_env``): per-partition windows with 1 consumer (default window settings), and merged
+Once for the whole run it starts a Tansu broker, Redis and InfluxDB
+(``bench_drift.LocalServices``, ports ``--base-port`` + 0..3; consumers from + 10); per
+partition count it creates fresh topics and runs three consumer groups of real
+``python -m driftloop_drift_consumer`` processes side by side on the same events
+(``tests/integration/test_consumer_exactness.py``'s ``Consumer`` and ``consumer_env``):
+per-partition windows with 1 consumer (default window settings), and merged
 windows (``MERGE_WINDOW_SECONDS`` = ``--slot``, ``SHARED_WINDOWS=true``) with 1 consumer and,
 from 3 partitions on, with 3. Each consumer has the bench champion's reference profile
 (``bench_drift.setup``: the bootstrap recipe) in its state directory; MLflow is deliberately
