@@ -113,7 +113,7 @@ def test_a_window_from_the_previous_trial_never_counts_and_marks_a_straddle() ->
     assert b == Outcome(delay=1_400 - 1_300 + 1, clean_windows=1, false_windows=0, straddling=0)
     straddle = Span(790, 1_350, True)
     (c,) = outcomes([*spans, straddle], [second])
-    assert c.straddling == 1
+    assert (c.straddling, c.delay) == (1, 1_400 - 1_300 + 1)  # the straddler never detects
 
 
 def test_a_declaration_only_after_the_shift_ended_is_a_miss() -> None:
