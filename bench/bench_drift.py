@@ -6,6 +6,7 @@
     uv run python bench/bench_drift.py sequential [--quick]  # CUSUM vs alibi-detect, 1/4/8 p.
     uv run python bench/bench_drift.py small-reference  # a regime's few-hundred-row reference
     uv run python bench/bench_drift.py all
+    uv run python bench/bench_partitions.py  # windowed delay at 1/4/8 partitions, real consumers
 
 Everything runs on the California housing data (``SCIKIT_LEARN_DATA`` defaults to the shared
 offline copy) with the champion's recipe from the training package: the 80% train split
