@@ -128,12 +128,11 @@ RMSE_RATIO = (
 )
 RMSE_RATIO_THRESHOLD = 'max(driftloop_drift_threshold{statistic="rmse_ratio"})'
 #: Per series, the sequential detector's CUSUM of the champion (the fast path: it decides after
-#: every event, on the merged stream), past the champion's warm-up and not while its watch is
-#: open (a retrain racing the watch's rollback would measure against the wrong champion; the
-#: CUSUM keeps climbing under a persisting shift, so the alert fires once the watch closes).
-SEQUENTIAL_DRIFT = (
-    f"max by (feature) (driftloop_sequential_statistic and {DRIFT_WARMED_UP} unless {UNDER_WATCH})"
-)
+#: every event, on the merged stream), past the champion's warm-up. Like the windowed drift
+#: alerts, and unlike PerformanceDegraded, it also judges a champion under its post-promotion
+#: watch: the watch judges online error, not drift, and lasts until driftloop.watch_until
+#: (minutes), too long to leave the fast path off after every promotion.
+SEQUENTIAL_DRIFT = f"max by (feature) (driftloop_sequential_statistic and {DRIFT_WARMED_UP})"
 #: The alert level (not the detector's own alarm threshold): set by the consumer for
 #: ``SEQUENTIAL_ALERT_ERT_EVENTS`` events between false alerts (docs/drift.md).
 SEQUENTIAL_ALERT_THRESHOLD = "max(driftloop_sequential_alert_threshold)"
@@ -282,9 +281,8 @@ ALERTS: tuple[AlertSpec, ...] = (
             "(driftloop_sequential_alert_threshold: set for "
             f"{SEQUENTIAL_ALERT_ERT_EVENTS:,.0f} events between false alerts, widened for a "
             "small reference), past the champion's warm-up "
-            f"({DRIFT_WARMUP_WINDOWS} windows of its own) and not during its post-promotion "
-            "watch. Routed to the bridge, which triggers retraining; docs/drift.md, "
-            "'Sequential detection on the merged stream'."
+            f"({DRIFT_WARMUP_WINDOWS} windows of its own). Routed to the bridge, which "
+            "triggers retraining; docs/drift.md, 'Sequential detection on the merged stream'."
         ),
     ),
     # --- operational: never routed to retraining -------------------------------------------
