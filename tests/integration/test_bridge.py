@@ -837,10 +837,10 @@ def test_no_second_run_while_one_is_active(stack: Any, tmp_path: Path) -> None:
         (d1,) = h.post("alertmanager", first).json()["decisions"]
         assert d1["decision"] == "triggered", d1
         run1 = d1["dag_run_id"]
-        # the DAG is waiting for the incident's regime: the sensor is rescheduled, not failed
+        # the DAG is waiting for the incident's regime: the sensor is poking, not failed
         poll(
-            "wait_for_regime to be up for reschedule",
-            lambda: h.airflow.task_states(run1).get("wait_for_regime") == "up_for_reschedule",
+            "wait_for_regime to be running (poking)",
+            lambda: h.airflow.task_states(run1).get("wait_for_regime") == "running",
             timeout_s=90,
             every_s=0.5,
         )
