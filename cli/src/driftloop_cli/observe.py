@@ -36,13 +36,6 @@ DRIFT_OVER_THRESHOLD = (
     " > on(feature, statistic) group_left() max by (feature, statistic) (driftloop_drift_threshold)"
 )
 
-#: The sequential detector's CUSUMs over the level of its retraining alert (SequentialDriftHigh,
-#: docs/drift.md): the fast path, which often decides before the first window closes.
-SEQUENTIAL_OVER_ALERT_LEVEL = (
-    "max by (feature) (driftloop_sequential_statistic{{{sel}}})"
-    " > on() group_left() max(driftloop_sequential_alert_threshold)"
-)
-
 
 #: ``(sample name, sorted (label, value) pairs)``: one series of a scrape.
 SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
@@ -139,8 +132,7 @@ def prom_scalar(ep: Endpoints, expr: str) -> float | None:
 
 
 def drifting_series(ep: Endpoints, model_version: str | None = None) -> list[dict[str, Any]]:
-    """(feature, statistic, value, threshold) of every drift gauge now over its threshold, and
-    of every sequential CUSUM over its alert level (statistic ``cusum``)."""
+    """(feature, statistic, value, threshold) of every drift gauge now over its threshold."""
     sel = f'model_version="{model_version}"' if model_version else ""
     over = prom_query(ep, DRIFT_OVER_THRESHOLD.format(sel=sel))
     thresholds = {
@@ -148,18 +140,6 @@ def drifting_series(ep: Endpoints, model_version: str | None = None) -> list[dic
         for s in prom_query(ep, "driftloop_drift_threshold")
     }
     out = []
-    sequential = prom_query(ep, SEQUENTIAL_OVER_ALERT_LEVEL.format(sel=sel))
-    if sequential:
-        level = prom_query(ep, "max(driftloop_sequential_alert_threshold)")
-        for s in sequential:
-            out.append(
-                {
-                    "feature": s["metric"].get("feature"),
-                    "statistic": "cusum",
-                    "value": float(s["value"][1]),
-                    "threshold": float(level[0]["value"][1]) if level else None,
-                }
-            )
     for s in over:
         key = (s["metric"].get("feature"), s["metric"].get("statistic"))
         out.append(
