@@ -68,7 +68,7 @@ from driftloop_contracts import (
 from driftloop_contracts.approval import APPROVAL_TASK_ID
 from driftloop_loadtest import command as loadtest_command
 from driftloop_training import registry
-from driftloop_training.bootstrap import full_bootstrap_version
+from driftloop_training.bootstrap import bootstrap
 from driftloop_training.publisher import publish_model_promoted
 from driftloop_training.settings import TrainingSettings
 
@@ -295,8 +295,13 @@ def restored(
     training: TrainingSettings = stack.training_settings()
     uri = training.mlflow_tracking_uri
     before = registry.get_champion(uri)
-    start = full_bootstrap_version(training)
-    make_champion(training, start, "rollback e2e setup: the bootstrap champion, no watch")
+    # A version of its own, trained as the full bootstrap is: a version that served an earlier
+    # test's drifted traffic (the closed loop's base champion) carries that traffic's online
+    # error and drift windows, so making it champion again fired PerformanceDegraded and
+    # DriftFeatureHigh at once, and the run they started promoted another champion under this
+    # test (seen in CI: the test's challenger was then judged against that one and rejected).
+    start = bootstrap(training, force=True).version
+    make_champion(training, start, "rollback e2e setup: a fresh bootstrap champion, no watch")
     try:
         yield training, start
     finally:
