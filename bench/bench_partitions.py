@@ -56,6 +56,7 @@ from bench.bench_drift import (  # noqa: E402
     SHIFT_FEATURE,
     LocalServices,
     Setup,
+    bulk_producer,
     setup,
     shifted_pool,
     wait_until,
@@ -202,15 +203,7 @@ async def _create_topics(bootstrap: str, topics: dict[str, str], partitions: int
 
 async def _produce(bootstrap: str, topic: str, stream: Stream, tag: str) -> np.ndarray:
     """Send every event to its partition; returns each event's acknowledged offset."""
-    from aiokafka import AIOKafkaProducer
-
-    producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap,
-        acks=1,
-        linger_ms=20,
-        max_batch_size=256 * 1024,
-        enable_idempotence=False,
-    )
+    producer = bulk_producer(bootstrap)
     offsets = np.full(len(stream.values), -1, dtype=np.int64)
     await producer.start()
     try:
