@@ -274,7 +274,46 @@ class RetrainRuns:
             time.sleep(0.5)
         return ended
 
+    @contextlib.contextmanager
+    def held(self, why: str, parse_timeout_s: float = 120) -> Iterator[None]:
+        """The DAG paused and no run of it active for the ``with`` body; afterwards every run
+        left queued is deleted and the DAG unpaused (also when the body failed).
+
+        A test that moves the champion by hand makes the stack's monitoring see a new model
+        (a new reference, other predictions): its drift alerts may fire and the bridge trigger
+        a run, whose promotion would move the champion under the test (seen in CI: a replica
+        state that never came). Airflow still accepts a trigger for a paused DAG, the run waits
+        queued, which is all an alert-path test must prove; deleting those runs before the
+        unpause keeps them from running later, in another test.
+        """
+        deadline = time.monotonic() + parse_timeout_s
+        while (r := self._request("GET", "")).status_code == 404:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"DAG {DAG_ID} not parsed by Airflow after {parse_timeout_s}s")
+            time.sleep(1.0)
+        r.raise_for_status()
+        self._request("PATCH", "", json={"is_paused": True}).raise_for_status()
+        try:
+            self.end_active(why)
+            yield
+        finally:
+            queued = self._request("GET", "/dagRuns", params={"state": ["queued"], "limit": 100})
+            for run in queued.raise_for_status().json()["dag_runs"]:
+                deleted = self._request("DELETE", f"/dagRuns/{run['dag_run_id']}")
+                if deleted.status_code != 404:
+                    deleted.raise_for_status()
+            self._request("PATCH", "", json={"is_paused": False}).raise_for_status()
+            assert self.active() == [], "a run of the held DAG is still active after the hold"
+            assert self._request("GET", "").raise_for_status().json()["is_paused"] is False
+
 
 @pytest.fixture(scope="session")
 def retrain_runs(stack: StackInfo) -> RetrainRuns:
     return RetrainRuns(stack.airflow_url, stack.airflow_username, stack.airflow_password)
+
+
+@pytest.fixture
+def retraining_held(retrain_runs: RetrainRuns) -> Iterator[None]:
+    """The retraining DAG paused for the test, with no run active (:meth:`RetrainRuns.held`)."""
+    with retrain_runs.held("the test moves the champion itself"):
+        yield

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,14 +76,18 @@ def metric_sum(urls: list[str], name: str, **labels: str) -> float:
     return total
 
 
-def wait_until(predicate: Any, timeout_s: float, what: str) -> float:
-    """Poll ``predicate`` until true; returns the seconds it took."""
+def wait_until(
+    predicate: Any, timeout_s: float, what: str, show: Callable[[], object] | None = None
+) -> float:
+    """Poll ``predicate`` until true; returns the seconds it took. At the deadline the failure
+    names ``what`` and, if given, what ``show()`` sees then (e.g. every replica's state)."""
     started = time.monotonic()
     while True:
         if predicate():
             return time.monotonic() - started
         if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+            seen = f" (seen: {show()!r})" if show is not None else ""
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}{seen}")
         time.sleep(0.1)
 
 
@@ -232,8 +236,10 @@ def announce(stack: Any, version: str, run_id: str, reason: str) -> None:
 
 
 @pytest.fixture
-def restore_champion(stack: Any, champion: str) -> Iterator[str]:
-    """Yields the champion before the test; afterwards puts the alias back and waits for it."""
+def restore_champion(stack: Any, champion: str, retraining_held: None) -> Iterator[str]:
+    """Yields the champion before the test; afterwards puts the alias back and waits for it.
+    Retraining is held meanwhile: the test, not a run its model changes trigger, moves the
+    champion."""
     from driftloop_training import registry
 
     before = registry.get_champion(stack.mlflow_url)
@@ -913,6 +919,7 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
                 lambda: set(observe.replica_watch_states(urls)) == {(new.version, old)},
                 RELOAD_DEADLINE_S,
                 f"every replica on {new.version} with shadow {old}",
+                show=lambda: observe.replica_watch_states(urls),
             )
         assert load.failed == 0, load.errors[:5]
         answers, rows = sample_through_nginx(stack, seed=21)
@@ -942,6 +949,7 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
             lambda: set(observe.replica_watch_states(urls)) == {(new.version, None)},
             3 * period,
             "every replica to drop the shadow",
+            show=lambda: (observe.replica_watch_states(urls), registry.get_champion(uri)),
         )
         answers, _ = sample_through_nginx(stack, seed=22, n=10)
         events = events_for(stack.kafka_bootstrap, set(answers))
@@ -956,6 +964,7 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
             lambda: set(observe.replica_watch_states(urls)) == {(new.version, old)},
             RELOAD_DEADLINE_S,
             f"every replica to load shadow {old}",
+            show=lambda: observe.replica_watch_states(urls),
         )
         with background_load(stack.nginx_url) as load:
             registry.set_champion(uri, old)
@@ -965,6 +974,7 @@ def test_shadow_predicts_every_request_during_the_watch_and_rollback_fails_nothi
                 lambda: set(observe.replica_watch_states(urls)) == {(old, None)},
                 RELOAD_DEADLINE_S,
                 f"every replica back on {old} without a shadow",
+                show=lambda: observe.replica_watch_states(urls),
             )
         assert load.failed == 0, load.errors[:5]
         assert old in load.versions and new.version in load.versions, load.versions

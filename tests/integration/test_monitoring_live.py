@@ -21,7 +21,6 @@ that this test's alert gets ``triggered`` rather than ``cooldown``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import random
 import subprocess
@@ -274,52 +273,6 @@ def thresholds_restored(stack: Any) -> Iterator[redis.Redis]:
         if before:
             pipe.hset(THRESHOLDS_REDIS_KEY, mapping=before)
         pipe.execute()
-
-
-@pytest.fixture
-def retraining_held(stack: Any, retrain_runs: Any) -> Iterator[None]:
-    """The retraining DAG paused for the test with no run active, its queued runs deleted
-    afterwards.
-
-    Airflow still accepts a trigger for a paused DAG (the run waits, queued), which is all
-    the alert path must prove. Were the run to execute, its promotion would lower the measured
-    drift and resolve the alert for a reason other than the threshold the test raises. Every
-    run left queued is deleted before the DAG is unpaused (also when the test failed before
-    seeing its run), so none of them runs later, in another test.
-    """
-    from airflow_client.client import ApiClient, Configuration, DAGApi, DAGPatchBody, DagRunApi
-    from airflow_client.client.exceptions import NotFoundException
-
-    token = (
-        httpx.post(
-            f"{stack.airflow_url}/auth/token",
-            json={"username": stack.airflow_username, "password": stack.airflow_password},
-            timeout=30,
-        )
-        .raise_for_status()
-        .json()["access_token"]
-    )
-    with ApiClient(Configuration(host=stack.airflow_url, access_token=token)) as client:
-        dags, runs = DAGApi(client), DagRunApi(client)
-
-        def parsed() -> bool:
-            with contextlib.suppress(NotFoundException):
-                return bool(dags.get_dag(DAG_ID))
-            return False
-
-        poll(f"DAG {DAG_ID} parsed by Airflow", parsed, 120)
-        dags.patch_dag(DAG_ID, DAGPatchBody(is_paused=True))
-        # A run the bridge triggered for an earlier test's alert would make it answer
-        # `run_active` instead of `triggered` for this test's alert.
-        retrain_runs.end_active("the alert-path test needs the DAG idle")
-        try:
-            yield
-        finally:
-            for run in runs.get_dag_runs(DAG_ID, state=["queued"], limit=100).dag_runs:
-                runs.delete_dag_run(DAG_ID, run.dag_run_id)
-            dags.patch_dag(DAG_ID, DAGPatchBody(is_paused=False))
-            assert not runs.get_dag_runs(DAG_ID, state=["queued"], limit=1).dag_runs
-            assert not dags.get_dag(DAG_ID).is_paused
 
 
 def firing(prom: Prom, alertname: str, **labels: str) -> list[dict[str, Any]]:
