@@ -44,7 +44,19 @@ PROVISIONING = GRAFANA / "provisioning"
 DASHBOARDS = GRAFANA / "dashboards"
 RULES_DIR = REPO_ROOT / "prometheus" / "rules"
 ALERTMANAGER = REPO_ROOT / "alertmanager" / "alertmanager.yml"
-RETRAIN_ALERTS = {"DriftFeatureHigh", "DriftPredictionHigh", "PerformanceDegraded"}
+RETRAIN_ALERTS = {
+    "DriftFeatureHigh",
+    "DriftPredictionHigh",
+    "SequentialDriftHigh",
+    "PerformanceDegraded",
+}
+#: The gauge each retraining rule compares with: thresholds are data the consumer exports.
+RETRAIN_THRESHOLD_GAUGES = {
+    "DriftFeatureHigh": "driftloop_drift_threshold",
+    "DriftPredictionHigh": "driftloop_drift_threshold",
+    "SequentialDriftHigh": "driftloop_sequential_alert_threshold",
+    "PerformanceDegraded": "driftloop_drift_threshold",
+}
 
 
 def run(*cmd: str | Path) -> subprocess.CompletedProcess[str]:
@@ -190,7 +202,7 @@ def test_retraining_alerts_carry_the_route_label_and_operational_ones_do_not() -
 
 
 def test_the_bridge_retrains_on_exactly_the_retraining_alerts() -> None:
-    """The bridge's default routing rules name the same three alerts (its file, read only)."""
+    """The bridge's default routing rules name the same four alerts (its file, read only)."""
     doc = yaml.safe_load((REPO_ROOT / "services" / "bridge" / "rules.yaml").read_text())
     matched = {name for rule in doc["rules"] for name in rule["match"].get("alertname", [])}
     assert matched == RETRAIN_ALERTS
@@ -220,11 +232,12 @@ def test_grafana_and_prometheus_rules_are_the_same_expression(title: str) -> Non
 
 def test_drift_rules_compare_with_the_threshold_gauge_for_every_statistic() -> None:
     """No statistic or number is hard-coded in a drift rule: the gauge carries the threshold."""
-    for name in RETRAIN_ALERTS:
+    assert set(RETRAIN_THRESHOLD_GAUGES) == RETRAIN_ALERTS
+    for name, gauge in RETRAIN_THRESHOLD_GAUGES.items():
         expr = prometheus_rules_by_name()[name]["expr"]
         cut = promql.comparison(expr)
         assert cut is not None
-        assert "driftloop_drift_threshold" in promql.metric_names(promql.text(cut.rhs)), expr
+        assert gauge in promql.metric_names(promql.text(cut.rhs)), expr
         assert not re.search(r'statistic=~?"(psi|ks|wasserstein)', expr), expr
         assert not promql.is_number(cut.rhs)
 

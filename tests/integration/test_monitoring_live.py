@@ -6,7 +6,9 @@
    one threshold with the CLI makes ``DriftFeatureHigh`` fire in Prometheus, reach
    Alertmanager, the bridge decides ``triggered`` and the Airflow DAG run exists (queued: the
    DAG is held paused, so no promotion moves the drift); raising it again resolves the alert.
-   The drift is measured against a freshly bootstrapped, base-data champion.
+   The drift is measured against a freshly bootstrapped, base-data champion. The sequential
+   detector's ``SequentialDriftHigh`` (not governed by the thresholds) is silenced in
+   Alertmanager meanwhile.
 2. After a short drifted traffic run (default thresholds: alerts fire, the bridge decides),
    every query of the committed monitoring files -- each dashboard target, annotation and
    template variable, each Grafana rule query, each operand of each Prometheus rule, every
@@ -29,7 +31,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
@@ -275,6 +277,36 @@ def thresholds_restored(stack: Any) -> Iterator[redis.Redis]:
         pipe.execute()
 
 
+@pytest.fixture
+def sequential_alert_silenced(stack: Any) -> Iterator[None]:
+    """``SequentialDriftHigh`` silenced in Alertmanager for the test (deleted afterwards).
+
+    The sequential detector's alert fires on this drifted traffic whatever the windowed
+    thresholds are (its level is set for its ERT, not by the threshold CLI), and would trigger
+    the DAG run the windowed alert is to trigger (then answered ``run_active``). A silence is
+    what an operator would use: Prometheus still evaluates it, Alertmanager holds it back.
+    """
+    now = datetime.now(UTC)
+    body = {
+        "matchers": [
+            {"name": "alertname", "value": "SequentialDriftHigh", "isRegex": False, "isEqual": True}
+        ],
+        "startsAt": now.isoformat(),
+        "endsAt": (now + timedelta(hours=1)).isoformat(),
+        "createdBy": "test_monitoring_live",
+        "comment": "the windowed alert path is under test",
+    }
+    r = httpx.post(f"{stack.alertmanager_url}/api/v2/silences", json=body, timeout=10)
+    r.raise_for_status()
+    silence = r.json()["silenceID"]
+    try:
+        yield
+    finally:
+        httpx.delete(
+            f"{stack.alertmanager_url}/api/v2/silence/{silence}", timeout=10
+        ).raise_for_status()
+
+
 def firing(prom: Prom, alertname: str, **labels: str) -> list[dict[str, Any]]:
     sel = ",".join(
         [f'alertname="{alertname}"', 'alertstate="firing"']
@@ -318,6 +350,7 @@ def test_threshold_changes_drive_the_local_alert_path_to_a_dag_run(
     prom: Prom,
     thresholds_restored: redis.Redis,
     retraining_held: None,
+    sequential_alert_silenced: None,
 ) -> None:
 
     # Raise the thresholds this traffic would cross: the shifted feature's, the prediction
@@ -526,6 +559,7 @@ def test_every_dashboard_and_rule_query_returns_data(stack: Any, champion: str, 
             lambda: (
                 prom.instant("driftloop_drift_value")
                 and prom.instant("driftloop_online_rmse_ratio")
+                and prom.instant("driftloop_sequential_statistic")
             ),
             120,
         )

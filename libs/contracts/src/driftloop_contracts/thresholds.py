@@ -53,6 +53,21 @@ DEFAULT_THRESHOLDS: dict[Statistic, float] = {
 #: reference sample of :data:`REFERENCE_SAMPLE_ROWS` rows.
 CALIBRATION_WINDOW_EVENTS = 200
 
+#: Expected run length, in events of the merged stream, between two false *alerts* of the
+#: sequential detector (``SequentialDriftHigh``, which triggers a retrain). The detector's own
+#: ERT (the drift consumer's ``sequential_ert_events``, 10,000) is an alarm every few minutes
+#: at the demo's traffic: fine for a dashboard, not for a retrain. Two windows confirm a
+#: windowed retrain; with 0.35% false windows that is at most ``0.0035**2`` of windows (every
+#: false window on one gauge), one per 8.2e4 windows of 200 events = 1.6e7 events. The alert is
+#: set no more often than that: 2e7 events, about 4 days at the demo's ~57 events/s
+#: (docs/drift.md, "Sequential detection on the merged stream").
+SEQUENTIAL_ALERT_ERT_EVENTS = 20_000_000.0
+#: How far the traffic's bin shares may differ from the reference's without drifting, in
+#: standard errors of the reference's own sample (a reference of ``n`` rows estimates its
+#: population's shares only to ``1/sqrt(n)``): the sequential alert's threshold holds its ERT
+#: for traffic tilted this far against each CUSUM (``driftloop_drift_consumer.sequential``).
+SEQUENTIAL_ALERT_REFERENCE_SE = 3.0
+
 
 def reference_widening(statistic: str, reference_rows: int) -> float:
     """The factor a threshold is widened by for a reference sample of ``reference_rows`` rows.

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from driftloop_contracts import PREDICTION_SERIES, PREDICTIONS_TOPIC
+from driftloop_contracts.thresholds import SEQUENTIAL_ALERT_ERT_EVENTS
 from driftloop_contracts.warmup import DRIFT_WARMUP_WINDOWS, PERFORMANCE_WARMUP_ROWS
 
 from . import names
@@ -126,6 +127,15 @@ RMSE_RATIO = (
     f"(driftloop_online_rmse_ratio and {PERFORMANCE_WARMED_UP} unless {UNDER_WATCH})"
 )
 RMSE_RATIO_THRESHOLD = 'max(driftloop_drift_threshold{statistic="rmse_ratio"})'
+#: Per series, the sequential detector's CUSUM of the champion (the fast path: it decides after
+#: every event, on the merged stream), past the champion's warm-up. Like the windowed drift
+#: alerts, and unlike PerformanceDegraded, it also judges a champion under its post-promotion
+#: watch: the watch judges online error, not drift, and lasts until driftloop.watch_until
+#: (minutes), too long to leave the fast path off after every promotion.
+SEQUENTIAL_DRIFT = f"max by (feature) (driftloop_sequential_statistic and {DRIFT_WARMED_UP})"
+#: The alert level (not the detector's own alarm threshold): set by the consumer for
+#: ``SEQUENTIAL_ALERT_ERT_EVENTS`` events between false alerts (docs/drift.md).
+SEQUENTIAL_ALERT_THRESHOLD = "max(driftloop_sequential_alert_threshold)"
 
 _PROM_THRESHOLD_OF = (
     '{{ with printf "max(driftloop_drift_threshold{feature=%q,statistic=%q})" '
@@ -245,6 +255,35 @@ ALERTS: tuple[AlertSpec, ...] = (
             "the previous champion and rolls it back or keeps it; docs/retraining.md)."
         ),
         panel=(names.DRIFT_DASHBOARD_UID, 31),
+    ),
+    AlertSpec(
+        name="SequentialDriftHigh",
+        uid="driftloop-sequential-drift-high",
+        group="retrain",
+        a=SEQUENTIAL_DRIFT,
+        op=">",
+        b=SEQUENTIAL_ALERT_THRESHOLD,
+        matching="on() group_left()",
+        pending=RETRAIN_PENDING,
+        summary_prometheus=(
+            "Sequential drift detector: {{ $labels.feature }} CUSUM "
+            '{{ $value | printf "%.1f" }} > '
+            '{{ with query "max(driftloop_sequential_alert_threshold)" }}'
+            '{{ . | first | value | printf "%.1f" }}{{ end }}'
+        ),
+        summary_grafana=(
+            "Sequential drift detector: {{ $labels.feature }} CUSUM "
+            '{{ printf "%.1f" $values.A.Value }} > {{ printf "%.1f" $values.B.Value }}'
+        ),
+        description=(
+            "The CUSUM of {{ $labels.feature }} on the merged stream of every partition "
+            "(driftloop_sequential_statistic) is above the alert level "
+            "(driftloop_sequential_alert_threshold: set for "
+            f"{SEQUENTIAL_ALERT_ERT_EVENTS:,.0f} events between false alerts, widened for a "
+            "small reference), past the champion's warm-up "
+            f"({DRIFT_WARMUP_WINDOWS} windows of its own). Routed to the bridge, which "
+            "triggers retraining; docs/drift.md, 'Sequential detection on the merged stream'."
+        ),
     ),
     # --- operational: never routed to retraining -------------------------------------------
     AlertSpec(

@@ -276,6 +276,7 @@ class DriftLoop:
         return {
             "shift_sd": self.settings.sequential_shift_sd,
             "ert": self.settings.sequential_ert_events,
+            "alert_ert": self.settings.sequential_alert_ert_events,
         }
 
     async def _calibrate_detector(self, loaded: LoadedReference) -> None:
@@ -292,7 +293,14 @@ class DriftLoop:
             current = self.references.current
             if current is not None and current.compiled is loaded.compiled:
                 self.state.install_detector(design)
-        log.info("sequential_detector_calibrated", threshold=design.threshold, ert=design.ert)
+        log.info(
+            "sequential_detector_calibrated",
+            threshold=design.threshold,
+            ert=design.ert,
+            alert_threshold=design.alert_threshold,
+            alert_ert=design.alert_ert,
+            alert_exponent=round(design.alert_exponent, 3),
+        )
 
     async def reference_task(self) -> None:
         """Keep the reference on the champion (see :class:`ReferenceWatcher`)."""
@@ -442,10 +450,18 @@ class DriftLoop:
             closed += update.closed
         closed += self.state.merged_ready(consumer)
         shared_decisions = await self._share(consumer)
-        alarm = self.state.detect()  # the fetch's events of every partition, in event time
         detector = self.state.detector
+        alerted_before = detector.alert_at if detector is not None else 0
+        alarm = self.state.detect()  # the fetch's events of every partition, in event time
         if detector is not None and predictions:
             self.metrics.record_detector(detector, alarm)
+            if detector.alert_at and not alerted_before:
+                log.warning(
+                    "sequential_drift_alert_level",
+                    model_version=detector.model_version,
+                    events=detector.alert_at,
+                    alert_threshold=detector.design.alert_threshold,
+                )
             if alarm:
                 log.warning(
                     "sequential_drift_alarm",

@@ -25,8 +25,10 @@ The sequential detector (:mod:`.sequential`) has its own series, so the threshol
 window alerts are unchanged: ``driftloop_sequential_statistic{feature,model_version}`` (the
 CUSUM per series, larger direction), ``driftloop_sequential_threshold`` (its calibrated alarm
 level), ``driftloop_sequential_alarm{model_version}`` (1 while any series is above it) and
-``driftloop_sequential_alarms_total{model_version}`` (alarms started). An alert on it is
-``max by (feature) (driftloop_sequential_statistic) > scalar(driftloop_sequential_threshold)``.
+``driftloop_sequential_alarms_total{model_version}`` (alarms started). The retraining alert
+``SequentialDriftHigh`` compares the statistic with ``driftloop_sequential_alert_threshold``,
+the level set for ``sequential_alert_ert_events`` between false alerts
+(:func:`.sequential.with_alert_threshold`; ``+Inf``: no alert for this reference).
 """
 
 from __future__ import annotations
@@ -169,6 +171,12 @@ class ConsumerMetrics:
         self.sequential_threshold = Gauge(
             "driftloop_sequential_threshold",
             "Alarm level of the sequential detector, calibrated for sequential_ert_events",
+            registry=r,
+        )
+        self.sequential_alert_threshold = Gauge(
+            "driftloop_sequential_alert_threshold",
+            "Level of the sequential retraining alert (SequentialDriftHigh), set for"
+            " sequential_alert_ert_events between false alerts",
             registry=r,
         )
         self.sequential_alarm = Gauge(
@@ -384,6 +392,7 @@ class ConsumerMetrics:
         for name, value in zip(detector.design.names, detector.per_series(), strict=True):
             self.sequential_statistic.labels(name, version).set(float(value))
         self.sequential_threshold.set(detector.design.threshold)
+        self.sequential_alert_threshold.set(detector.design.alert_threshold)
         self.sequential_alarm.labels(version).set(1 if detector.in_alarm else 0)
         if new_alarm:
             self.sequential_alarms.labels(version).inc()

@@ -26,6 +26,23 @@ maximum-likelihood estimate from those (censored) run lengths. Real series are c
 traffic from the reference distribution the real ERT is at least the estimate; traffic that
 differs from the profile without drifting (unseen rows with rarer extremes) lowers it, which
 ``bench/bench_drift.py sequential`` measures on the holdout split. See docs/drift.md.
+
+Alert level (:func:`with_alert_threshold`): the threshold above is an alarm every
+``ert`` events, too often to start a retrain. The retraining alert ``SequentialDriftHigh``
+compares the same statistic with a higher level, for an ERT of ``alert_ert`` events
+(:data:`driftloop_contracts.thresholds.SEQUENTIAL_ALERT_ERT_EVENTS`), too long to simulate at
+each switch. Page's CUSUM of increments ``X`` has ``ERT ~ A * exp(theta * h)``, ``theta`` the
+root of ``E[exp(theta * X)] = 1`` (the Cramer-Lundberg exponent); for the exact ratio under
+its own null ``theta = 1``, so ``h + ln(alert_ert / ert)`` multiplies the ERT by the ratio.
+Real traffic is not the reference's bin shares but its population, which a reference of
+``n`` rows pins down only to ``1/sqrt(n)`` (a retrained champion's reference is a few hundred
+rows of its regime): tilted against a CUSUM by ``SEQUENTIAL_ALERT_REFERENCE_SE`` standard
+errors its ``theta`` drops below 1 and the ERT grows more slowly with ``h``. So the level is
+``(h + ln(alert_ert / ert)) / theta_min``, ``theta_min`` the smallest exponent over the 18
+CUSUMs under that tilt (at most 1). Dividing by ``theta`` is conservative: the CUSUM of ``X``
+at ``h / theta`` is the CUSUM of ``theta * X`` at ``h``, and ``theta * X`` is an exact
+log-likelihood ratio whose null drifts down more slowly than the reference's, so its ERT at
+``h`` is at least the reference's. Tested by simulation in ``test_sequential.py``.
 """
 
 from __future__ import annotations
@@ -33,9 +50,14 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
+
+from driftloop_contracts.thresholds import (
+    SEQUENTIAL_ALERT_ERT_EVENTS,
+    SEQUENTIAL_ALERT_REFERENCE_SE,
+)
 
 from .drift import CompiledReference
 
@@ -59,6 +81,13 @@ class CusumDesign:
     threshold: float = math.inf
     #: The ERT the threshold was calibrated for (0: not calibrated).
     ert: float = 0.0
+    #: Rows of the reference's sample per series (how well it knows its population).
+    rows: tuple[int, ...] = ()
+    #: The retraining alert's level (:func:`with_alert_threshold`; inf: no alert), the ERT
+    #: it is set for and the exponent it was derived with.
+    alert_threshold: float = math.inf
+    alert_ert: float = 0.0
+    alert_exponent: float = 0.0
 
     @classmethod
     def from_reference(cls, reference: CompiledReference, shift_sd: float) -> CusumDesign:
@@ -77,10 +106,11 @@ class CusumDesign:
                 llr[i, j, :k] = np.log((moved / moved.sum()) / (base / base.sum()))
         shares = np.where(reference.bin_mask, reference.ref_fractions, 0.0)
         shares = shares / shares.sum(axis=1, keepdims=True)
-        return cls(reference.names, llr, shares, shift_sd)
+        rows = tuple(int(series.sample.size) for series in reference.series)
+        return cls(reference.names, llr, shares, shift_sd, rows=rows)
 
     def calibrated(self, threshold: float, ert: float) -> CusumDesign:
-        return CusumDesign(self.names, self.llr, self.shares, self.shift_sd, threshold, ert)
+        return replace(self, threshold=threshold, ert=ert)
 
     def increments(self, bin_index: np.ndarray) -> np.ndarray:
         """``(events, series, 2)`` CUSUM increments of a ``(events, series)`` bin-index matrix."""
@@ -105,6 +135,102 @@ def cusum_path(increments: np.ndarray, start: np.ndarray) -> np.ndarray:
     return c - floor
 
 
+def lundberg_exponent(shares: np.ndarray, llr: np.ndarray) -> float:
+    """The ``theta > 0`` with ``sum(shares * exp(theta * llr)) = 1`` (a lower bound, to 1e-9).
+
+    A CUSUM of i.i.d. increments with these bin shares and values has an ERT that grows as
+    ``exp(theta * h)``. 0 when the increments do not drift down (no threshold holds an ERT);
+    capped at 64 (and ``inf`` when no increment is positive: the CUSUM never leaves 0)."""
+    mask = shares > 0
+    r, x = shares[mask] / shares[mask].sum(), llr[mask]
+    if float(r @ x) >= 0:
+        return 0.0
+    if float(x.max()) <= 0:
+        return math.inf
+
+    def excess(theta: float) -> float:
+        return float(r @ np.exp(theta * x)) - 1.0
+
+    lo, hi = 0.0, 1.0
+    while excess(hi) < 0:
+        lo, hi = hi, 2 * hi
+        if hi > 64:
+            return 64.0
+    while hi - lo > 1e-9:
+        mid = (lo + hi) / 2
+        if excess(mid) < 0:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def tilted_shares(shares: np.ndarray, llr: np.ndarray, z: float) -> np.ndarray | None:
+    """Bin shares ``r ~ shares * exp(lam * llr)`` (``lam >= 0``) whose mean of ``llr`` is ``z``
+    standard deviations of ``llr`` above its mean under ``shares``.
+
+    Why this tilt: among distributions close to ``shares`` (in KL), the exponential tilt is the
+    one that raises the CUSUM's drift most, and a sample of ``n`` rows estimates the mean of
+    ``llr`` to one standard deviation / ``sqrt(n)``; so ``z = k / sqrt(n)`` is a population the
+    reference cannot tell from its own at ``k`` standard errors. None when that mean exceeds the
+    largest ratio (no distribution on these bins has it)."""
+    mask = shares > 0
+    p, x = shares[mask] / shares[mask].sum(), llr[mask]
+    mean = float(p @ x)
+    target = mean + z * math.sqrt(max(float(p @ (x - mean) ** 2), 0.0))
+    if target >= float(x.max()):
+        return None
+
+    def tilt(lam: float) -> np.ndarray:
+        w = np.log(p) + lam * x
+        e = np.exp(w - w.max())
+        return np.asarray(e / e.sum())
+
+    lo, hi = 0.0, 1.0
+    while float(tilt(hi) @ x) < target:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1e-9:
+        mid = (lo + hi) / 2
+        if float(tilt(mid) @ x) < target:
+            lo = mid
+        else:
+            hi = mid
+    out = np.zeros_like(shares)
+    out[mask] = tilt(hi)
+    return out
+
+
+def alert_exponent(design: CusumDesign, reference_se: float) -> float:
+    """The smallest Lundberg exponent over every CUSUM when the traffic's shares are tilted
+    against it by ``reference_se`` standard errors of the reference's rows (at most 1)."""
+    theta = 1.0
+    for s in range(design.llr.shape[0]):
+        rows = design.rows[s] if design.rows else 0
+        z = reference_se / math.sqrt(rows) if rows > 0 else 0.0
+        for d in range(len(DIRECTIONS)):
+            r = tilted_shares(design.shares[s], design.llr[s, d], z)
+            theta = min(theta, 0.0 if r is None else lundberg_exponent(r, design.llr[s, d]))
+    return theta
+
+
+def with_alert_threshold(design: CusumDesign, alert_ert: float, reference_se: float) -> CusumDesign:
+    """``design`` with the alert level for ``alert_ert`` events between false alerts:
+    ``(threshold + ln(alert_ert / ert)) / theta_min`` (module docstring), rounded up to 0.01;
+    inf when the design is not calibrated, ``alert_ert`` is 0 or no level holds it."""
+    if alert_ert <= 0 or design.ert <= 0 or not math.isfinite(design.threshold):
+        return replace(design, alert_threshold=math.inf, alert_ert=alert_ert)
+    theta = alert_exponent(design, reference_se)
+    if theta <= 0:
+        return replace(design, alert_threshold=math.inf, alert_ert=alert_ert)
+    level = (design.threshold + max(0.0, math.log(alert_ert / design.ert))) / theta
+    return replace(
+        design,
+        alert_threshold=math.ceil(level * 100) / 100,
+        alert_ert=alert_ert,
+        alert_exponent=theta,
+    )
+
+
 class SequentialDetector:
     """The CUSUM state of one model version's stream (pure, no I/O)."""
 
@@ -116,10 +242,17 @@ class SequentialDetector:
         self.events = 0
         self.alarm_at = 0
         self.alarms = 0
+        #: The event count at which the statistic first crossed the alert level (0: never).
+        self.alert_at = 0
 
     @property
     def in_alarm(self) -> bool:
         return bool(self.state.max() > self.design.threshold)
+
+    @property
+    def in_alert(self) -> bool:
+        """Above the retraining alert's level (what ``SequentialDriftHigh`` compares)."""
+        return bool(self.state.max() > self.design.alert_threshold)
 
     def per_series(self) -> np.ndarray:
         """The exported statistic: per series, the larger of its two directions' ``S``."""
@@ -136,9 +269,14 @@ class SequentialDetector:
         self.state = path[-1].copy()
         start = self.events
         self.events += n
+        peak = path.reshape(n, -1).max(axis=1)
+        if not self.alert_at:
+            alerted = np.flatnonzero(peak > self.design.alert_threshold)
+            if alerted.size:
+                self.alert_at = start + int(alerted[0]) + 1
         if was_alarm:
             return None
-        over = np.flatnonzero(path.reshape(n, -1).max(axis=1) > self.design.threshold)
+        over = np.flatnonzero(peak > self.design.threshold)
         if over.size == 0:
             return None
         self.alarm_at = start + int(over[0]) + 1
@@ -229,18 +367,34 @@ def _cache_key(design: CusumDesign, ert: float) -> tuple[str, float]:
     return digest, ert
 
 
-def cached_design(reference: CompiledReference, shift_sd: float, ert: float) -> CusumDesign | None:
-    """The calibrated design if it is in the cache already (cheap), else None."""
+def cached_design(
+    reference: CompiledReference,
+    shift_sd: float,
+    ert: float,
+    alert_ert: float = SEQUENTIAL_ALERT_ERT_EVENTS,
+) -> CusumDesign | None:
+    """The calibrated design (with its alert level) if it is in the cache already (cheap),
+    else None."""
     if ert <= 0:
         return None
     design = CusumDesign.from_reference(reference, shift_sd)
     with _CALIBRATED_LOCK:
         threshold = _CALIBRATED.get(_cache_key(design, ert))
-    return None if threshold is None else design.calibrated(threshold, ert)
+    if threshold is None:
+        return None
+    return with_alert_threshold(
+        design.calibrated(threshold, ert), alert_ert, SEQUENTIAL_ALERT_REFERENCE_SE
+    )
 
 
-def calibrated_design(reference: CompiledReference, shift_sd: float, ert: float) -> CusumDesign:
-    """:func:`calibrate_threshold` of the reference's design, cached by its content."""
+def calibrated_design(
+    reference: CompiledReference,
+    shift_sd: float,
+    ert: float,
+    alert_ert: float = SEQUENTIAL_ALERT_ERT_EVENTS,
+) -> CusumDesign:
+    """:func:`calibrate_threshold` of the reference's design, cached by its content, with the
+    alert level for ``alert_ert`` (:func:`with_alert_threshold`; cheap, not cached)."""
     design = CusumDesign.from_reference(reference, shift_sd)
     key = _cache_key(design, ert)
     with _CALIBRATED_LOCK:
@@ -251,4 +405,6 @@ def calibrated_design(reference: CompiledReference, shift_sd: float, ert: float)
             if len(_CALIBRATED) >= 8:
                 _CALIBRATED.pop(next(iter(_CALIBRATED)))
             _CALIBRATED[key] = threshold
-    return design.calibrated(threshold, ert)
+    return with_alert_threshold(
+        design.calibrated(threshold, ert), alert_ert, SEQUENTIAL_ALERT_REFERENCE_SE
+    )

@@ -26,6 +26,7 @@ from driftloop_contracts import (
     SHADOW_ALIAS,
     PortPlan,
 )
+from driftloop_contracts.thresholds import SEQUENTIAL_ALERT_ERT_EVENTS
 from driftloop_contracts.warmup import PERFORMANCE_WARMUP_ROWS
 
 _DEFAULT_PORTS = PortPlan(DEFAULT_BASE_PORT)
@@ -105,6 +106,9 @@ class DriftConsumerSettings(BaseSettings):
     #: ...with the threshold calibrated for this expected run length between false alarms
     #: (events of the merged stream); 0 turns the detector off.
     sequential_ert_events: float = Field(default=10_000.0, ge=0)
+    #: The retraining alert on the detector (SequentialDriftHigh) compares its statistic with
+    #: a higher level, set for this ERT (driftloop_sequential_alert_threshold); 0: no alert.
+    sequential_alert_ert_events: float = Field(default=SEQUENTIAL_ALERT_ERT_EVENTS, ge=0)
 
     # --- reference (MLflow) ---------------------------------------------------------------
     mlflow_tracking_uri: str = f"http://{HOST}:{_DEFAULT_PORTS.mlflow}"
@@ -195,6 +199,11 @@ class DriftConsumerSettings(BaseSettings):
         if 0 < self.sequential_ert_events < 100:
             raise ValueError(
                 "DRIFTLOOP_DRIFT_CONSUMER_SEQUENTIAL_ERT_EVENTS must be 0 (off) or at least 100"
+            )
+        if 0 < self.sequential_alert_ert_events < self.sequential_ert_events:
+            raise ValueError(
+                "DRIFTLOOP_DRIFT_CONSUMER_SEQUENTIAL_ALERT_ERT_EVENTS must be 0 (no alert) or at"
+                " least DRIFTLOOP_DRIFT_CONSUMER_SEQUENTIAL_ERT_EVENTS"
             )
         if 0 < self.labelled_retention_days * 24 < self.labelled_scan_hours:
             raise ValueError(
