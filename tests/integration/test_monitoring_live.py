@@ -559,7 +559,7 @@ def test_every_dashboard_and_rule_query_returns_data(stack: Any, champion: str, 
             lambda: (
                 prom.instant("driftloop_drift_value")
                 and prom.instant("driftloop_online_rmse_ratio")
-                and prom.instant("driftloop_sequential_statistic")
+                and prom.instant("driftloop_sequential_peak")
             ),
             120,
         )

@@ -283,7 +283,7 @@ def test_no_alert_level_without_a_calibration_or_an_alert_ert(design: CusumDesig
 def test_the_alert_level_is_exported_next_to_the_statistic(
     reference: ReferenceData, design: CusumDesign
 ) -> None:
-    """The rule compares ``driftloop_sequential_statistic`` with this gauge: no number in it."""
+    """The rule compares ``driftloop_sequential_peak`` with this gauge: no number in it."""
     from driftloop_drift_consumer.metrics import ConsumerMetrics
 
     leveled = with_alert_threshold(design, 1e6, SEQUENTIAL_ALERT_REFERENCE_SE)
@@ -299,3 +299,46 @@ def test_the_alert_level_is_exported_next_to_the_statistic(
         for n in leveled.names
     )
     assert top > leveled.alert_threshold and detector.in_alert and detector.alert_at > 0
+
+
+def test_the_alert_latches_until_the_detector_is_replaced(
+    reference: ReferenceData, design: CusumDesign
+) -> None:
+    """The CUSUM falls back under the alert level once the shift ends (or, in CI, under a
+    shift unlike the design's while the drift went on); the exported peak does not, so
+    ``SequentialDriftHigh`` stays firing for the incident. A new detector (the reference
+    switch of a promotion) starts from 0, and ``forget_version`` removes the old series."""
+    from driftloop_drift_consumer.metrics import ConsumerMetrics
+
+    leveled = with_alert_threshold(design, 1e6, SEQUENTIAL_ALERT_REFERENCE_SE)
+    detector = SequentialDetector(leveled, "7")
+    detector.update(shifted(reference, 2_000, seed=8))
+    crossed = detector.per_series().max()
+    assert crossed > leveled.alert_threshold and detector.in_alert
+    detector.update(stationary(reference, 20_000, seed=9))  # the stream is back to normal
+    assert detector.per_series().max() < leveled.alert_threshold  # the CUSUM fell back...
+    assert detector.in_alert  # ...the latch did not
+    assert detector.peak.max() >= crossed
+
+    metrics = ConsumerMetrics()
+    metrics.record_detector(detector, new_alarm=False)
+    value = metrics.registry.get_sample_value
+    peaks = [
+        value("driftloop_sequential_peak", {"feature": n, "model_version": "7"})
+        for n in leveled.names
+    ]
+    statistics = [
+        value("driftloop_sequential_statistic", {"feature": n, "model_version": "7"})
+        for n in leveled.names
+    ]
+    assert (
+        max(p or 0.0 for p in peaks) > leveled.alert_threshold > max(s or 0.0 for s in statistics)
+    )
+
+    fresh = SequentialDetector(leveled, "8")
+    assert not fresh.in_alert and fresh.peak.max() == 0.0
+    metrics.set_reference("8", "profile-8")
+    assert all(
+        value("driftloop_sequential_peak", {"feature": n, "model_version": "7"}) is None
+        for n in leveled.names
+    )

@@ -127,12 +127,15 @@ RMSE_RATIO = (
     f"(driftloop_online_rmse_ratio and {PERFORMANCE_WARMED_UP} unless {UNDER_WATCH})"
 )
 RMSE_RATIO_THRESHOLD = 'max(driftloop_drift_threshold{statistic="rmse_ratio"})'
-#: Per series, the sequential detector's CUSUM of the champion (the fast path: it decides after
-#: every event, on the merged stream), past the champion's warm-up. Like the windowed drift
-#: alerts, and unlike PerformanceDegraded, it also judges a champion under its post-promotion
-#: watch: the watch judges online error, not drift, and lasts until driftloop.watch_until
-#: (minutes), too long to leave the fast path off after every promotion.
-SEQUENTIAL_DRIFT = f"max by (feature) (driftloop_sequential_statistic and {DRIFT_WARMED_UP})"
+#: Per series, the peak of the sequential detector's CUSUM since the champion's detector started
+#: (the fast path: it decides after every event, on the merged stream), past the champion's
+#: warm-up. The peak, not the CUSUM itself: under a shift unlike the design's the CUSUM jumped
+#: over the level and fell back within two seconds while the drift went on (CI, settle e2e), an
+#: alert that fired for one evaluation; the peak latches until the reference switches. Like the
+#: windowed drift alerts, and unlike PerformanceDegraded, it also judges a champion under its
+#: post-promotion watch: the watch judges online error, not drift, and lasts until
+#: driftloop.watch_until (minutes), too long to leave the fast path off after every promotion.
+SEQUENTIAL_DRIFT = f"max by (feature) (driftloop_sequential_peak and {DRIFT_WARMED_UP})"
 #: The alert level (not the detector's own alarm threshold): set by the consumer for
 #: ``SEQUENTIAL_ALERT_ERT_EVENTS`` events between false alerts (docs/drift.md).
 SEQUENTIAL_ALERT_THRESHOLD = "max(driftloop_sequential_alert_threshold)"
@@ -266,21 +269,21 @@ ALERTS: tuple[AlertSpec, ...] = (
         matching="on() group_left()",
         pending=RETRAIN_PENDING,
         summary_prometheus=(
-            "Sequential drift detector: {{ $labels.feature }} CUSUM "
+            "Sequential drift detector: {{ $labels.feature }} CUSUM peaked at "
             '{{ $value | printf "%.1f" }} > '
             '{{ with query "max(driftloop_sequential_alert_threshold)" }}'
             '{{ . | first | value | printf "%.1f" }}{{ end }}'
         ),
         summary_grafana=(
-            "Sequential drift detector: {{ $labels.feature }} CUSUM "
+            "Sequential drift detector: {{ $labels.feature }} CUSUM peaked at "
             '{{ printf "%.1f" $values.A.Value }} > {{ printf "%.1f" $values.B.Value }}'
         ),
         description=(
             "The CUSUM of {{ $labels.feature }} on the merged stream of every partition "
-            "(driftloop_sequential_statistic) is above the alert level "
-            "(driftloop_sequential_alert_threshold: set for "
+            "has crossed the alert level (driftloop_sequential_alert_threshold: set for "
             f"{SEQUENTIAL_ALERT_ERT_EVENTS:,.0f} events between false alerts, widened for a "
-            "small reference), past the champion's warm-up "
+            "small reference) since the champion's detector started (driftloop_sequential_peak,"
+            " latched until a promotion switches the reference), past the champion's warm-up "
             f"({DRIFT_WARMUP_WINDOWS} windows of its own). Routed to the bridge, which "
             "triggers retraining; docs/drift.md, 'Sequential detection on the merged stream'."
         ),

@@ -26,7 +26,9 @@ window alerts are unchanged: ``driftloop_sequential_statistic{feature,model_vers
 CUSUM per series, larger direction), ``driftloop_sequential_threshold`` (its calibrated alarm
 level), ``driftloop_sequential_alarm{model_version}`` (1 while any series is above it) and
 ``driftloop_sequential_alarms_total{model_version}`` (alarms started). The retraining alert
-``SequentialDriftHigh`` compares the statistic with ``driftloop_sequential_alert_threshold``,
+``SequentialDriftHigh`` compares ``driftloop_sequential_peak{feature,model_version}`` (the
+highest statistic since the champion's detector started: a latch, removed with the version)
+with ``driftloop_sequential_alert_threshold``,
 the level set for ``sequential_alert_ert_events`` between false alerts
 (:func:`.sequential.with_alert_threshold`; ``+Inf``: no alert for this reference).
 """
@@ -165,6 +167,13 @@ class ConsumerMetrics:
         self.sequential_statistic = Gauge(
             "driftloop_sequential_statistic",
             "CUSUM of the merged binned stream per series (larger of its two directions)",
+            ["feature", "model_version"],
+            registry=r,
+        )
+        self.sequential_peak = Gauge(
+            "driftloop_sequential_peak",
+            "Per series, the highest CUSUM since the champion's detector started (the"
+            " SequentialDriftHigh latch: it falls only when the reference switches)",
             ["feature", "model_version"],
             registry=r,
         )
@@ -391,6 +400,8 @@ class ConsumerMetrics:
         self._versions.add(version)
         for name, value in zip(detector.design.names, detector.per_series(), strict=True):
             self.sequential_statistic.labels(name, version).set(float(value))
+        for name, value in zip(detector.design.names, detector.peak, strict=True):
+            self.sequential_peak.labels(name, version).set(float(value))
         self.sequential_threshold.set(detector.design.threshold)
         self.sequential_alert_threshold.set(detector.design.alert_threshold)
         self.sequential_alarm.labels(version).set(1 if detector.in_alarm else 0)
@@ -425,7 +436,12 @@ class ConsumerMetrics:
 
     def forget_version(self, version: str) -> None:
         """Remove every per-version series of ``version`` (it is no longer the champion)."""
-        for gauge in (self.drift_value, self.drift_confirmed, self.sequential_statistic):
+        for gauge in (
+            self.drift_value,
+            self.drift_confirmed,
+            self.sequential_statistic,
+            self.sequential_peak,
+        ):
             for labels in list(_label_sets(gauge)):
                 if labels[-1] == version:
                     gauge.remove(*labels)

@@ -244,6 +244,13 @@ class SequentialDetector:
         self.alarms = 0
         #: The event count at which the statistic first crossed the alert level (0: never).
         self.alert_at = 0
+        #: Per series, the highest ``S`` (either direction) since this detector started: the
+        #: alert's latch. Under a shift unlike the design's the CUSUM can jump over the alert
+        #: level and fall back within seconds while the drift goes on (seen in CI on the demo's
+        #: latitude + income shift); an alert on ``S`` itself then fires for one evaluation and
+        #: is a new incident after every cooldown. The peak only falls when the reference
+        #: switches (a new detector), so the alert stays until the promotion that answers it.
+        self.peak = np.zeros(design.llr.shape[0])
 
     @property
     def in_alarm(self) -> bool:
@@ -251,8 +258,9 @@ class SequentialDetector:
 
     @property
     def in_alert(self) -> bool:
-        """Above the retraining alert's level (what ``SequentialDriftHigh`` compares)."""
-        return bool(self.state.max() > self.design.alert_threshold)
+        """The peak crossed the retraining alert's level (what ``SequentialDriftHigh``
+        compares): latched until the detector is replaced."""
+        return bool(self.peak.max() > self.design.alert_threshold)
 
     def per_series(self) -> np.ndarray:
         """The exported statistic: per series, the larger of its two directions' ``S``."""
@@ -269,6 +277,7 @@ class SequentialDetector:
         self.state = path[-1].copy()
         start = self.events
         self.events += n
+        np.maximum(self.peak, path.max(axis=(0, 2)), out=self.peak)
         peak = path.reshape(n, -1).max(axis=1)
         if not self.alert_at:
             alerted = np.flatnonzero(peak > self.design.alert_threshold)
