@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from driftloop_contracts import CHAMPION_ALIAS, DAG_ID, MODEL_NAME
+from driftloop_contracts.thresholds import SEQUENTIAL_STATISTIC
 
 TIMEOUT = 5.0
 #: Tries of a GET that timed out. A loaded machine can leave one request unanswered for longer
@@ -35,6 +36,14 @@ DRIFT_OVER_THRESHOLD = (
     "max by (feature, statistic) (driftloop_drift_value{{{sel}}})"
     " > on(feature, statistic) group_left() max by (feature, statistic) (driftloop_drift_threshold)"
 )
+
+#: The sequential detector's series whose peak is over the retraining alert's level (what
+#: ``SequentialDriftHigh`` fires on; docs/drift.md): usually the first sign of drift.
+SEQUENTIAL_OVER_LEVEL = (
+    "max by (feature) (driftloop_sequential_peak{{{sel}}})"
+    " > on() group_left() max(driftloop_sequential_alert_threshold)"
+)
+SEQUENTIAL_LEVEL = "max(driftloop_sequential_alert_threshold)"
 
 
 #: ``(sample name, sorted (label, value) pairs)``: one series of a scrape.
@@ -132,7 +141,9 @@ def prom_scalar(ep: Endpoints, expr: str) -> float | None:
 
 
 def drifting_series(ep: Endpoints, model_version: str | None = None) -> list[dict[str, Any]]:
-    """(feature, statistic, value, threshold) of every drift gauge now over its threshold."""
+    """(feature, statistic, value, threshold) of every drift gauge now over its threshold:
+    the windowed statistics, and the sequential detector's peak over the alert level
+    (statistic ``cusum``), which usually crosses first."""
     sel = f'model_version="{model_version}"' if model_version else ""
     over = prom_query(ep, DRIFT_OVER_THRESHOLD.format(sel=sel))
     thresholds = {
@@ -149,6 +160,19 @@ def drifting_series(ep: Endpoints, model_version: str | None = None) -> list[dic
                 "value": float(s["value"][1]),
                 "threshold": thresholds.get(key),
             }
+        )
+    sequential = prom_query(ep, SEQUENTIAL_OVER_LEVEL.format(sel=sel))
+    if sequential:
+        levels = prom_query(ep, SEQUENTIAL_LEVEL)
+        level = float(levels[0]["value"][1]) if levels else None
+        out.extend(
+            {
+                "feature": s["metric"].get("feature"),
+                "statistic": SEQUENTIAL_STATISTIC,
+                "value": float(s["value"][1]),
+                "threshold": level,
+            }
+            for s in sequential
         )
     return sorted(out, key=lambda d: -(d["value"] / (d["threshold"] or 1)))
 

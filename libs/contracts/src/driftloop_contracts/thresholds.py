@@ -62,6 +62,9 @@ CALIBRATION_WINDOW_EVENTS = 200
 #: set no more often than that: 2e7 events, about 4 days at the demo's ~57 events/s
 #: (docs/drift.md, "Sequential detection on the merged stream").
 SEQUENTIAL_ALERT_ERT_EVENTS = 20_000_000.0
+#: The name the sequential detector's statistic goes by next to psi/ks/wasserstein (timeline,
+#: ``driftloop_cli.observe.drifting_series``).
+SEQUENTIAL_STATISTIC = "cusum"
 #: How far the traffic's bin shares may differ from the reference's without drifting, in
 #: standard errors of the reference's own sample (a reference of ``n`` rows estimates its
 #: population's shares only to ``1/sqrt(n)``): the sequential alert's threshold holds its ERT
