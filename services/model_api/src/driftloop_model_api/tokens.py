@@ -104,10 +104,16 @@ class FeedbackTokens:
         try:
             issued_at = int(parts[1])
             model_version = _unb64(parts[2]).decode("utf-8")
-            mac = _unb64(parts[3])
         except (ValueError, binascii.Error):  # UnicodeDecodeError is a ValueError
             raise InvalidFeedbackToken("not a feedback token this API issued") from None
-        if not hmac.compare_digest(mac, self._mac(request_id, model_version, issued_at)):
+        # Compared as issued, not as decoded: the last base64 character of a field carries
+        # bits the decoder ignores, so another spelling of the same bytes (e.g. a final "B"
+        # for "A") would otherwise pass; only the exact token we issued does (a CI run found
+        # a one-character change accepted).
+        if str(issued_at) != parts[1] or _b64(model_version.encode()) != parts[2]:
+            raise InvalidFeedbackToken("not a feedback token this API issued")
+        expected = _b64(self._mac(request_id, model_version, issued_at))
+        if not hmac.compare_digest(parts[3].encode("ascii", "replace"), expected.encode()):
             raise InvalidFeedbackToken(
                 "the token was not issued for this request_id (or not by this API)"
             )
