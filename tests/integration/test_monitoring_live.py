@@ -56,7 +56,7 @@ from driftloop_contracts import (
     THRESHOLDS_REDIS_KEY,
     FeedbackApiKeySettings,
 )
-from driftloop_contracts.thresholds import Statistic
+from driftloop_contracts.thresholds import SEQUENTIAL_STATISTIC, Statistic
 from driftloop_monitoring import promql, queries
 
 pytestmark = pytest.mark.integration
@@ -563,6 +563,18 @@ def test_every_dashboard_and_rule_query_returns_data(stack: Any, champion: str, 
             ),
             120,
         )
+        # The timeline's detection (observe.drifting_series) against the live Prometheus, read
+        # before a run this traffic starts can promote a champion (which resets the peak): the
+        # sequential peak over the alert level is reported as statistic "cusum", with the level.
+        ep = endpoints(stack.settings)
+        sequential = poll(
+            "the sequential peak over its alert level in observe.drifting_series",
+            lambda: [
+                s for s in observe.drifting_series(ep) if s["statistic"] == SEQUENTIAL_STATISTIC
+            ],
+            120,
+        )
+        assert all(s["value"] > s["threshold"] > 0 for s in sequential), sequential
         poll("an alert in Prometheus' ALERTS", lambda: prom.instant("ALERTS"), 90)
         check_every_query(stack, prom)
     assert traffic.counts["failed"] == 0, traffic.counts
