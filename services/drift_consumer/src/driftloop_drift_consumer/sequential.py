@@ -57,13 +57,10 @@ import numpy as np
 from driftloop_contracts.thresholds import (
     SEQUENTIAL_ALERT_ERT_EVENTS,
     SEQUENTIAL_ALERT_REFERENCE_SE,
-    SEQUENTIAL_STATISTIC,
 )
 
 from .drift import CompiledReference
 
-#: The statistic's name next to psi/ks/wasserstein (one definition, in the contracts).
-CUSUM_STATISTIC = SEQUENTIAL_STATISTIC
 #: Directions of the alternatives, in the order of the second axis of :attr:`CusumDesign.llr`.
 DIRECTIONS = (1.0, -1.0)
 
