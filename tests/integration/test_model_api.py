@@ -743,10 +743,8 @@ def replica_counter(url: str, name: str, topic: str) -> float | None:
 def no_watch(ready_stack: Any) -> Any:
     """No post-promotion watch running: earlier tests (the e2e's promotions) leave alias
     ``shadow`` for 30 minutes. Held shadow events are in the ledger (counted if a SIGKILL loses
-    them: services/model_api/tests/test_shadow.py), but while the shadow's model call runs in
-    its worker thread, a SIGKILL can fall between a response's headers and its body, which
-    nginx cannot retry (docs/operations.md, "Known limits"); this test measures the path
-    without a watch."""
+    them: services/model_api/tests/test_shadow.py); this test measures the path without a
+    watch, whatever earlier tests left, so that its event counts are of predictions alone."""
     from driftloop_training import registry
 
     registry.end_watch(ready_stack.mlflow_url)

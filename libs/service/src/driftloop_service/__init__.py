@@ -7,6 +7,7 @@
 * :mod:`.health` — ``/health/live`` and ``/health/ready`` with one vocabulary.
 * :mod:`.metrics` — per-instance Prometheus registries, ``/metrics``, the retry counter.
 * :mod:`.server` — settings-or-exit, uvicorn with the shutdown grace from settings.
+* :mod:`.single_write` — uvicorn's httptools protocol sending each response in one write.
 """
 
 from .dead_letters import (

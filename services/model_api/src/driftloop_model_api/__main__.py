@@ -21,6 +21,7 @@ def main() -> None:
 
     from driftloop_contracts.logs import configure_logging
     from driftloop_service import serve, settings_or_exit
+    from driftloop_service.single_write import SingleWriteHttpToolsProtocol
 
     from .app import create_app
     from .publisher import AbortedBatchFilter
@@ -37,7 +38,8 @@ def main() -> None:
         graceful_shutdown_seconds=settings.graceful_shutdown_seconds,
         workers=1,
         loop="uvloop",
-        http="httptools",
+        # One write per response: a replica killed mid-response leaves nginx something to retry.
+        http=SingleWriteHttpToolsProtocol,
         timeout_keep_alive=75,  # longer than nginx's upstream keepalive_timeout
     )
 
