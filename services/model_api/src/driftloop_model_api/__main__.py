@@ -3,15 +3,33 @@
 OpenMP is pinned to one thread *before* numpy/scikit-learn load (and again with threadpoolctl
 after): several serving processes each spawning a thread per core collapse throughput on a
 small machine (see ARCHITECTURE.md, "Facts measured").
+
+pyarrow is kept out the same way: scikit-learn imports pandas, and pandas imports pyarrow when
+it is installed (the workspace installs it for the drift consumer's Parquet log). A replica
+reads no Parquet and builds no Arrow-backed frame, and both run without pyarrow, so its import
+(28 MiB of RSS per replica, docs/performance.md "Memory at rest") is refused by a finder on
+``sys.meta_path``. Not ``sys.modules["pyarrow"] = None``: scikit-learn takes any entry there
+for the module and fails on ``None``.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from importlib.abc import MetaPathFinder
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+class _RefusePyarrow(MetaPathFinder):
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        if fullname == "pyarrow" or fullname.startswith("pyarrow."):
+            raise ModuleNotFoundError(f"{fullname} is not loaded in a replica", name=fullname)
+
+
+sys.meta_path.insert(0, _RefusePyarrow())
 
 
 def main() -> None:
