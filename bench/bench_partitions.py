@@ -114,7 +114,11 @@ class Mode:
 
 def modes(partitions: int, slot_s: float) -> list[Mode]:
     merged = {"MERGE_WINDOW_SECONDS": str(slot_s), "SHARED_WINDOWS": "true"}
-    out = [Mode("pp1", "per-partition", 1), Mode("m1", "merged (shared)", 1, merged)]
+    per_partition = {"MERGE_WINDOW_SECONDS": "0"}
+    out = [
+        Mode("pp1", "per-partition", 1, per_partition),
+        Mode("m1", "merged (shared)", 1, merged),
+    ]
     if partitions >= 3:
         out.append(Mode("m3", "merged (shared)", 3, merged))
     return out

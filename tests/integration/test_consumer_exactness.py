@@ -291,6 +291,7 @@ class Rig:
             suffix=name,
             WINDOW_EVENTS=str(WINDOW),
             MIN_WINDOW_EVENTS=str(WINDOW),
+            MERGE_WINDOW_SECONDS="0",  # per-partition windows: what this module counts
             LABELLED_FLUSH_SECONDS="1",
             REPORTS_INTERVAL_SECONDS="0",
             LOG_FORMAT="console",

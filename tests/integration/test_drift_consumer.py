@@ -121,6 +121,7 @@ class World:
             p + "REPORTS_DIR": str(self.tmp / "reports"),
             p + "STATE_DIR": str(self.tmp / "state"),
             p + "WINDOW_EVENTS": str(WINDOW),
+            p + "MERGE_WINDOW_SECONDS": "0",  # per-partition windows: what this module counts
             p + "LABELLED_FLUSH_SECONDS": "1",
             p + "THRESHOLDS_POLL_SECONDS": "0.5",
             p + "REPORTS_INTERVAL_SECONDS": "5",

@@ -109,6 +109,8 @@ class Harness:
             "sink_retry_initial_seconds": 0.01,
             "sink_retry_max_seconds": 0.05,
             "reports_interval_seconds": 0,
+            # per-partition windows unless a test merges them (merge_window_seconds=...)
+            "merge_window_seconds": 0.0,
         }
         self.settings = DriftConsumerSettings(**{**defaults, **overrides})
         self.consumers: list[FakeConsumer] = []

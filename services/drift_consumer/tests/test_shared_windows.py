@@ -367,9 +367,11 @@ def test_a_partial_round_trips_bit_for_bit(reference: ReferenceData) -> None:
 
 def test_shared_windows_need_a_slot_length() -> None:
     with pytest.raises(ValueError, match="MERGE_WINDOW_SECONDS"):
-        DriftConsumerSettings(shared_windows=True)
+        DriftConsumerSettings(shared_windows=True, merge_window_seconds=0)
     assert DriftConsumerSettings(shared_windows=True, merge_window_seconds=1).shared_windows
+    assert DriftConsumerSettings(shared_windows=True).shared_windows  # the default slot
     assert not DriftConsumerSettings().shared_windows  # off by default
+    assert DriftConsumerSettings().merge_window_seconds > 0  # merged over owned partitions
 
 
 async def test_redis_down_pauses_publishing_counts_it_and_loses_nothing(

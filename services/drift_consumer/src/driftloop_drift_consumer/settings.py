@@ -86,8 +86,10 @@ class DriftConsumerSettings(BaseSettings):
     ks_method: Literal["auto", "exact", "asymp"] = "auto"
     #: > 0: decide on windows merged over every owned partition, in event-time slots of this
     #: many seconds (windows.MergedWindows; a window takes slots until it holds
-    #: MIN_WINDOW_EVENTS); 0: per-partition windows of WINDOW_EVENTS (WINDOW_SECONDS).
-    merge_window_seconds: float = Field(default=0.0, ge=0.0)
+    #: MIN_WINDOW_EVENTS), so detection does not slow down with partitions; keep it
+    #: <= MIN_WINDOW_EVENTS / (4 x events/s) (docs/scale-out.md). 0: per-partition windows of
+    #: WINDOW_EVENTS (WINDOW_SECONDS).
+    merge_window_seconds: float = Field(default=0.25, ge=0.0)
     #: A caught-up partition with no newer event stops holding a slot this long after its end.
     merge_idle_grace_seconds: float = Field(default=2.0, ge=0.0)
     #: Merge the windows across every consumer of the group, not only this one's partitions:
