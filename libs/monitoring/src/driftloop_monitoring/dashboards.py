@@ -503,6 +503,10 @@ def drift() -> Dashboard:
             ],
             unit="percentunit",
             maximum=1,
+            description=(
+                "Partition -1 is a window merged over every partition a consumer owns (the"
+                " default); others are per-partition windows (MERGE_WINDOW_SECONDS=0)."
+            ),
         ),
         w=12,
     )

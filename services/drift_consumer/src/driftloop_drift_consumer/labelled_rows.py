@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 
+import structlog
 from aiokafka.structs import TopicPartition
 
 from driftloop_contracts import InvalidReason
@@ -29,6 +30,8 @@ from .reference import ReferenceManager
 from .settings import DriftConsumerSettings
 from .sinks.facade import Sinks
 from .sinks.influx import online_error_line
+
+log = structlog.get_logger(__name__)
 
 
 class LabelledRows:
@@ -47,6 +50,29 @@ class LabelledRows:
         self.sinks = sinks
         self.references = references
         self.online = OnlineError(settings.online_error_rows)
+        #: (the detector in alert, when this consumer first saw it so): bounds the fast flush.
+        self._incident: tuple[object, float] | None = None
+
+    def flush_interval(self, now: float) -> float:
+        """How old a partition's oldest joined row may get before it is flushed: shorter
+        while the champion's sequential detector is in alert (settings, "incident")."""
+        detector = self.state.detector
+        if detector is None or not detector.in_alert:
+            self._incident = None
+            return self.settings.labelled_flush_seconds
+        if self._incident is None or self._incident[0] is not detector:
+            self._incident = (detector, now)
+            log.info(
+                "labelled_incident_flush",
+                model_version=detector.model_version,
+                flush_seconds=self.settings.labelled_incident_flush_seconds,
+                for_seconds=self.settings.labelled_incident_max_seconds,
+            )
+        if now - self._incident[1] <= self.settings.labelled_incident_max_seconds:
+            return min(
+                self.settings.labelled_incident_flush_seconds, self.settings.labelled_flush_seconds
+            )
+        return self.settings.labelled_flush_seconds
 
     async def resolve_waiting(self, now: float, consumer: DataConsumer) -> None:
         """Join waiting feedback whose prediction is in the store (one row per request: the
@@ -87,6 +113,7 @@ class LabelledRows:
         """Write due part files (all of them if ``force``); returns InfluxDB lines for the
         online error they changed."""
         fresh_rows: list[LabelledRow] = []
+        interval = self.flush_interval(now)
         for partition, buffer in self.state.buffers.items():
             if partitions is not None and partition not in partitions:
                 continue
@@ -96,7 +123,7 @@ class LabelledRows:
             due = (
                 force
                 or rows >= self.settings.labelled_flush_rows
-                or now - oldest >= self.settings.labelled_flush_seconds
+                or now - oldest >= interval
             )
             if not due:
                 continue

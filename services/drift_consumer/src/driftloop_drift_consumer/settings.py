@@ -165,6 +165,12 @@ class DriftConsumerSettings(BaseSettings):
     #: Flush a partition's joined rows once this many are waiting, or after this long.
     labelled_flush_rows: int = Field(default=2_000, ge=1)
     labelled_flush_seconds: float = Field(default=10.0, ge=0.0)
+    #: While the champion's sequential detector is in alert (``SequentialDriftHigh``: a retrain
+    #: is coming, and its ``wait_for_regime`` counts the incident's rows in this log), flush
+    #: this often instead, for at most LABELLED_INCIDENT_MAX_SECONDS from the alert: the run
+    #: sees its rows ~5 s sooner, and only an incident writes more part files.
+    labelled_incident_flush_seconds: float = Field(default=1.0, ge=0.0)
+    labelled_incident_max_seconds: float = Field(default=600.0, ge=0.0)
     #: Hour partitions scanned on assignment to find files written but not committed.
     labelled_scan_hours: int = Field(default=48, ge=1)
     #: Hour partitions that ended longer ago than this are deleted (hourly, by this consumer;
