@@ -31,6 +31,10 @@ def rows_for(detector: SequentialDetector | None, **settings: Any) -> LabelledRo
     )
 
 
+def in_alert(detector: SequentialDetector) -> bool:
+    return detector.in_alert
+
+
 def test_an_alert_shortens_the_flush_until_its_bound_and_a_new_detector_restarts_it(
     reference: ReferenceData,
 ) -> None:
@@ -40,7 +44,7 @@ def test_an_alert_shortens_the_flush_until_its_bound_and_a_new_detector_restarts
     leveled = with_alert_threshold(design, 1e6, SEQUENTIAL_ALERT_REFERENCE_SE)
     calm = SequentialDetector(leveled, "1")
     calm.update(stationary(reference, 2_000, seed=1))
-    assert not calm.in_alert
+    assert not in_alert(calm)
     rows = rows_for(
         calm,
         labelled_flush_seconds=10.0,
@@ -50,7 +54,7 @@ def test_an_alert_shortens_the_flush_until_its_bound_and_a_new_detector_restarts
     assert rows.flush_interval(100.0) == 10.0
 
     calm.update(shifted(reference, 2_000, seed=2))  # the incident: the latch is set
-    assert calm.in_alert
+    assert in_alert(calm)
     assert rows.flush_interval(200.0) == 1.0
     assert rows.flush_interval(800.0) == 1.0  # 600 s after the alert was first seen
     assert rows.flush_interval(800.1) == 10.0  # bounded: an unanswered incident stops it

@@ -120,11 +120,7 @@ class LabelledRows:
             rows, oldest = buffer.ready()
             if oldest is None:
                 continue
-            due = (
-                force
-                or rows >= self.settings.labelled_flush_rows
-                or now - oldest >= interval
-            )
+            due = force or rows >= self.settings.labelled_flush_rows or now - oldest >= interval
             if not due:
                 continue
             for flush in buffer.take():
