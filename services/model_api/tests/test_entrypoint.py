@@ -33,4 +33,4 @@ def test_a_replica_process_never_loads_pyarrow_and_still_predicts() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     lines = done.stdout.split()
     assert len(lines) == 2 and lines[1] == "False", done.stdout + done.stderr
-    assert "ModuleNotFoundError: pyarrow is not loaded in a replica" in done.stderr
+    assert "ModuleNotFoundError: pyarrow is not loaded in a model replica" in done.stderr

@@ -51,6 +51,7 @@ from driftloop_service import (
     DeadLetterPublisher,
     ModelEventsConsumer,
     RetryStopped,
+    release_freed_memory,
     retrying,
 )
 
@@ -289,6 +290,8 @@ class DriftLoop:
         except Exception as exc:  # never takes the consumer down: windows still decide
             log.error("sequential_calibration_failed", error=repr(exc))
             return
+        finally:  # its temporaries (~100 MiB) stay resident in glibc's arenas otherwise
+            await asyncio.to_thread(release_freed_memory)
         async with self._lock:
             current = self.references.current
             if current is not None and current.compiled is loaded.compiled:

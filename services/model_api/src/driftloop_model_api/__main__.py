@@ -4,32 +4,20 @@ OpenMP is pinned to one thread *before* numpy/scikit-learn load (and again with 
 after): several serving processes each spawning a thread per core collapse throughput on a
 small machine (see ARCHITECTURE.md, "Facts measured").
 
-pyarrow is kept out the same way: scikit-learn imports pandas, and pandas imports pyarrow when
-it is installed (the workspace installs it for the drift consumer's Parquet log). A replica
-reads no Parquet and builds no Arrow-backed frame, and both run without pyarrow, so its import
-(28 MiB of RSS per replica, docs/performance.md "Memory at rest") is refused by a finder on
-``sys.meta_path``. Not ``sys.modules["pyarrow"] = None``: scikit-learn takes any entry there
-for the module and fails on ``None``.
+pyarrow is kept out the same way (``driftloop_contracts.unused_imports``): a replica never uses
+it, but pandas would import it via scikit-learn (28 MiB of RSS per replica).
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from importlib.abc import MetaPathFinder
+
+from driftloop_contracts.unused_imports import refuse_imports
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
-
-
-class _RefusePyarrow(MetaPathFinder):
-    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
-        if fullname == "pyarrow" or fullname.startswith("pyarrow."):
-            raise ModuleNotFoundError(f"{fullname} is not loaded in a replica", name=fullname)
-
-
-sys.meta_path.insert(0, _RefusePyarrow())
+refuse_imports("pyarrow", who="a model replica")
 
 
 def main() -> None:
