@@ -1,11 +1,11 @@
 """Give memory that a transient freed back to the kernel (glibc's ``malloc_trim``).
 
 Why: a burst of large numpy temporaries in a worker thread (the drift consumer's sequential
-calibration, a model download and deserialisation) is freed into glibc's arenas, which keep
-it: glibc raises its mmap threshold after the first large free, so later blocks come from the
-heap and stay resident. Measured on the drift consumer at rest after its first calibration:
-368 MiB, 273 MiB after one ``malloc_trim(0)`` (docs/performance.md, "Memory at rest"). The
-call is cheap (milliseconds) and is made after such transients, not on a timer.
+calibration) is freed into glibc's arenas, which keep it: glibc raises its mmap threshold
+after the first large free, so later blocks come from the heap and stay resident. Measured on
+the drift consumer at rest after its first calibration: 368 MiB, 273 MiB after one
+``malloc_trim(0)`` (docs/performance.md, "Memory at rest"). The call is cheap (milliseconds)
+and is made after such a transient, where it was measured to pay, not on a timer.
 
 Not glibc (musl, macOS): nothing to do, and :func:`release_freed_memory` returns False.
 """
