@@ -51,3 +51,30 @@ def test_freed_arena_memory_is_released() -> None:
 def test_without_the_call_it_stays_resident_so_the_test_can_fail() -> None:
     before, after = rss_before_after("keep")
     assert before - after < 10, (before, after)
+
+
+def test_settle_heap_collects_garbage_then_freezes_what_lives() -> None:
+    import gc
+    import weakref
+
+    from driftloop_service.memory import settle_heap
+
+    class Node:
+        pass
+
+    try:
+        settle_heap()
+        old = Node()
+        old.me = old  # type: ignore[attr-defined]  # a cycle frozen while alive
+        kept = Node()
+        settle_heap()
+        assert gc.get_freeze_count() > 0
+        ref = weakref.ref(old)
+        del old  # now garbage, but frozen: only the next settle (unfreeze first) frees it
+        gc.collect()
+        assert ref() is not None
+        settle_heap()
+        assert ref() is None
+        assert not gc.is_finalized(kept)
+    finally:
+        gc.unfreeze()

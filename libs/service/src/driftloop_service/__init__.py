@@ -7,7 +7,7 @@
 * :mod:`.health` — ``/health/live`` and ``/health/ready`` with one vocabulary.
 * :mod:`.metrics` — per-instance Prometheus registries, ``/metrics``, the retry counter.
 * :mod:`.server` — settings-or-exit, uvicorn with the shutdown grace from settings.
-* :mod:`.memory` — hand memory a transient freed back to the kernel (``malloc_trim``).
+* :mod:`.memory` — hand freed memory back to the kernel; keep long-lived objects out of the GC.
 * :mod:`.single_write` — uvicorn's httptools protocol sending each response in one write.
 """
 
@@ -31,7 +31,7 @@ from .http_errors import (
     problems_from_errors,
     validation_problems,
 )
-from .memory import release_freed_memory
+from .memory import release_freed_memory, settle_heap
 from .metrics import RetryCounter, metrics_router, new_registry
 from .retry import Backoff, RetryHook, RetryStopped, retrying, wait_or_stop
 from .server import serve, settings_or_exit, stop_tasks
@@ -69,6 +69,7 @@ __all__ = [
     "retrying",
     "serve",
     "settings_or_exit",
+    "settle_heap",
     "stop_tasks",
     "validation_problems",
     "wait_or_stop",

@@ -15,8 +15,9 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import functools
+import gc
 
-__all__ = ["release_freed_memory"]
+__all__ = ["release_freed_memory", "settle_heap"]
 
 
 @functools.cache
@@ -37,3 +38,19 @@ def release_freed_memory() -> bool:
     """Return free heap pages of every arena to the kernel; True if any were released."""
     trim = _malloc_trim()
     return bool(trim(0)) if trim is not None else False
+
+
+def settle_heap() -> None:
+    """Collect once, then put every surviving object out of the cyclic collector's reach.
+
+    Why: a model replica holds ~1M tracked objects (scikit-learn, scipy, pandas, MLflow and
+    the model), and a full collection walks them all: 85-97 ms measured, on the event loop,
+    whenever the collector's generation-2 heuristic fires under load, which is what the
+    serving bench's p99 showed (docs/performance.md, "Serving"). ``gc.freeze`` moves them to
+    the permanent generation (the CPython docs' advice for long-lived servers). Called after
+    each model load: the previous freeze is undone first, so the old model's objects can be
+    collected, and one full collection (the same ~90 ms, once per promotion) runs here.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()

@@ -49,6 +49,7 @@ from driftloop_service import (
     ModelEventsSubscriber,
     RetryStopped,
     retrying,
+    settle_heap,
     wait_or_stop,
 )
 from driftloop_service.subscriber import ConsumerFactory
@@ -339,6 +340,7 @@ class Reloader:
             previous=previous.version if previous else None,
             reason=reason,
         )
+        settle_heap()  # no ~90 ms full collections under load (driftloop_service.memory)
 
     async def _periodic(self) -> None:
         while not await wait_or_stop(self._stopping, self._check_interval):
