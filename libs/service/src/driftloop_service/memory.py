@@ -1,4 +1,6 @@
-"""Give memory that a transient freed back to the kernel (glibc's ``malloc_trim``).
+"""Memory of long-running services: :func:`release_freed_memory` gives what a transient freed
+back to the kernel (glibc's ``malloc_trim``); :func:`settle_heap` keeps long-lived objects out
+of the cyclic collector's full passes (``gc.freeze``).
 
 Why: a burst of large numpy temporaries in a worker thread (the drift consumer's sequential
 calibration) is freed into glibc's arenas, which keep it: glibc raises its mmap threshold
